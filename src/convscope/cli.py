@@ -1,0 +1,250 @@
+"""Command line: parse -> config dataclass -> engine -> write outputs; errors -> exit codes.
+
+Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 130 interrupted (the best
+result so far is saved first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import MISSING, fields, replace
+from pathlib import Path
+
+from .errors import ConfigError, OutputError, UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line and exit 2 (argparse's code) without the usage dump."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"convscope: error: {message} (see: {self.prog} --help)\n")
+
+
+# ---- options from the config dataclass (one source of truth) -----------------------------------
+def _type_of(annotation: str):
+    if "tuple[str" in annotation:
+        return str, "+"
+    if "tuple[float" in annotation:
+        return float, "+"
+    for name, kind in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+        if annotation.startswith(name):
+            return kind, None
+    raise TypeError(annotation)
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_cls, skip=(), defaults=None) -> None:
+    """One --option per dataclass field: its type, default and help come from the field."""
+    defaults = defaults or {}
+    for f in fields(config_cls):
+        if f.name in skip:
+            continue
+        kind, nargs = _type_of(str(f.type))
+        default = defaults.get(f.name, f.default if f.default is not MISSING else None)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "") + (f" (default: {default})" if default is not None else "")
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+                                help=f.metadata.get("help", ""))
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, nargs=nargs, default=default,
+                                choices=f.metadata.get("choices"), help=help_text,
+                                metavar=f.name.upper() if nargs else None)
+
+
+def config_from_args(args: argparse.Namespace, config_cls):
+    values = {f.name: getattr(args, f.name) for f in fields(config_cls) if hasattr(args, f.name)}
+    for key, value in values.items():
+        if isinstance(value, list):
+            values[key] = tuple(value)
+    return config_cls(**values)
+
+
+# ---- commands ---------------------------------------------------------------------------------
+def _progress_bar(total_stages: int):
+    """A tqdm callback: loss terms, it/s and ETA; one bar per multi-scale stage."""
+    from tqdm import tqdm
+
+    state = {"bar": None, "stage": 0}
+
+    def callback(p) -> None:
+        if p.stage != state["stage"]:
+            if state["bar"] is not None:
+                state["bar"].close()
+            desc = f"stage {p.stage}/{p.stages}" if p.stages > 1 else "stylize"
+            state["bar"] = tqdm(total=p.iterations, desc=desc, unit="it", file=sys.stderr,
+                                dynamic_ncols=True, leave=True)
+            state["stage"] = p.stage
+        bar = state["bar"]
+        bar.set_postfix({k: f"{v:.3g}" for k, v in p.terms.items()}, refresh=False)
+        bar.update(1)
+        if p.iteration == p.iterations:
+            bar.close()
+            state["bar"] = None
+
+    return callback
+
+
+def _run_style(args, config, content_path, style_paths, content_img=None, style_imgs=None) -> int:
+    """Shared by `stylize` and `demo`: check output, load inputs, run with a bar, save atomically."""
+    from . import images
+    from .figures import image_strip
+    from .optimize import Interrupted
+    from .runinfo import run_metadata
+    from .style.gatys import stylize_images
+
+    out = images.check_output_path(args.output)
+    config.validate()
+    content = content_img or images.load_image(content_path)
+    styles = style_imgs or [images.load_image(p) for p in style_paths]
+    config.blend(len(styles))  # fail on mismatched --style-blend before any work
+    inputs = {"content": str(content_path), "styles": [str(p) for p in style_paths]}
+    stem = out.with_suffix("")
+    bar = _progress_bar(1) if not args.quiet else None
+    saved_frames = []
+
+    def callback(p) -> None:
+        if bar is not None:
+            bar(p)
+        if config.save_every and p.image is not None and p.iteration % config.save_every == 0:
+            tag = f"_s{p.stage}" if p.stages > 1 else ""
+            frame = Path(f"{stem}{tag}_{p.iteration:04d}{out.suffix}")
+            images.save_image(p.image, frame)
+            saved_frames.append(frame)
+
+    try:
+        result = stylize_images(content, styles, config, callback)
+    except Interrupted as stop:
+        meta = run_metadata("stylize", config.to_dict(), inputs=inputs, interrupted_at=stop.iteration)
+        images.save_image(stop.best_image, out, meta)
+        print(f"\ninterrupted at iteration {stop.iteration}: best image so far saved to {out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    meta = run_metadata("stylize", result.config.to_dict(), inputs=inputs, seed=config.seed,
+                        seconds=round(result.seconds, 3), final_losses=result.losses,
+                        stage_sizes=result.stage_sizes, iterations_run=len(result.history),
+                        cuda_graph=result.graphed)
+    images.save_image(result.image, out, meta)
+    written = [out]
+    if (args.strip or config.save_every) and result.snapshots:
+        strip = Path(f"{stem}_progress.png")
+        title = f"{Path(content_path).name} in the style of {', '.join(Path(p).name for p in style_paths)}"
+        images.save_image(image_strip(result.snapshots, title), strip, meta)
+        written.append(strip)
+    if not args.quiet:
+        terms = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+        print(f"wrote {', '.join(map(str, written))}"
+              + (f" and {len(saved_frames)} intermediate image(s)" if saved_frames else "")
+              + f" in {result.seconds:.1f} s ({terms})", file=sys.stderr)
+    return 0
+
+
+def cmd_stylize(args) -> int:
+    from .style.config import StyleConfig
+
+    config = config_from_args(args, StyleConfig)
+    return _run_style(args, config, args.content, args.styles)
+
+
+# Demo: small enough to finish in well under 3 minutes on 2 CPU cores.
+DEMO_DEFAULTS = {"size": 256, "iterations": 120}
+
+
+def cmd_demo(args) -> int:
+    from .demo import sample_photo_path, swirl_painting
+    from .images import load_image
+    from .style.config import StyleConfig
+
+    config = config_from_args(args, StyleConfig)
+    content = sample_photo_path()
+    style = swirl_painting(512, seed=config.seed)
+    return _run_style(args, config, content, ["<built-in swirl painting>"], load_image(content), [style])
+
+
+def cmd_layers(args) -> int:
+    from .nets import get_net
+
+    net = get_net(args.net, device="cpu")
+    rows = net.layer_table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'layer':<10} {'kind':<10} {'channels':>8} {'stride':>6}  aliases")
+    for r in rows:
+        print(f"{r['name']:<10} {r['kind']:<10} {r['channels']:>8} {r['stride']:>6}  {', '.join(r['aliases'])}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .nets import net_names
+    from .style.config import StyleConfig
+
+    parser = _Parser(prog="convscope", description="Deep learning on images with CNNs: stylize, "
+                     "classify, and see inside.")
+    parser.add_argument("--version", action="version", version=f"convscope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def common_output(p, default=None):
+        p.add_argument("-o", "--output", required=default is None, default=default,
+                       help="output image (.png keeps the config in its metadata; a .json sidecar is "
+                            "written beside it)" + (f" (default: {default})" if default else ""))
+        p.add_argument("--strip", action="store_true",
+                       help="also write OUT_progress.png: first, middle and last iteration side by side")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+
+    p = sub.add_parser("stylize", help="neural style transfer (Gatys et al., optimization-based)",
+                       description="Stylize CONTENT with one or more STYLE images by optimizing the "
+                       "output image (L-BFGS by default).")
+    p.add_argument("content", help="content image")
+    p.add_argument("styles", nargs="+", metavar="style", help="style image(s); blend with --style-blend")
+    common_output(p)
+    add_config_options(p, StyleConfig)
+    p.set_defaults(func=cmd_stylize)
+
+    p = sub.add_parser("demo", help="stylize a built-in photo with a built-in style (no files needed)",
+                       description="Stylize matplotlib's sample photo with a swirling style drawn in "
+                       "code. Takes about a minute or two on a laptop CPU at the defaults.")
+    common_output(p, default="demo.png")
+    add_config_options(p, StyleConfig, defaults=DEMO_DEFAULTS)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("layers", help="list a network's layers and their names")
+    p.add_argument("--net", default="vgg19", help=f"network: {', '.join(net_names())} (default: vgg19)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_layers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"convscope: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\nconvscope: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print("convscope: error: out of memory; use a smaller --size", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except RuntimeError as exc:
+        # Out of memory on an accelerator is the user's size choice, not a crash.
+        if "out of memory" in str(exc).lower():
+            print("convscope: error: the device ran out of memory; use a smaller --size or --device cpu",
+                  file=sys.stderr)
+            return EXIT_USER_ERROR
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,478 @@
+"""Images in and out: safe loading, resizing, tensor conversion, colour ops, atomic saving.
+
+Conventions (see DESIGN.md): tensors are float in [0, 1], RGB, NCHW; PIL images are 8-bit RGB.
+Every problem a user can cause (missing, corrupt or huge file, unwritable output) raises a
+`convscope.errors` exception with a one-line message; PIL/OS tracebacks never reach the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import numbers
+import os
+import re
+import secrets
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
+from convscope.errors import ConfigError, ImageError, OutputError
+
+# 100 megapixels (e.g. 10000x10000): far above any image a CNN here needs, small enough that a
+# decoded RGB image (300 MB) cannot exhaust a laptop. Checked from the header, before decoding.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+# Metadata key of the PNG text chunk (and of nothing else: the sidecar holds the same dict).
+PNG_METADATA_KEY = "convscope"
+
+# Extension -> PIL format name; the only extensions save_image accepts.
+WRITABLE_FORMATS = {
+    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
+    ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+}
+
+# What PIL raises while decoding a damaged file. Several plugins raise SyntaxError, struct.error,
+# IndexError or zlib.error instead of OSError on malformed data, so all of them mean "corrupt".
+_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, IndexError, struct.error, zlib.error)
+
+# Standard NTSC (FCC 1953) RGB -> YIQ matrix; rows give Y, I, Q. The inverse is computed from it
+# (not the rounded published inverse) so that yiq_to_rgb(rgb_to_yiq(x)) == x to float precision.
+_RGB_TO_YIQ = (
+    (0.299, 0.587, 0.114),
+    (0.595716, -0.274453, -0.321263),
+    (0.211456, -0.522591, 0.311135),
+)
+
+
+# --------------------------------------------------------------------------------------- loading
+
+def load_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Load any still or animated image file as a fully decoded 8-bit RGB PIL image.
+
+    EXIF orientation is applied first; animated files give their first frame; alpha is composited
+    over white; 16-bit and float data are rescaled (not clipped) to 0..255.
+    `max_pixels` (width*height) is checked from the header before any pixel is decoded; None
+    disables our limit (PIL's own hard guard, 2 * Image.MAX_IMAGE_PIXELS, still applies).
+    """
+    if max_pixels is not None and (not isinstance(max_pixels, numbers.Integral) or max_pixels <= 0):
+        raise ConfigError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    p = _readable_file(path)
+    with _decoding(p, max_pixels) as im:
+        _check_pixel_count(p, im.size, max_pixels)
+        im.load()  # frame 0 of an animation is the one selected after open
+        return _to_rgb(_exif_upright(im))
+
+
+def _readable_file(path) -> Path:
+    """Return `path` as a Path if it is a non-empty regular file, else raise ImageError."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ImageError(f"image not found: {p} is a folder; give the path of an image file")
+    try:
+        size = p.stat().st_size
+    except OSError:
+        raise ImageError(f"image not found: {p}; check the path") from None
+    if size == 0:
+        raise ImageError(f"image file is empty (0 bytes): {p}; re-export or re-download it")
+    return p
+
+
+@contextlib.contextmanager
+def _decoding(p: Path, max_pixels: int | None):
+    """Open `p` with PIL and turn every failure, inside the `with` body too, into an ImageError."""
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above Image.MAX_IMAGE_PIXELS (~89 Mpx). Our explicit check against
+            # max_pixels is the one rule that decides, so the warning must neither print nor,
+            # when a caller allows more, block the load. (Its hard error above 2x still does.)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                yield im
+    except UnidentifiedImageError:
+        kinds = "JPEG, PNG, WebP, BMP, TIFF or GIF"
+        raise ImageError(f"not an image (or an unsupported format): {p}; use {kinds}") from None
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"(\d+) pixels", str(exc))  # PIL's message is the only place it says
+        count = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        limit = min(2 * (Image.MAX_IMAGE_PIXELS or 0), max_pixels or 2**63)
+        raise ImageError(f"image too large: {p} has {count}, over the limit of {limit:,}; shrink it first") from None
+    except PermissionError:
+        raise ImageError(f"image not found or not readable: {p}; check its permissions") from None
+    except MemoryError:
+        raise ImageError(f"not enough memory to decode {p}; shrink the image first") from None
+    except _DECODE_ERRORS as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageError(f"image file is truncated or corrupt: {p} ({detail}); re-export or re-download it") from None
+
+
+def _check_pixel_count(p: Path, size: tuple[int, int], max_pixels: int | None) -> None:
+    """Refuse images over `max_pixels` using the header size only (nothing decoded yet)."""
+    w, h = size
+    if w < 1 or h < 1:
+        raise ImageError(f"image file is truncated or corrupt: {p} claims a size of {w}x{h}")
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageError(
+            f"image too large: {p} is {w}x{h} = {w * h:,} pixels, over the limit of "
+            f"{max_pixels:,}; shrink it first or raise max_pixels"
+        )
+
+
+def _exif_upright(im: Image.Image) -> Image.Image:
+    """Apply the EXIF Orientation tag. A damaged EXIF block is ignored: the pixels are fine."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
+        return im.copy()
+
+
+# ---------------------------------------------------------------------------- mode conversion
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB, handling alpha, 16-bit and float data correctly."""
+    mode = im.mode
+    if mode == "RGB" and "transparency" not in im.info:
+        return im
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit data: map 0..65535 onto 0..255 (PIL's convert would clip at 255 instead).
+        # Mode "I" (32-bit) is also assumed to hold 16-bit samples, as 16-bit PNG/PGM/TIFF do.
+        return _gray_array_to_rgb(np.asarray(im).astype(np.float64) / 257.0)
+    if mode == "F":
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        # Float images come in two conventions: [0, 1] (scientific tools) and PIL's 0..255.
+        # Data that fits in [0, 1] is read as the former; it would be near-black under the latter.
+        if arr.size and arr.min() >= 0.0 and arr.max() <= 1.0:
+            arr = arr * 255.0
+        return _gray_array_to_rgb(arr)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        return _over_white(im.convert("RGBA"))
+    try:
+        return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX ...
+    except ValueError:
+        raise ImageError(f"unsupported image mode {mode!r}; convert the image to RGB") from None
+
+
+def _gray_array_to_rgb(arr: np.ndarray) -> Image.Image:
+    """[H, W] float array on the 0..255 scale -> RGB image with three equal channels."""
+    gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2))
+
+
+def _over_white(rgba: Image.Image) -> Image.Image:
+    """Composite an RGBA image over white: what transparent areas look like in a browser."""
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+# ----------------------------------------------------------------------------------- resizing
+
+def resize_long_side(img: Image.Image, size: int) -> Image.Image:
+    """Scale `img` so that max(width, height) == `size` pixels, keeping the aspect ratio."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0:
+        raise ConfigError(f"image size must be a positive whole number of pixels, got {size!r}")
+    w, h = _nonempty_size(img)
+    scale = size / max(w, h)
+    new = (size, round(h * scale)) if w >= h else (round(w * scale), size)
+    return _resize(img, new, f"long side {size} px")
+
+
+def resize_to_pixels(img: Image.Image, pixels: int) -> Image.Image:
+    """Scale `img` so that width * height ~= `pixels`, keeping the aspect ratio."""
+    if isinstance(pixels, bool) or not isinstance(pixels, numbers.Real) or not pixels > 0:
+        raise ConfigError(f"pixel count must be a positive number, got {pixels!r}")
+    w, h = _nonempty_size(img)
+    scale = math.sqrt(pixels / (w * h))
+    return _resize(img, (round(w * scale), round(h * scale)), f"{pixels:,} pixels")
+
+
+def _nonempty_size(img: Image.Image) -> tuple[int, int]:
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise ImageError(f"cannot resize an empty {w}x{h} image")
+    return w, h
+
+
+def _resize(img: Image.Image, new: tuple[int, int], target: str) -> Image.Image:
+    """Resize to `new` (w, h): LANCZOS when shrinking (no aliasing), BICUBIC when enlarging."""
+    if min(new) < 1:
+        raise ImageError(
+            f"resizing a {img.width}x{img.height} image to {target} would make its short side "
+            "less than 1 px; use a larger size"
+        )
+    if new == img.size:
+        return img.copy()
+    shrinking = new[0] * new[1] < img.width * img.height
+    return img.resize(new, Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC)
+
+
+# ---------------------------------------------------------------------------- tensor <-> PIL
+
+def pil_to_tensor(img: Image.Image, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """PIL image (any mode) -> float tensor [1, 3, H, W] in [0, 1], RGB, on `device`."""
+    if not dtype.is_floating_point:
+        raise ValueError(f"pil_to_tensor needs a floating dtype, got {dtype}")
+    arr = np.array(_to_rgb(img), dtype=np.uint8)  # [H, W, 3]; a copy, so torch may own it
+    # Move the uint8 data first (4x less to transfer than float32), convert on the device.
+    t = torch.from_numpy(arr).to(device=device)
+    return t.permute(2, 0, 1).unsqueeze(0).to(dtype).div_(255.0).contiguous()
+
+
+def tensor_to_pil(t: torch.Tensor) -> Image.Image:
+    """Tensor [1, 3, H, W] or [3, H, W] in [0, 1] (any device, grad or not) -> 8-bit RGB image."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"tensor_to_pil expects a torch.Tensor, got {type(t).__name__}")
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 3 or t.shape[0] != 3:
+        raise ValueError(f"tensor_to_pil expects shape [1, 3, H, W] or [3, H, W], got {list(t.shape)}")
+    x = t.detach().to(device="cpu", dtype=torch.float32).nan_to_num(0.0).clamp(0.0, 1.0)
+    arr = x.mul(255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return Image.fromarray(arr)
+
+
+# --------------------------------------------------------------------------------- colour ops
+
+def _check_nchw(x: torch.Tensor, name: str) -> None:
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"{name} must have shape [N, 3, H, W], got {list(x.shape)}")
+
+
+def _check_batch(source: torch.Tensor, reference: torch.Tensor) -> None:
+    if reference.shape[0] not in (1, source.shape[0]):
+        raise ValueError(f"reference batch must be 1 or {source.shape[0]}, got {reference.shape[0]}")
+
+
+def _yiq_matrix(x: torch.Tensor, inverse: bool) -> torch.Tensor:
+    # Built and inverted in float64 on the CPU (MPS has no float64), then moved to x's device.
+    m = torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)
+    if inverse:
+        m = torch.linalg.inv(m)
+    return m.to(device=x.device, dtype=x.dtype)
+
+
+def rgb_to_yiq(x: torch.Tensor) -> torch.Tensor:
+    """[N, 3, H, W] RGB in [0, 1] -> YIQ (Y in [0, 1]; I in ~[-0.6, 0.6]; Q in ~[-0.52, 0.52])."""
+    _check_nchw(x, "rgb_to_yiq input")
+    return torch.einsum("ij,njhw->nihw", _yiq_matrix(x, inverse=False), x)
+
+
+def yiq_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of rgb_to_yiq; [N, 3, H, W] YIQ -> RGB (not clamped)."""
+    _check_nchw(x, "yiq_to_rgb input")
+    return torch.einsum("ij,njhw->nihw", _yiq_matrix(x, inverse=True), x)
+
+
+def luminance_transfer(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Keep the luminance (Y) of `stylized` and the chroma (I, Q) of `content`, clamped to [0, 1].
+
+    This is Gatys et al.'s "preserve colour" by luminance-only transfer, applied after the fact.
+    `content` ([1 or N, 3, h, w]) is resized bilinearly to stylized's [N, 3, H, W] if needed.
+    """
+    _check_nchw(stylized, "stylized")
+    _check_nchw(content, "content")
+    _check_batch(stylized, content)
+    if content.shape[-2:] != stylized.shape[-2:]:
+        content = F.interpolate(content, size=stylized.shape[-2:], mode="bilinear", align_corners=False)
+    y = rgb_to_yiq(stylized)[:, :1]
+    iq = rgb_to_yiq(content.to(stylized))[:, 1:].expand(stylized.shape[0], -1, -1, -1)
+    return yiq_to_rgb(torch.cat([y, iq], dim=1)).clamp(0.0, 1.0)
+
+
+def match_histogram(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Exact per-channel histogram matching of `source` [N, 3, H, W] to `reference` [1 or N, 3, h, w].
+
+    The k-th smallest value of each source channel is replaced by the reference's value at the same
+    quantile (linearly interpolated when the pixel counts differ), so with equal sizes the result's
+    sorted values equal the reference's exactly. Ties are broken by position (stable sort).
+    """
+    _check_nchw(source, "source")
+    _check_nchw(reference, "reference")
+    _check_batch(source, reference)
+    n, c = source.shape[:2]
+    s = source.flatten(2)                                               # [N, 3, Ls]
+    r_sorted = reference.to(source).flatten(2).sort(dim=-1).values.expand(n, c, -1)  # [N, 3, Lr]
+    ls, lr = s.shape[-1], r_sorted.shape[-1]
+    if ls == lr:
+        target = r_sorted
+    else:
+        pos = torch.linspace(0, lr - 1, ls, device=source.device, dtype=torch.float64)
+        lo = pos.floor().long()
+        hi = (lo + 1).clamp(max=lr - 1)
+        frac = (pos - lo).to(source.dtype)
+        target = torch.lerp(r_sorted[..., lo], r_sorted[..., hi], frac)
+    order = s.sort(dim=-1, stable=True).indices
+    return torch.empty_like(s).scatter_(-1, order, target).view_as(source)
+
+
+def match_color_stats(
+    source: torch.Tensor, reference: torch.Tensor, method: str = "eigen", eps: float = 1e-5
+) -> torch.Tensor:
+    """Linearly recolour `source` [N, 3, H, W] to the RGB mean and covariance of `reference`.
+
+    x' = A (x - mu_s) + mu_r with A cov_s A^T = cov_r. method="eigen" uses A = cov_r^1/2 cov_s^-1/2
+    (symmetric square roots; the "image analogies" transfer of Gatys et al. 2017), "cholesky" uses
+    A = L_r L_s^-1. `eps` is added to the diagonals so flat (singular) images do not blow up.
+    Result clamped to [0, 1], so the statistics match exactly only when nothing was clipped.
+    """
+    _check_nchw(source, "source")
+    _check_nchw(reference, "reference")
+    _check_batch(source, reference)
+    if method not in ("eigen", "cholesky"):
+        raise ConfigError(f"unknown colour-matching method {method!r}; use 'eigen' or 'cholesky'")
+    work = torch.float32 if source.device.type == "mps" else torch.float64
+    mu_s, cov_s = _color_stats(source.to(work), eps)
+    mu_r, cov_r = _color_stats(reference.to(device=source.device, dtype=work), eps)
+    if method == "eigen":
+        a = _sym_power(cov_r, 0.5) @ _sym_power(cov_s, -0.5)
+    else:
+        a = torch.linalg.cholesky(cov_r) @ torch.linalg.inv(torch.linalg.cholesky(cov_s))
+    x = source.to(work).flatten(2)                                       # [N, 3, L]
+    out = a @ (x - mu_s) + mu_r  # a: [1 or N, 3, 3] broadcasts over the batch
+    return out.view_as(source).clamp(0.0, 1.0).to(source.dtype)
+
+
+def _color_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image RGB mean [N, 3, 1] and covariance [N, 3, 3] (population, plus eps * I)."""
+    flat = x.flatten(2)
+    mu = flat.mean(dim=-1, keepdim=True)
+    centred = flat - mu
+    cov = centred @ centred.transpose(1, 2) / flat.shape[-1]
+    return mu, cov + eps * torch.eye(3, dtype=x.dtype, device=x.device)
+
+
+def _sym_power(m: torch.Tensor, power: float) -> torch.Tensor:
+    """m ** power for symmetric positive definite [..., 3, 3] matrices, via eigendecomposition."""
+    vals, vecs = torch.linalg.eigh(m)
+    return vecs @ torch.diag_embed(vals.clamp_min(1e-12) ** power) @ vecs.transpose(-1, -2)
+
+
+# ------------------------------------------------------------------------------------ saving
+
+def check_output_path(path) -> Path:
+    """Check, before any long work, that an image can be written at `path`; return it as a Path."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() not in WRITABLE_FORMATS:
+        kinds = ", ".join(WRITABLE_FORMATS)
+        raise OutputError(f"cannot write {p}: unknown image extension {p.suffix!r}; use one of {kinds}")
+    if p.is_dir():
+        raise OutputError(f"cannot write {p}: it is a folder; give a file name such as {p / 'out.png'}")
+    folder = p.parent
+    if not folder.is_dir():
+        raise OutputError(f"output folder does not exist: {folder}; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder is not writable: {folder}; choose another folder")
+    # os.access can be wrong (root, ACLs, read-only mounts, network shares): try for real.
+    try:
+        probe = _create_temp(folder, ".convscope-probe-")
+        os.close(probe[0])
+        os.unlink(probe[1])
+    except OSError as exc:
+        raise OutputError(f"output folder is not writable: {folder} ({_reason(exc)}); choose another folder") from None
+    return p
+
+
+def sidecar_path(path) -> Path:
+    """Path of the JSON metadata sidecar of an image: same folder and stem, '.json' (out.png -> out.json)."""
+    return Path(path).expanduser().with_suffix(".json")
+
+
+def save_image(image, path, metadata: dict | None = None) -> Path:
+    """Atomically write `image` (PIL image or [1, 3, H, W] / [3, H, W] tensor) to `path`.
+
+    PNGs carry json(metadata) in a text chunk keyed "convscope"; with metadata, a JSON sidecar
+    (see sidecar_path) is also written atomically. Nothing partial is ever left at `path`.
+    Returns the path written.
+    """
+    p = check_output_path(path)
+    fmt = WRITABLE_FORMATS[p.suffix.lower()]
+    pil = _savable(image, fmt)
+    # Serialize before touching the disk, so bad metadata cannot leave half the outputs behind.
+    options = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}.get(fmt, {})
+    sidecar_text = None
+    if metadata is not None:
+        sidecar_text = json.dumps(metadata, indent=2, default=str) + "\n"
+        if fmt == "PNG":
+            info = PngInfo()
+            info.add_text(PNG_METADATA_KEY, json.dumps(metadata, default=str))
+            options["pnginfo"] = info
+    _write_atomic(p, lambda f: pil.save(f, format=fmt, **options))
+    if sidecar_text is not None:
+        _write_atomic(sidecar_path(p), lambda f: f.write(sidecar_text.encode("utf-8")))
+    return p
+
+
+def read_png_metadata(path) -> dict | None:
+    """The metadata dict save_image embedded in a PNG, or None if the file carries none."""
+    p = _readable_file(path)
+    with _decoding(p, None) as im:
+        text = getattr(im, "text", {}).get(PNG_METADATA_KEY)  # .text also reads chunks after IDAT
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ImageError(f"the {PNG_METADATA_KEY!r} metadata in {p} is not valid JSON; the file was altered") from None
+    return value if isinstance(value, dict) else None
+
+
+def _savable(image, fmt: str) -> Image.Image:
+    """The PIL image to hand to PIL's save for `fmt`: RGB, or RGBA where the format keeps alpha."""
+    if isinstance(image, torch.Tensor):
+        return tensor_to_pil(image)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"save_image expects a PIL image or a tensor, got {type(image).__name__}")
+    if image.mode == "RGB" or (image.mode == "RGBA" and fmt in ("PNG", "WEBP", "TIFF")):
+        return image
+    return _to_rgb(image)
+
+
+def _create_temp(folder: Path, prefix: str) -> tuple[int, str]:
+    """Create a new empty file in `folder`; return (fd, path).
+
+    Not tempfile.mkstemp: that makes files mode 0600, which os.replace would then give to the
+    user's output. os.open with 0666 lets the user's umask decide, as for any new file.
+    """
+    for _ in range(100):
+        name = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file in {folder}")
+
+
+def _write_atomic(p: Path, write) -> None:
+    """Call write(binary file) on a temp file next to `p`, then rename it over `p`.
+
+    The rename is atomic on POSIX and Windows (same folder = same filesystem), so readers see the
+    old file or the new one, never a partial one. The temp file is removed on any failure,
+    Ctrl-C included.
+    """
+    tmp = None
+    try:
+        fd, tmp = _create_temp(p.parent, f".{p.name}.")
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name points to it
+        os.replace(tmp, p)
+        tmp = None
+    except OSError as exc:
+        raise OutputError(f"could not write {p} ({_reason(exc)}); check free space and permissions") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _reason(exc: OSError) -> str:
+    """A one-line description of an OSError (strerror if known, else its text)."""
+    return exc.strerror or " ".join(str(exc).split()) or type(exc).__name__

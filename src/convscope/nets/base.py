@@ -1,0 +1,105 @@
+"""A backbone whose every layer has a name.
+
+A `Backbone` is a chain of modules (conv, relu, pool) with canonical names (conv1_1, relu1_1, pool1,
+...) plus aliases (the Keras names block1_conv1, ...). It owns its preprocessing: callers always pass
+RGB images in [0, 1], NCHW, and `features()` returns the activations of the layers asked for,
+running the chain only up to the deepest of them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import ConfigError
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Backbone(nn.Module):
+    """A sequential CNN with named layers and its own input normalization.
+
+    Args:
+        names: canonical layer names, in order, one per module.
+        modules: the modules, same length as `names`.
+        aliases: extra names -> canonical names.
+        preprocess: maps RGB [0, 1] NCHW to what the weights expect.
+        net_name: registry name, for messages.
+    """
+
+    def __init__(self, names: Sequence[str], modules: Sequence[nn.Module],
+                 aliases: dict[str, str], preprocess: nn.Module, net_name: str):
+        super().__init__()
+        if len(names) != len(modules):
+            raise ValueError("one name per module")
+        self.names = list(names)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.aliases = dict(aliases)
+        self.layers = nn.ModuleList(modules)
+        self.preprocess = preprocess
+        self.net_name = net_name
+
+    # ---- names -------------------------------------------------------------------------------
+    def resolve(self, name: str) -> str:
+        """Canonical name of `name` (canonical or alias); ConfigError with a suggestion otherwise."""
+        if name in self.index:
+            return name
+        if name in self.aliases:
+            return self.aliases[name]
+        known = self.names + list(self.aliases)
+        raise ConfigError(
+            f"unknown layer {name!r} for net {self.net_name!r}{suggest(name, known)}; "
+            f"list them with: convscope layers --net {self.net_name}")
+
+    def layer_table(self) -> list[dict]:
+        """One row per layer: name, kind, aliases, output channels and stride (for `convscope layers`)."""
+        by_target: dict[str, list[str]] = {}
+        for alias, target in self.aliases.items():
+            by_target.setdefault(target, []).append(alias)
+        rows, channels, stride = [], 3, 1
+        for name, module in zip(self.names, self.layers):
+            if isinstance(module, nn.Conv2d):
+                channels = module.out_channels
+            if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+                stride *= 2
+            rows.append({"name": name, "kind": type(module).__name__, "channels": channels,
+                         "stride": stride, "aliases": by_target.get(name, [])})
+        return rows
+
+    # ---- forward -----------------------------------------------------------------------------
+    def features(self, image: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Activations of `layers` (canonical or alias names) for RGB [0, 1] `image` [N, 3, H, W].
+
+        Only the chain up to the deepest requested layer runs. The returned dict is keyed by the
+        names as given. ReLUs run in place unless the tensor they would overwrite was requested.
+        """
+        wanted = {self.resolve(n): n for n in layers}
+        if not wanted:
+            return {}
+        last = max(self.index[c] for c in wanted)
+        x = self.preprocess(image)
+        out: dict[str, torch.Tensor] = {}
+        kept_previous = False
+        for i in range(last + 1):
+            module = self.layers[i]
+            if isinstance(module, nn.ReLU):
+                # In place saves memory and time, but would clobber a requested conv output.
+                x = F.relu(x, inplace=not kept_previous)
+            else:
+                x = module(x)
+            name = self.names[i]
+            kept_previous = name in wanted
+            if kept_previous:
+                out[wanted[name]] = x
+        return out
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.features(image, [self.names[-1]])[self.names[-1]]

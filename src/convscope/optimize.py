@@ -1,0 +1,233 @@
+"""The one image-optimization loop.
+
+Style transfer, texture synthesis, feature inversion, feature visualization and DeepDream all
+optimize an image against an objective. This module owns that loop: the optimizer (L-BFGS, Adam,
+SGD with exponential learning-rate decay), progress records to a callback, best-so-far tracking
+for Ctrl-C, a NaN guard, and on CUDA the capture of a whole L-BFGS iteration in a CUDA graph.
+
+An objective maps the image being optimized ([1, 3, H, W], float, RGB, nominally in [0, 1]) to a
+dict of named, already-weighted scalar loss terms; their sum is minimized.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import ConfigError, NumericalError
+from .lbfgs import CompactLBFGS
+
+OPTIMIZERS = ("lbfgs", "adam", "sgd")
+# Learning rates in units of the [0, 1] image. L-BFGS takes unit steps along its quasi-Newton
+# direction; Adam moves each pixel by about lr per step; SGD (with momentum) follows the raw gradient.
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02, "sgd": 0.05}
+
+Objective = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+
+
+@dataclass
+class Progress:
+    """What the loop reports after each iteration."""
+
+    iteration: int            # 1-based, within this stage
+    iterations: int           # iterations in this stage
+    loss: float               # total of the terms at this iteration's image
+    terms: dict[str, float]   # the named weighted terms
+    elapsed: float            # seconds since the loop started
+    stage: int = 1            # multi-scale stage, 1-based
+    stages: int = 1
+    image: torch.Tensor | None = None  # [1, 3, H, W] in [0, 1] on the CPU, when requested
+
+
+@dataclass
+class OptimizeResult:
+    image: torch.Tensor               # last iterate [1, 3, H, W], clamped to [0, 1], on the device
+    best_image: torch.Tensor          # lowest-loss image evaluated (the last iterate included), clamped
+    best_loss: float
+    history: list[dict[str, float]] = field(default_factory=list)  # per iteration: loss + terms
+    seconds: float = 0.0
+    graphed: bool = False             # whether a CUDA graph ran the iterations
+
+
+class Interrupted(Exception):
+    """Ctrl-C during optimization; carries the best image so far ([1, 3, H, W], CPU, [0, 1])."""
+
+    def __init__(self, best_image: torch.Tensor, iteration: int):
+        super().__init__(f"interrupted at iteration {iteration}")
+        self.best_image = best_image
+        self.iteration = iteration
+
+
+@contextlib.contextmanager
+def precision_mode(precision: str, device: torch.device):
+    """TF32 on or off for this block only (restored after), and bf16 autocast when asked for.
+
+    "fp32": full float32 (TF32 off); "tf32": TF32 convolutions and matmuls on Ampere+ GPUs
+    (10-bit mantissa in the products, float32 accumulation: no visible change in style transfer);
+    "bf16": autocast the network to bfloat16 (the loss terms stay float32).
+    """
+    if precision not in ("fp32", "tf32", "bf16"):
+        raise ConfigError(f"precision must be fp32, tf32 or bf16, not {precision!r}")
+    tf32 = precision != "fp32"
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        if precision == "bf16":
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@dataclass
+class _Step:
+    """One iteration's pieces, shared by the eager and the graphed paths."""
+
+    objective: Objective
+    x: torch.Tensor
+    optimizer: str
+    opt: object
+    names: list[str]
+    best_x: torch.Tensor
+    best_loss: torch.Tensor
+    terms_out: torch.Tensor  # [len(names) + 1]: terms then total, of the image before the update
+    precision: str
+    sched: object = None  # Adam/SGD learning-rate schedule
+
+    def __call__(self) -> None:
+        with precision_mode(self.precision, self.x.device):
+            terms = self.objective(self.x)
+        total = torch.stack([terms[n].float() for n in self.names]).sum()
+        with torch.no_grad():
+            # Track the best image before the update moves x (no host sync: a masked copy).
+            better = total.detach() < self.best_loss
+            self.best_x.copy_(torch.where(better, self.x.detach(), self.best_x))
+            self.best_loss.copy_(torch.where(better, total.detach(), self.best_loss))
+            self.terms_out.copy_(torch.stack([terms[n].detach().float() for n in self.names] + [total.detach()]))
+        if self.optimizer == "lbfgs":
+            (grad,) = torch.autograd.grad(total, self.x)
+            self.opt.step(self.x.data, grad)
+        else:
+            self.opt.zero_grad(set_to_none=False)
+            total.backward()
+            self.opt.step()
+            self.sched.step()
+            with torch.no_grad():
+                # First-order methods keep the image in range; L-BFGS must not (it would break its
+                # curvature pairs), so its result is clamped only at the end.
+                self.x.clamp_(0.0, 1.0)
+
+
+def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
+                   optimizer: str = "lbfgs", lr: float | None = None, lr_decay: float = 1.0,
+                   lbfgs_history: int = 100, precision: str = "fp32", cuda_graph: bool = True,
+                   callback: Callable[[Progress], None] | None = None,
+                   want_image: Callable[[int], bool] | None = None,
+                   stage: int = 1, stages: int = 1, clock_start: float | None = None) -> OptimizeResult:
+    """Minimize the sum of `objective`'s terms over the image, starting at `x0` [1, 3, H, W].
+
+    Args:
+        iterations: optimizer iterations (one objective evaluation each; L-BFGS takes fixed steps
+            without a line search, as the classic style-transfer tools do).
+        lr: step size; None picks DEFAULT_LR for the optimizer. lr_decay: per-iteration
+            exponential decay factor for Adam/SGD (1.0 = constant).
+        precision: "fp32", "tf32" or "bf16" (see precision_mode).
+        cuda_graph: on CUDA, capture one L-BFGS iteration in a CUDA graph after a warm-up and replay
+            it (removes Python and launch overhead; same arithmetic).
+        callback: receives a Progress after each iteration (a host sync: it reads the loss).
+        want_image: iteration -> whether the Progress should carry the image.
+        clock_start: time.perf_counter() origin for `elapsed` (multi-stage runs share one clock).
+
+    Raises NumericalError on a NaN/inf loss and Interrupted (with the best image) on Ctrl-C.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    if iterations < 1:
+        raise ConfigError(f"iterations must be at least 1, not {iterations}")
+    lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
+    if not lr > 0:
+        raise ConfigError(f"learning rate must be positive, not {lr}")
+    if not 0 < lr_decay <= 1:
+        raise ConfigError(f"lr decay must be in (0, 1], not {lr_decay}")
+    device = x0.device
+    start = time.perf_counter() if clock_start is None else clock_start
+    x = x0.detach().clone().float().requires_grad_(True)
+
+    # Probe once to learn the term names (and fail early on a bad objective).
+    with torch.no_grad(), precision_mode(precision, device):
+        names = sorted(objective(x))
+    step = _Step(objective, x, optimizer, None, names, x.detach().clone(),
+                 torch.full((), float("inf"), device=device), torch.zeros(len(names) + 1, device=device),
+                 precision)
+    if optimizer == "lbfgs":
+        step.opt = CompactLBFGS(x.numel(), lbfgs_history, lr, device=device)
+    else:
+        step.opt = (torch.optim.Adam([x], lr=lr) if optimizer == "adam"
+                    else torch.optim.SGD([x], lr=lr, momentum=0.9, nesterov=True))
+        step.sched = torch.optim.lr_scheduler.ExponentialLR(step.opt, gamma=lr_decay)
+
+    run_step: Callable[[], None] = step
+    graphed = False
+    history: list[dict[str, float]] = []
+    use_graph = cuda_graph and device.type == "cuda" and optimizer == "lbfgs"
+    warmup = 3
+    i = 0
+    try:
+        while i < iterations:
+            if use_graph and not graphed and i == warmup and iterations - i > 2:
+                run_step = _capture(step)
+                graphed = True
+            run_step()
+            i += 1
+            values = step.terms_out.tolist()  # the one host sync per iteration
+            record = dict(zip(names, values[:-1]))
+            record["loss"] = values[-1]
+            history.append(record)
+            if not all(map(_finite, values)):
+                raise NumericalError(
+                    f"the loss became {values[-1]} at iteration {i}: the optimization diverged; "
+                    "lower --lr or the loss weights")
+            if callback is not None:
+                image = None
+                if want_image is not None and want_image(i):
+                    image = x.detach().clamp(0, 1).cpu()
+                callback(Progress(i, iterations, values[-1], record, time.perf_counter() - start,
+                                  stage, stages, image))
+    except KeyboardInterrupt:
+        best = step.best_x if i > 0 else x.detach()
+        raise Interrupted(best.clamp(0, 1).cpu(), i) from None
+    # The last update was never evaluated; fixed-step L-BFGS is not monotone, so score it too
+    # (one forward pass) and return whichever image is best.
+    with torch.no_grad(), precision_mode(precision, device):
+        last = torch.stack([t.float() for t in objective(x).values()]).sum()
+        better = last < step.best_loss
+        step.best_x.copy_(torch.where(better, x.detach(), step.best_x))
+        step.best_loss.copy_(torch.where(better, last, step.best_loss))
+    return OptimizeResult(x.detach().clamp(0, 1), step.best_x.clamp(0, 1), float(step.best_loss),
+                          history, time.perf_counter() - start, graphed)
+
+
+def _finite(v: float) -> bool:
+    return v == v and v not in (float("inf"), float("-inf"))
+
+
+def _capture(step: _Step) -> Callable[[], None]:
+    """Capture `step` (forward, backward, L-BFGS update) into a CUDA graph; return its replay.
+
+    Capturing records kernels without running them, so the optimizer state is untouched. The
+    warm-up iterations that ran before were real iterations on the side stream's allocator.
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream), torch.cuda.graph(graph, stream=stream):
+        step()
+    torch.cuda.current_stream().wait_stream(stream)
+    return graph.replay

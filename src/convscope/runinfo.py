@@ -1,0 +1,40 @@
+"""What every output records about the run that made it (saved as PNG text and a .json sidecar)."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import sys
+
+import torch
+
+
+def versions() -> dict[str, str]:
+    from . import __version__
+
+    info = {"convscope": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
+            "platform": platform.platform()}
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:  # optional at run time for the bundled VGG19
+        pass
+    return info
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or device.type
+
+
+def run_metadata(command: str, config: dict, **extra) -> dict:
+    """The sidecar dict: command, resolved config, versions, device, time, plus `extra` fields."""
+    meta = {"command": command, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "config": config, "versions": versions()}
+    if "device" in config:
+        meta["device_name"] = device_name(config["device"])
+    meta.update(extra)
+    return meta

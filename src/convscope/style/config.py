@@ -1,0 +1,156 @@
+"""Configuration of optimization-based style transfer: the one source of truth for its defaults.
+
+The CLI builds its options from these fields (names, defaults, help), and every output records
+the resolved config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import ConfigError
+from ..losses import GRAM_NORMS, TV_KINDS
+from ..optimize import OPTIMIZERS
+
+# Layer presets. Keras names (blockN_convM) are the activated conv outputs (reluN_M).
+PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
+    # Gatys et al. 2016 (as in the Keras example): abstract content, style from every block.
+    "gatys": {"content": ("block5_conv2",),
+              "style": ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")},
+    # Johnson et al. 2016: shallow content layer keeps more detail of the photo.
+    "johnson": {"content": ("block2_conv2",),
+                "style": ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3")},
+    # The layers of the original Gatys paper's figures (content conv4_2) and of most classic tools.
+    "classic": {"content": ("block4_conv2",),
+                "style": ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")},
+}
+INITS = ("content", "noise", "style")          # or a path to an image file
+PRESERVE_COLOR = ("none", "luminance", "histogram")
+POOLINGS = ("max", "avg")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+
+
+def _opt(help: str, default, **meta):
+    """A dataclass field carrying its CLI help text."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class StyleConfig:
+    size: int = _opt("long side of the output in pixels", 512)
+    iterations: int = _opt("optimizer iterations (at the coarsest scale; finer scales run half as many each)", 500)
+    preset: str = _opt("layer preset: " + ", ".join(PRESETS), "gatys", choices=tuple(PRESETS))
+    content_layers: tuple[str, ...] | None = _opt("content layers (default: the preset's)", None)
+    style_layers: tuple[str, ...] | None = _opt("style layers (default: the preset's)", None)
+    style_layer_weights: tuple[float, ...] | None = _opt(
+        "relative weight per style layer (default: equal); normalized to sum to 1", None)
+    content_weight: float = _opt("weight of the content loss", 1.0)
+    style_weight: float = _opt("weight of the style loss", 30.0)
+    tv_weight: float = _opt("weight of the total-variation (smoothness) loss", 1.0)
+    tv_kind: str = _opt("total variation: squared, or beta (TV^1.25)", "squared", choices=TV_KINDS)
+    style_norm: str = _opt("loss normalization: relative (each layer's error relative to its target, "
+                           "content too), or the raw Gram forms gatys (1/(4C²(HW)²)), hw, chw", "relative",
+                           choices=GRAM_NORMS)
+    optimizer: str = _opt("optimizer", "lbfgs", choices=OPTIMIZERS)
+    lr: float | None = _opt("learning rate (default: lbfgs 1.0, adam 0.02, sgd 0.05)", None)
+    lr_decay: float = _opt("exponential learning-rate decay per iteration for adam/sgd", 1.0)
+    lbfgs_history: int = _opt("L-BFGS memory (pairs kept)", 100)
+    init: str = _opt("start image: content, noise, style, or an image file", "content")
+    pooling: str = _opt("pooling in the network: max, or avg (smoother, as in Gatys et al.)", "max",
+                        choices=POOLINGS)
+    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
+    style_blend: tuple[float, ...] | None = _opt(
+        "weights of the style images (default: equal); normalized to sum to 1", None)
+    style_scale: float = _opt("size of the style image(s) relative to the output size", 1.0)
+    preserve_color: str = _opt("keep the content's colours: none, luminance (style transfer on "
+                               "luminance only), histogram (match the style's colours first)", "none",
+                               choices=PRESERVE_COLOR)
+    scales: int = _opt("coarse-to-fine scales (0 = automatic: one per doubling above 768 px)", 0)
+    save_every: int = _opt("write the current image every N iterations (0 = never)", 0)
+    seed: int = _opt("random seed (noise init)", 0)
+    device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
+    precision: str = _opt("arithmetic: auto (tf32 on CUDA, fp32 on CPU), fp32, tf32, bf16", "auto",
+                          choices=PRECISIONS)
+    cuda_graph: bool = _opt("replay iterations as a CUDA graph on GPU (L-BFGS)", True)
+
+    # ---- derived -----------------------------------------------------------------------------
+    def layers(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        preset = PRESETS[self.preset]
+        return (tuple(self.content_layers or preset["content"]), tuple(self.style_layers or preset["style"]))
+
+    def layer_weights(self) -> tuple[float, ...]:
+        _, style_layers = self.layers()
+        w = self.style_layer_weights or (1.0,) * len(style_layers)
+        total = sum(w)
+        return tuple(x / total for x in w)
+
+    def blend(self, n_styles: int) -> tuple[float, ...]:
+        w = self.style_blend or (1.0,) * n_styles
+        if len(w) != n_styles:
+            raise ConfigError(f"--style-blend has {len(w)} weight(s) for {n_styles} style image(s); "
+                              "give one weight per style image")
+        total = sum(w)
+        return tuple(x / total for x in w)
+
+    def stage_sizes(self) -> list[int]:
+        """Long side per stage, coarse to fine; each stage doubles the previous."""
+        n = self.scales or 1 + max(0, math.ceil(math.log2(self.size / 768)))
+        sizes = [max(16, round(self.size / 2 ** (n - 1 - k))) for k in range(n)]
+        return sizes
+
+    def stage_iterations(self) -> list[int]:
+        """Full iterations at the coarsest stage, half as many at each finer one (at least 50)."""
+        n = len(self.stage_sizes())
+        return [max(self.iterations >> k, min(50, self.iterations)) for k in range(n)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    # ---- validation --------------------------------------------------------------------------
+    def validate(self) -> StyleConfig:
+        """Check every field; ConfigError with a one-line message on the first problem."""
+        def positive(name, value, allow_zero=False):
+            ok = isinstance(value, (int, float)) and math.isfinite(value) and (
+                value >= 0 if allow_zero else value > 0)
+            if not ok:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a {'non-negative' if allow_zero else 'positive'}"
+                                  f" number, not {value!r}")
+
+        positive("size", self.size)
+        if self.size > 8192:
+            raise ConfigError(f"--size {self.size} is too large (at most 8192 px)")
+        if self.size < 32:
+            raise ConfigError(f"--size {self.size} is too small (at least 32 px: VGG pools five times)")
+        positive("iterations", self.iterations)
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            positive(name, getattr(self, name), allow_zero=True)
+        positive("style_scale", self.style_scale)
+        positive("lbfgs_history", self.lbfgs_history)
+        positive("save_every", self.save_every, allow_zero=True)
+        positive("scales", self.scales, allow_zero=True)
+        if self.lr is not None:
+            positive("lr", self.lr)
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"--lr-decay must be in (0, 1], not {self.lr_decay!r}")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, "
+                                  f"not {getattr(self, f.name)!r}")
+        for name in ("style_layer_weights", "style_blend"):
+            values = getattr(self, name)
+            if values is not None:
+                if not values:
+                    raise ConfigError(f"--{name.replace('_', '-')} needs at least one weight")
+                for v in values:
+                    positive(name, v, allow_zero=True)
+                if sum(values) <= 0:
+                    raise ConfigError(f"--{name.replace('_', '-')} weights must not all be zero")
+        content_layers, style_layers = self.layers()
+        if self.style_layer_weights is not None and len(self.style_layer_weights) != len(style_layers):
+            raise ConfigError(f"--style-layer-weights has {len(self.style_layer_weights)} weight(s) for "
+                              f"{len(style_layers)} style layer(s); give one per layer")
+        if not style_layers and self.style_weight > 0:
+            raise ConfigError("no style layers given")
+        return self

@@ -1,0 +1,204 @@
+"""Optimization-based neural style transfer (Gatys, Ecker & Bethge 2015/2016).
+
+The image is optimized so its deep features match the content image's (content loss) and its
+feature correlations (Gram matrices) match the style images' (style loss), with a total-variation
+prior. Engine only: images in, images and figures of merit out, progress through a callback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from .. import images
+from ..devices import default_precision, resolve_device
+from ..errors import ConfigError
+from ..losses import content_loss, gram, style_loss, tv_loss
+from ..nets import Backbone, get_net
+from ..optimize import Interrupted, Progress, optimize_image
+from .config import StyleConfig
+
+
+@dataclass
+class StyleResult:
+    image: Image.Image                       # the stylized image (RGB)
+    config: StyleConfig                      # as run (resolved device and precision)
+    losses: dict[str, float]                 # final weighted terms and total, at the last iterate
+    history: list[dict[str, float]]          # per iteration, all stages
+    seconds: float
+    stage_sizes: list[tuple[int, int]]       # (width, height) per stage
+    snapshots: list[tuple[str, Image.Image]] = field(default_factory=list)  # first / middle / last
+    graphed: bool = False
+
+
+class StyleObjective:
+    """Weighted content + style + TV terms for one stage; targets are computed once, at init.
+
+    Style targets of several style images are blended as a weighted sum of their Gram matrices,
+    so the cost per iteration does not grow with the number of styles.
+    """
+
+    def __init__(self, net: Backbone, content: torch.Tensor, styles: Sequence[torch.Tensor],
+                 blend: Sequence[float], config: StyleConfig):
+        self.net, self.config = net, config
+        self.content_layers, self.style_layers = config.layers()
+        self.layer_weights = config.layer_weights()
+        self.layers = list(dict.fromkeys(self.content_layers + self.style_layers))
+        with torch.no_grad():
+            feats = net.features(content, self.content_layers)
+            self.content_targets = {n: feats[n].detach().float().clone() for n in self.content_layers}
+            self.gram_targets = {n: 0.0 for n in self.style_layers}
+            for style, w in zip(styles, blend):
+                feats = net.features(style, self.style_layers)
+                for n in self.style_layers:
+                    self.gram_targets[n] = self.gram_targets[n] + w * gram(feats[n].float(), config.style_norm)
+        # Per-layer factors: "relative" divides each layer's error by its target's mean square
+        # (computed here once, so the objective stays a fixed weighted sum).
+        relative = config.style_norm == "relative"
+        self.content_scale = {n: 1.0 / float(t.pow(2).mean().clamp_min(1e-12)) if relative else 1.0
+                              for n, t in self.content_targets.items()}
+        self.style_scale = {n: 1.0 / float(g.pow(2).mean().clamp_min(1e-12)) if relative else 1.0
+                            for n, g in self.gram_targets.items()}
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        c = self.config
+        feats = self.net.features(x, self.layers)
+        terms = {}
+        if self.content_layers:
+            loss = sum(self.content_scale[n] * content_loss(feats[n].float(), self.content_targets[n])
+                       for n in self.content_layers)
+            terms["content"] = c.content_weight * loss / len(self.content_layers)
+        if self.style_layers:
+            loss = sum(w * self.style_scale[n] * style_loss(feats[n].float(), self.gram_targets[n], c.style_norm)
+                       for n, w in zip(self.style_layers, self.layer_weights))
+            terms["style"] = c.style_weight * loss
+        terms["tv"] = c.tv_weight * tv_loss(x.float(), c.tv_kind)
+        return terms
+
+
+def _luminance(x: torch.Tensor) -> torch.Tensor:
+    """Y of YIQ, replicated to 3 channels: the grey image luminance-only transfer works on."""
+    return images.rgb_to_yiq(x)[:, :1].expand(-1, 3, -1, -1).contiguous()
+
+
+def _match_luminance(style_y: torch.Tensor, content_y: torch.Tensor) -> torch.Tensor:
+    """Shift and scale the style's luminance to the content's mean and std (Gatys et al. 2016, sec. 3)."""
+    s_mean, s_std = style_y.mean(), style_y.std().clamp_min(1e-6)
+    return ((style_y - s_mean) / s_std * content_y.std() + content_y.mean()).clamp(0, 1)
+
+
+def _init_image(config: StyleConfig, content: torch.Tensor, style: torch.Tensor,
+                init_image: Image.Image | None) -> torch.Tensor:
+    _, _, h, w = content.shape
+    if config.init == "content":
+        return content.clone()
+    if config.init == "noise":
+        gen = torch.Generator(device="cpu").manual_seed(config.seed)
+        return torch.rand(content.shape, generator=gen).to(content.device)
+    if config.init == "style":
+        return F.interpolate(style, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+    # An image file, resized to the output's exact size.
+    assert init_image is not None
+    return images.pil_to_tensor(init_image.resize((w, h), Image.Resampling.LANCZOS), device=content.device)
+
+
+def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: StyleConfig | None = None,
+                   callback: Callable[[Progress], None] | None = None,
+                   init_image: Image.Image | None = None) -> StyleResult:
+    """Stylize `content` (PIL RGB) with `styles` (one or more PIL RGB images).
+
+    Runs one stage per scale in config.stage_sizes(), coarse to fine, each starting from the
+    previous result upsampled. Progress records carry an image every `save_every` iterations.
+    Raises Interrupted (with the best image so far) on Ctrl-C and UserError subclasses on bad input.
+    """
+    config = (config or StyleConfig()).validate()
+    if not styles:
+        raise ConfigError("give at least one style image")
+    blend = config.blend(len(styles))
+    if config.init not in ("content", "noise", "style") and init_image is None:
+        init_image = images.load_image(config.init)
+    device = resolve_device(config.device)
+    precision = default_precision(device) if config.precision == "auto" else config.precision
+    config = replace(config, device=str(device), precision=precision)
+
+    net = get_net(config.net, config.pooling, device)
+    content_layers, style_layers = config.layers()
+    for name in content_layers + style_layers:
+        net.resolve(name)  # unknown names fail here, before any work
+
+    start = time.perf_counter()
+    sizes, iters = config.stage_sizes(), config.stage_iterations()
+    history: list[dict[str, float]] = []
+    snapshots: list[tuple[str, Image.Image]] = []
+    stage_sizes: list[tuple[int, int]] = []
+    x = None
+    graphed = False
+    for k, (size, n_iter) in enumerate(zip(sizes, iters), start=1):
+        c_img = images.resize_long_side(content, size)
+        stage_sizes.append(c_img.size)
+        c = images.pil_to_tensor(c_img, device=device)
+        style_long = max(16, round(config.style_scale * size))
+        s = [images.pil_to_tensor(images.resize_long_side(im, style_long), device=device) for im in styles]
+        if config.preserve_color == "histogram":
+            s = [images.match_histogram(t, c) for t in s]
+        c_target = c
+        if config.preserve_color == "luminance":
+            c_target = _luminance(c)
+            s = [_match_luminance(_luminance(t), c_target) for t in s]
+        objective = StyleObjective(net, c_target, s, blend, config)
+        if x is None:
+            x0 = _init_image(config, c_target, s[0], init_image)
+            if config.preserve_color == "luminance":
+                x0 = _luminance(x0)
+        else:
+            x0 = F.interpolate(x, size=c.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+        last_stage = k == len(sizes)
+        marks = {1: "first"} if k == 1 else {}
+        if last_stage:
+            marks.update({max(1, n_iter // 2): "middle", n_iter: "last"})
+
+        def on_progress(p: Progress, marks=marks) -> None:
+            if p.image is not None and p.iteration in marks:
+                snapshots.append((f"{marks[p.iteration]}: iteration {p.iteration}"
+                                  + (f", {p.image.shape[-1]}x{p.image.shape[-2]}" if len(sizes) > 1 else ""),
+                                  images.tensor_to_pil(p.image)))
+            if callback is not None:
+                every = config.save_every
+                if p.image is not None and not (every and p.iteration % every == 0) and p.iteration != p.iterations:
+                    p = replace(p, image=None)  # only the caller's own requests carry images
+                callback(p)
+
+        def want(i: int, marks=marks) -> bool:
+            return i in marks or bool(config.save_every and i % config.save_every == 0)
+
+        try:
+            result = optimize_image(
+                x0, objective, iterations=n_iter, optimizer=config.optimizer, lr=config.lr,
+                lr_decay=config.lr_decay, lbfgs_history=config.lbfgs_history, precision=precision,
+                cuda_graph=config.cuda_graph, callback=on_progress, want_image=want,
+                stage=k, stages=len(sizes), clock_start=start)
+        except Interrupted as stop:
+            raise Interrupted(_finish(stop.best_image, c, config), stop.iteration) from None
+        history += result.history
+        graphed = graphed or result.graphed
+        x = result.best_image
+    # Report the losses of the image we return.
+    with torch.no_grad():
+        final = {k: float(v) for k, v in objective(x).items()}
+    final["loss"] = sum(final.values())
+    out = _finish(x, c, config)
+    return StyleResult(images.tensor_to_pil(out), config, final, history, time.perf_counter() - start,
+                       stage_sizes, snapshots, graphed)
+
+
+def _finish(x: torch.Tensor, content: torch.Tensor, config: StyleConfig) -> torch.Tensor:
+    """Clamp, and for luminance-only transfer put the content's chroma back."""
+    x = x.to(content.device).clamp(0, 1)
+    if config.preserve_color == "luminance":
+        x = images.luminance_transfer(x, content)
+    return x
