@@ -81,7 +81,9 @@ class Backbone(nn.Module):
         Only the chain up to the deepest requested layer runs. The returned dict is keyed by the
         names as given. ReLUs run in place unless the tensor they would overwrite was requested.
         """
-        wanted = {self.resolve(n): n for n in layers}
+        wanted: dict[str, list[str]] = {}  # canonical -> the names it was asked for by
+        for n in layers:
+            wanted.setdefault(self.resolve(n), []).append(n)
         if not wanted:
             return {}
         last = max(self.index[c] for c in wanted)
@@ -98,7 +100,7 @@ class Backbone(nn.Module):
             name = self.names[i]
             kept_previous = name in wanted
             if kept_previous:
-                out[wanted[name]] = x
+                out.update(dict.fromkeys(wanted[name], x))
         return out
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,93 @@
+"""Gatys style transfer engine: properties on tiny images (the CLI is tested in test_cli.py)."""
+
+import pytest
+import torch
+from PIL import Image
+
+from convscope import images
+from convscope.errors import ConfigError
+from convscope.nets import get_net
+from convscope.style.config import StyleConfig
+from convscope.style.gatys import StyleObjective, stylize_images
+
+
+def picture(seed, size=(48, 40)):
+    g = torch.Generator().manual_seed(seed)
+    # Smooth colour blobs: something a CNN has structure to work with.
+    small = torch.rand(1, 3, 5, 4, generator=g)
+    x = torch.nn.functional.interpolate(small, size=(size[1], size[0]), mode="bicubic").clamp(0, 1)
+    return images.tensor_to_pil(x)
+
+
+def tiny(**kw):
+    return StyleConfig(**{"size": 48, "iterations": 12, "device": "cpu", **kw})
+
+
+def test_loss_goes_down_and_output_has_content_size():
+    result = stylize_images(picture(0), [picture(1)], tiny())
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.7 * losses[0]
+    assert result.image.size == (48, 40)
+    assert result.losses["loss"] <= min(losses) + 1e-5  # the best evaluated image is returned
+    assert [label.split(":")[0] for label, _ in result.snapshots] == ["first", "middle", "last"]
+
+
+def test_blend_of_identical_styles_equals_one_style():
+    net = get_net("vgg19")
+    c = images.pil_to_tensor(picture(0))
+    s = images.pil_to_tensor(picture(1))
+    one = StyleObjective(net, c, [s], [1.0], tiny())
+    two = StyleObjective(net, c, [s, s], [0.25, 0.75], tiny())
+    for name in one.gram_targets:
+        torch.testing.assert_close(one.gram_targets[name], two.gram_targets[name])
+
+
+def test_relative_normalization_makes_layers_comparable():
+    net = get_net("vgg19")
+    obj = StyleObjective(net, images.pil_to_tensor(picture(0)), [images.pil_to_tensor(picture(1))], [1.0],
+                         tiny())
+    # Each layer's target scaled by its scale factor has mean square 1.
+    for name, g in obj.gram_targets.items():
+        assert (g.pow(2).mean() * obj.style_scale[name]).item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_noise_init_is_repeatable_with_a_seed():
+    a = stylize_images(picture(0), [picture(1)], tiny(init="noise", seed=3, iterations=3)).image
+    b = stylize_images(picture(0), [picture(1)], tiny(init="noise", seed=3, iterations=3)).image
+    c = stylize_images(picture(0), [picture(1)], tiny(init="noise", seed=4, iterations=3)).image
+    assert a.tobytes() == b.tobytes() and a.tobytes() != c.tobytes()
+
+
+def test_multiscale_stages():
+    assert StyleConfig(size=512).stage_sizes() == [512]
+    assert StyleConfig(size=1024).stage_sizes() == [512, 1024]
+    assert StyleConfig(size=2048).stage_sizes() == [512, 1024, 2048]
+    assert StyleConfig(size=2048, iterations=400).stage_iterations() == [400, 200, 100]
+    result = stylize_images(picture(0, (64, 64)), [picture(1)], tiny(size=64, scales=2, iterations=4))
+    # Finer stages run half as many iterations but never fewer than min(50, iterations).
+    assert result.stage_sizes == [(32, 32), (64, 64)] and len(result.history) == 4 + 4
+
+
+def test_style_layer_weights_normalized_and_checked():
+    assert StyleConfig(style_layer_weights=(1, 1, 2, 0, 0)).layer_weights() == (0.25, 0.25, 0.5, 0, 0)
+    with pytest.raises(ConfigError, match="one per layer"):
+        StyleConfig(style_layer_weights=(1, 2)).validate()
+
+
+@pytest.mark.parametrize("bad", [dict(style_weight=-1), dict(content_weight=float("nan")), dict(size=0),
+                                 dict(size=10**6), dict(iterations=0), dict(style_scale=0),
+                                 dict(preset="nope"), dict(optimizer="newton"), dict(lr_decay=2.0),
+                                 dict(style_blend=(0, 0)), dict(preserve_color="sepia")])
+def test_config_validation(bad):
+    with pytest.raises(ConfigError):
+        StyleConfig(**bad).validate()
+
+
+def test_blend_count_must_match_styles():
+    with pytest.raises(ConfigError, match="one weight per style"):
+        stylize_images(picture(0), [picture(1)], tiny(style_blend=(1.0, 2.0)))
+
+
+def test_unknown_layer_fails_before_work():
+    with pytest.raises(ConfigError, match="did you mean"):
+        stylize_images(picture(0), [picture(1)], tiny(content_layers=("relu4_9",)))

