@@ -66,3 +66,12 @@ def test_bad_names():
         gram(feats(), "nope")
     with pytest.raises(ConfigError):
         tv_loss(torch.zeros(1, 3, 4, 4), "cubic")
+
+
+def test_range_penalty():
+    from convscope.losses import range_penalty
+
+    assert range_penalty(torch.rand(1, 3, 4, 4)).item() == 0.0
+    x = torch.zeros(1, 1, 1, 2)
+    x[..., 0], x[..., 1] = 1.5, -0.5
+    assert range_penalty(x).item() == pytest.approx(0.25)

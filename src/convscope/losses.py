@@ -71,3 +71,11 @@ def tv_loss(image: torch.Tensor, kind: str = "squared", beta: float = 1.25) -> t
         return sq.mean()
     # +eps keeps the gradient finite where the image is flat (d/dx of x^0.625 at 0 is infinite).
     return (sq + 1e-8).pow(beta / 2.0).mean()
+
+
+def range_penalty(image: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """Mean squared excess outside [low, high]: keeps an unconstrained (L-BFGS) iterate near the
+    valid range, so the final clamp changes little. Smooth, unlike clamping inside the objective
+    (which zeroes the gradient of out-of-range pixels and strands them).
+    """
+    return ((image - high).clamp_min(0).square() + (low - image).clamp_min(0).square()).mean()

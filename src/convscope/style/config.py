@@ -48,6 +48,7 @@ class StyleConfig:
     content_weight: float = _opt("weight of the content loss", 1.0)
     style_weight: float = _opt("weight of the style loss", 30.0)
     tv_weight: float = _opt("weight of the total-variation (smoothness) loss", 1.0)
+    range_weight: float = _opt("weight of the penalty on pixels outside [0, 1] (L-BFGS does not clamp)", 1000.0)
     tv_kind: str = _opt("total variation: squared, or beta (TV^1.25)", "squared", choices=TV_KINDS)
     style_norm: str = _opt("loss normalization: relative (each layer's error relative to its target, "
                            "content too), or the raw Gram forms gatys (1/(4C²(HW)²)), hw, chw", "relative",
@@ -123,7 +124,7 @@ class StyleConfig:
         if self.size < 32:
             raise ConfigError(f"--size {self.size} is too small (at least 32 px: VGG pools five times)")
         positive("iterations", self.iterations)
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "range_weight"):
             positive(name, getattr(self, name), allow_zero=True)
         positive("style_scale", self.style_scale)
         positive("lbfgs_history", self.lbfgs_history)

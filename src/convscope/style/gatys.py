@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from .. import images
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError
-from ..losses import content_loss, gram, style_loss, tv_loss
+from ..losses import content_loss, gram, range_penalty, style_loss, tv_loss
 from ..nets import Backbone, get_net
 from ..optimize import Interrupted, Progress, optimize_image
 from .config import StyleConfig
@@ -78,6 +78,8 @@ class StyleObjective:
                        for n, w in zip(self.style_layers, self.layer_weights))
             terms["style"] = c.style_weight * loss
         terms["tv"] = c.tv_weight * tv_loss(x.float(), c.tv_kind)
+        if c.range_weight:
+            terms["range"] = c.range_weight * range_penalty(x.float())
         return terms
 
 
