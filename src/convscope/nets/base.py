@@ -46,6 +46,12 @@ class Backbone(nn.Module):
         self.layers = nn.ModuleList(modules)
         self.preprocess = preprocess
         self.net_name = net_name
+        self.memory_format = torch.contiguous_format
+
+    def use_channels_last(self, enabled: bool = True) -> Backbone:
+        """NHWC activations (and weights): the layout tensor cores and oneDNN prefer."""
+        self.memory_format = torch.channels_last if enabled else torch.contiguous_format
+        return self.to(memory_format=self.memory_format)
 
     # ---- names -------------------------------------------------------------------------------
     def resolve(self, name: str) -> str:
@@ -87,7 +93,7 @@ class Backbone(nn.Module):
         if not wanted:
             return {}
         last = max(self.index[c] for c in wanted)
-        x = self.preprocess(image)
+        x = self.preprocess(image).contiguous(memory_format=self.memory_format)
         out: dict[str, torch.Tensor] = {}
         kept_previous = False
         for i in range(last + 1):
