@@ -118,7 +118,13 @@ def _run_style(args, config, content_path, style_paths, content_img=None, style_
             saved_frames.append(frame)
 
     try:
-        result = stylize_images(content, styles, config, callback)
+        result = stylize_images(content, styles, config, callback,
+                                labels=[Path(str(p)).name for p in [content_path, *style_paths]])
+    except UserError:
+        # A failed run leaves nothing behind, intermediate frames included.
+        for frame in saved_frames:
+            frame.unlink(missing_ok=True)
+        raise
     except Interrupted as stop:
         meta = run_metadata("stylize", config.to_dict(), inputs=inputs, interrupted_at=stop.iteration)
         images.save_image(stop.best_image, out, meta)
@@ -222,7 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad option (already reported in one line)
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USER_ERROR

@@ -136,6 +136,11 @@ def _exif_upright(im: Image.Image) -> Image.Image:
 
 # ---------------------------------------------------------------------------- mode conversion
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """An in-memory PIL image as `load_image` would return it: EXIF-upright 8-bit RGB, alpha over white."""
+    return _to_rgb(_exif_upright(im))
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB, handling alpha, 16-bit and float data correctly."""
     mode = im.mode

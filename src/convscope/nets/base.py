@@ -65,6 +65,13 @@ class Backbone(nn.Module):
             f"unknown layer {name!r} for net {self.net_name!r}{suggest(name, known)}; "
             f"list them with: convscope layers --net {self.net_name}")
 
+    def stride_of(self, names: Iterable[str]) -> int:
+        """Input pixels per output pixel at the deepest of `names`: the smallest side an image
+        may have for those layers to exist (each 2x2 pooling halves the size, flooring)."""
+        deepest = max(self.index[self.resolve(n)] for n in names)
+        pools = sum(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in self.layers[:deepest + 1])
+        return 2 ** pools
+
     def layer_table(self) -> list[dict]:
         """One row per layer: name, kind, aliases, output channels and stride (for `convscope layers`)."""
         by_target: dict[str, list[str]] = {}

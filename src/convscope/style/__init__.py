@@ -16,7 +16,7 @@ from .config import StyleConfig
 
 def _as_image(x) -> Image.Image:
     if isinstance(x, Image.Image):
-        return x.convert("RGB")
+        return images.to_rgb(x)  # alpha over white and 16-bit scaled, as for files
     return images.load_image(x)
 
 
@@ -41,7 +41,9 @@ def stylize(content: str | PathLike | Image.Image,
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)}; see StyleConfig for the list")
     config = StyleConfig(**{**(config.to_dict() if config else {}), **options})
-    return stylize_images(_as_image(content), [_as_image(s) for s in styles], config, callback).image
+    labels = [x if isinstance(x, str) else getattr(x, "name", "") for x in [content, *styles]]
+    return stylize_images(_as_image(content), [_as_image(s) for s in styles], config, callback,
+                          labels=[str(x) for x in labels]).image
 
 
 __all__ = ["StyleConfig", "stylize"]

@@ -111,11 +111,13 @@ def _init_image(config: StyleConfig, content: torch.Tensor, style: torch.Tensor,
 
 def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: StyleConfig | None = None,
                    callback: Callable[[Progress], None] | None = None,
-                   init_image: Image.Image | None = None) -> StyleResult:
+                   init_image: Image.Image | None = None,
+                   labels: Sequence[str] | None = None) -> StyleResult:
     """Stylize `content` (PIL RGB) with `styles` (one or more PIL RGB images).
 
     Runs one stage per scale in config.stage_sizes(), coarse to fine, each starting from the
     previous result upsampled. Progress records carry an image every `save_every` iterations.
+    `labels` (content first, then styles; e.g. file names) name the images in error messages.
     Raises Interrupted (with the best image so far) on Ctrl-C and UserError subclasses on bad input.
     """
     config = (config or StyleConfig()).validate()
@@ -133,9 +135,21 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
     content_layers, style_layers = config.layers()
     for name in content_layers + style_layers:
         net.resolve(name)  # unknown names fail here, before any work
+    min_side = net.stride_of(content_layers + style_layers)
+    labels = list(labels or [])
+    labels += [""] * (1 + len(styles) - len(labels))
+    _check_side(content, config.size, min_side, f"content image {labels[0]}".strip())
+    for i, (im, label) in enumerate(zip(styles, labels[1:]), start=1):
+        _check_side(im, max(16, round(config.style_scale * config.size)), min_side,
+                    f"style image {label or i}")
 
     start = time.perf_counter()
     sizes, iters = config.stage_sizes(), config.stage_iterations()
+    # Coarse stages too small for the deepest layer are dropped (the finest always runs).
+    keep = [k for k, size in enumerate(sizes)
+            if k == len(sizes) - 1 or _short_side(content, size) >= min_side]
+    sizes, iters = [sizes[k] for k in keep], [iters[k] for k in keep]
+    final_size = images.resize_long_side(content, sizes[-1]).size
     history: list[dict[str, float]] = []
     snapshots: list[tuple[str, Image.Image]] = []
     stage_sizes: list[tuple[int, int]] = []
@@ -186,7 +200,12 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
                 cuda_graph=config.cuda_graph, callback=on_progress, want_image=want,
                 stage=k, stages=len(sizes), clock_start=start)
         except Interrupted as stop:
-            raise Interrupted(_finish(stop.best_image, c, config), stop.iteration) from None
+            best = stop.best_image
+            if best.shape[-1] != final_size[0] or best.shape[-2] != final_size[1]:
+                # Stopped in a coarse stage: upsample as the next stage would, to the size asked for.
+                best = F.interpolate(best, size=final_size[::-1], mode="bicubic", align_corners=False)
+                c = images.pil_to_tensor(images.resize_long_side(content, sizes[-1]))
+            raise Interrupted(_finish(best, c.to(best.device), config).cpu(), stop.iteration) from None
         history += result.history
         graphed = graphed or result.graphed
         x = result.best_image
@@ -197,6 +216,20 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
     out = _finish(x, c, config)
     return StyleResult(images.tensor_to_pil(out), config, final, history, time.perf_counter() - start,
                        stage_sizes, snapshots, graphed)
+
+
+def _short_side(image: Image.Image, long_side: int) -> int:
+    w, h = image.size
+    return max(1, round(min(w, h) * long_side / max(w, h)))
+
+
+def _check_side(image: Image.Image, long_side: int, min_side: int, what: str) -> None:
+    """The image resized to `long_side` must keep `min_side` px on its short side for the layers used."""
+    if _short_side(image, long_side) < min_side:
+        w, h = image.size
+        raise ConfigError(f"{what} ({w}x{h}) is too elongated or small: at {long_side} px on its long side "
+                          f"its short side is under the {min_side} px the deepest layer needs; use a "
+                          "larger --size (or --style-scale) or shallower layers")
 
 
 def _finish(x: torch.Tensor, content: torch.Tensor, config: StyleConfig) -> torch.Tensor:
