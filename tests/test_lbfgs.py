@@ -14,8 +14,9 @@ def problem(n=40, seed=0):
     return lambda x: 0.5 * x @ a @ x - b @ x + 0.05 * (x**4).sum()
 
 
+@pytest.mark.parametrize("static_shapes", [False, True], ids=["prefix", "static"])
 @pytest.mark.parametrize("history,iterations", [(100, 25), (5, 30), (3, 40)])
-def test_matches_torch_lbfgs(history, iterations):
+def test_matches_torch_lbfgs(history, iterations, static_shapes):
     f = problem()
     x_ref = torch.zeros(40, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([x_ref], lr=0.7, max_iter=iterations, history_size=history,
@@ -29,7 +30,7 @@ def test_matches_torch_lbfgs(history, iterations):
 
     opt.step(closure)
     x = torch.zeros(40, dtype=torch.float64, requires_grad=True)
-    lbfgs = CompactLBFGS(40, history, lr=0.7, dtype=torch.float64)
+    lbfgs = CompactLBFGS(40, history, lr=0.7, dtype=torch.float64, static_shapes=static_shapes)
     for _ in range(iterations):
         (g,) = torch.autograd.grad(f(x), x)
         lbfgs.step(x.data, g)

@@ -23,9 +23,16 @@ class CompactLBFGS:
     """State of L-BFGS over a flat parameter of `n` elements; `step` updates it in place."""
 
     def __init__(self, n: int, history: int = 100, lr: float = 1.0,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 static_shapes: bool = False):
         m = max(1, int(history))
         self.m, self.lr = m, float(lr)
+        # Slots fill in order 0, 1, ... (the pointer moves only on an accepted pair), so before the
+        # memory is full only a prefix can hold pairs. Eagerly we work on that prefix; a CUDA graph
+        # needs fixed shapes (static_shapes=True) and always works on all m slots (empty ones are
+        # exact no-ops there, just not free).
+        self.static_shapes = static_shapes
+        self.steps = 0
         kw = {"device": device, "dtype": dtype}
         # Rows 0..m-1 hold s vectors, rows m..2m-1 y vectors, in ring-buffer slots.
         self.buf = torch.zeros(2 * m, n, **kw)
@@ -52,8 +59,15 @@ class CompactLBFGS:
         old = self.buf.index_select(0, torch.cat([p, p + m]))
         new = torch.where(accept, torch.stack([s, y]), old)
         self.buf.index_copy_(0, torch.cat([p, p + m]), new)
-        # Row/column p of SᵀY and YᵀY from the (possibly unchanged) pair in slot p.
-        z = (self.buf @ new.t()).double()          # [2m, 2]: S·s_p, S·y_p / Y·s_p, Y·y_p
+        # Row/column p of SᵀY and YᵀY from the (possibly unchanged) pair in slot p. Slots at or past
+        # `steps` are still empty (their dot products are 0), so eagerly only the prefix is read.
+        k = m if self.static_shapes else min(m, max(1, self.steps))
+        if k == m:
+            z = (self.buf @ new.t()).double()      # [2m, 2]: S·s_p, S·y_p / Y·s_p, Y·y_p
+        else:
+            z = torch.zeros(2 * m, 2, dtype=torch.float64, device=self.buf.device)
+            rows = torch.cat([self.arange[:k], self.arange[:k] + m])
+            z.index_copy_(0, rows, (self.buf.index_select(0, rows) @ new.t()).double())
         s_dot_yp, y_dot_sp, y_dot_yp = z[:m, 1], z[m:, 0], z[m:, 1]
         self.sty.index_copy_(1, p, s_dot_yp.unsqueeze(1))   # column p: s_i · y_p
         self.sty.index_copy_(0, p, y_dot_sp.unsqueeze(0))   # row p:    s_p · y_j
@@ -68,9 +82,17 @@ class CompactLBFGS:
     def _inverse_hessian_times(self, grad: torch.Tensor) -> torch.Tensor:
         """H·grad by the compact representation; empty slots decouple (unit diagonal in R)."""
         m = self.m
-        order = (self.ptr + self.arange) % m            # oldest first; empty slots lead, harmlessly
-        ab = (self.buf @ grad).double()                 # [Sᵀg; Yᵀg] in slot order
-        a, b = ab[:m][order], ab[m:][order]
+        k = m if self.static_shapes else min(m, self.steps)  # slots that may hold a pair
+        if k == 0:
+            return self.gamma.to(grad.dtype) * grad
+        rows = torch.cat([self.arange[:k], self.arange[:k] + m]) if k < m else None
+        buf = self.buf if rows is None else self.buf.index_select(0, rows)
+        if k == m:
+            order = (self.ptr + self.arange) % m        # oldest first; empty slots lead, harmlessly
+        else:
+            order = self.arange[:k]                     # not wrapped yet: slot order is chronological
+        ab = (buf @ grad).double()                      # [Sᵀg; Yᵀg] in slot order
+        a, b = ab[:k][order], ab[k:][order]
         sty = self.sty[order][:, order]
         yty = self.yty[order][:, order]
         filled = self.filled[order]
@@ -82,8 +104,8 @@ class CompactLBFGS:
         w = d * u + g * (yty @ u) - g * b
         top = torch.linalg.solve_triangular(r.t(), w.unsqueeze(1), upper=False).squeeze(1)
         coef = torch.cat([top, -g * u]).to(grad.dtype)
-        slot_coef = torch.zeros_like(coef).index_copy_(0, torch.cat([order, order + m]), coef)
-        return g.to(grad.dtype) * grad + slot_coef @ self.buf
+        slot_coef = torch.zeros_like(coef).index_copy_(0, torch.cat([order, order + k]), coef)
+        return g.to(grad.dtype) * grad + slot_coef @ buf
 
     @torch.no_grad()
     def step(self, param: torch.Tensor, grad: torch.Tensor) -> None:
@@ -104,3 +126,4 @@ class CompactLBFGS:
         self.prev_step.copy_(step)
         self.prev_grad.copy_(flat_g)
         self.first.fill_(False)
+        self.steps += 1

@@ -48,6 +48,7 @@ class OptimizeResult:
     image: torch.Tensor               # last iterate [1, 3, H, W], clamped to [0, 1], on the device
     best_image: torch.Tensor          # lowest-loss image evaluated (the last iterate included), clamped
     best_loss: float
+    best_terms: dict[str, float]      # the best image's weighted terms and "loss" (their total)
     history: list[dict[str, float]] = field(default_factory=list)  # per iteration: loss + terms
     seconds: float = 0.0
     graphed: bool = False             # whether a CUDA graph ran the iterations
@@ -94,23 +95,41 @@ class _Step:
     x: torch.Tensor
     optimizer: str
     opt: object
-    names: list[str]
     best_x: torch.Tensor
     best_loss: torch.Tensor
-    terms_out: torch.Tensor  # [len(names) + 1]: terms then total, of the image before the update
     precision: str
     sched: object = None  # Adam/SGD learning-rate schedule
+    # Learned from the first evaluation (before any graph capture): the term names, and buffers
+    # [len(names) + 1] of terms then total, for this iteration's image and for the best image.
+    names: list[str] | None = None
+    terms_out: torch.Tensor | None = None
+    best_terms: torch.Tensor | None = None
+
+    def evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total, [terms..., total]) of the objective at x."""
+        with precision_mode(self.precision, x.device):
+            terms = self.objective(x)
+        if self.names is None:
+            self.names = sorted(terms)
+            self.terms_out = torch.zeros(len(self.names) + 1, device=x.device)
+            self.best_terms = torch.zeros_like(self.terms_out)
+        values = torch.stack([terms[n].float() for n in self.names])
+        total = values.sum()
+        return total, torch.cat([values, total.view(1)])
+
+    def keep_if_best(self, total: torch.Tensor, row: torch.Tensor, x: torch.Tensor) -> None:
+        """Masked copies, no host sync: x becomes the best image if its total is the lowest yet."""
+        better = total < self.best_loss
+        self.best_x.copy_(torch.where(better, x, self.best_x))
+        self.best_loss.copy_(torch.where(better, total, self.best_loss))
+        self.best_terms.copy_(torch.where(better, row, self.best_terms))
 
     def __call__(self) -> None:
-        with precision_mode(self.precision, self.x.device):
-            terms = self.objective(self.x)
-        total = torch.stack([terms[n].float() for n in self.names]).sum()
+        total, row = self.evaluate(self.x)
         with torch.no_grad():
-            # Track the best image before the update moves x (no host sync: a masked copy).
-            better = total.detach() < self.best_loss
-            self.best_x.copy_(torch.where(better, self.x.detach(), self.best_x))
-            self.best_loss.copy_(torch.where(better, total.detach(), self.best_loss))
-            self.terms_out.copy_(torch.stack([terms[n].detach().float() for n in self.names] + [total.detach()]))
+            # Track the best image before the update moves x.
+            self.keep_if_best(total.detach(), row.detach(), self.x.detach())
+            self.terms_out.copy_(row.detach())
         if self.optimizer == "lbfgs":
             (grad,) = torch.autograd.grad(total, self.x)
             self.opt.step(self.x.data, grad)
@@ -160,14 +179,11 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
     start = time.perf_counter() if clock_start is None else clock_start
     x = x0.detach().clone().float().requires_grad_(True)
 
-    # Probe once to learn the term names (and fail early on a bad objective).
-    with torch.no_grad(), precision_mode(precision, device):
-        names = sorted(objective(x))
-    step = _Step(objective, x, optimizer, None, names, x.detach().clone(),
-                 torch.full((), float("inf"), device=device), torch.zeros(len(names) + 1, device=device),
-                 precision)
+    step = _Step(objective, x, optimizer, None, x.detach().clone(),
+                 torch.full((), float("inf"), device=device), precision)
+    use_graph = cuda_graph and device.type == "cuda" and optimizer == "lbfgs"
     if optimizer == "lbfgs":
-        step.opt = CompactLBFGS(x.numel(), lbfgs_history, lr, device=device)
+        step.opt = CompactLBFGS(x.numel(), lbfgs_history, lr, device=device, static_shapes=use_graph)
     else:
         step.opt = (torch.optim.Adam([x], lr=lr) if optimizer == "adam"
                     else torch.optim.SGD([x], lr=lr, momentum=0.9, nesterov=True))
@@ -176,7 +192,6 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
     run_step: Callable[[], None] = step
     graphed = False
     history: list[dict[str, float]] = []
-    use_graph = cuda_graph and device.type == "cuda" and optimizer == "lbfgs"
     warmup = 3
     i = 0
     try:
@@ -187,7 +202,7 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
             run_step()
             i += 1
             values = step.terms_out.tolist()  # the one host sync per iteration
-            record = dict(zip(names, values[:-1]))
+            record = dict(zip(step.names, values[:-1]))
             record["loss"] = values[-1]
             history.append(record)
             if not all(map(_finite, values)):
@@ -205,12 +220,12 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
         raise Interrupted(best.clamp(0, 1).cpu(), i) from None
     # The last update was never evaluated; fixed-step L-BFGS is not monotone, so score it too
     # (one forward pass) and return whichever image is best.
-    with torch.no_grad(), precision_mode(precision, device):
-        last = torch.stack([t.float() for t in objective(x).values()]).sum()
-        better = last < step.best_loss
-        step.best_x.copy_(torch.where(better, x.detach(), step.best_x))
-        step.best_loss.copy_(torch.where(better, last, step.best_loss))
-    return OptimizeResult(x.detach().clamp(0, 1), step.best_x.clamp(0, 1), float(step.best_loss),
+    with torch.no_grad():
+        step.keep_if_best(*step.evaluate(x.detach()), x.detach())
+    best = step.best_terms.tolist()
+    best_terms = dict(zip(step.names, best[:-1]))
+    best_terms["loss"] = best[-1]
+    return OptimizeResult(x.detach().clamp(0, 1), step.best_x.clamp(0, 1), best[-1], best_terms,
                           history, time.perf_counter() - start, graphed)
 
 
