@@ -100,3 +100,25 @@ def test_cuda_graph_matches_eager():
     assert graphed.graphed and not eager.graphed
     torch.testing.assert_close(graphed.image, eager.image, rtol=1e-4, atol=1e-5)
     assert [h["loss"] for h in graphed.history] == pytest.approx([h["loss"] for h in eager.history], rel=1e-4)
+
+
+def test_report_at_limits_callbacks_but_history_is_complete():
+    seen = []
+    result = optimize_image(torch.full((1, 3, 8, 8), 0.5), target_objective(size=8), iterations=7,
+                            callback=seen.append, report_at=lambda i: i in (2, 5))
+    assert [p.iteration for p in seen] == [2, 5]
+    assert len(result.history) == 7 and result.history[1]["loss"] == pytest.approx(seen[0].loss)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+
+
+def test_nan_without_callback_names_the_first_bad_iteration():
+    calls = {"n": 0}
+
+    def objective(x):
+        calls["n"] += 1
+        bad = float("nan") if calls["n"] >= 4 else 1.0
+        return {"fit": ((x - 0.3) ** 2).mean() * bad}
+
+    with pytest.raises(NumericalError, match="iteration 4"):
+        optimize_image(torch.rand(1, 3, 4, 4), objective, iterations=60)

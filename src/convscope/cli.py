@@ -139,7 +139,7 @@ def _run_style(args, config, content_path, style_paths, content_img=None, style_
     if (args.strip or config.save_every) and result.snapshots:
         strip = Path(f"{stem}_progress.png")
         title = f"{Path(content_path).name} in the style of {', '.join(Path(p).name for p in style_paths)}"
-        images.save_image(image_strip(result.snapshots, title), strip, meta)
+        images.save_image(image_strip(result.snapshots, title), strip)  # a figure: no sidecar
         written.append(strip)
     if not args.quiet:
         terms = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())

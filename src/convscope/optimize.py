@@ -74,9 +74,12 @@ def precision_mode(precision: str, device: torch.device):
     if precision not in ("fp32", "tf32", "bf16"):
         raise ConfigError(f"precision must be fp32, tf32 or bf16, not {precision!r}")
     tf32 = precision != "fp32"
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.benchmark)
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
+    # The image's shape is fixed for a whole run, so cuDNN's one-off algorithm search pays back.
+    torch.backends.cudnn.benchmark = True
     try:
         if precision == "bf16":
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
@@ -84,7 +87,8 @@ def precision_mode(precision: str, device: torch.device):
         else:
             yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
 
 
 @dataclass
@@ -104,6 +108,11 @@ class _Step:
     names: list[str] | None = None
     terms_out: torch.Tensor | None = None
     best_terms: torch.Tensor | None = None
+    iterations: int = 0
+    # Every iteration's row, written on the device at a device-side counter, so the loop need
+    # not stop the GPU to read the loss when nobody is listening.
+    history: torch.Tensor | None = None
+    counter: torch.Tensor | None = None
 
     def evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(total, [terms..., total]) of the objective at x."""
@@ -113,6 +122,8 @@ class _Step:
             self.names = sorted(terms)
             self.terms_out = torch.zeros(len(self.names) + 1, device=x.device)
             self.best_terms = torch.zeros_like(self.terms_out)
+            self.history = torch.zeros(self.iterations, len(self.names) + 1, device=x.device)
+            self.counter = torch.zeros(1, dtype=torch.long, device=x.device)
         values = torch.stack([terms[n].float() for n in self.names])
         total = values.sum()
         return total, torch.cat([values, total.view(1)])
@@ -130,6 +141,8 @@ class _Step:
             # Track the best image before the update moves x.
             self.keep_if_best(total.detach(), row.detach(), self.x.detach())
             self.terms_out.copy_(row.detach())
+            self.history.index_copy_(0, self.counter, row.detach().view(1, -1))
+            self.counter += 1
         if self.optimizer == "lbfgs":
             (grad,) = torch.autograd.grad(total, self.x)
             self.opt.step(self.x.data, grad)
@@ -149,6 +162,7 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
                    lbfgs_history: int = 100, precision: str = "fp32", cuda_graph: bool = True,
                    callback: Callable[[Progress], None] | None = None,
                    want_image: Callable[[int], bool] | None = None,
+                   report_at: Callable[[int], bool] | None = None,
                    stage: int = 1, stages: int = 1, clock_start: float | None = None) -> OptimizeResult:
     """Minimize the sum of `objective`'s terms over the image, starting at `x0` [1, 3, H, W].
 
@@ -162,6 +176,8 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
             it (removes Python and launch overhead; same arithmetic).
         callback: receives a Progress after each iteration (a host sync: it reads the loss).
         want_image: iteration -> whether the Progress should carry the image.
+        report_at: iteration -> whether to call `callback` (default: every iteration). Each report
+            reads the loss, a host sync; without reports the loop only syncs every 50 iterations.
         clock_start: time.perf_counter() origin for `elapsed` (multi-stage runs share one clock).
 
     Raises NumericalError on a NaN/inf loss and Interrupted (with the best image) on Ctrl-C.
@@ -180,7 +196,7 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
     x = x0.detach().clone().float().requires_grad_(True)
 
     step = _Step(objective, x, optimizer, None, x.detach().clone(),
-                 torch.full((), float("inf"), device=device), precision)
+                 torch.full((), float("inf"), device=device), precision, iterations=iterations)
     use_graph = cuda_graph and device.type == "cuda" and optimizer == "lbfgs"
     if optimizer == "lbfgs":
         step.opt = CompactLBFGS(x.numel(), lbfgs_history, lr, device=device, static_shapes=use_graph)
@@ -191,7 +207,6 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
 
     run_step: Callable[[], None] = step
     graphed = False
-    history: list[dict[str, float]] = []
     warmup = 3
     i = 0
     try:
@@ -201,18 +216,19 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
                 graphed = True
             run_step()
             i += 1
-            values = step.terms_out.tolist()  # the one host sync per iteration
-            record = dict(zip(step.names, values[:-1]))
-            record["loss"] = values[-1]
-            history.append(record)
+            # Read the loss only when someone listens, or now and then for the NaN guard: each read
+            # is a host sync that idles the GPU.
+            report = callback is not None and (report_at is None or report_at(i))
+            if not report and i % 50 and i != iterations:
+                continue
+            values = step.terms_out.tolist()
             if not all(map(_finite, values)):
-                raise NumericalError(
-                    f"the loss became {values[-1]} at iteration {i}: the optimization diverged; "
-                    "lower --lr or the loss weights")
-            if callback is not None:
+                _raise_diverged(step)
+            if report:
                 image = None
                 if want_image is not None and want_image(i):
                     image = x.detach().clamp(0, 1).cpu()
+                record = dict(zip(step.names, values[:-1]), loss=values[-1])
                 callback(Progress(i, iterations, values[-1], record, time.perf_counter() - start,
                                   stage, stages, image))
     except KeyboardInterrupt:
@@ -222,11 +238,20 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
     # (one forward pass) and return whichever image is best.
     with torch.no_grad():
         step.keep_if_best(*step.evaluate(x.detach()), x.detach())
+    history = [dict(zip(step.names, row[:-1]), loss=row[-1]) for row in step.history.tolist()]
     best = step.best_terms.tolist()
     best_terms = dict(zip(step.names, best[:-1]))
     best_terms["loss"] = best[-1]
     return OptimizeResult(x.detach().clamp(0, 1), step.best_x.clamp(0, 1), best[-1], best_terms,
                           history, time.perf_counter() - start, graphed)
+
+
+def _raise_diverged(step: _Step) -> None:
+    """NumericalError naming the first iteration whose loss was not finite."""
+    rows = step.history[: int(step.counter)].tolist()
+    first = next(k for k, row in enumerate(rows, start=1) if not all(map(_finite, row)))
+    raise NumericalError(f"the loss became {rows[first - 1][-1]} at iteration {first}: the optimization "
+                         "diverged; lower --lr or the loss weights")
 
 
 def _finite(v: float) -> bool:

@@ -199,6 +199,7 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
                 x0, objective, iterations=n_iter, optimizer=config.optimizer, lr=config.lr,
                 lr_decay=config.lr_decay, lbfgs_history=config.lbfgs_history, precision=precision,
                 cuda_graph=config.cuda_graph, callback=on_progress, want_image=want,
+                report_at=None if callback is not None else want,
                 stage=k, stages=len(sizes), clock_start=start)
         except Interrupted as stop:
             best = stop.best_image
