@@ -75,3 +75,15 @@ def test_range_penalty():
     x = torch.zeros(1, 1, 1, 2)
     x[..., 0], x[..., 1] = 1.5, -0.5
     assert range_penalty(x).item() == pytest.approx(0.25)
+
+
+def test_gram_same_for_channels_last_memory():
+    f = feats(3, (2, 6, 5, 4))
+    nhwc = f.contiguous(memory_format=torch.channels_last)
+    for norm in ("hw", "chw"):
+        torch.testing.assert_close(gram(nhwc, norm), gram(f, norm))
+    x = nhwc.clone().requires_grad_(True)
+    style_loss(x, gram(feats(4, (2, 6, 5, 4)), "hw"), "hw").backward()
+    y = f.clone().requires_grad_(True)
+    style_loss(y, gram(feats(4, (2, 6, 5, 4)), "hw"), "hw").backward()
+    torch.testing.assert_close(x.grad, y.grad)
