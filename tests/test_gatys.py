@@ -91,3 +91,10 @@ def test_blend_count_must_match_styles():
 def test_unknown_layer_fails_before_work():
     with pytest.raises(ConfigError, match="did you mean"):
         stylize_images(picture(0), [picture(1)], tiny(content_layers=("relu4_9",)))
+
+
+def test_coarse_stage_dropped_when_a_style_would_be_too_thin_there():
+    wide_style = picture(1, (256, 10))  # 64x2 at the finest stage below, 32x1 at the coarse one
+    cfg = tiny(size=64, scales=2, iterations=2, content_layers=("relu1_1",), style_layers=("relu2_1",))
+    result = stylize_images(picture(0, (64, 64)), [wide_style], cfg)
+    assert result.stage_sizes == [(64, 64)]  # relu2_1 needs 2 px: the 32 px stage would give 1

@@ -141,15 +141,11 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
     labels += [""] * (1 + len(styles) - len(labels))
     _check_side(content, config.size, min_side, f"content image {labels[0]}".strip())
     for i, (im, label) in enumerate(zip(styles, labels[1:]), start=1):
-        _check_side(im, max(16, round(config.style_scale * config.size)), min_side,
+        _check_side(im, _style_long_side(config, config.size), min_side,
                     f"style image {label or i}")
 
     start = time.perf_counter()
-    sizes, iters = config.stage_sizes(), config.stage_iterations()
-    # Coarse stages too small for the deepest layer are dropped (the finest always runs).
-    keep = [k for k, size in enumerate(sizes)
-            if k == len(sizes) - 1 or _short_side(content, size) >= min_side]
-    sizes, iters = [sizes[k] for k in keep], [iters[k] for k in keep]
+    sizes, iters = _usable_stages(config, content, styles, min_side)
     final_size = images.resize_long_side(content, sizes[-1]).size
     history: list[dict[str, float]] = []
     snapshots: list[tuple[str, Image.Image]] = []
@@ -157,17 +153,8 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
     x = None
     graphed = False
     for k, (size, n_iter) in enumerate(zip(sizes, iters), start=1):
-        c_img = images.resize_long_side(content, size)
-        stage_sizes.append(c_img.size)
-        c = images.pil_to_tensor(c_img, device=device)
-        style_long = max(16, round(config.style_scale * size))
-        s = [images.pil_to_tensor(images.resize_long_side(im, style_long), device=device) for im in styles]
-        if config.preserve_color == "histogram":
-            s = [images.match_histogram(t, c) for t in s]
-        c_target = c
-        if config.preserve_color == "luminance":
-            c_target = _luminance(c)
-            s = [_match_luminance(_luminance(t), c_target) for t in s]
+        c, c_target, s = _stage_inputs(content, styles, size, config, device)
+        stage_sizes.append((c.shape[-1], c.shape[-2]))
         objective = StyleObjective(net, c_target, s, blend, config)
         if x is None:
             x0 = _init_image(config, c_target, s[0], init_image)
@@ -215,6 +202,40 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
     out = _finish(x, c, config)
     return StyleResult(images.tensor_to_pil(out), config, final, history, time.perf_counter() - start,
                        stage_sizes, snapshots, graphed)
+
+
+def _style_long_side(config: StyleConfig, size: int) -> int:
+    return max(16, round(config.style_scale * size))
+
+
+def _usable_stages(config: StyleConfig, content: Image.Image, styles: Sequence[Image.Image],
+                   min_side: int) -> tuple[list[int], list[int]]:
+    """Stage sizes and iterations, without coarse stages where an input would be too thin for the
+    deepest layer (the finest stage always runs; its inputs were checked up front)."""
+    sizes, iters = config.stage_sizes(), config.stage_iterations()
+    keep = [k for k, size in enumerate(sizes) if k == len(sizes) - 1 or (
+        _short_side(content, size) >= min_side
+        and all(_short_side(im, _style_long_side(config, size)) >= min_side for im in styles))]
+    return [sizes[k] for k in keep], [iters[k] for k in keep]
+
+
+def _stage_inputs(content: Image.Image, styles: Sequence[Image.Image], size: int, config: StyleConfig,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """(content, content as the objective sees it, styles) as tensors for one stage.
+
+    Colour preservation happens here: "histogram" maps each style's colours onto the content's;
+    "luminance" hands the objective grey luminance images, the styles' matched to the content's
+    luminance mean and spread (Gatys et al. 2016, "Preserving colour", sec. 3).
+    """
+    c = images.pil_to_tensor(images.resize_long_side(content, size), device=device)
+    long_side = _style_long_side(config, size)
+    s = [images.pil_to_tensor(images.resize_long_side(im, long_side), device=device) for im in styles]
+    if config.preserve_color == "histogram":
+        s = [images.match_histogram(t, c) for t in s]
+    if config.preserve_color == "luminance":
+        c_target = _luminance(c)
+        return c, c_target, [_match_luminance(_luminance(t), c_target) for t in s]
+    return c, c, s
 
 
 def _short_side(image: Image.Image, long_side: int) -> int:
