@@ -580,14 +580,14 @@ def test_coarse_stage_of_non_square_content(capsys, inputs):
 def test_ctrl_c_saves_best_image_so_far_and_exits_130(capsys, inputs, monkeypatch):
     seen = []
 
-    def fake_bar(total_stages):
+    def fake_bar(desc="stylize"):
         def callback(p):
             seen.append(p.iteration)
             if p.iteration == 2:
                 raise KeyboardInterrupt
         return callback
 
-    monkeypatch.setattr(cli, "_progress_bar", fake_bar)
+    monkeypatch.setattr(cli, "progress_bar", fake_bar)
     out = inputs.out_dir / "out.png"
     r = stylize(capsys, inputs.content, inputs.style, out, "--size", "32", "--iterations", "5",
                 "--device", "cpu", tiny=False)  # not quiet: the progress bar (here: fake_bar) runs
@@ -603,13 +603,13 @@ def test_ctrl_c_saves_best_image_so_far_and_exits_130(capsys, inputs, monkeypatc
 
 
 def test_ctrl_c_in_coarse_stage_saves_an_image_of_the_requested_size(capsys, inputs, monkeypatch):
-    def fake_bar(total_stages):
+    def fake_bar(desc="stylize"):
         def callback(p):
             if p.stage == 1 and p.iteration == 2:
                 raise KeyboardInterrupt
         return callback
 
-    monkeypatch.setattr(cli, "_progress_bar", fake_bar)
+    monkeypatch.setattr(cli, "progress_bar", fake_bar)
     content = inputs.make("square.png", blocks([RED, BLUE], 40, 40))
     out = inputs.out_dir / "out.png"
     r = stylize(capsys, content, inputs.style, out, "--size", "32", "--scales", "2", "--iterations", "3",

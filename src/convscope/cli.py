@@ -66,7 +66,7 @@ def config_from_args(args: argparse.Namespace, config_cls):
 
 
 # ---- commands ---------------------------------------------------------------------------------
-def _progress_bar(total_stages: int):
+def progress_bar(desc: str = "stylize"):
     """A tqdm callback: loss terms, it/s and ETA; one bar per multi-scale stage."""
     from tqdm import tqdm
 
@@ -76,8 +76,8 @@ def _progress_bar(total_stages: int):
         if p.stage != state["stage"]:
             if state["bar"] is not None:
                 state["bar"].close()
-            desc = f"stage {p.stage}/{p.stages}" if p.stages > 1 else "stylize"
-            state["bar"] = tqdm(total=p.iterations, desc=desc, unit="it", file=sys.stderr,
+            label = f"{desc} {p.stage}/{p.stages}" if p.stages > 1 else desc
+            state["bar"] = tqdm(total=p.iterations, desc=label, unit="it", file=sys.stderr,
                                 dynamic_ncols=True, leave=True)
             state["stage"] = p.stage
         bar = state["bar"]
@@ -105,7 +105,7 @@ def _run_style(args, config, content_path, style_paths, content_img=None, style_
     config.blend(len(styles))  # fail on mismatched --style-blend before any work
     inputs = {"content": str(content_path), "styles": [str(p) for p in style_paths]}
     stem = out.with_suffix("")
-    bar = _progress_bar(1) if not args.quiet else None
+    bar = progress_bar() if not args.quiet else None
     saved_frames = []
 
     def callback(p) -> None:
@@ -185,6 +185,14 @@ def cmd_layers(args) -> int:
     return 0
 
 
+def add_output_options(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """-o/--output (an image; a .json sidecar goes beside it) and -q/--quiet, for any command."""
+    p.add_argument("-o", "--output", required=default is None, default=default,
+                   help="output image (.png keeps the config in its metadata; a .json sidecar is "
+                        "written beside it)" + (f" (default: {default})" if default else ""))
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .nets import net_names
@@ -196,12 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def common_output(p, default=None):
-        p.add_argument("-o", "--output", required=default is None, default=default,
-                       help="output image (.png keeps the config in its metadata; a .json sidecar is "
-                            "written beside it)" + (f" (default: {default})" if default else ""))
+        add_output_options(p, default)
         p.add_argument("--strip", action="store_true",
                        help="also write OUT_progress.png: first, middle and last iteration side by side")
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
     p = sub.add_parser("stylize", help="neural style transfer (Gatys et al., optimization-based)",
                        description="Stylize CONTENT with one or more STYLE images by optimizing the "
@@ -218,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     common_output(p, default="demo.png")
     add_config_options(p, StyleConfig, defaults=DEMO_DEFAULTS)
     p.set_defaults(func=cmd_demo)
+
+    from .commands import register_all
+
+    register_all(sub)
 
     p = sub.add_parser("layers", help="list a network's layers and their names")
     p.add_argument("--net", default="vgg19", help=f"network: {', '.join(net_names())} (default: vgg19)")

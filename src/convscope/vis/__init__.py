@@ -1,0 +1,1 @@
+"""See inside CNNs: engines for activations, textures, inversion and more (pure, callback progress)."""
