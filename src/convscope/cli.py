@@ -185,9 +185,9 @@ def cmd_layers(args) -> int:
     return 0
 
 
-def add_output_options(p: argparse.ArgumentParser, default: str | None = None) -> None:
+def add_output_options(p: argparse.ArgumentParser, default: str | None = None, required: bool = True) -> None:
     """-o/--output (an image; a .json sidecar goes beside it) and -q/--quiet, for any command."""
-    p.add_argument("-o", "--output", required=default is None, default=default,
+    p.add_argument("-o", "--output", required=required and default is None, default=default,
                    help="output image (.png keeps the config in its metadata; a .json sidecar is "
                         "written beside it)" + (f" (default: {default})" if default else ""))
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
@@ -252,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nconvscope: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Output piped into a reader that stopped early (`... --json | head`): not an error.
+        # Point stdout at devnull so the interpreter's final flush does not raise again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except MemoryError:
         print("convscope: error: out of memory; use a smaller --size", file=sys.stderr)
         return EXIT_USER_ERROR

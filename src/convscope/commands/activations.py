@@ -1,0 +1,66 @@
+"""`convscope activations IMAGE [-o grid.png] [--json] [options]`: feature maps of a layer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..cli import add_config_options, add_output_options, config_from_args
+from ..errors import ConfigError
+from ..vis.activations import ALL_CONV, ActivationsConfig
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "activations", help="feature maps of a layer as a grid, most active channels first",
+        description="Run IMAGE through the network once and draw the feature maps of --layer, "
+        f"most active channels first, next to the input. --layer {ALL_CONV} writes one figure per "
+        "block as OUT_<layer>.png. --json prints per-channel statistics on stdout.")
+    p.add_argument("image", help="input image")
+    # -o is optional here: `--json` alone is a complete, file-free use (scripting).
+    add_output_options(p, required=False)
+    p.add_argument("--json", action="store_true",
+                   help="print the layer shape and per-channel mean/max/positive fraction as JSON on stdout")
+    add_config_options(p, ActivationsConfig)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .. import images
+    from ..runinfo import run_metadata
+    from ..vis.activations import activations, layer_figure, stats_dict
+
+    config = config_from_args(args, ActivationsConfig)
+    if args.output is None and not args.json:
+        raise ConfigError("nothing to write: give -o OUT.png for the figure, or --json for the statistics")
+    out = images.check_output_path(args.output) if args.output is not None else None
+    config.validate()
+    image = images.load_image(args.image)
+    result = activations(image, config)
+
+    if out is not None:
+        # Render every figure before writing any, so a failure leaves no partial set of files.
+        per_layer = config.layer == ALL_CONV
+        jobs = []
+        for la in result.layers:
+            path = Path(f"{out.with_suffix('')}_{la.canonical}{out.suffix}") if per_layer else out
+            meta = run_metadata("activations", result.config.to_dict(), input=str(args.image),
+                                layer=la.name, canonical_layer=la.canonical, shape=la.shape,
+                                input_size=list(result.image.size), seconds=round(result.seconds, 3),
+                                channels_shown=la.order[:config.max_channels])
+            jobs.append((path, layer_figure(result, la), meta))
+        written: list[Path] = []
+        try:
+            for path, figure, meta in jobs:
+                written.append(images.save_image(figure, path, meta))
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+                images.sidecar_path(path).unlink(missing_ok=True)
+            raise
+        if not args.quiet:
+            print(f"wrote {', '.join(map(str, written))} ({result.seconds:.2f} s forward pass)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(stats_dict(result), indent=2))
+    return 0

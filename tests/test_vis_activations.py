@@ -1,0 +1,265 @@
+"""Tests for the activations engine (convscope.vis.activations) and `convscope activations`.
+
+Images are tiny (2-48 px) and generated in tmp_path; outputs go to tmp_path/out so "nothing was
+left behind" is a check of the whole folder. VGG19 is loaded once per module and handed to the
+CLI by patching the engine's get_net (loading it takes seconds; the forward passes do not).
+A hand-built one-conv Backbone with known weights is the oracle for the statistics and orders.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from convscope.cli import main
+from convscope.errors import ConfigError
+from convscope.images import pil_to_tensor, read_png_metadata, resize_long_side
+from convscope.nets import get_net
+from convscope.nets.base import Backbone
+from convscope.vis import activations as engine
+from convscope.vis.activations import (ActivationsConfig, activations, all_conv_layers, grid_panels,
+                                       layer_figure)
+
+VGG19_BLOCK_OUTPUTS = ["relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"]
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return get_net("vgg19", device="cpu")
+
+
+@pytest.fixture
+def cli_net(vgg, monkeypatch):
+    """The CLI gets the module's VGG19 instead of loading its own (same weights, seconds saved)."""
+    def fake_get_net(name="vgg19", pooling="max", device="cpu"):
+        assert (name, pooling, str(device)) == ("vgg19", "max", "cpu")
+        return vgg
+
+    monkeypatch.setattr(engine, "get_net", fake_get_net)
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    """A 48x40 image with structure (gradients and a square), so channels differ."""
+    y, x = np.mgrid[0:40, 0:48]
+    arr = np.stack([x * 5, y * 6, ((x // 8 + y // 8) % 2) * 200], axis=-1).astype(np.uint8)
+    arr[10:25, 15:30] = (250, 250, 30)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "in" / "photo.png"
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def tiny_net() -> Backbone:
+    """One 1x1 conv, no preprocessing: ch0 = R - 0.5, ch1 = 2R - 2, ch2 = 4B - 1."""
+    conv = nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0] = 1.0
+        conv.weight[1, 0] = 2.0
+        conv.weight[2, 2] = 4.0
+        conv.bias.copy_(torch.tensor([-0.5, -2.0, -1.0]))
+    return Backbone(["conv1_1"], [conv], {}, nn.Identity(), "tiny").eval()
+
+
+# 2x2 RGB: R = 1, 0, 1, 1 and B = 1, 0, 0, 0 (in [0, 1]).
+TINY_PIXELS = np.array([[[255, 0, 255], [0, 0, 0]], [[255, 0, 0], [255, 0, 0]]], dtype=np.uint8)
+
+
+def run(capsys, *argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, out, err, *needles):
+    assert code == 2
+    assert out == ""
+    assert err.startswith("convscope: error:") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err
+
+
+# ------------------------------------------------------------------------------------ engine
+
+def test_feature_maps_are_the_nets_features_and_aliases_keep_their_name(vgg, photo):
+    image = Image.open(photo).convert("RGB")
+    config = ActivationsConfig(layer="block2_conv1", size=40, device="cpu")
+    result = activations(image, config, net=vgg)
+    (la,) = result.layers
+    assert (la.name, la.canonical) == ("block2_conv1", "relu2_1")
+    x = pil_to_tensor(resize_long_side(image, 40))
+    expected = vgg.features(x, ["relu2_1"])["relu2_1"][0]
+    assert la.shape == [128, 16, 20]
+    torch.testing.assert_close(la.maps, expected)
+    torch.testing.assert_close(la.mean, expected.mean(dim=(1, 2)))
+    assert result.image.size == (40, 33)
+
+
+def test_statistics_and_orders_on_a_known_net():
+    image = Image.fromarray(TINY_PIXELS)
+    expected_orders = {"mean": [0, 2, 1], "max": [2, 0, 1], "index": [0, 1, 2]}
+    for sort, order in expected_orders.items():
+        result = activations(image, ActivationsConfig(layer="conv1_1", size=2, sort=sort, device="cpu"),
+                             net=tiny_net())
+        (la,) = result.layers
+        assert la.order == order, sort
+        # ch0 = R - 0.5 = .5, -.5, .5, .5; ch1 = 2R - 2 = 0, -2, 0, 0 (zero is not positive);
+        # ch2 = 4B - 1 = 3, -1, -1, -1.
+        torch.testing.assert_close(la.mean, torch.tensor([0.25, -0.5, 0.0]))
+        torch.testing.assert_close(la.max, torch.tensor([0.5, 0.0, 3.0]))
+        torch.testing.assert_close(la.positive, torch.tensor([0.75, 0.0, 0.25]))
+
+
+def test_all_conv_is_each_blocks_last_activation(vgg):
+    assert all_conv_layers(vgg) == VGG19_BLOCK_OUTPUTS
+    assert all_conv_layers(tiny_net()) == ["conv1_1"]  # a conv with no ReLU is its block's output
+
+
+def test_panels_are_the_input_then_the_top_channels_in_order(vgg, photo):
+    image = Image.open(photo).convert("RGB")
+    result = activations(image, ActivationsConfig(layer="relu1_1", size=32, max_channels=10, device="cpu"),
+                         net=vgg)
+    (la,) = result.layers
+    panels = grid_panels(result, la)
+    assert len(panels) == 11
+    assert panels[0].channel is None and panels[0].data.shape == (27, 32, 3)
+    assert [p.channel for p in panels[1:]] == la.order[:10]
+    assert la.mean[la.order[0]] >= la.mean[la.order[9]]
+    assert panels[1].label.startswith(f"#{la.order[0]} ")
+    # More channels than the layer has: all of them, no more.
+    small = activations(Image.fromarray(TINY_PIXELS), ActivationsConfig(layer="conv1_1", size=2, device="cpu"),
+                        net=tiny_net())
+    assert len(grid_panels(small, small.layers[0])) == 1 + 3
+
+
+def test_figure_grows_with_panels_and_shared_scale_adds_a_colour_bar(vgg, photo):
+    image = Image.open(photo).convert("RGB")
+    base = ActivationsConfig(layer="relu1_1", size=32, device="cpu")
+    sizes = {}
+    variants = {"few": {"max_channels": 3}, "many": {"max_channels": 48},
+                "shared": {"max_channels": 48, "shared_scale": True}}
+    for name, changes in variants.items():
+        config = replace(base, **changes)
+        result = activations(image, config, net=vgg)
+        figure = layer_figure(result, result.layers[0])
+        assert figure.mode == "RGB"
+        sizes[name] = figure.size
+    assert sizes["many"][1] > sizes["few"][1]           # more rows
+    assert sizes["shared"][0] > sizes["many"][0]        # room for the colour bar
+    assert sizes["shared"][1] == sizes["many"][1]
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="did you mean 'viridis'"):
+        ActivationsConfig(cmap="virdis").validate()
+    for bad in ({"size": 0}, {"max_channels": -1}, {"sort": "median"}, {"size": 10**5}):
+        with pytest.raises(ConfigError):
+            ActivationsConfig(**bad).validate()
+    with pytest.raises(ConfigError, match="too small for relu5_1"):
+        activations(Image.fromarray(TINY_PIXELS), ActivationsConfig(layer="relu5_1", size=8, device="cpu"),
+                    net=_vgg_like_without_weights())
+
+
+def _vgg_like_without_weights() -> Backbone:
+    """VGG19's layer names and pooling, random weights: enough for name and size checks."""
+    from convscope.nets.vgg import CaffePreprocess, build_vgg
+
+    return build_vgg("vgg19", "max", CaffePreprocess(), "vgg19").eval()
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+def test_cli_writes_the_figure_with_its_config(capsys, cli_net, photo, tmp_path):
+    out = tmp_path / "out" / "grid.png"
+    code, stdout, err = run(capsys, "activations", photo, "--layer", "relu1_1", "--size", "32",
+                            "--max-channels", "4", "--device", "cpu", "-o", out)
+    assert code == 0, err
+    assert stdout == "" and "wrote" in err
+    assert sorted(p.name for p in out.parent.iterdir()) == ["grid.json", "grid.png"]
+    meta = json.loads((tmp_path / "out" / "grid.json").read_text())
+    assert meta["command"] == "activations"
+    assert meta["config"]["layer"] == "relu1_1" and meta["config"]["device"] == "cpu"
+    assert meta["shape"] == [64, 27, 32]
+    assert len(meta["channels_shown"]) == 4
+    assert read_png_metadata(out)["shape"] == [64, 27, 32]
+
+
+def test_cli_all_conv_writes_one_figure_per_block(capsys, cli_net, photo, tmp_path):
+    out = tmp_path / "out" / "maps.png"
+    code, _, err = run(capsys, "activations", photo, "--layer", "all-conv", "--size", "32",
+                       "--max-channels", "2", "--device", "cpu", "-q", "-o", out)
+    assert code == 0, err
+    assert err == ""
+    expected = sorted(f"maps_{layer}.{ext}" for layer in VGG19_BLOCK_OUTPUTS for ext in ("png", "json"))
+    assert sorted(p.name for p in out.parent.iterdir()) == expected
+    deepest = json.loads((out.parent / "maps_relu5_4.json").read_text())
+    assert deepest["shape"] == [512, 1, 2]
+
+
+def test_cli_json_on_stdout_without_a_figure(capsys, cli_net, photo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path / "out")
+    code, stdout, err = run(capsys, "activations", photo, "--layer", "relu1_2", "--size", "32",
+                            "--sort", "max", "--device", "cpu", "--json")
+    assert code == 0, err
+    doc = json.loads(stdout)
+    (layer,) = doc["layers"]
+    assert layer["shape"] == [64, 27, 32]
+    assert [c["index"] for c in layer["channels"]] == list(range(64))
+    assert sorted(layer["order"]) == list(range(64))
+    maxima = [layer["channels"][i]["max"] for i in layer["order"]]
+    assert maxima == sorted(maxima, reverse=True)
+    assert all(0.0 <= c["positive_fraction"] <= 1.0 and c["mean"] <= c["max"] for c in layer["channels"])
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_cli_json_and_figure_together(capsys, cli_net, photo, tmp_path):
+    out = tmp_path / "out" / "grid.png"
+    code, stdout, err = run(capsys, "activations", photo, "--layer", "conv1_1", "--size", "32",
+                            "--max-channels", "2", "--device", "cpu", "--json", "-q", "-o", out)
+    assert code == 0, err
+    assert json.loads(stdout)["layers"][0]["shape"] == [64, 27, 32]
+    assert out.is_file()
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--layer", "relu2_l"], ["unknown layer 'relu2_l'", "did you mean"]),
+    (["--layer", "all_conv"], ["did you mean 'all-conv'"]),
+    (["--cmap", "virdis"], ["unknown colormap 'virdis'", "did you mean 'viridis'"]),
+    (["--size", "8", "--layer", "relu5_1"], ["too small"]),
+    (["--max-channels", "0"], ["--max-channels"]),
+])
+def test_cli_bad_options_exit_2_with_nothing_written(capsys, cli_net, photo, tmp_path, argv, needles):
+    out = tmp_path / "out" / "grid.png"
+    code, stdout, err = run(capsys, "activations", photo, "--device", "cpu", "-o", out, *argv)
+    assert_one_line_error(code, stdout, err, *needles)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_cli_needs_an_output_or_json(capsys, photo):
+    assert_one_line_error(*run(capsys, "activations", photo), "-o", "--json")
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt", "truncated"])
+def test_cli_bad_image_exit_2_with_nothing_written(capsys, photo, tmp_path, kind):
+    bad = tmp_path / "in" / "bad.jpg"
+    if kind == "corrupt":
+        bad.write_bytes(b"this is not a JPEG at all" * 20)
+    elif kind == "truncated":
+        Image.open(photo).convert("RGB").save(bad, quality=90)
+        bad.write_bytes(bad.read_bytes()[:200])
+    out = tmp_path / "out" / "grid.png"
+    code, stdout, err = run(capsys, "activations", bad, "--device", "cpu", "-o", out)
+    assert_one_line_error(code, stdout, err, "bad.jpg")
+    assert list(out.parent.iterdir()) == []
