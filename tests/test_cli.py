@@ -597,9 +597,26 @@ def test_ctrl_c_saves_best_image_so_far_and_exits_130(capsys, inputs, monkeypatc
     assert "interrupted at iteration 2" in r.err and str(out) in r.err
     img = opened(out)
     assert img.size == (32, 24) and img.mode == "RGB"
-    assert sidecar(out)["interrupted_at"] == 2
-    assert read_png_metadata(out)["interrupted_at"] == 2
+    assert sidecar(out)["interrupted_at"] == {"stage": 1, "iteration": 2}
+    assert read_png_metadata(out)["interrupted_at"] == {"stage": 1, "iteration": 2}
     assert names_in(inputs.out_dir) == ["out.json", "out.png"]
+
+
+def test_ctrl_c_with_default_device_records_the_resolved_config(capsys, inputs, monkeypatch):
+    """--device auto (the default): the sidecar of an interrupted run names the real device."""
+    def fake_bar(desc="stylize"):
+        def callback(p):
+            if p.iteration == 2:
+                raise KeyboardInterrupt
+        return callback
+
+    monkeypatch.setattr(cli, "progress_bar", fake_bar)
+    out = inputs.out_dir / "out.png"
+    r = stylize(capsys, inputs.content, inputs.style, out, "--size", "32", "--iterations", "5", tiny=False)
+    assert r.code == 130 and "Traceback" not in r.err, r.err
+    meta = sidecar(out)
+    assert meta["config"]["device"] != "auto" and meta["config"]["precision"] != "auto"
+    assert opened(out).size == (32, 24)
 
 
 def test_ctrl_c_in_coarse_stage_saves_an_image_of_the_requested_size(capsys, inputs, monkeypatch):

@@ -63,6 +63,7 @@ def test_multiscale_stages():
     assert StyleConfig(size=1024).stage_sizes() == [512, 1024]
     assert StyleConfig(size=2048).stage_sizes() == [512, 1024, 2048]
     assert StyleConfig(size=2048, iterations=400).stage_iterations() == [400, 200, 100]
+    assert StyleConfig(iterations=400).stage_iterations(2) == [400, 200]
     result = stylize_images(picture(0, (64, 64)), [picture(1)], tiny(size=64, scales=2, iterations=4))
     # Finer stages run half as many iterations but never fewer than min(50, iterations).
     assert result.stage_sizes == [(32, 32), (64, 64)] and len(result.history) == 4 + 4
@@ -98,3 +99,32 @@ def test_coarse_stage_dropped_when_a_style_would_be_too_thin_there():
     cfg = tiny(size=64, scales=2, iterations=2, content_layers=("relu1_1",), style_layers=("relu2_1",))
     result = stylize_images(picture(0, (64, 64)), [wide_style], cfg)
     assert result.stage_sizes == [(64, 64)]  # relu2_1 needs 2 px: the 32 px stage would give 1
+
+
+def test_dropped_coarse_stage_keeps_full_iterations():
+    wide = picture(0, (128, 32))
+    cfg = tiny(size=64, scales=2, iterations=6)  # the 32x8 coarse stage is too thin for relu5_x
+    result = stylize_images(wide, [picture(1)], cfg)
+    assert result.stage_sizes == [(64, 16)] and len(result.history) == 6
+
+
+def test_repeated_stage_sizes_merge_and_bad_counts_are_rejected():
+    assert StyleConfig(size=32, scales=8).stage_sizes() == [16, 32]
+    for bad in (dict(iterations=2.5), dict(size=True), dict(seed=-1), dict(seed=2**70),
+                dict(lbfgs_history=10**6), dict(scales=99), dict(style_scale=100.0)):
+        with pytest.raises(ConfigError):
+            StyleConfig(**bad).validate()
+
+
+def test_bf16_targets_match_iterates():
+    """Under bf16 the style image scored against itself has (nearly) zero style loss: targets are
+    computed in the same arithmetic as the iterates, and Grams in float32."""
+    from convscope.optimize import precision_mode
+
+    net = get_net("vgg19").use_channels_last(True)
+    s = images.pil_to_tensor(picture(1))
+    with precision_mode("bf16", s.device):
+        obj = StyleObjective(net, s, [s], [1.0], tiny())
+        terms = obj(s)
+    assert terms["style"].item() < 1e-6 and terms["content"].item() < 1e-6
+    assert obj.gram_targets["block1_conv1"].dtype == torch.float32

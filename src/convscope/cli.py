@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from dataclasses import MISSING, fields, replace
+from dataclasses import MISSING, fields
 from pathlib import Path
 
-from .errors import ConfigError, OutputError, UserError
+from .errors import UserError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -117,19 +116,24 @@ def _run_style(args, config, content_path, style_paths, content_img=None, style_
             images.save_image(p.image, frame)
             saved_frames.append(frame)
 
+    # Quiet runs without frames pass no callback, so the loop never stops the GPU to read the loss.
+    listening = bar is not None or config.save_every
     try:
-        result = stylize_images(content, styles, config, callback,
+        result = stylize_images(content, styles, config, callback if listening else None,
                                 labels=[Path(str(p)).name for p in [content_path, *style_paths]])
-    except UserError:
+    except Interrupted as stop:
+        resolved = stop.config or config
+        meta = run_metadata("stylize", resolved.to_dict(), inputs=inputs, seed=config.seed,
+                            interrupted_at={"stage": stop.stage, "iteration": stop.iteration})
+        images.save_image(stop.best_image, out, meta)
+        print(f"\ninterrupted at iteration {stop.iteration} (stage {stop.stage}): best image so far saved "
+              f"to {out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BaseException:
         # A failed run leaves nothing behind, intermediate frames included.
         for frame in saved_frames:
             frame.unlink(missing_ok=True)
         raise
-    except Interrupted as stop:
-        meta = run_metadata("stylize", config.to_dict(), inputs=inputs, interrupted_at=stop.iteration)
-        images.save_image(stop.best_image, out, meta)
-        print(f"\ninterrupted at iteration {stop.iteration}: best image so far saved to {out}", file=sys.stderr)
-        return EXIT_INTERRUPTED
     meta = run_metadata("stylize", result.config.to_dict(), inputs=inputs, seed=config.seed,
                         seconds=round(result.seconds, 3), final_losses=result.losses,
                         stage_sizes=result.stage_sizes, iterations_run=len(result.history),
@@ -165,17 +169,16 @@ def cmd_demo(args) -> int:
     from .images import load_image
     from .style.config import StyleConfig
 
-    config = config_from_args(args, StyleConfig)
+    config = config_from_args(args, StyleConfig).validate()  # the seed feeds the style drawing
     content = sample_photo_path()
     style = swirl_painting(512, seed=config.seed)
     return _run_style(args, config, content, ["<built-in swirl painting>"], load_image(content), [style])
 
 
 def cmd_layers(args) -> int:
-    from .nets import get_net
+    from .nets import layer_table
 
-    net = get_net(args.net, device="cpu")
-    rows = net.layer_table()
+    rows = layer_table(args.net)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -263,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         print("convscope: error: out of memory; use a smaller --size", file=sys.stderr)
         return EXIT_USER_ERROR
     except RuntimeError as exc:
-        # Out of memory on an accelerator is the user's size choice, not a crash.
-        if "out of memory" in str(exc).lower():
+        # Out of memory (CPU allocator: "can't allocate memory"; GPUs: "out of memory") is the
+        # user's size choice, not a crash.
+        message = str(exc).lower()
+        if "out of memory" in message or "can't allocate memory" in message:
             print("convscope: error: the device ran out of memory; use a smaller --size or --device cpu",
                   file=sys.stderr)
             return EXIT_USER_ERROR

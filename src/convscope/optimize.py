@@ -57,10 +57,12 @@ class OptimizeResult:
 class Interrupted(Exception):
     """Ctrl-C during optimization; carries the best image so far ([1, 3, H, W], CPU, [0, 1])."""
 
-    def __init__(self, best_image: torch.Tensor, iteration: int):
-        super().__init__(f"interrupted at iteration {iteration}")
+    def __init__(self, best_image: torch.Tensor, iteration: int, stage: int = 1, config=None):
+        super().__init__(f"interrupted at iteration {iteration} of stage {stage}")
         self.best_image = best_image
         self.iteration = iteration
+        self.stage = stage
+        self.config = config  # the engine's resolved config, when it adds one
 
 
 @contextlib.contextmanager
@@ -69,7 +71,7 @@ def precision_mode(precision: str, device: torch.device):
 
     "fp32": full float32 (TF32 off); "tf32": TF32 convolutions and matmuls on Ampere+ GPUs
     (10-bit mantissa in the products, float32 accumulation: no visible change in style transfer);
-    "bf16": autocast the network to bfloat16 (the loss terms stay float32).
+    "bf16": autocast the network to bfloat16 (Gram matrices and loss terms are computed in float32).
     """
     if precision not in ("fp32", "tf32", "bf16"):
         raise ConfigError(f"precision must be fp32, tf32 or bf16, not {precision!r}")
@@ -262,7 +264,7 @@ def _capture(step: _Step) -> Callable[[], None]:
     """Capture `step` (forward, backward, L-BFGS update) into a CUDA graph; return its replay.
 
     Capturing records kernels without running them, so the optimizer state is untouched. The
-    warm-up iterations that ran before were real iterations on the side stream's allocator.
+    warm-up iterations that ran before, on the current stream, were real iterations.
     """
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())

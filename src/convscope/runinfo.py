@@ -26,7 +26,12 @@ def versions() -> dict[str, str]:
 
 
 def device_name(device: torch.device | str) -> str:
-    device = torch.device(device)
+    from .devices import resolve_device
+
+    try:
+        device = resolve_device(str(device))
+    except Exception:  # metadata must never be the thing that fails a run
+        return str(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine() or device.type

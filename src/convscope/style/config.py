@@ -71,7 +71,8 @@ class StyleConfig:
     save_every: int = _opt("write the current image every N iterations (0 = never)", 0)
     seed: int = _opt("random seed (noise init)", 0)
     device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
-    precision: str = _opt("arithmetic: auto (tf32 on CUDA, fp32 on CPU), fp32, tf32, bf16", "auto",
+    precision: str = _opt("arithmetic: auto (tf32 on CUDA; bf16 on CPUs with native bf16, else fp32), "
+                          "fp32, tf32, bf16", "auto",
                           choices=PRECISIONS)
     cuda_graph: bool = _opt("replay iterations as a CUDA graph on GPU (L-BFGS)", True)
 
@@ -95,14 +96,15 @@ class StyleConfig:
         return tuple(x / total for x in w)
 
     def stage_sizes(self) -> list[int]:
-        """Long side per stage, coarse to fine; each stage doubles the previous."""
+        """Long side per stage, coarse to fine; each stage doubles the previous (never below 16 px;
+        stages that would repeat a size are merged)."""
         n = self.scales or 1 + max(0, math.ceil(math.log2(self.size / 768)))
         sizes = [max(16, round(self.size / 2 ** (n - 1 - k))) for k in range(n)]
-        return sizes
+        return sorted(set(sizes))
 
-    def stage_iterations(self) -> list[int]:
+    def stage_iterations(self, stages: int | None = None) -> list[int]:
         """Full iterations at the coarsest stage, half as many at each finer one (at least 50)."""
-        n = len(self.stage_sizes())
+        n = len(self.stage_sizes()) if stages is None else stages
         return [max(self.iterations >> k, min(50, self.iterations)) for k in range(n)]
 
     def to_dict(self) -> dict:
@@ -118,6 +120,21 @@ class StyleConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a {'non-negative' if allow_zero else 'positive'}"
                                   f" number, not {value!r}")
 
+        def whole(name, value, high, low=None):
+            """An int (not a bool), at most `high` (allocations scale with these); signs are
+            checked by positive() below unless `low` is given."""
+            flag = f"--{name.replace('_', '-')}"
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{flag} must be a whole number, not {value!r}")
+            if value > high or (low is not None and value < low):
+                raise ConfigError(f"{flag} must be a whole number from {1 if low is None else low} to {high}, not {value!r}")
+
+        whole("size", self.size, 10**9)  # the real limit gets a clearer message below
+        whole("iterations", self.iterations, 1_000_000)
+        whole("lbfgs_history", self.lbfgs_history, 1000)
+        whole("save_every", self.save_every, 1_000_000)
+        whole("scales", self.scales, 8)
+        whole("seed", self.seed, 2**63 - 1, low=0)
         positive("size", self.size)
         if self.size > 8192:
             raise ConfigError(f"--size {self.size} is too large (at most 8192 px)")
@@ -127,6 +144,9 @@ class StyleConfig:
         for name in ("content_weight", "style_weight", "tv_weight", "range_weight"):
             positive(name, getattr(self, name), allow_zero=True)
         positive("style_scale", self.style_scale)
+        if self.style_scale * self.size > 8192:
+            raise ConfigError(f"--style-scale {self.style_scale} makes the style {self.style_scale * self.size:.0f} px "
+                              "(at most 8192)")
         positive("lbfgs_history", self.lbfgs_history)
         positive("save_every", self.save_every, allow_zero=True)
         positive("scales", self.scales, allow_zero=True)

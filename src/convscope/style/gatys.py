@@ -20,7 +20,7 @@ from ..devices import default_precision, resolve_device
 from ..errors import ConfigError
 from ..losses import content_loss, gram, range_penalty, style_loss, tv_loss
 from ..nets import Backbone, get_net
-from ..optimize import Interrupted, Progress, optimize_image
+from ..optimize import Interrupted, Progress, optimize_image, precision_mode
 from .config import StyleConfig
 
 
@@ -28,7 +28,7 @@ from .config import StyleConfig
 class StyleResult:
     image: Image.Image                       # the stylized image (RGB)
     config: StyleConfig                      # as run (resolved device and precision)
-    losses: dict[str, float]                 # final weighted terms and total, at the last iterate
+    losses: dict[str, float]                 # weighted terms and total of the returned (best) image
     history: list[dict[str, float]]          # per iteration, all stages
     seconds: float
     stage_sizes: list[tuple[int, int]]       # (width, height) per stage
@@ -146,58 +146,59 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
 
     start = time.perf_counter()
     sizes, iters = _usable_stages(config, content, styles, min_side)
-    final_size = images.resize_long_side(content, sizes[-1]).size
     history: list[dict[str, float]] = []
     snapshots: list[tuple[str, Image.Image]] = []
     stage_sizes: list[tuple[int, int]] = []
     x = None
     graphed = False
-    for k, (size, n_iter) in enumerate(zip(sizes, iters), start=1):
-        c, c_target, s = _stage_inputs(content, styles, size, config, device)
-        stage_sizes.append((c.shape[-1], c.shape[-2]))
-        objective = StyleObjective(net, c_target, s, blend, config)
+    try:
+        for k, (size, n_iter) in enumerate(zip(sizes, iters), start=1):
+            c, c_target, s = _stage_inputs(content, styles, size, config, device)
+            stage_sizes.append((c.shape[-1], c.shape[-2]))
+            with precision_mode(precision, device):  # targets in the arithmetic the iterates will use
+                objective = StyleObjective(net, c_target, s, blend, config)
+            if x is None:
+                x0 = _init_image(config, c_target, s[0], init_image)
+                if config.preserve_color == "luminance":
+                    x0 = _luminance(x0)
+            else:
+                x0 = F.interpolate(x, size=c.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+            last_stage = k == len(sizes)
+            marks = {1: "first"} if k == 1 else {}
+            if last_stage:  # a tiny last stage keeps "first" rather than relabel it
+                marks = {max(1, n_iter // 2): "middle", n_iter: "last", **marks}
+
+            def on_progress(p: Progress, marks=marks) -> None:
+                if p.image is not None and p.iteration in marks:
+                    snapshots.append((f"{marks[p.iteration]}: iteration {p.iteration}"
+                                      + (f", {p.image.shape[-1]}x{p.image.shape[-2]}" if len(sizes) > 1 else ""),
+                                      images.tensor_to_pil(p.image)))
+                if callback is not None:
+                    every = config.save_every
+                    if p.image is not None and not (every and p.iteration % every == 0) and p.iteration != p.iterations:
+                        p = replace(p, image=None)  # only the caller's own requests carry images
+                    callback(p)
+
+            def want(i: int, marks=marks) -> bool:
+                return i in marks or bool(config.save_every and i % config.save_every == 0)
+
+            try:
+                result = optimize_image(
+                    x0, objective, iterations=n_iter, optimizer=config.optimizer, lr=config.lr,
+                    lr_decay=config.lr_decay, lbfgs_history=config.lbfgs_history, precision=precision,
+                    cuda_graph=config.cuda_graph, callback=on_progress, want_image=want,
+                    report_at=None if callback is not None else want,
+                    stage=k, stages=len(sizes), clock_start=start)
+            except Interrupted as stop:
+                raise _interrupted(stop.best_image, stop.iteration, k, content, sizes[-1], config) from None
+            history += result.history
+            graphed = graphed or result.graphed
+            x = result.best_image
+    except KeyboardInterrupt:
+        # Ctrl-C outside the optimizer (building targets, between stages): keep the last stage's result.
         if x is None:
-            x0 = _init_image(config, c_target, s[0], init_image)
-            if config.preserve_color == "luminance":
-                x0 = _luminance(x0)
-        else:
-            x0 = F.interpolate(x, size=c.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
-        last_stage = k == len(sizes)
-        marks = {1: "first"} if k == 1 else {}
-        if last_stage:
-            marks.update({max(1, n_iter // 2): "middle", n_iter: "last"})
-
-        def on_progress(p: Progress, marks=marks) -> None:
-            if p.image is not None and p.iteration in marks:
-                snapshots.append((f"{marks[p.iteration]}: iteration {p.iteration}"
-                                  + (f", {p.image.shape[-1]}x{p.image.shape[-2]}" if len(sizes) > 1 else ""),
-                                  images.tensor_to_pil(p.image)))
-            if callback is not None:
-                every = config.save_every
-                if p.image is not None and not (every and p.iteration % every == 0) and p.iteration != p.iterations:
-                    p = replace(p, image=None)  # only the caller's own requests carry images
-                callback(p)
-
-        def want(i: int, marks=marks) -> bool:
-            return i in marks or bool(config.save_every and i % config.save_every == 0)
-
-        try:
-            result = optimize_image(
-                x0, objective, iterations=n_iter, optimizer=config.optimizer, lr=config.lr,
-                lr_decay=config.lr_decay, lbfgs_history=config.lbfgs_history, precision=precision,
-                cuda_graph=config.cuda_graph, callback=on_progress, want_image=want,
-                report_at=None if callback is not None else want,
-                stage=k, stages=len(sizes), clock_start=start)
-        except Interrupted as stop:
-            best = stop.best_image
-            if best.shape[-1] != final_size[0] or best.shape[-2] != final_size[1]:
-                # Stopped in a coarse stage: upsample as the next stage would, to the size asked for.
-                best = F.interpolate(best, size=final_size[::-1], mode="bicubic", align_corners=False)
-                c = images.pil_to_tensor(images.resize_long_side(content, sizes[-1]))
-            raise Interrupted(_finish(best, c.to(best.device), config).cpu(), stop.iteration) from None
-        history += result.history
-        graphed = graphed or result.graphed
-        x = result.best_image
+            raise
+        raise _interrupted(x, 0, len(stage_sizes), content, sizes[-1], config) from None
     final = result.best_terms  # the losses of the image we return (before any colour step)
     out = _finish(x, c, config)
     return StyleResult(images.tensor_to_pil(out), config, final, history, time.perf_counter() - start,
@@ -212,11 +213,11 @@ def _usable_stages(config: StyleConfig, content: Image.Image, styles: Sequence[I
                    min_side: int) -> tuple[list[int], list[int]]:
     """Stage sizes and iterations, without coarse stages where an input would be too thin for the
     deepest layer (the finest stage always runs; its inputs were checked up front)."""
-    sizes, iters = config.stage_sizes(), config.stage_iterations()
-    keep = [k for k, size in enumerate(sizes) if k == len(sizes) - 1 or (
+    sizes = config.stage_sizes()
+    kept = [size for k, size in enumerate(sizes) if k == len(sizes) - 1 or (
         _short_side(content, size) >= min_side
         and all(_short_side(im, _style_long_side(config, size)) >= min_side for im in styles))]
-    return [sizes[k] for k in keep], [iters[k] for k in keep]
+    return kept, config.stage_iterations(len(kept))
 
 
 def _stage_inputs(content: Image.Image, styles: Sequence[Image.Image], size: int, config: StyleConfig,
@@ -236,6 +237,16 @@ def _stage_inputs(content: Image.Image, styles: Sequence[Image.Image], size: int
         c_target = _luminance(c)
         return c, c_target, [_match_luminance(_luminance(t), c_target) for t in s]
     return c, c, s
+
+
+def _interrupted(best: torch.Tensor, iteration: int, stage: int, content: Image.Image, final_long: int,
+                 config: StyleConfig) -> Interrupted:
+    """Interrupted carrying the best image at the size asked for (a coarse stage's is upsampled, as
+    the next stage would), colour-finished, with the stage and the resolved config."""
+    c = images.pil_to_tensor(images.resize_long_side(content, final_long), device=best.device)
+    if best.shape[-2:] != c.shape[-2:]:
+        best = F.interpolate(best, size=c.shape[-2:], mode="bicubic", align_corners=False)
+    return Interrupted(_finish(best, c, config).cpu(), iteration, stage, config)
 
 
 def _short_side(image: Image.Image, long_side: int) -> int:
