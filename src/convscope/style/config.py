@@ -7,11 +7,13 @@ the resolved config.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 from ..errors import ConfigError
 from ..losses import GRAM_NORMS, TV_KINDS
 from ..optimize import OPTIMIZERS
+from ..options import POOLINGS, PRECISIONS
+from ..options import option as _opt
 
 # Layer presets. Keras names (blockN_convM) are the activated conv outputs (reluN_M).
 PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -27,13 +29,6 @@ PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 INITS = ("content", "noise", "style")          # or a path to an image file
 PRESERVE_COLOR = ("none", "luminance", "histogram")
-POOLINGS = ("max", "avg")
-PRECISIONS = ("auto", "fp32", "tf32", "bf16")
-
-
-def _opt(help: str, default, **meta):
-    """A dataclass field carrying its CLI help text."""
-    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass

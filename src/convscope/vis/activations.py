@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -21,15 +21,13 @@ from ..devices import resolve_device
 from ..errors import ConfigError
 from ..nets import Backbone, get_net
 from ..nets.base import suggest
+from ..options import option as _opt
 
 ALL_CONV = "all-conv"            # --layer value: one figure per block (its last activation)
 SORTS = ("mean", "max", "index")
 MAX_SIZE = 8192                  # long side in px, as for stylize
 
 
-def _opt(help: str, default, **meta):
-    """A dataclass field carrying its CLI help text."""
-    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass

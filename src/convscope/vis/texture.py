@@ -25,7 +25,8 @@ from ..errors import ConfigError, ImageError
 from ..losses import gram, range_penalty, style_loss, tv_loss
 from ..nets import Backbone, get_net
 from ..optimize import OPTIMIZERS, Interrupted, OptimizeResult, Progress, optimize_image
-from ..style.config import POOLINGS, PRECISIONS, _opt
+from ..options import POOLINGS, PRECISIONS
+from ..options import option as _opt
 
 # Gatys et al. 2015 (Fig. 2, and their released code): conv1_1 and pool1..pool4 of VGG19 with
 # average pooling. Their "conv1_1" is Caffe's in-place-ReLU output, i.e. our relu1_1.
