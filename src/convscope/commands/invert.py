@@ -1,0 +1,85 @@
+"""`convscope invert IMAGE --layer LAYER -o OUT.png`: reconstruct an image from a layer's representation.
+
+Mahendran & Vedaldi 2015 (see convscope.vis.invert). One layer writes the reconstruction; `--layers
+L1 L2 ...` writes one figure: the original and one reconstruction per layer, side by side, each
+labelled with its layer and error. The normalized representation error reached is printed on
+stdout (one line) and stored in the sidecar.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..cli import EXIT_INTERRUPTED, add_config_options, add_output_options, config_from_args, progress_bar
+from ..errors import UserError
+from ..vis.invert import InvertConfig
+
+COMMAND = "invert"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        COMMAND, help="reconstruct an image from one layer's representation (Mahendran & Vedaldi)",
+        description="Starting from noise, find an image whose representation at --layer matches the "
+        "input's, under an alpha-norm and a TV^beta natural-image prior. Prints the normalized "
+        "representation error ||phi(x) - phi0||^2 / ||phi0||^2 reached.")
+    p.add_argument("image", help="image whose representation is inverted")
+    add_output_options(p)
+    add_config_options(p, InvertConfig)
+    p.set_defaults(func=run)
+
+
+def _error_line(results) -> str:
+    return "normalized representation error: " + ", ".join(f"{r.layer} {r.error:.4g}" for r in results)
+
+
+def run(args) -> int:
+    from .. import images
+    from ..optimize import Interrupted
+    from ..runinfo import run_metadata
+    from ..vis.invert import invert, strip_figure
+
+    config = config_from_args(args, InvertConfig).validate()
+    out = images.check_output_path(args.output)
+    original = images.load_image(args.image)
+    inputs = {"image": str(args.image)}
+    stem, layers = out.with_suffix(""), config.layer_list()
+    bar = progress_bar(COMMAND) if not args.quiet else None
+    frames: list[Path] = []
+
+    def callback(p) -> None:
+        if bar is not None:
+            bar(p)
+        if config.save_every and p.image is not None and p.iteration % config.save_every == 0:
+            tag = f"_{layers[p.stage - 1]}" if config.layers is not None else ""
+            frame = Path(f"{stem}{tag}_{p.iteration:04d}{out.suffix}")
+            images.save_image(p.image, frame)
+            frames.append(frame)
+
+    try:
+        results = invert(original, config, callback)
+    except UserError:
+        for frame in frames:  # a failed run leaves nothing behind
+            frame.unlink(missing_ok=True)
+        raise
+    except Interrupted as stop:
+        meta = run_metadata(COMMAND, config.to_dict(), inputs=inputs, interrupted_at=stop.iteration)
+        images.save_image(stop.best_image, out, meta)
+        print(f"\ninterrupted at iteration {stop.iteration}: best image so far saved to {out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    per_layer = [{"layer": r.layer, "error": r.error, "tv_weight": r.tv_weight, "final_losses": r.losses,
+                  "seconds": round(r.seconds, 3)} for r in results]
+    meta = run_metadata(COMMAND, results[0].config.to_dict(), inputs=inputs, seed=config.seed,
+                        **({"error": results[0].error} if len(results) == 1 else {}), layers=per_layer,
+                        size=list(results[0].image.size), seconds=round(sum(r.seconds for r in results), 3))
+    if config.layers is None:  # --layer: the reconstruction itself; --layers: always the strip figure
+        images.save_image(results[0].image, out, meta)
+    else:
+        title = f"{Path(str(args.image)).name}: reconstructions from {config.net}"
+        images.save_image(strip_figure(results, title), out, meta)
+    if not args.quiet:
+        print(f"wrote {out}" + (f" and {len(frames)} intermediate image(s)" if frames else "")
+              + f" in {sum(r.seconds for r in results):.1f} s", file=sys.stderr)
+    print(_error_line(results))
+    return 0

@@ -1,0 +1,241 @@
+"""Feature inversion: reconstruct an image from one layer's representation.
+
+Mahendran & Vedaldi, "Understanding deep image representations by inverting them" (CVPR 2015).
+Starting from noise, find x minimizing
+
+    ||phi(x) - phi0||² / ||phi0||²  +  lambda_alpha R_alpha(x)  +  lambda_V R_V^beta(x)
+
+where phi0 = phi(x0) is the representation of the original image at one named layer. The
+normalized error ||phi(x) - phi0||² / ||phi0||² is the paper's figure of merit (0 = the same
+representation, 1 = as far as the zero vector).
+
+Scaling of the regularizers (paper, sec. 3.3 "Balancing the different terms"), as implemented:
+- The regularizers see the image in the paper's units: mean-subtracted 0..255 pixels
+  (x~ = 255 x - ImageNet mean, for every net), divided by B = 80, the typical Euclidean norm of a
+  pixel (its RGB vector) of a mean-subtracted natural image. So z = x~ / B has pixels of norm ~1.
+- R_alpha(x) = ||x~||_alpha^alpha is divided by H W B+^alpha with B+ = 2B, the bound of the
+  paper's journal version (IJCV 2016), i.e. our term is mean over pixels of sum over channels
+  |z B/B+|^alpha. Deviation from the CVPR text's H W B^alpha: with B itself a saturated colour
+  costs ~20x a typical pixel and the prior alone held relu1_2's error at ~0.19 on smooth colour
+  blobs (measured); with B+ it is ~0.02. alpha = 6 keeps pixels within a range without bending
+  them inside it.
+- R_V^beta(x) = sum over pixels and channels of (dx² + dy²)^(beta/2) is divided by H W V^beta
+  with V = B / 6.5 the typical size of a finite difference (paper: "V = B/6.5"); computed with
+  losses.tv_loss(kind="beta") on z·6.5, times the 3 channels (tv_loss averages over channels,
+  the paper sums over them).
+- The representation term needs no sigma rescaling phi(sigma x): the image we optimize is the
+  [0, 1] RGB image and the net's own preprocessing maps it to the units its weights expect.
+Deviations: the paper's weights (lambda_V from 0.5 to 50, growing with depth, in its own units and
+gradient descent with momentum for thousands of steps) were chosen for AlexNet; ours are our own
+calibration for VGG + L-BFGS in the normalized units above (see TV_BY_STRIDE), at the same
+beta = 2 the paper uses for its CNN figures. The reported error is measured in float32 on the
+returned (clamped, [0, 1]) image, whatever precision the optimization ran in.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+from PIL import Image
+
+from .. import images
+from ..devices import default_precision, resolve_device
+from ..errors import ConfigError
+from ..losses import tv_loss
+from ..nets import Backbone, get_net
+from ..optimize import OPTIMIZERS, Interrupted, Progress, optimize_image
+from ..options import POOLINGS, PRECISIONS
+from ..options import option as _opt
+
+# ImageNet mean, RGB, 0..255 pixel units (the Caffe VGG mean): the paper's mean-subtracted images.
+IMAGENET_MEAN_255 = (123.68, 116.779, 103.939)
+B_PIXEL_NORM = 80.0          # typical Euclidean norm of a mean-subtracted pixel (paper, sec. 3.3)
+B_PLUS = 2 * B_PIXEL_NORM    # bound of the alpha-norm prior, B+ = 2B (the paper's IJCV 2016 version)
+V_EDGE_RATIO = 6.5           # typical finite difference V = B / 6.5 (paper, sec. 3.3)
+# Default lambda_V by the layer's stride (input pixels per feature pixel): deeper layers keep less
+# of the image, so the prior must fill in more, as in the paper's 3 depth groups (0.5 / 5 / 50 for
+# AlexNet's conv1-2 / conv3-4 / conv5-fc8). Ours, chosen by eye on VGG19 + L-BFGS at 224 px
+# (tubingen.jpg): relu1_x keeps errors ~0.01-0.02 and faithful colours; relu3_1 at 0.05 stays
+# sharp (error ~0.09), 0.2 washes colours out; relu5_1 at 0.3 shows the scene (error ~0.15), 1.5 a fog.
+TV_BY_STRIDE = ((2, 0.01), (8, 0.05), (math.inf, 0.3))
+
+
+@dataclass
+class InvertConfig:
+    layer: str = _opt("layer whose representation is inverted (any name: relu3_1, block3_conv1, ...)",
+                      "relu3_1")
+    layers: tuple[str, ...] | None = _opt(
+        "several layers: one reconstruction each, side by side with the original in one figure", None)
+    size: int = _opt("long side of the image in pixels", 224)
+    iterations: int = _opt("optimizer iterations per layer", 200)
+    alpha: float = _opt("exponent of the alpha-norm range prior R_alpha = ||x||_alpha^alpha", 6.0)
+    alpha_weight: float = _opt("lambda_alpha, weight of the alpha-norm prior (normalized units)", 1.0)
+    beta: float = _opt("exponent of the TV^beta smoothness prior (2 as in the paper's CNN figures)", 2.0)
+    tv_weight: float | None = _opt("lambda_V, weight of the TV^beta prior (normalized units; default "
+                                   "by the layer's depth: 0.01 / 0.05 / 0.3 up to stride 2 / 8 / beyond)", None)
+    optimizer: str = _opt("optimizer", "lbfgs", choices=OPTIMIZERS)
+    lr: float | None = _opt("learning rate (default: lbfgs 1.0, adam 0.02, sgd 0.05)", None)
+    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
+    pooling: str = _opt("pooling in the network: max, or avg", "max", choices=POOLINGS)
+    seed: int = _opt("random seed (the noise the reconstruction starts from)", 0)
+    device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
+    precision: str = _opt("arithmetic: auto (tf32 on CUDA, bf16 on CPUs with native bf16, else fp32), "
+                          "fp32, tf32, bf16", "auto", choices=PRECISIONS)
+    save_every: int = _opt("write the current reconstruction every N iterations (0 = never)", 0)
+
+    def layer_list(self) -> tuple[str, ...]:
+        return tuple(self.layers) if self.layers else (self.layer,)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> InvertConfig:
+        """Check every field; ConfigError with a one-line message on the first problem."""
+        def number(name, value, allow_zero=False, integer=False):
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                  and (value >= 0 if allow_zero else value > 0) and (not integer or value == int(value)))
+            if not ok:
+                kind = "non-negative" if allow_zero else "positive"
+                raise ConfigError(f"--{name.replace('_', '-')} must be a {kind} "
+                                  f"{'whole number' if integer else 'number'}, not {value!r}")
+
+        number("size", self.size, integer=True)
+        if not 16 <= self.size <= 4096:
+            raise ConfigError(f"--size {self.size} is out of range (16 to 4096 px)")
+        number("iterations", self.iterations, integer=True)
+        number("save_every", self.save_every, allow_zero=True, integer=True)
+        number("alpha_weight", self.alpha_weight, allow_zero=True)
+        if self.tv_weight is not None:
+            number("tv_weight", self.tv_weight, allow_zero=True)
+        if self.lr is not None:
+            number("lr", self.lr)
+        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 1):
+            raise ConfigError(f"--alpha must be a number >= 1, not {self.alpha!r}")
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 1):
+            raise ConfigError(f"--beta must be a number >= 1 (1 = total variation, 2 = squared), not {self.beta!r}")
+        if self.layers is not None and not self.layers:
+            raise ConfigError("--layers needs at least one layer name")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, "
+                                  f"not {getattr(self, f.name)!r}")
+        return self
+
+
+@dataclass
+class InvertResult:
+    layer: str                            # as asked for
+    image: Image.Image                    # the reconstruction (RGB, the original's resized size)
+    original: Image.Image                 # the original as the net saw it (resized)
+    error: float                          # ||phi(x) - phi0||² / ||phi0||² of `image`, float32
+    tv_weight: float                      # lambda_V used (the depth default resolved)
+    losses: dict[str, float]              # the best iterate's weighted terms and "loss"
+    history: list[dict[str, float]]       # per iteration
+    seconds: float                        # this layer's inversion alone
+    config: InvertConfig                  # as run (device and precision resolved)
+
+
+class InversionObjective:
+    """The paper's objective for one layer; phi0 and its squared norm are computed once, in float32."""
+
+    def __init__(self, net: Backbone, original: torch.Tensor, layer: str, config: InvertConfig,
+                 tv_weight: float):
+        self.net, self.layer, self.config, self.tv_weight = net, layer, config, tv_weight
+        with torch.no_grad():
+            self.target = net.features(original, [layer])[layer].detach().float().clone()
+        # A layer that is all zero for this image (a dead ReLU map) has nothing to invert.
+        self.target_sq = float(self.target.pow(2).sum())
+        if not self.target_sq > 0:
+            raise ConfigError(f"layer {layer!r} is all zero for this image: nothing to invert; "
+                              "choose another layer")
+        self.mean = torch.tensor(IMAGENET_MEAN_255, device=original.device).view(1, 3, 1, 1)
+
+    def error(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized representation error of x [1, 3, H, W] (a 0-dim tensor)."""
+        phi = self.net.features(x, [self.layer])[self.layer].float()
+        return (phi - self.target).pow(2).sum() / self.target_sq
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        c = self.config
+        terms = {"representation": self.error(x)}
+        z = (x.float() * 255.0 - self.mean) / B_PIXEL_NORM   # pixels of typical norm ~1
+        if c.alpha_weight:
+            terms["alpha"] = c.alpha_weight * (z * (B_PIXEL_NORM / B_PLUS)).abs().pow(c.alpha).sum(1).mean()
+        if self.tv_weight:
+            terms["tv"] = self.tv_weight * 3.0 * tv_loss(z * V_EDGE_RATIO, "beta", c.beta)
+        return terms
+
+
+def default_tv_weight(net: Backbone, layer: str) -> float:
+    stride = net.stride_of([layer])
+    return next(w for limit, w in TV_BY_STRIDE if stride <= limit)
+
+
+def start_image(shape: Sequence[int], seed: int, device: torch.device) -> torch.Tensor:
+    """Noise around the mean colour with the typical pixel norm B (the paper starts from noise)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.randn(tuple(shape), generator=gen) * (B_PIXEL_NORM / math.sqrt(3))
+    mean = torch.tensor(IMAGENET_MEAN_255).view(1, 3, 1, 1)
+    return ((noise + mean) / 255.0).clamp(0, 1).to(device)
+
+
+def invert(image: Image.Image, config: InvertConfig | None = None,
+           callback: Callable[[Progress], None] | None = None) -> list[InvertResult]:
+    """Reconstruct `image` (PIL RGB) from each layer in config.layer_list(); one result per layer.
+
+    Progress records carry stage = the layer's index (1-based) and stages = the number of layers,
+    and an image every `save_every` iterations. Raises Interrupted (with the best image of the
+    layer being inverted) on Ctrl-C and UserError subclasses on bad input.
+    """
+    config = (config or InvertConfig()).validate()
+    device = resolve_device(config.device)
+    precision = default_precision(device) if config.precision == "auto" else config.precision
+    config = replace(config, device=str(device), precision=precision)
+    net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
+    layers = config.layer_list()
+    for name in layers:
+        net.resolve(name)  # unknown names fail here, before any work
+    resized = images.resize_long_side(image, config.size)
+    min_side = net.stride_of(layers)
+    if min(resized.size) < min_side:
+        raise ConfigError(f"the image at {config.size} px on its long side is {resized.width}x{resized.height}, "
+                          f"under the {min_side} px layer {layers[-1]!r} needs; use a larger --size")
+    original = images.pil_to_tensor(resized, device=device)
+    start = time.perf_counter()
+    results = []
+    for k, layer in enumerate(layers, start=1):
+        tv_weight = config.tv_weight if config.tv_weight is not None else default_tv_weight(net, layer)
+        objective = InversionObjective(net, original, layer, config, tv_weight)
+        x0 = start_image(original.shape, config.seed, device)
+        every = config.save_every
+        layer_start = time.perf_counter()
+
+        def want(i: int) -> bool:
+            return bool(every and i % every == 0)
+
+        run = optimize_image(x0, objective, iterations=config.iterations, optimizer=config.optimizer,
+                             lr=config.lr, precision=precision, callback=callback, want_image=want,
+                             report_at=None if callback is not None else want,
+                             stage=k, stages=len(layers), clock_start=start)
+        with torch.no_grad():
+            error = float(objective.error(run.best_image))
+        results.append(InvertResult(layer, images.tensor_to_pil(run.best_image), resized, error, tv_weight,
+                                    run.best_terms, run.history, time.perf_counter() - layer_start, config))
+    return results
+
+
+def strip_figure(results: Sequence[InvertResult], title: str = "") -> Image.Image:
+    """The original and each reconstruction side by side, labelled with layer name and error."""
+    from ..figures import image_strip
+
+    panels = [("original", results[0].original)]
+    panels += [(f"{r.layer}: error {r.error:.3g}", r.image) for r in results]
+    return image_strip(panels, title)
+
+
+__all__ = ["InvertConfig", "InvertResult", "InversionObjective", "Interrupted", "invert", "strip_figure"]
