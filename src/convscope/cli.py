@@ -146,11 +146,16 @@ def _run_style(args, config, content_path, style_paths, content_img=None, style_
         images.save_image(image_strip(result.snapshots, title), strip)  # a figure: no sidecar
         written.append(strip)
     if not args.quiet:
-        terms = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
-        print(f"wrote {', '.join(map(str, written))}"
-              + (f" and {len(saved_frames)} intermediate image(s)" if saved_frames else "")
-              + f" in {result.seconds:.1f} s ({terms})", file=sys.stderr)
+        print_summary(written, saved_frames, result.seconds, result.losses)
     return 0
+
+
+def print_summary(written: list, frames: list, seconds: float, losses: dict[str, float]) -> None:
+    """One stderr line: what was written, how long it took, the final loss terms."""
+    terms = ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
+    print(f"wrote {', '.join(map(str, written))}"
+          + (f" and {len(frames)} intermediate image(s)" if frames else "")
+          + f" in {seconds:.1f} s ({terms})", file=sys.stderr)
 
 
 def cmd_stylize(args) -> int:

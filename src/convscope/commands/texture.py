@@ -6,7 +6,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..cli import EXIT_INTERRUPTED, add_config_options, add_output_options, config_from_args, progress_bar
+from ..cli import (EXIT_INTERRUPTED, add_config_options, add_output_options, config_from_args, print_summary,
+                   progress_bar)
 from ..errors import UserError
 
 
@@ -76,8 +77,5 @@ def run(args) -> int:
         images.save_image(image_strip(panels, f"texture of {Path(args.texture).name}"), strip)  # no sidecar
         written.append(strip)
     if not args.quiet:
-        terms = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
-        print(f"wrote {', '.join(map(str, written))}"
-              + (f" and {len(frames)} intermediate image(s)" if frames else "")
-              + f" in {result.seconds:.1f} s ({terms})", file=sys.stderr)
+        print_summary(written, frames, result.seconds, result.losses)
     return 0
