@@ -1,0 +1,110 @@
+"""Time each "see inside" command at its default settings, end to end, on CPU and (if present) GPU.
+
+Each command runs as a subprocess of the CLI (start-up, weights and figure writing included: what
+a user waits for) with `-q`, and its sidecar's figure of merit is printed next to the time. Run
+from anywhere; inputs default to ../shared/data/nst-inputs:
+
+    python bench/vis.py [--devices cpu cuda] [--repeats 1] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data" / "nst-inputs"
+
+# command -> (arguments before the options, sidecar key holding its figure of merit, what it is)
+COMMANDS = {
+    "activations": (["{photo}"], None, "feature-map grid of relu3_1"),
+    "invert": (["{photo}"], "error", "normalized representation error"),
+    "texture": (["{painting}"], "final_losses.gram", "Gram loss (relative)"),
+    "dream": (["{photo}"], "final_objective", "objective"),
+}
+
+
+def available(command: str) -> bool:
+    """Commands are modules of convscope.commands; benchmark those this checkout has."""
+    sys.path.insert(0, str(REPO / "src"))
+    return importlib.util.find_spec(f"convscope.commands.{command}") is not None
+
+
+def figure(meta: dict, key: str | None):
+    value = meta
+    for part in (key or "").split("."):
+        if not part:
+            return None
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def run(command: str, device: str, photo: Path, painting: Path, folder: Path) -> tuple[float, object]:
+    positional, key, _ = COMMANDS[command]
+    out = folder / f"{command}_{device}.png"
+    args = [a.format(photo=photo, painting=painting) for a in positional]
+    cmd = [sys.executable, "-m", "convscope.cli", command, *args, "-o", str(out), "--device", device, "-q"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-10:])
+        raise SystemExit(f"{command} on {device} failed (exit {done.returncode}):\n{tail}")
+    meta = json.loads(out.with_suffix(".json").read_text())
+    return seconds, figure(meta, key)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photo", type=Path, default=DATA / "tubingen.jpg")
+    parser.add_argument("--painting", type=Path, default=DATA / "starry_night.jpg")
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    a = parser.parse_args()
+    for path in (a.photo, a.painting):
+        if not path.is_file():
+            raise SystemExit(f"input image not found: {path} (pass --photo / --painting)")
+    import torch
+
+    devices = a.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    commands = [c for c in COMMANDS if available(c)]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_vis_") as tmp:
+        for command in commands:
+            for device in devices:
+                times, merit = [], None
+                for _ in range(a.repeats):
+                    seconds, merit = run(command, device, a.photo, a.painting, Path(tmp))
+                    times.append(seconds)
+                rows.append({"command": command, "device": device, "seconds": statistics.median(times),
+                             "runs": times, "merit": merit, "merit_is": COMMANDS[command][2]})
+                print(f"{command:12s} {device:5s} {statistics.median(times):7.1f} s  {COMMANDS[command][2]}: "
+                      f"{merit if merit is not None else '-'}", flush=True)
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "torch": torch.__version__,
+               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    print(f"\n| command | device | seconds (median of {a.repeats}) | figure of merit |\n|---|---|---:|---|")
+    for r in rows:
+        merit = f"{r['merit_is']}: {r['merit']:.4g}" if isinstance(r["merit"], (int, float)) else r["merit_is"]
+        print(f"| {r['command']} | {r['device']} | {r['seconds']:.1f} | {merit} |")
+    print(f"\nmachine: {machine}")
+    if a.json:
+        a.json.write_text(json.dumps({"rows": rows, "machine": machine}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
