@@ -30,7 +30,7 @@ COMMANDS = {
     "activations": (["{photo}"], None, "feature-map grid of relu3_1"),
     "invert": (["{photo}"], "error", "normalized representation error"),
     "texture": (["{painting}"], "final_losses.gram", "Gram loss (relative)"),
-    "dream": (["{photo}"], "final_objective", "objective"),
+    "dream": (["{photo}"], "objective", "objective (mean squared activation, per position)"),
 }
 
 

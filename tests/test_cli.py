@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from netcache import cached_get_net
 import torch
 from PIL import Image
 
@@ -164,15 +165,7 @@ def shared_backbone(monkeypatch, built_nets):
     """
     from convscope.style import gatys
 
-    real = gatys.get_net
-
-    def cached(name="vgg19", pooling="max", device="cpu", dtype=torch.float32):
-        key = (name, pooling, str(device), dtype)
-        if key not in built_nets:
-            built_nets[key] = real(name, pooling, device, dtype)
-        return built_nets[key]
-
-    monkeypatch.setattr(gatys, "get_net", cached)
+    monkeypatch.setattr(gatys, "get_net", cached_get_net(gatys.get_net, built_nets))
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from netcache import cached_get_net
 import torch
 from PIL import Image
 
@@ -30,18 +31,13 @@ def tiny(**kw) -> InvertConfig:
     return InvertConfig(**{"size": 48, "iterations": 40, "device": "cpu", "precision": "fp32", **kw})
 
 
+NETS: dict = {}  # module-wide: each backbone built once
+
+
 @pytest.fixture(autouse=True)
 def shared_backbone(monkeypatch):
     """Build VGG19 once for the module (seconds on CPU); runs never change the frozen net."""
-    real, cache = invert_module.get_net, {}
-
-    def cached(name="vgg19", pooling="max", device="cpu", dtype=torch.float32):
-        key = (name, pooling, str(device), dtype)
-        if key not in cache:
-            cache[key] = real(name, pooling, device, dtype)
-        return cache[key]
-
-    monkeypatch.setattr(invert_module, "get_net", cached)
+    monkeypatch.setattr(invert_module, "get_net", cached_get_net(invert_module.get_net, NETS))
 
 
 # ------------------------------------------------------------------------------------ engine

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from netcache import cached_get_net
 import torch
 from PIL import Image
 
@@ -38,16 +39,8 @@ def tiny(**kw) -> TextureConfig:
 @pytest.fixture(scope="module", autouse=True)
 def shared_backbone():
     """Build VGG19 once for this module (seconds each time otherwise); runs never change it."""
-    built, real = {}, texture.get_net
-
-    def cached(name="vgg19", pooling="max", device="cpu", dtype=torch.float32):
-        key = (name, pooling, str(device), dtype)
-        if key not in built:
-            built[key] = real(name, pooling, device, dtype)
-        return built[key]
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(texture, "get_net", cached)
+        mp.setattr(texture, "get_net", cached_get_net(texture.get_net, {}))
         yield
 
 

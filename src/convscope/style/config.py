@@ -7,12 +7,13 @@ the resolved config.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
 from ..losses import GRAM_NORMS, TV_KINDS
 from ..optimize import OPTIMIZERS
 from ..options import POOLINGS, PRECISIONS
+from ..options import check_choices
 from ..options import option as _opt
 
 # Layer presets. Keras names (blockN_convM) are the activated conv outputs (reluN_M).
@@ -149,11 +150,7 @@ class StyleConfig:
             positive("lr", self.lr)
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"--lr-decay must be in (0, 1], not {self.lr_decay!r}")
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise ConfigError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, "
-                                  f"not {getattr(self, f.name)!r}")
+        check_choices(self)
         for name in ("style_layer_weights", "style_blend"):
             values = getattr(self, name)
             if values is not None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from PIL import Image
@@ -49,6 +49,7 @@ from ..losses import tv_loss
 from ..nets import Backbone, get_net
 from ..optimize import OPTIMIZERS, Interrupted, Progress, optimize_image
 from ..options import POOLINGS, PRECISIONS
+from ..options import check_choices
 from ..options import option as _opt
 
 # ImageNet mean, RGB, 0..255 pixel units (the Caffe VGG mean): the paper's mean-subtracted images.
@@ -119,11 +120,7 @@ class InvertConfig:
             raise ConfigError(f"--beta must be a number >= 1 (1 = total variation, 2 = squared), not {self.beta!r}")
         if self.layers is not None and not self.layers:
             raise ConfigError("--layers needs at least one layer name")
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise ConfigError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, "
-                                  f"not {getattr(self, f.name)!r}")
+        check_choices(self)
         return self
 
 

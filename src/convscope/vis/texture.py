@@ -13,7 +13,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from PIL import Image
@@ -26,6 +26,7 @@ from ..losses import gram, range_penalty, style_loss, tv_loss
 from ..nets import Backbone, get_net
 from ..optimize import OPTIMIZERS, Interrupted, OptimizeResult, Progress, optimize_image
 from ..options import POOLINGS, PRECISIONS
+from ..options import check_choices
 from ..options import option as _opt
 
 # Gatys et al. 2015 (Fig. 2, and their released code): conv1_1 and pool1..pool4 of VGG19 with
@@ -90,11 +91,7 @@ class TextureConfig:
             number(name, getattr(self, name), allow_zero=True)
         if self.lr is not None:
             number("lr", self.lr)
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise ConfigError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, "
-                                  f"not {getattr(self, f.name)!r}")
+        check_choices(self)
         if not self.layers:
             raise ConfigError("--layers needs at least one layer")
         if self.layer_weights is not None:

@@ -1,0 +1,73 @@
+"""`convscope dream IMAGE -o OUT.png [--layer L] [--channel K | --guide IMAGE]`: DeepDream."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..cli import EXIT_INTERRUPTED, add_config_options, add_output_options, config_from_args, print_summary, progress_bar
+
+
+def register(subparsers) -> None:
+    from ..vis.dream import DreamConfig
+
+    p = subparsers.add_parser(
+        "dream", help="amplify what a layer sees in an image (DeepDream, Mordvintsev et al. 2015)",
+        description="Gradient ascent on IMAGE, over several octaves with jitter, so that the patterns a "
+        "VGG layer (or one of its channels, or what resembles a guide image there) responds to grow in it.")
+    p.add_argument("image", help="image to dream on")
+    add_output_options(p)
+    p.add_argument("--guide", metavar="IMAGE", default=None,
+                   help="guided dream: amplify what at --layer most resembles this image's features")
+    add_config_options(p, DreamConfig)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .. import images
+    from ..errors import UserError
+    from ..optimize import Interrupted
+    from ..runinfo import run_metadata
+    from ..vis.dream import DreamConfig, Dreamer
+
+    out = images.check_output_path(args.output)
+    config = config_from_args(args, DreamConfig).validate()
+    image = images.load_image(args.image)
+    guide = images.load_image(args.guide) if args.guide else None
+    inputs = {"image": str(args.image), **({"guide": str(args.guide)} if args.guide else {})}
+    dreamer = Dreamer(config, guide)
+    bar = progress_bar("dream") if not args.quiet else None
+    try:
+        result = dreamer.run(image, bar)
+    except Interrupted as stop:
+        meta = run_metadata("dream", dreamer.config.to_dict(), inputs=inputs,
+                            interrupted_at={"octave": stop.stage, "step": stop.iteration})
+        images.save_image(stop.best_image, out, meta)
+        print(f"\ninterrupted in octave {stop.stage} at step {stop.iteration}: the dream so far saved to {out}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    meta = run_metadata("dream", result.config.to_dict(), inputs=inputs, seed=config.seed,
+                        seconds=round(result.seconds, 3), objective=result.objective,
+                        start_objective=result.start_objective,
+                        octave_sizes=[list(s) for s in result.octave_sizes], steps_run=len(result.history))
+    images.save_image(result.image, out, meta)
+
+    # Zoom frames come after the main output (they start from it): OUT_0001.png ..., no sidecars.
+    stem, frames = out.with_suffix(""), []
+    zoom_bar = progress_bar("zoom") if not args.quiet and config.zoom_frames else None
+    try:
+        for n, frame in enumerate(dreamer.zoom(result.image, callback=zoom_bar), 1):
+            path = Path(f"{stem}_{n:04d}{out.suffix}")
+            images.save_image(frame, path)
+            frames.append(path)
+    except Interrupted:
+        print(f"\ninterrupted after {len(frames)} zoom frame(s); {out} and those frames are complete",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except UserError:
+        for path in frames:  # a failed sequence leaves no partial set behind (the dream itself is done)
+            path.unlink(missing_ok=True)
+        raise
+    if not args.quiet:
+        print_summary([out], frames, result.seconds, result.losses)
+    return 0

@@ -1,0 +1,281 @@
+"""DeepDream (Mordvintsev, Olah & Tyka 2015, "Inceptionism: Going Deeper into Neural Networks").
+
+Gradient ASCENT on the image itself, so that what a layer (or one of its channels) already sees in
+it is amplified. The classic recipe: octaves (small to large) with detail reinjection, random
+jitter each step, steps normalized by the gradient's mean magnitude, and a tiled gradient so big
+images run in bounded memory. The original used GoogLeNet; we use the project's VGG backbones.
+Engine only: images in, images and figures of merit out, progress through a callback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .. import images
+from ..devices import default_precision, resolve_device
+from ..errors import ConfigError, ImageError, NumericalError
+from ..nets import get_net
+from ..optimize import Interrupted, Progress, precision_mode
+from ..options import POOLINGS, PRECISIONS
+from ..options import check_choices
+from ..options import option as _opt
+
+MAX_SIDE = 8192
+# The smallest octave keeps at least this many cells of the layer's grid on its short side: below
+# that the layer sees mostly zero padding and dreams borders, not content.
+MIN_CELLS = 4
+
+
+@dataclass
+class DreamConfig:
+    # 512 px (long side): the default run on tubingen.jpg took 17 s on 2 CPU cores (bf16), 1 GB RSS.
+    size: int = _opt("long side the image is resized to before dreaming (pixels)", 512)
+    layer: str = _opt("layer whose activations are amplified, by any name", "relu4_3")
+    channel: int | None = _opt("amplify only this channel of --layer (its mean activation)", None)
+    octaves: int = _opt("number of scales, smallest first (fewer when the image is too small)", 4)
+    octave_scale: float = _opt("size ratio between successive octaves", 1.4)
+    steps: int = _opt("ascent steps per octave", 10)
+    lr: float = _opt("step size in [0, 1] image units (each step moves pixels by about lr)", 0.01)
+    jitter: int = _opt("random circular shift of up to this many pixels each step (0 = none)", 32)
+    tile: int = _opt("compute the gradient in tiles of this many pixels (bounds memory)", 512)
+    zoom_frames: int = _opt("also write this many frames of a zoom-in sequence, OUT_0001.png ...", 0)
+    zoom: float = _opt("zoom factor between frames (centre crop, resized back)", 1.05)
+    zoom_steps: int = _opt("ascent steps per zoom frame (one octave)", 5)
+    pooling: str = _opt("pooling in the network", "max", choices=POOLINGS)
+    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
+    seed: int = _opt("random seed (the jitter)", 0)
+    device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
+    precision: str = _opt("arithmetic: auto (tf32 on CUDA, bf16 on CPUs with native bf16, else fp32), "
+                          "fp32, tf32, bf16", "auto", choices=PRECISIONS)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> DreamConfig:
+        """Check every field; ConfigError with a one-line message on the first problem."""
+        def whole(name, lo, hi=None):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+                top = f" to {hi}" if hi is not None else " or more"
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number from {lo}{top}, not {v!r}")
+
+        def real(name, lo, hi, what):
+            v = getattr(self, name)
+            if (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
+                    or not lo < v <= hi):
+                raise ConfigError(f"--{name.replace('_', '-')} must be {what}, not {v!r}")
+
+        whole("size", 1, MAX_SIDE)
+        whole("octaves", 1, 20)
+        whole("steps", 1)
+        whole("jitter", 0)
+        whole("tile", 16, MAX_SIDE)
+        whole("zoom_frames", 0, 100000)
+        whole("zoom_steps", 1)
+        real("lr", 0.0, 1.0, "a number in (0, 1]")
+        real("octave_scale", 1.0, 4.0, "a number above 1 and at most 4")
+        real("zoom", 1.0, 4.0, "a number above 1 and at most 4")
+        if self.channel is not None:
+            whole("channel", 0)
+        check_choices(self)
+        return self
+
+
+@dataclass
+class DreamResult:
+    image: Image.Image                   # the dream, at the input resized to config.size
+    config: DreamConfig                  # as run (resolved device and precision)
+    history: list[dict[str, float]]      # per step: objective, octave
+    objective: float                     # the objective of the returned image (no jitter)
+    start_objective: float               # the objective of the input at the same size
+    octave_sizes: list[tuple[int, int]]  # (width, height), smallest first
+    seconds: float
+    losses: dict[str, float] = field(default_factory=dict)  # for the summary line
+
+
+class Dreamer:
+    """The network, objective and jitter generator, shared by the dream and its zoom frames."""
+
+    def __init__(self, config: DreamConfig, guide: Image.Image | None = None):
+        config = config.validate()
+        device = resolve_device(config.device)
+        precision = default_precision(device) if config.precision == "auto" else config.precision
+        self.config = replace(config, device=str(device), precision=precision)
+        self.device = device
+        self.net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
+        self.layer = self.net.resolve(config.layer)  # "did you mean" for unknown names, before any work
+        self.stride = self.net.stride_of([self.layer])
+        channels = next(r["channels"] for r in self.net.layer_table() if r["name"] == self.layer)
+        if config.channel is not None and config.channel >= channels:
+            raise ConfigError(f"--channel {config.channel} is out of range: {config.layer} has {channels} "
+                              f"channels (0 to {channels - 1})")
+        if config.channel is not None and guide is not None:
+            raise ConfigError("--channel and --guide are two different objectives; give one of them")
+        self.gen = torch.Generator(device="cpu").manual_seed(config.seed)  # same jitter on every device
+        self.guide = None
+        if guide is not None:
+            g = images.resize_long_side(guide, config.size)
+            if min(g.size) < self.stride:
+                raise ImageError(f"guide image ({guide.width}x{guide.height}) is too small or elongated for "
+                                 f"{config.layer}: its short side needs at least {self.stride} px at --size")
+            with torch.no_grad(), precision_mode(precision, device):
+                f = self.net.features(images.pil_to_tensor(g, device=device), [self.layer])[self.layer]
+            self.guide = f.float().flatten(2)[0]  # [C, positions]
+
+    # ---- objective and gradient --------------------------------------------------------------
+    def _value(self, f: torch.Tensor) -> torch.Tensor:
+        """SUM over the layer's positions of a per-position score, so tiles add up exactly.
+
+        layer: mean over channels of the squared activation (the classic L2 objective, whose
+        gradient is the activation itself); channel: that channel's activation; guide: at each
+        position, the largest dot product with any of the guide's feature vectors (the "guided
+        dream" of the DeepDream notebook: amplify what looks most like some part of the guide).
+        """
+        f = f.float()
+        if self.guide is not None:
+            return (f.flatten(2)[0].t() @ self.guide).amax(dim=1).sum()
+        if self.config.channel is not None:
+            return f[:, self.config.channel].sum()
+        return f.pow(2).mean(dim=1).sum()
+
+    def gradient(self, x: torch.Tensor, tile: int | None = None) -> tuple[torch.Tensor, float]:
+        """d(objective)/d(image) for x [1, 3, H, W], and the objective per layer position.
+
+        Computed tile by tile (tiles `tile` px, or config.tile); each tile is a separate image with
+        its own zero padding, so gradients differ from the whole image's only within a receptive
+        field of a tile border, and the per-step jitter moves those borders around (as the
+        DeepDream notebook does). Tile edges fall on multiples of the layer's stride, so each tile
+        sees the same pooling grid as the whole image.
+        """
+        tile = tile or self.config.tile
+        g, total, positions = torch.zeros_like(x), 0.0, 0
+        for y0, y1 in _cuts(x.shape[-2], tile, self.stride):
+            for x0, x1 in _cuts(x.shape[-1], tile, self.stride):
+                t = x[..., y0:y1, x0:x1].detach().requires_grad_(True)
+                with torch.enable_grad(), precision_mode(self.config.precision, self.device):
+                    f = self.net.features(t, [self.layer])[self.layer]
+                value = self._value(f)
+                (g[..., y0:y1, x0:x1],) = torch.autograd.grad(value, t)
+                total += float(value.detach())
+                positions += f.shape[-2] * f.shape[-1]
+        objective = total / max(positions, 1)
+        if not math.isfinite(objective):
+            raise NumericalError("the objective became NaN or infinite; lower --lr")
+        return g, objective
+
+    def measure(self, x: torch.Tensor) -> float:
+        """The objective of x [1, 3, H, W] as the ascent sees it, without jitter."""
+        return self.gradient(x)[1]
+
+    def _ascend(self, x: torch.Tensor, steps: int, octave: int, octaves: int, history: list,
+                callback, start: float, on_stop: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """`steps` normalized, jittered ascent steps on x [1, 3, H, W], clamped to [0, 1].
+
+        Not optimize.optimize_image: that loop minimizes a fixed objective with L-BFGS/Adam and
+        tracks a best image, while DeepDream's step is a different rule (a fresh random shift every
+        step, so the objective changes each step; the step normalized by mean |g|; no "best" image:
+        the last is the dream). Progress still goes out as optimize.Progress records, so the CLI's
+        progress bar and callbacks work unchanged. loss = -objective (Progress's loss is minimized).
+        """
+        j = self.config.jitter
+        for i in range(1, steps + 1):
+            try:
+                dy, dx = (torch.randint(-j, j + 1, (2,), generator=self.gen).tolist() if j else (0, 0))
+                g, value = self.gradient(torch.roll(x, (dy, dx), dims=(2, 3)))
+                g = torch.roll(g, (-dy, -dx), dims=(2, 3))
+                x = (x + self.config.lr * g / g.abs().mean().clamp_min(1e-12)).clamp(0, 1)
+            except KeyboardInterrupt:
+                raise Interrupted(on_stop(x).cpu(), i - 1, octave) from None
+            history.append({"objective": value, "octave": octave})
+            if callback is not None:
+                callback(Progress(i, steps, -value, {"objective": value}, time.perf_counter() - start,
+                                  octave, octaves))
+        return x
+
+    # ---- the dream -----------------------------------------------------------------------------
+    def octave_sizes(self, w: int, h: int) -> list[tuple[int, int]]:
+        """(width, height) per octave, smallest first, without octaves whose short side would
+        have under MIN_CELLS cells of the layer's grid (the full size always runs)."""
+        sizes = []
+        for k in range(self.config.octaves - 1, -1, -1):
+            s = self.config.octave_scale ** k
+            size = (max(1, round(w / s)), max(1, round(h / s)))
+            if k == 0 or min(size) >= MIN_CELLS * self.stride:
+                sizes.append(size)
+        return sizes
+
+    def run(self, image: Image.Image, callback: Callable[[Progress], None] | None = None) -> DreamResult:
+        """Dream on `image` (PIL RGB) resized to config.size. Raises Interrupted on Ctrl-C with the
+        dream so far at full size (the current octave's detail on the full-size image)."""
+        c = self.config
+        img = images.resize_long_side(image, c.size)
+        if min(img.size) < self.stride:
+            raise ImageError(f"image ({image.width}x{image.height}) is too small or elongated for {c.layer}: "
+                             f"its short side needs at least {self.stride} px at --size {c.size}")
+        start = time.perf_counter()
+        base = images.pil_to_tensor(img, device=self.device)
+        sizes = self.octave_sizes(*img.size)
+        history: list[dict[str, float]] = []
+        start_objective = self.measure(base)
+        detail = None
+        for k, (w, h) in enumerate(sizes, 1):
+            # The classic scheme: each octave starts from the original at its size plus the detail
+            # the dream added at the previous (smaller) octave, upsampled.
+            octave_base = _resize(base, h, w)
+            detail = torch.zeros_like(octave_base) if detail is None else _resize(detail, h, w)
+            x = (octave_base + detail).clamp(0, 1)
+
+            def full(x, octave_base=octave_base):
+                return (base + _resize(x - octave_base, *base.shape[-2:])).clamp(0, 1)
+
+            x = self._ascend(x, c.steps, k, len(sizes), history, callback, start, full)
+            detail = x - octave_base
+        x = x.detach()
+        objective = self.measure(x)
+        return DreamResult(images.tensor_to_pil(x), c, history, objective, start_objective, sizes,
+                           time.perf_counter() - start, {"objective": objective, "start": start_objective})
+
+    def zoom(self, start: Image.Image, count: int | None = None,
+             callback: Callable[[Progress], None] | None = None) -> Iterator[Image.Image]:
+        """The classic zoom-in sequence: per frame, crop the centre by config.zoom, resize back to
+        the same size, then dream config.zoom_steps steps at one octave. Yields `count` frames."""
+        c = self.config
+        x = images.pil_to_tensor(start, device=self.device)
+        h, w = x.shape[-2:]
+        ch, cw = max(1, round(h / c.zoom)), max(1, round(w / c.zoom))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        count = c.zoom_frames if count is None else count
+        t0 = time.perf_counter()
+        for n in range(1, count + 1):
+            x = _resize(x[..., top:top + ch, left:left + cw], h, w)
+            x = self._ascend(x, c.zoom_steps, n, count, [], callback, t0, lambda x: x)
+            yield images.tensor_to_pil(x)
+
+
+def dream(image: Image.Image, config: DreamConfig | None = None, guide: Image.Image | None = None,
+          callback: Callable[[Progress], None] | None = None) -> DreamResult:
+    """DeepDream on `image` (PIL RGB); see Dreamer.run."""
+    return Dreamer(config or DreamConfig(), guide).run(image, callback)
+
+
+def _cuts(n: int, tile: int, stride: int) -> list[tuple[int, int]]:
+    """[start, end) spans covering 0..n in about equal parts of at most ~`tile`, starts on
+    multiples of `stride` (so no sliver of a last tile is left, too small for the layer)."""
+    k = max(1, math.ceil(n / tile))
+    edges = sorted({0, n, *(round(i * n / k / stride) * stride for i in range(1, k))})
+    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def _resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Bilinear resize of [1, 3, H, W] to (h, w); antialiased when shrinking."""
+    if tuple(x.shape[-2:]) == (h, w):
+        return x
+    shrink = h < x.shape[-2] or w < x.shape[-1]
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=shrink)

@@ -1,0 +1,170 @@
+"""DeepDream: engine properties on tiny images, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from netcache import cached_get_net
+import torch
+from PIL import Image
+
+from convscope import images
+from convscope.cli import main
+from convscope.errors import ConfigError
+from convscope.vis import dream as dream_mod
+from convscope.vis.dream import DreamConfig, Dreamer, _cuts, dream
+
+
+def photo(w=64, h=48, seed=0) -> Image.Image:
+    """Smooth blobs plus a little noise: something a layer responds to, but not saturated."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / 8.0
+    a = np.stack([np.sin(x + c) * np.cos(y - c) for c in (0.0, 1.0, 2.0)], -1) * 0.35 + 0.5
+    a = a + rng.normal(0, 0.03, a.shape)
+    return Image.fromarray((a.clip(0, 1) * 255).astype(np.uint8))
+
+
+def tiny(**kw) -> DreamConfig:
+    return DreamConfig(**{"size": 64, "layer": "relu2_1", "octaves": 2, "steps": 4, "jitter": 4,
+                          "device": "cpu", "precision": "fp32", **kw})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_backbone():
+    """Build VGG19 once for this module; runs never change it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dream_mod, "get_net", cached_get_net(dream_mod.get_net, {}))
+        yield
+
+
+@pytest.fixture(scope="module")
+def plain():
+    return dream(photo(), tiny())
+
+
+# --------------------------------------------------------------------------------------- engine
+
+def test_objective_increases_and_size_is_kept(plain):
+    assert plain.image.size == (64, 48)
+    assert plain.octave_sizes == [(46, 34), (64, 48)]
+    assert len(plain.history) == 8
+    last = [row["objective"] for row in plain.history if row["octave"] == 2]
+    assert last[-1] > last[0]
+    assert plain.objective > 1.5 * plain.start_objective, (plain.start_objective, plain.objective)
+
+
+def test_channel_objective_grows_that_channel():
+    d = Dreamer(tiny(channel=5))
+    x = images.pil_to_tensor(photo())
+    out = images.pil_to_tensor(d.run(photo()).image)
+    with torch.no_grad():
+        before, after = (d.net.features(t, ["relu2_1"])["relu2_1"][:, 5].mean().item() for t in (x, out))
+    assert after > before + 0.1 * abs(before) + 1e-3, (before, after)
+
+
+def test_channel_out_of_range_and_unknown_layer():
+    with pytest.raises(ConfigError, match="out of range.*128 channels"):
+        Dreamer(tiny(channel=128))
+    with pytest.raises(ConfigError, match="did you mean 'relu2_1'"):
+        Dreamer(tiny(layer="relu2_1x"))
+
+
+def test_guide_increases_the_feature_dot_product():
+    guide = photo(seed=3).transpose(Image.Transpose.ROTATE_90)
+    d = Dreamer(tiny(), guide=guide)
+    result = d.run(photo())
+    assert result.objective > 1.2 * result.start_objective, (result.start_objective, result.objective)
+    # ... and that is the guided objective, not the plain one: it differs from the layer's L2.
+    plain = Dreamer(tiny()).measure(images.pil_to_tensor(photo()))
+    assert abs(plain - result.start_objective) > 1e-3 * abs(plain)
+
+
+def test_small_octaves_are_dropped():
+    d = Dreamer(tiny(layer="relu3_1", octaves=6, octave_scale=2.0))  # stride 4: octaves under 16 px go
+    assert d.octave_sizes(64, 48) == [(32, 24), (64, 48)]
+
+
+def test_cuts_cover_the_side_on_stride_multiples():
+    for n, tile, stride in ((64, 32, 2), (520, 512, 8), (100, 30, 4), (20, 512, 16)):
+        spans = _cuts(n, tile, stride)
+        assert spans[0][0] == 0 and spans[-1][1] == n
+        assert all(a % stride == 0 and b > a for a, b in spans)
+        assert all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
+    assert min(b - a for a, b in _cuts(520, 512, 8)) >= 256  # no 8 px sliver
+
+
+def test_tiled_gradient_matches_untiled_away_from_tile_borders():
+    d = Dreamer(tiny())
+    x = images.pil_to_tensor(photo(64, 64))
+    whole, v_whole = d.gradient(x, tile=4096)
+    tiled, v_tiled = d.gradient(x, tile=32)  # 2 x 2 tiles, borders at 32
+    margin = 12  # > relu2_1's receptive-field radius (5 px), and pooling is aligned
+    far = torch.ones(64, dtype=torch.bool)
+    far[32 - margin:32 + margin] = False
+    mask = far[:, None] & far[None, :]
+    a, b = whole[..., mask], tiled[..., mask]
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-6 * a.abs().max().item())
+    assert not torch.allclose(whole, tiled, rtol=1e-4, atol=1e-6 * a.abs().max().item())  # borders do differ
+    assert abs(v_whole - v_tiled) < 0.15 * v_whole  # only positions near the seams differ
+
+
+def test_zoom_frames_count_and_size(plain):
+    d = Dreamer(tiny(zoom_steps=2))
+    frames = list(d.zoom(plain.image, count=3))
+    assert len(frames) == 3 and all(f.size == (64, 48) for f in frames)
+    assert frames[0].tobytes() != plain.image.tobytes()
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+CLI_TINY = ["--size", "48", "--layer", "relu2_1", "--octaves", "2", "--steps", "2", "--device", "cpu",
+            "--precision", "fp32", "-q"]
+
+
+@pytest.fixture()
+def src(tmp_path):
+    p = tmp_path / "in.png"
+    photo().save(p)
+    return p
+
+
+def test_cli_writes_output_sidecar_and_zoom_frames(tmp_path, src):
+    out = tmp_path / "dream.png"
+    assert main(["dream", str(src), "-o", str(out), *CLI_TINY, "--zoom-frames", "2", "--zoom-steps", "1"]) == 0
+    assert Image.open(out).size == (48, 36)
+    meta = json.loads((tmp_path / "dream.json").read_text())
+    assert meta["command"] == "dream" and meta["config"]["layer"] == "relu2_1"
+    for n in (1, 2):
+        frame = tmp_path / f"dream_{n:04d}.png"
+        assert Image.open(frame).size == (48, 36)
+        assert not frame.with_suffix(".json").exists()
+    assert not (tmp_path / "dream_0003.png").exists()
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--channel", "999"], "out of range"),
+    (["--layer", "relu2_1x"], "did you mean"),
+    (["--steps", "0"], "--steps"),
+    (["--lr", "-0.1"], "--lr"),
+    (["--octave-scale", "1"], "--octave-scale"),
+])
+def test_cli_bad_options_exit_2_one_line_no_output(tmp_path, src, capsys, extra, needle):
+    out = tmp_path / "o.png"
+    assert main(["dream", str(src), "-o", str(out), *CLI_TINY, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_cli_bad_images_exit_2_no_output(tmp_path, src, capsys):
+    out = tmp_path / "o.png"
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    for argv in (["dream", str(tmp_path / "missing.png")], ["dream", str(bad)],
+                 ["dream", str(src), "--guide", str(bad)]):
+        assert main([*argv, "-o", str(out), *CLI_TINY]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("convscope: error:") and "\n" not in err
+        assert not out.exists() and not out.with_suffix(".json").exists()
