@@ -168,3 +168,25 @@ def test_cli_bad_images_exit_2_no_output(tmp_path, src, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("convscope: error:") and "\n" not in err
         assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_ctrl_c_saves_the_dream_so_far_at_full_size(tmp_path, monkeypatch, capsys):
+    import convscope.commands.dream as command
+
+    def fake_bar(desc="dream"):
+        def callback(p):
+            if p.iteration == 2:
+                raise KeyboardInterrupt
+        return callback
+
+    monkeypatch.setattr(command, "progress_bar", fake_bar)
+    source = tmp_path / "in.png"
+    photo().save(source)
+    out = tmp_path / "out" / "d.png"
+    out.parent.mkdir()
+    code = main(["dream", str(source), "-o", str(out), "--size", "64", "--layer", "relu2_1", "--octaves", "2",
+                 "--steps", "4", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 130 and "Traceback" not in err and str(out) in err, err
+    assert Image.open(out).size == (64, 48)  # the coarse octave's progress, upsampled to the size asked for
+    assert json.loads(out.with_suffix(".json").read_text())["command"] == "dream"

@@ -185,18 +185,20 @@ class Dreamer:
         progress bar and callbacks work unchanged. loss = -objective (Progress's loss is minimized).
         """
         j = self.config.jitter
-        for i in range(1, steps + 1):
-            try:
+        done = 0
+        try:  # Ctrl-C in a step or in the callback (the progress bar) keeps the dream so far
+            for i in range(1, steps + 1):
                 dy, dx = (torch.randint(-j, j + 1, (2,), generator=self.gen).tolist() if j else (0, 0))
                 g, value = self.gradient(torch.roll(x, (dy, dx), dims=(2, 3)))
                 g = torch.roll(g, (-dy, -dx), dims=(2, 3))
                 x = (x + self.config.lr * g / g.abs().mean().clamp_min(1e-12)).clamp(0, 1)
-            except KeyboardInterrupt:
-                raise Interrupted(on_stop(x).cpu(), i - 1, octave) from None
-            history.append({"objective": value, "octave": octave})
-            if callback is not None:
-                callback(Progress(i, steps, -value, {"objective": value}, time.perf_counter() - start,
-                                  octave, octaves))
+                done = i
+                history.append({"objective": value, "octave": octave})
+                if callback is not None:
+                    callback(Progress(i, steps, -value, {"objective": value}, time.perf_counter() - start,
+                                      octave, octaves))
+        except KeyboardInterrupt:
+            raise Interrupted(on_stop(x).cpu(), done, octave) from None
         return x
 
     # ---- the dream -----------------------------------------------------------------------------
