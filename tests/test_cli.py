@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from interrupt import ctrl_c_bar
 from netcache import cached_get_net
 import torch
 from PIL import Image
@@ -573,17 +574,10 @@ def test_coarse_stage_of_non_square_content(capsys, inputs):
 def test_ctrl_c_saves_best_image_so_far_and_exits_130(capsys, inputs, monkeypatch):
     seen = []
 
-    def fake_bar(desc="stylize"):
-        def callback(p):
-            seen.append(p.iteration)
-            if p.iteration == 2:
-                raise KeyboardInterrupt
-        return callback
-
-    monkeypatch.setattr(cli, "progress_bar", fake_bar)
+    monkeypatch.setattr(cli, "progress_bar", ctrl_c_bar(2, seen=seen))
     out = inputs.out_dir / "out.png"
     r = stylize(capsys, inputs.content, inputs.style, out, "--size", "32", "--iterations", "5",
-                "--device", "cpu", tiny=False)  # not quiet: the progress bar (here: fake_bar) runs
+                "--device", "cpu", tiny=False)  # not quiet: the progress bar (here: ctrl_c_bar) runs
     assert r.code == 130, r.err
     assert seen == [1, 2]
     assert "Traceback" not in r.err
@@ -597,13 +591,7 @@ def test_ctrl_c_saves_best_image_so_far_and_exits_130(capsys, inputs, monkeypatc
 
 def test_ctrl_c_with_default_device_records_the_resolved_config(capsys, inputs, monkeypatch):
     """--device auto (the default): the sidecar of an interrupted run names the real device."""
-    def fake_bar(desc="stylize"):
-        def callback(p):
-            if p.iteration == 2:
-                raise KeyboardInterrupt
-        return callback
-
-    monkeypatch.setattr(cli, "progress_bar", fake_bar)
+    monkeypatch.setattr(cli, "progress_bar", ctrl_c_bar(2))
     out = inputs.out_dir / "out.png"
     r = stylize(capsys, inputs.content, inputs.style, out, "--size", "32", "--iterations", "5", tiny=False)
     assert r.code == 130 and "Traceback" not in r.err, r.err
@@ -613,13 +601,7 @@ def test_ctrl_c_with_default_device_records_the_resolved_config(capsys, inputs, 
 
 
 def test_ctrl_c_in_coarse_stage_saves_an_image_of_the_requested_size(capsys, inputs, monkeypatch):
-    def fake_bar(desc="stylize"):
-        def callback(p):
-            if p.stage == 1 and p.iteration == 2:
-                raise KeyboardInterrupt
-        return callback
-
-    monkeypatch.setattr(cli, "progress_bar", fake_bar)
+    monkeypatch.setattr(cli, "progress_bar", ctrl_c_bar(2, stage=1))
     content = inputs.make("square.png", blocks([RED, BLUE], 40, 40))
     out = inputs.out_dir / "out.png"
     r = stylize(capsys, content, inputs.style, out, "--size", "32", "--scales", "2", "--iterations", "3",

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from interrupt import ctrl_c_bar
 from netcache import cached_get_net
 import torch
 from PIL import Image
@@ -173,13 +174,7 @@ def test_cli_bad_images_exit_2_no_output(tmp_path, src, capsys):
 def test_ctrl_c_saves_the_dream_so_far_at_full_size(tmp_path, monkeypatch, capsys):
     import convscope.commands.dream as command
 
-    def fake_bar(desc="dream"):
-        def callback(p):
-            if p.iteration == 2:
-                raise KeyboardInterrupt
-        return callback
-
-    monkeypatch.setattr(command, "progress_bar", fake_bar)
+    monkeypatch.setattr(command, "progress_bar", ctrl_c_bar(2))
     source = tmp_path / "in.png"
     photo().save(source)
     out = tmp_path / "out" / "d.png"
