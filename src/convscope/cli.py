@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -89,11 +90,54 @@ def progress_bar(desc: str = "stylize"):
     return callback
 
 
+class RunOutputs:
+    """What an optimizing command does around its engine: progress bar, frames every N iterations
+    (OUT<tag>_0050.png ...), removing those frames if the run fails, and on Ctrl-C saving the best
+    image so far with its metadata (exit 130). One place, so every command behaves the same."""
+
+    def __init__(self, args, out: Path, save_every: int, desc: str, tag: Callable = lambda p: ""):
+        self.out, self.every, self.tag = out, save_every, tag
+        self.bar = progress_bar(desc) if not args.quiet else None
+        self.frames: list[Path] = []
+
+    def callback(self, p) -> None:
+        from . import images
+
+        if self.bar is not None:
+            self.bar(p)
+        if self.every and p.image is not None and p.iteration % self.every == 0:
+            frame = Path(f"{self.out.with_suffix('')}{self.tag(p)}_{p.iteration:04d}{self.out.suffix}")
+            images.save_image(p.image, frame)
+            self.frames.append(frame)
+
+    def run(self, engine: Callable, command: str, config, inputs: dict):
+        """engine(callback) -> result; None when interrupted (the best image is saved by then).
+
+        Quiet runs without frames pass no callback, so loops need not stop the GPU to report."""
+        from . import images
+        from .optimize import Interrupted
+        from .runinfo import run_metadata
+
+        try:
+            return engine(self.callback if self.bar is not None or self.every else None)
+        except Interrupted as stop:
+            resolved = stop.config or config
+            meta = run_metadata(command, resolved.to_dict(), inputs=inputs, seed=config.seed,
+                                interrupted_at={"stage": stop.stage, "iteration": stop.iteration})
+            images.save_image(stop.best_image, self.out, meta)
+            print(f"\ninterrupted at iteration {stop.iteration} (stage {stop.stage}): best image so far "
+                  f"saved to {self.out}", file=sys.stderr)
+            return None
+        except BaseException:
+            for frame in self.frames:  # a failed run leaves nothing behind, frames included
+                frame.unlink(missing_ok=True)
+            raise
+
+
 def _run_style(args, config, content_path, style_paths, content_img=None, style_imgs=None) -> int:
     """Shared by `stylize` and `demo`: check output, load inputs, run with a bar, save atomically."""
     from . import images
     from .figures import image_strip
-    from .optimize import Interrupted
     from .runinfo import run_metadata
     from .style.gatys import stylize_images
 
@@ -104,36 +148,13 @@ def _run_style(args, config, content_path, style_paths, content_img=None, style_
     config.blend(len(styles))  # fail on mismatched --style-blend before any work
     inputs = {"content": str(content_path), "styles": [str(p) for p in style_paths]}
     stem = out.with_suffix("")
-    bar = progress_bar() if not args.quiet else None
-    saved_frames = []
-
-    def callback(p) -> None:
-        if bar is not None:
-            bar(p)
-        if config.save_every and p.image is not None and p.iteration % config.save_every == 0:
-            tag = f"_s{p.stage}" if p.stages > 1 else ""
-            frame = Path(f"{stem}{tag}_{p.iteration:04d}{out.suffix}")
-            images.save_image(p.image, frame)
-            saved_frames.append(frame)
-
-    # Quiet runs without frames pass no callback, so the loop never stops the GPU to read the loss.
-    listening = bar is not None or config.save_every
-    try:
-        result = stylize_images(content, styles, config, callback if listening else None,
-                                labels=[Path(str(p)).name for p in [content_path, *style_paths]])
-    except Interrupted as stop:
-        resolved = stop.config or config
-        meta = run_metadata("stylize", resolved.to_dict(), inputs=inputs, seed=config.seed,
-                            interrupted_at={"stage": stop.stage, "iteration": stop.iteration})
-        images.save_image(stop.best_image, out, meta)
-        print(f"\ninterrupted at iteration {stop.iteration} (stage {stop.stage}): best image so far saved "
-              f"to {out}", file=sys.stderr)
+    outputs = RunOutputs(args, out, config.save_every, "stylize",
+                         tag=lambda p: f"_s{p.stage}" if p.stages > 1 else "")
+    labels = [Path(str(p)).name for p in [content_path, *style_paths]]
+    result = outputs.run(lambda callback: stylize_images(content, styles, config, callback, labels=labels),
+                         "stylize", config, inputs)
+    if result is None:
         return EXIT_INTERRUPTED
-    except BaseException:
-        # A failed run leaves nothing behind, intermediate frames included.
-        for frame in saved_frames:
-            frame.unlink(missing_ok=True)
-        raise
     meta = run_metadata("stylize", result.config.to_dict(), inputs=inputs, seed=config.seed,
                         seconds=round(result.seconds, 3), final_losses=result.losses,
                         stage_sizes=result.stage_sizes, iterations_run=len(result.history),
@@ -146,7 +167,7 @@ def _run_style(args, config, content_path, style_paths, content_img=None, style_
         images.save_image(image_strip(result.snapshots, title), strip)  # a figure: no sidecar
         written.append(strip)
     if not args.quiet:
-        print_summary(written, saved_frames, result.seconds, result.losses)
+        print_summary(written, outputs.frames, result.seconds, result.losses)
     return 0
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..cli import EXIT_INTERRUPTED, add_config_options, add_output_options, config_from_args, progress_bar
-from ..errors import UserError
+from ..cli import EXIT_INTERRUPTED, RunOutputs, add_config_options, add_output_options, config_from_args
 from ..vis.invert import InvertConfig
 
 COMMAND = "invert"
@@ -36,7 +35,6 @@ def _error_line(results) -> str:
 
 def run(args) -> int:
     from .. import images
-    from ..optimize import Interrupted
     from ..runinfo import run_metadata
     from ..vis.invert import invert, strip_figure
 
@@ -44,29 +42,11 @@ def run(args) -> int:
     out = images.check_output_path(args.output)
     original = images.load_image(args.image)
     inputs = {"image": str(args.image)}
-    stem, layers = out.with_suffix(""), config.layer_list()
-    bar = progress_bar(COMMAND) if not args.quiet else None
-    frames: list[Path] = []
-
-    def callback(p) -> None:
-        if bar is not None:
-            bar(p)
-        if config.save_every and p.image is not None and p.iteration % config.save_every == 0:
-            tag = f"_{layers[p.stage - 1]}" if config.layers is not None else ""
-            frame = Path(f"{stem}{tag}_{p.iteration:04d}{out.suffix}")
-            images.save_image(p.image, frame)
-            frames.append(frame)
-
-    try:
-        results = invert(original, config, callback)
-    except UserError:
-        for frame in frames:  # a failed run leaves nothing behind
-            frame.unlink(missing_ok=True)
-        raise
-    except Interrupted as stop:
-        meta = run_metadata(COMMAND, config.to_dict(), inputs=inputs, interrupted_at=stop.iteration)
-        images.save_image(stop.best_image, out, meta)
-        print(f"\ninterrupted at iteration {stop.iteration}: best image so far saved to {out}", file=sys.stderr)
+    layers = config.layer_list()
+    outputs = RunOutputs(args, out, config.save_every, COMMAND,
+                         tag=lambda p: f"_{layers[p.stage - 1]}" if config.layers is not None else "")
+    results = outputs.run(lambda callback: invert(original, config, callback), COMMAND, config, inputs)
+    if results is None:
         return EXIT_INTERRUPTED
     per_layer = [{"layer": r.layer, "error": r.error, "tv_weight": r.tv_weight, "final_losses": r.losses,
                   "seconds": round(r.seconds, 3)} for r in results]
@@ -79,7 +59,7 @@ def run(args) -> int:
         title = f"{Path(str(args.image)).name}: reconstructions from {config.net}"
         images.save_image(strip_figure(results, title), out, meta)
     if not args.quiet:
-        print(f"wrote {out}" + (f" and {len(frames)} intermediate image(s)" if frames else "")
+        print(f"wrote {out}" + (f" and {len(outputs.frames)} intermediate image(s)" if outputs.frames else "")
               + f" in {sum(r.seconds for r in results):.1f} s", file=sys.stderr)
     print(_error_line(results))
     return 0

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import fields
 from pathlib import Path
 
-from ..cli import (EXIT_INTERRUPTED, add_config_options, add_output_options, config_from_args, print_summary,
-                   progress_bar)
-from ..errors import UserError
+from ..cli import (EXIT_INTERRUPTED, RunOutputs, add_config_options, add_output_options, config_from_args,
+                   print_summary)
 
 
 def register(subparsers) -> None:
@@ -34,7 +32,6 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from .. import images
     from ..figures import image_strip
-    from ..optimize import Interrupted
     from ..runinfo import run_metadata
     from ..vis.texture import TextureConfig, synthesize
 
@@ -43,27 +40,10 @@ def run(args) -> int:
     source = images.load_image(args.texture)
     inputs = {"texture": str(args.texture)}
     stem = out.with_suffix("")
-    bar = progress_bar("texture") if not args.quiet else None
-    frames: list[Path] = []
-
-    def callback(p) -> None:
-        if bar is not None:
-            bar(p)
-        if config.save_every and p.image is not None and p.iteration % config.save_every == 0:
-            frame = Path(f"{stem}_{p.iteration:04d}{out.suffix}")
-            images.save_image(p.image, frame)
-            frames.append(frame)
-
-    try:
-        result = synthesize(source, config, callback, label=Path(args.texture).name)
-    except UserError:
-        for frame in frames:  # a failed run leaves nothing behind, intermediate frames included
-            frame.unlink(missing_ok=True)
-        raise
-    except Interrupted as stop:
-        meta = run_metadata("texture", config.to_dict(), inputs=inputs, interrupted_at=stop.iteration)
-        images.save_image(stop.best_image, out, meta)
-        print(f"\ninterrupted at iteration {stop.iteration}: best image so far saved to {out}", file=sys.stderr)
+    outputs = RunOutputs(args, out, config.save_every, "texture")
+    result = outputs.run(lambda callback: synthesize(source, config, callback, label=Path(args.texture).name),
+                         "texture", config, inputs)
+    if result is None:
         return EXIT_INTERRUPTED
     meta = run_metadata("texture", result.config.to_dict(), inputs=inputs, seed=config.seed,
                         seconds=round(result.seconds, 3), final_losses=result.losses,
@@ -77,5 +57,5 @@ def run(args) -> int:
         images.save_image(image_strip(panels, f"texture of {Path(args.texture).name}"), strip)  # no sidecar
         written.append(strip)
     if not args.quiet:
-        print_summary(written, frames, result.seconds, result.losses)
+        print_summary(written, outputs.frames, result.seconds, result.losses)
     return 0
