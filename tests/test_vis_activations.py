@@ -24,7 +24,7 @@ from convscope.images import pil_to_tensor, read_png_metadata, resize_long_side
 from convscope.nets import get_net
 from convscope.nets.base import Backbone
 from convscope.vis import activations as engine
-from convscope.vis.activations import (ActivationsConfig, activations, all_conv_layers, grid_panels,
+from convscope.vis.activations import (ActivationsConfig, activations, grid_panels,
                                        layer_figure)
 
 VGG19_BLOCK_OUTPUTS = ["relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"]
@@ -123,8 +123,8 @@ def test_statistics_and_orders_on_a_known_net():
 
 
 def test_all_conv_is_each_blocks_last_activation(vgg):
-    assert all_conv_layers(vgg) == VGG19_BLOCK_OUTPUTS
-    assert all_conv_layers(tiny_net()) == ["conv1_1"]  # a conv with no ReLU is its block's output
+    assert vgg.block_outputs() == VGG19_BLOCK_OUTPUTS
+    assert tiny_net().block_outputs() == ["conv1_1"]  # a conv with no ReLU is its block's output
 
 
 def test_panels_are_the_input_then_the_top_channels_in_order(vgg, photo):

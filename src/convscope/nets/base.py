@@ -47,6 +47,8 @@ class Backbone(nn.Module):
         self.preprocess = preprocess
         self.net_name = net_name
         self.memory_format = torch.contiguous_format
+        self.num_classes: int | None = None      # convolutional part only: no classifier head
+        self.classes: list[str] | None = None
 
     def use_channels_last(self, enabled: bool = True) -> Backbone:
         """NHWC activations (and weights): the layout tensor cores and oneDNN prefer."""
@@ -71,6 +73,34 @@ class Backbone(nn.Module):
         deepest = max(self.index[self.resolve(n)] for n in names)
         pools = sum(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in self.layers[:deepest + 1])
         return 2 ** pools
+
+    def display_name(self, canonical: str) -> str:
+        return canonical
+
+    def channels_of(self, name: str) -> int:
+        """Output channels of layer `name`."""
+        channels = 3
+        for module in self.layers[:self.index[self.resolve(name)] + 1]:
+            if isinstance(module, nn.Conv2d):
+                channels = module.out_channels
+        return channels
+
+    def block_outputs(self) -> list[str]:
+        """The last activation before each pooling layer: one per block (relu1_2 ... relu5_4 for vgg19)."""
+        found, last = [], None
+        for name, module in zip(self.names, self.layers):
+            if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+                if last is not None:
+                    found.append(last)
+                last = None
+            elif isinstance(module, (nn.ReLU, nn.Conv2d)):
+                # A ReLU supersedes its conv; a conv with no ReLU after it is its block's output.
+                last = name
+        return found + ([last] if last is not None else [])
+
+    def default_cam_layer(self) -> str:
+        """The last block output: the deepest spatial layer before the (absent) classifier."""
+        return self.block_outputs()[-1]
 
     def layer_table(self) -> list[dict]:
         """One row per layer: name, kind, aliases, output channels and stride (for `convscope layers`)."""

@@ -101,24 +101,10 @@ class Panel:
     channel: int | None        # None for the input image
 
 
-def all_conv_layers(net: Backbone) -> list[str]:
-    """The last activation before each pooling layer: one per block (relu1_2 ... relu5_4 for vgg19)."""
-    found, last = [], None
-    for name, module in zip(net.names, net.layers):
-        if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-            if last is not None:
-                found.append(last)
-            last = None
-        elif isinstance(module, (nn.ReLU, nn.Conv2d)):
-            # A ReLU supersedes its conv; a conv with no ReLU after it is its block's output.
-            last = name
-    return found + ([last] if last is not None else [])
-
-
 def resolve_layers(net: Backbone, layer: str) -> list[tuple[str, str]]:
     """[(name as asked, canonical name)]; ConfigError with a "did you mean" for unknown names."""
     if layer == ALL_CONV:
-        return [(n, n) for n in all_conv_layers(net)]
+        return [(n, n) for n in net.block_outputs()]
     try:
         return [(layer, net.resolve(layer))]
     except ConfigError:

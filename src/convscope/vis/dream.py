@@ -112,7 +112,7 @@ class Dreamer:
         self.net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
         self.layer = self.net.resolve(config.layer)  # "did you mean" for unknown names, before any work
         self.stride = self.net.stride_of([self.layer])
-        channels = next(r["channels"] for r in self.net.layer_table() if r["name"] == self.layer)
+        channels = self.net.channels_of(self.layer)
         if config.channel is not None and config.channel >= channels:
             raise ConfigError(f"--channel {config.channel} is out of range: {config.layer} has {channels} "
                               f"channels (0 to {channels - 1})")
