@@ -15,7 +15,7 @@ from convscope.cli import main
 from convscope.errors import ConfigError
 from convscope.optimize import Interrupted
 from convscope.vis import texture
-from convscope.vis.texture import TextureConfig, TextureObjective, circular_net, synthesize
+from convscope.vis.texture import DEFAULT_LAYERS, TextureConfig, TextureObjective, circular_net, synthesize
 
 # Shallow layers keep runs cheap; the properties tested do not need pool4.
 SHALLOW = ("relu1_1", "pool1", "relu2_1")
@@ -134,7 +134,7 @@ def test_config_validation(bad):
 
 def test_layer_weights_normalized():
     assert tiny(layer_weights=(1, 1, 2)).weights() == (0.25, 0.25, 0.5)
-    assert TextureConfig().weights() == (0.2,) * 5
+    assert TextureConfig(layers=DEFAULT_LAYERS).weights() == (0.2,) * 5
 
 
 def test_size_below_the_deepest_stride_is_a_config_error():

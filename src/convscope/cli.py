@@ -208,9 +208,12 @@ def cmd_layers(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'layer':<10} {'kind':<10} {'channels':>8} {'stride':>6}  aliases")
+    wide = max(10, *(len(r["name"]) for r in rows))
+    kind = max(10, *(len(r["kind"]) for r in rows))
+    print(f"{'layer':<{wide}} {'kind':<{kind}} {'channels':>8} {'stride':>6}  aliases")
     for r in rows:
-        print(f"{r['name']:<10} {r['kind']:<10} {r['channels']:>8} {r['stride']:>6}  {', '.join(r['aliases'])}")
+        stride = "-" if r["stride"] is None else r["stride"]  # not spatial (logits) or a global pool
+        print(f"{r['name']:<{wide}} {r['kind']:<{kind}} {r['channels']:>8} {stride:>6}  {', '.join(r['aliases'])}")
     return 0
 
 
@@ -258,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_all(sub)
 
     p = sub.add_parser("layers", help="list a network's layers and their names")
-    p.add_argument("--net", default="vgg19", help=f"network: {', '.join(net_names())} (default: vgg19)")
+    p.add_argument("--net", default="vgg19", help=f"network: {', '.join(net_names())}, or any torchvision "
+                   "classifier (resnet18, densenet121, ...; listing needs no weights) (default: vgg19)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_layers)
     return parser

@@ -30,6 +30,7 @@ Net = Backbone | HookedNet
 
 
 def efficientnet_lite0(pooling: str = "max", weights: bool = True) -> HookedNet:
+    """(No pooling layers to swap: the net downsamples with strided convolutions.)"""
     model = EfficientNetLite0()
     if weights:
         load_lite0_state(model)
@@ -93,23 +94,11 @@ def torchvision_net(arch: str, pooling: str = "max", weights: bool = True) -> Ho
     if classes is None and getattr(model, "num_classes", None) in (None, 1000):
         classes = imagenet_classes()
     name = arch + ("" if weights else RANDOM)
-    model = _swap_pooling(model, pooling)
     try:
-        return HookedNet(model, TorchvisionPreprocess(), name, 224, classes)
+        net = HookedNet(model, TorchvisionPreprocess(), name, 224, classes)
     except ValueError:  # head size differs from the names: leave the classes unnamed
-        return HookedNet(model, TorchvisionPreprocess(), name, 224, None)
-
-
-def _swap_pooling(model: nn.Module, pooling: str) -> nn.Module:
-    """`avg`: every max-pooling layer becomes an average pooling of the same geometry (Gatys et al.)."""
-    if pooling == "max":
-        return model
-    for parent in list(model.modules()):
-        for child_name, child in parent.named_children():
-            if isinstance(child, nn.MaxPool2d):
-                setattr(parent, child_name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
-                                                         ceil_mode=child.ceil_mode))
-    return model
+        net = HookedNet(model, TorchvisionPreprocess(), name, 224, None)
+    return net.use_avg_pooling() if pooling == "avg" else net
 
 
 def _key(name: str) -> str:
@@ -139,8 +128,7 @@ def _avg_backbone(net: Net) -> Net:
             if isinstance(m, nn.MaxPool2d):
                 net.layers[i] = nn.AvgPool2d(m.kernel_size, m.stride)
         return net
-    _swap_pooling(net.model, "avg")
-    return net
+    return net.use_avg_pooling()
 
 
 def layer_table(name: str = "vgg19") -> list[dict]:
@@ -160,5 +148,22 @@ def get_net(name: str = "vgg19", pooling: str = "max", device: torch.device | st
     return net.eval().to(device=device, dtype=dtype)
 
 
-__all__ = ["Backbone", "HookedNet", "LOGITS", "NETS", "Net", "get_net", "hook_count", "imagenet_classes",
+__all__ = ["AUTO", "Backbone", "HookedNet", "LOGITS", "auto_layer", "pick_layer", "NETS", "Net", "get_net", "hook_count", "imagenet_classes",
            "layer_table", "net_names"]
+
+
+AUTO = "auto"  # layer option value: the net's own choice (see `auto_layer`)
+
+
+def pick_layer(net: Net, value: str, vgg_default: str, depth: float) -> str:
+    """`value`, or for AUTO: `vgg_default` on the VGG chains, the block output at `depth` elsewhere."""
+    if value != AUTO:
+        return value
+    return vgg_default if isinstance(net, Backbone) else auto_layer(net, depth)
+
+
+def auto_layer(net: Net, depth: float) -> str:
+    """The block output at relative `depth` (0 = first block, 1 = last) of `net`: how engines pick a
+    default layer that exists on every net (relu4_4 of vgg19 at 0.75, blocks.10 of efficientnet_lite0)."""
+    blocks = net.block_outputs()
+    return blocks[min(len(blocks) - 1, max(0, round(depth * (len(blocks) - 1))))]

@@ -77,6 +77,10 @@ class Backbone(nn.Module):
     def display_name(self, canonical: str) -> str:
         return canonical
 
+    def order_of(self, name: str) -> int:
+        """Position of layer `name` in the chain (for "is A before B")."""
+        return self.index[self.resolve(name)]
+
     def channels_of(self, name: str) -> int:
         """Output channels of layer `name`."""
         channels = 3

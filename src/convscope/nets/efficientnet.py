@@ -32,8 +32,8 @@ class SameConv2d(nn.Conv2d):
         for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
+        if any(pads):  # circular when a caller made the net see the image as a torus (tileable textures)
+            x = F.pad(x, pads, mode="circular" if self.padding_mode == "circular" else "constant")
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 

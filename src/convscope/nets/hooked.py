@@ -130,6 +130,19 @@ class HookedNet(nn.Module):
         return [n for n, m in candidates
                 if n in self.info and self.info[n].spatial and self.info[n].shape[2] > 1 and has_conv(m)]
 
+    def use_avg_pooling(self) -> HookedNet:
+        """Every max-pooling layer becomes an average pooling of the same geometry (as Gatys et al.
+        do for textures and style); names and shapes are unchanged."""
+        for parent in list(self.model.modules()):
+            for child_name, child in parent.named_children():
+                if isinstance(child, nn.MaxPool2d):
+                    setattr(parent, child_name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
+                                                             ceil_mode=child.ceil_mode))
+        self._modules_by_name = dict(self.model.named_modules())
+        self.info = {n: LayerInfo(i.name, type(self._modules_by_name[n]).__name__ if n else i.kind, i.shape,
+                                  i.calls, i.order) for n, i in self.info.items()}
+        return self
+
     # ---- names -------------------------------------------------------------------------------
     def resolve(self, name: str) -> str:
         """The module path of `name` (a path, `logits` or an alias); ConfigError with a suggestion."""
@@ -144,6 +157,10 @@ class HookedNet(nn.Module):
 
     def display_name(self, canonical: str) -> str:
         return canonical or LOGITS
+
+    def order_of(self, name: str) -> int:
+        """Position of layer `name` in the forward pass (for "is A before B")."""
+        return self.info[self.resolve(name)].order
 
     def channels_of(self, name: str) -> int:
         shape = self.info[self.resolve(name)].shape
@@ -192,7 +209,8 @@ class HookedNet(nn.Module):
         for name, i in self.info.items():
             rows.append({"name": name or LOGITS, "kind": i.kind,
                          "channels": i.shape[1] if len(i.shape) >= 2 else 1,
-                         "stride": self.input_size // max(i.shape[2], 1) if i.spatial else None,
+                         "stride": self.input_size // i.shape[2]
+                         if i.spatial and (i.shape[2] > 1 or not i.kind.startswith("Adaptive")) else None,
                          "aliases": [a for a in by_target.get(name, []) if a != LOGITS]})
         return rows
 
@@ -233,8 +251,10 @@ class HookedNet(nn.Module):
                 if name == deepest and calls[name] == self.info[name].calls:
                     captured[name] = output
                     raise _Stop
-                # A later in-place op of the parent (x += identity) would overwrite it: keep a copy.
-                captured[name] = output.clone() if calls[name] == self.info[name].calls else output
+                captured[name] = output
+                # The rest of the forward runs on a copy: a later in-place op of the parent
+                # (x += identity) would overwrite the activation, and gradients still reach it.
+                return output.clone()
             return capture
 
         handles = [self._modules_by_name[n].register_forward_hook(hook(n)) for n in wanted if n != ""]

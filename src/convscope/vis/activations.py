@@ -19,12 +19,13 @@ from torch import nn
 from .. import images
 from ..devices import resolve_device
 from ..errors import ConfigError
-from ..nets import Backbone, get_net
+from ..nets import Backbone, get_net, pick_layer
 from ..nets.base import suggest
 from ..options import option as _opt
 
 ALL_CONV = "all-conv"            # --layer value: one figure per block (its last activation)
 SORTS = ("mean", "max", "index")
+VGG_LAYER, AUTO_DEPTH = "relu3_1", 0.4  # --layer auto on the VGG nets and on others
 MAX_SIZE = 8192                  # long side in px, as for stylize
 
 
@@ -33,8 +34,10 @@ MAX_SIZE = 8192                  # long side in px, as for stylize
 @dataclass
 class ActivationsConfig:
     net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
-    layer: str = _opt(f"layer by any name (relu3_1, block3_conv1, conv3_1, pool3 ...), or {ALL_CONV}: "
-                      "the last activation of every block, one figure each", "relu3_1")
+    layer: str = _opt(f"layer by any name (relu3_1, block3_conv1, conv3_1, pool3 ..., or a module path "
+                      f"like layer3 on other nets), {ALL_CONV}: the last activation of every block, one "
+                      "figure each, or auto: relu3_1 on the VGG nets, the block output at 40% depth on "
+                      "others", "auto")
     size: int = _opt("long side the image is resized to, in pixels", 224)
     max_channels: int = _opt("channels shown in the grid (the first ones in --sort order)", 64)
     sort: str = _opt("channel order: mean or max activation (largest first), or index", "mean",
@@ -103,6 +106,7 @@ class Panel:
 
 def resolve_layers(net: Backbone, layer: str) -> list[tuple[str, str]]:
     """[(name as asked, canonical name)]; ConfigError with a "did you mean" for unknown names."""
+    layer = pick_layer(net, layer, VGG_LAYER, AUTO_DEPTH)
     if layer == ALL_CONV:
         return [(n, n) for n in net.block_outputs()]
     try:
@@ -133,7 +137,7 @@ def activations(image: Image.Image, config: ActivationsConfig | None = None,
         net = get_net(config.net, "max", device)
     else:
         device = next(net.parameters()).device
-    config = replace(config, device=str(device))
+    config = replace(config, device=str(device), layer=pick_layer(net, config.layer, VGG_LAYER, AUTO_DEPTH))
     layers = resolve_layers(net, config.layer)
     small = images.resize_long_side(images.to_rgb(image), config.size)
     # Each 2x2 pooling halves (and floors) the size: a side under the stride leaves nothing.

@@ -21,13 +21,14 @@ from PIL import Image
 from .. import images
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError, NumericalError
-from ..nets import get_net
+from ..nets import get_net, pick_layer
 from ..optimize import Interrupted, Progress, precision_mode
 from ..options import POOLINGS, PRECISIONS
 from ..options import check_choices
 from ..options import option as _opt
 
 MAX_SIDE = 8192
+VGG_LAYER, AUTO_DEPTH = "relu4_3", 0.6  # the default layer (--layer auto) on VGG and on other nets
 # The smallest octave keeps at least this many cells of the layer's grid on its short side: below
 # that the layer sees mostly zero padding and dreams borders, not content.
 MIN_CELLS = 4
@@ -37,7 +38,8 @@ MIN_CELLS = 4
 class DreamConfig:
     # 512 px (long side): the default run on tubingen.jpg took 17 s on 2 CPU cores (bf16), 1 GB RSS.
     size: int = _opt("long side the image is resized to before dreaming (pixels)", 512)
-    layer: str = _opt("layer whose activations are amplified, by any name", "relu4_3")
+    layer: str = _opt("layer whose activations are amplified, by any name; auto = relu4_3 on the VGG "
+                      "nets, the block output at 60% depth on others", "auto")
     channel: int | None = _opt("amplify only this channel of --layer (its mean activation)", None)
     octaves: int = _opt("number of scales, smallest first (fewer when the image is too small)", 4)
     octave_scale: float = _opt("size ratio between successive octaves", 1.4)
@@ -110,6 +112,8 @@ class Dreamer:
         self.config = replace(config, device=str(device), precision=precision)
         self.device = device
         self.net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
+        config = replace(config, layer=pick_layer(self.net, config.layer, VGG_LAYER, AUTO_DEPTH))
+        self.config = replace(self.config, layer=config.layer)
         self.layer = self.net.resolve(config.layer)  # "did you mean" for unknown names, before any work
         self.stride = self.net.stride_of([self.layer])
         channels = self.net.channels_of(self.layer)

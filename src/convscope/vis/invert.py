@@ -46,7 +46,7 @@ from .. import images
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError
 from ..losses import tv_loss
-from ..nets import Backbone, get_net
+from ..nets import Backbone, get_net, pick_layer
 from ..optimize import OPTIMIZERS, Interrupted, Progress, optimize_image
 from ..options import POOLINGS, PRECISIONS
 from ..options import check_choices
@@ -62,13 +62,14 @@ V_EDGE_RATIO = 6.5           # typical finite difference V = B / 6.5 (paper, sec
 # AlexNet's conv1-2 / conv3-4 / conv5-fc8). Ours, chosen by eye on VGG19 + L-BFGS at 224 px
 # (tubingen.jpg): relu1_x keeps errors ~0.01-0.02 and faithful colours; relu3_1 at 0.05 stays
 # sharp (error ~0.09), 0.2 washes colours out; relu5_1 at 0.3 shows the scene (error ~0.15), 1.5 a fog.
+VGG_LAYER, AUTO_DEPTH = "relu3_1", 0.4  # --layer auto on the VGG nets and on others
 TV_BY_STRIDE = ((2, 0.01), (8, 0.05), (math.inf, 0.3))
 
 
 @dataclass
 class InvertConfig:
-    layer: str = _opt("layer whose representation is inverted (any name: relu3_1, block3_conv1, ...)",
-                      "relu3_1")
+    layer: str = _opt("layer whose representation is inverted (any name: relu3_1, block3_conv1, ...); "
+                      "auto = relu3_1 on the VGG nets, the block output at 40% depth on others", "auto")
     layers: tuple[str, ...] | None = _opt(
         "several layers: one reconstruction each, side by side with the original in one figure", None)
     size: int = _opt("long side of the image in pixels", 224)
@@ -194,6 +195,7 @@ def invert(image: Image.Image, config: InvertConfig | None = None,
     precision = default_precision(device) if config.precision == "auto" else config.precision
     config = replace(config, device=str(device), precision=precision)
     net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
+    config = replace(config, layer=pick_layer(net, config.layer, VGG_LAYER, AUTO_DEPTH))
     layers = config.layer_list()
     for name in layers:
         net.resolve(name)  # unknown names fail here, before any work

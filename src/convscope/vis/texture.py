@@ -23,7 +23,7 @@ from .. import images
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError
 from ..losses import gram, range_penalty, style_loss, tv_loss
-from ..nets import Backbone, get_net
+from ..nets import AUTO, Backbone, get_net
 from ..optimize import OPTIMIZERS, Interrupted, OptimizeResult, Progress, optimize_image
 from ..options import POOLINGS, PRECISIONS
 from ..options import check_choices
@@ -42,7 +42,9 @@ class TextureConfig:
     source_size: int = _opt("long side the source texture is resized to before its Grams are measured", 256)
     # 100 iterations at 256x256: 44 s measured on 2 CPU cores (bf16) for starry_night.jpg, Gram loss -99%.
     iterations: int = _opt("optimizer iterations", 100)
-    layers: tuple[str, ...] = _opt("layers whose Gram matrices are matched, by any name", DEFAULT_LAYERS)
+    layers: tuple[str, ...] = _opt("layers whose Gram matrices are matched, by any name; auto = "
+                                   f"{' '.join(DEFAULT_LAYERS)} on the VGG nets, the first five block "
+                                   "outputs on others", (AUTO,))
     layer_weights: tuple[float, ...] | None = _opt(
         "relative weight per layer (default: equal); normalized to sum to 1", None)
     tv_weight: float = _opt("weight of the total-variation (smoothness) loss (the paper uses none)", 0.0)
@@ -97,7 +99,7 @@ class TextureConfig:
         if self.layer_weights is not None:
             for v in self.layer_weights:
                 number("layer_weights", v, allow_zero=True)
-            if len(self.layer_weights) != len(self.layers):
+            if len(self.layer_weights) != len(self.layers) and tuple(self.layers) != (AUTO,):
                 raise ConfigError(f"--layer-weights has {len(self.layer_weights)} weight(s) for "
                                   f"{len(self.layers)} layer(s); give one per layer")
             if sum(self.layer_weights) <= 0:
@@ -193,6 +195,9 @@ def synthesize(source: Image.Image, config: TextureConfig | None = None,
                      layers=tuple(config.layers))
     # NHWC: what cuDNN's tensor-core and oneDNN's bf16 kernels want (as in style transfer).
     net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
+    if config.layers == (AUTO,):
+        auto = DEFAULT_LAYERS if isinstance(net, Backbone) else tuple(net.block_outputs()[:5])
+        config = replace(config, layers=auto).validate()  # --layer-weights must now match in number
     for name in config.layers:
         net.resolve(name)  # unknown names fail here, before any work
     stride = net.stride_of(config.layers)
