@@ -1,0 +1,142 @@
+"""Training options: one dataclass (CLI options and help come from it) and per-model recipes.
+
+Options left at None take the model's recipe (`RECIPES`): the reference settings of each kind of
+model (Adadelta for `simple`, SGD-Nesterov with weight decay, flips and shifts for `vgg19-bn`, Adam
+on cached features for transfer heads). The resolved config is what a run directory records.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+from ..errors import ConfigError
+from ..options import check_choices
+from ..options import option as _opt
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
+SCHEDULES = ("none", "step", "cosine", "onecycle")
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+RECIPES: dict[str, dict] = {
+    # The reference: Keras' CIFAR CNN example as in the issue, Adadelta at its Keras defaults.
+    "simple": dict(epochs=10, batch_size=128, optimizer="adadelta", lr=1.0, weight_decay=0.0, schedule="none",
+                   flip=False, translate=0, input_size=32),
+    "vgg19-bn": dict(epochs=60, batch_size=128, optimizer="sgd", lr=0.05, weight_decay=5e-4, schedule="cosine",
+                     flip=True, translate=4, input_size=32),
+    "transfer": dict(epochs=30, batch_size=256, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="cosine",
+                     flip=False, translate=0, input_size=None),
+    "torchvision": dict(epochs=60, batch_size=128, optimizer="sgd", lr=0.05, weight_decay=5e-4, schedule="cosine",
+                        flip=True, translate=4, input_size=32),
+}
+TRANSFER_INPUT = {"vgg19": 32, "efficientnet_lite0": 224}
+
+
+def recipe_of(model: str) -> dict:
+    if model in RECIPES:
+        return RECIPES[model]
+    return RECIPES["transfer"] if model.startswith("transfer:") else RECIPES["torchvision"]
+
+
+@dataclass
+class TrainConfig:
+    data: str = _opt("cifar10 (downloads on first use) or a folder of class sub-folders (optionally "
+                     "train/ plus test/ or val/ inside)", "cifar10")
+    model: str = _opt("simple, vgg19-bn, transfer:vgg19, transfer:efficientnet_lite0, or a torchvision "
+                      "classification model name", "simple")
+    data_root: str | None = _opt("where CIFAR-10 is or is downloaded to (default ~/.cache/convscope/cifar10)", None)
+    epochs: int | None = _opt("training epochs (default: the model's recipe)", None)
+    batch_size: int | None = _opt("images per step (default: the model's recipe)", None)
+    optimizer: str | None = _opt("sgd (Nesterov), adam, adamw, adadelta (default: the model's recipe)", None)
+    lr: float | None = _opt("peak learning rate (default: the model's recipe)", None)
+    momentum: float = _opt("momentum of sgd", 0.9)
+    weight_decay: float | None = _opt("L2 weight decay (decoupled for adamw) (default: the model's recipe)", None)
+    schedule: str | None = _opt("learning-rate schedule: none, step (x0.1 at 50% and 75%), cosine, onecycle "
+                                "(default: the model's recipe)", None)
+    warmup: float = _opt("epochs of linear learning-rate warm-up", 0.0)
+    label_smoothing: float = _opt("label smoothing of the cross-entropy", 0.0)
+    flip: bool | None = _opt("random horizontal flips (default: the model's recipe)", None)
+    translate: int | None = _opt("random shifts of up to N pixels (default: the model's recipe)", None)
+    cutout: int = _opt("zero a random square of N pixels per image (0 = off)", 0)
+    ema: float = _opt("exponential moving average of the weights, decay per step (0 = off; e.g. 0.999)", 0.0)
+    early_stopping: int = _opt("stop after N epochs without a better validation accuracy (0 = off)", 0)
+    val_split: float = _opt("fraction of each class held out for validation when the folder has no "
+                            "test/ or val/", 0.1)
+    input_size: int | None = _opt("side the network sees, in pixels: images are upsampled on the device "
+                                  "(default: 32 from scratch; 32 for transfer:vgg19, 224 for "
+                                  "transfer:efficientnet_lite0)", None)
+    finetune: int = _opt("transfer: also train the last N blocks of the backbone (0 = frozen, bottleneck "
+                         "features cached)", 0)
+    backbone_lr: float = _opt("learning-rate factor of the unfrozen backbone blocks", 0.1)
+    hidden: tuple[int, ...] = _opt("transfer head: hidden layer widths", (512, 256))
+    dropout: float = _opt("dropout of the dense heads", 0.5)
+    precision: str = _opt("arithmetic: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16 (CUDA)",
+                          "auto", choices=TRAIN_PRECISIONS)
+    channels_last: bool = _opt("NHWC memory layout (faster convolutions on GPU and oneDNN)", True)
+    snapshots: bool = _opt("each epoch, save the first-layer filters and a layer's activations for a fixed "
+                           "image, and render a feature-evolution figure", False)
+    snapshot_layer: str = _opt("layer whose activations --snapshots records (auto = the first block)", "auto")
+    seed: int = _opt("random seed (initialization, data order, augmentation, dropout)", 0)
+    device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def resolved(self) -> TrainConfig:
+        """Every None replaced by the model's recipe."""
+        recipe = recipe_of(self.model)
+        values = {k: v for k, v in recipe.items() if getattr(self, k) is None}
+        if self.input_size is None and values.get("input_size", 1) is None:
+            values["input_size"] = TRANSFER_INPUT.get(self.model.split(":", 1)[-1], 224)
+        return replace(self, **values).validate()
+
+    def validate(self) -> TrainConfig:
+        check_choices(self)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("optimizer", "schedule") and value is not None:
+                allowed = OPTIMIZERS if f.name == "optimizer" else SCHEDULES
+                if value not in allowed:
+                    raise ConfigError(f"--{f.name} must be one of {', '.join(allowed)}, not {value!r}")
+
+        def whole(name, lo, hi=None):
+            v = getattr(self, name)
+            if v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+                bound = f"from {lo} to {hi}" if hi is not None else f"at least {lo}"
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number {bound}, not {v!r}")
+
+        def number(name, lo, hi=None, open_low=False):
+            v = getattr(self, name)
+            if v is None:
+                return
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and \
+                (v > lo if open_low else v >= lo) and (hi is None or v <= hi)
+            if not ok:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a number "
+                                  f"{'above' if open_low else 'at least'} {lo}"
+                                  f"{f' and at most {hi}' if hi is not None else ''}, not {v!r}")
+
+        whole("epochs", 1, 100_000)
+        whole("batch_size", 1, 1 << 16)
+        whole("translate", 0, 64)
+        whole("cutout", 0, 1024)
+        whole("early_stopping", 0)
+        whole("finetune", 0, 100)
+        whole("input_size", 8, 1024)
+        whole("seed", 0)
+        number("lr", 0, open_low=True)
+        number("momentum", 0, 0.999)
+        number("weight_decay", 0)
+        number("warmup", 0)
+        number("label_smoothing", 0, 0.5)
+        number("ema", 0, 0.99999)
+        number("val_split", 0, 0.5, open_low=True)
+        number("backbone_lr", 0)
+        number("dropout", 0, 0.95)
+        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
+            raise ConfigError(f"--hidden must be positive whole numbers, not {self.hidden!r}")
+        if self.finetune and not self.model.startswith("transfer:"):
+            raise ConfigError("--finetune applies to transfer:BACKBONE models only")
+        return self

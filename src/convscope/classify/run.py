@@ -1,0 +1,137 @@
+"""A run directory: what a training run leaves behind, written so a kill at any moment loses nothing.
+
+    RUN_DIR/config.json              resolved TrainConfig, classes, model and data facts, versions
+    RUN_DIR/model.safetensors        the latest weights (+ config JSON in the header): evaluate/predict/export
+    RUN_DIR/checkpoint.safetensors   everything resume needs: weights, EMA, optimizer state, epoch, history
+    RUN_DIR/metrics.csv              one row per epoch
+    RUN_DIR/tensorboard/             the same scalars as TensorBoard event files
+    RUN_DIR/curves.png               loss and accuracy per epoch
+
+Every file is written to a temporary name, flushed to disk and renamed over the old one, so a reader
+sees either the previous complete file or the new one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+
+CONFIG, MODEL, CHECKPOINT, METRICS = "config.json", "model.safetensors", "checkpoint.safetensors", "metrics.csv"
+KIND = "convscope-classifier"
+
+
+class RunError(UserError):
+    """Not a run directory, or a run that does not fit (another model, a damaged checkpoint)."""
+
+
+def atomic_write(path: Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    from safetensors.torch import save
+
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write(path, save(flat, metadata={"convscope": json.dumps(meta)}))
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors import safe_open
+    from safetensors.torch import load
+
+    try:
+        data = Path(path).read_bytes()
+        tensors = load(data)
+        with safe_open(str(path), "pt") as f:  # header metadata
+            header = f.metadata() or {}
+        return tensors, json.loads(header.get("convscope", "{}"))
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing") from None
+    except Exception as e:
+        raise RunError(f"{path} is damaged or not a safetensors file ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path).expanduser()
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # ---- creation and checks -------------------------------------------------------------------
+    def create(self, info: dict, resume: bool = False) -> None:
+        """Start a run here: the folder must be new or empty (or a run, with resume)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path} exists and is not a folder")
+        if self.path.is_dir() and any(self.path.iterdir()) and not resume:
+            hint = " (add --resume to continue it)" if self.file(CONFIG).exists() else ""
+            raise RunError(f"{self.path} is not empty{hint}; choose a new run folder")
+        atomic_write(self.file(CONFIG), json.dumps({"kind": KIND, **info}, indent=2).encode())
+
+    def info(self) -> dict:
+        """config.json of an existing run; RunError when this is not a run directory."""
+        path = self.file(CONFIG)
+        if not self.path.is_dir():
+            raise RunError(f"{self.path} is not a run folder (it does not exist or is a file)")
+        try:
+            info = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise RunError(f"{self.path} is not a run folder: no {CONFIG} (train one with convscope classify "
+                           "train)") from None
+        except (OSError, ValueError) as e:
+            raise RunError(f"{path} is unreadable: {e}") from None
+        if info.get("kind") != KIND:
+            raise RunError(f"{path} does not describe a convscope classifier run")
+        return info
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save(self, weights: dict[str, torch.Tensor], live: dict[str, torch.Tensor],
+             train_state: dict[str, torch.Tensor], meta: dict) -> None:
+        """The model file (`weights`: what users get) first, then the resume checkpoint (`live`
+        weights as training left them, plus `train_state`): either can be trusted alone."""
+        save_tensors(self.file(MODEL), weights, {"epoch": meta["epoch"], "kind": KIND})
+        save_tensors(self.file(CHECKPOINT), {**{f"model.{k}": v for k, v in live.items()}, **train_state}, meta)
+
+    def load_model_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        return load_tensors(self.file(MODEL))
+
+    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict] | None:
+        """(model state, other tensors, meta) of the last finished epoch, or None before the first."""
+        if not self.file(CHECKPOINT).exists():
+            return None
+        tensors, meta = load_tensors(self.file(CHECKPOINT))
+        model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        rest = {k: v for k, v in tensors.items() if not k.startswith("model.")}
+        return model, rest, meta
+
+    # ---- metrics -------------------------------------------------------------------------------
+    def write_metrics(self, history: list[dict]) -> None:
+        """The whole table each epoch (rewritten atomically: a resumed run never duplicates rows)."""
+        if not history:
+            return
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write(self.file(METRICS), buf.getvalue().encode())

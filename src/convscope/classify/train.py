@@ -1,0 +1,358 @@
+"""Training: one loop for every model, with checkpoints that make any run resumable.
+
+Determinism, and why resume ends where an uninterrupted run would: each epoch reseeds everything
+random in it from (seed, epoch): the loader's order and augmentation, dropout, the head's feature
+batches. So a run restarted from the checkpoint of epoch k replays epoch k+1 exactly as the
+first run did (on the CPU bit for bit; on a GPU up to the non-determinism of its kernels).
+
+Transfer learning with a frozen backbone computes the "bottleneck" features of every image once,
+caches them on disk keyed by backbone, layer, input size and the data themselves, and trains the
+dense head on them, which takes seconds. With --finetune N the last N backbone blocks train too
+(at backbone_lr x lr); their BatchNorm layers keep their ImageNet statistics (eval mode), the usual
+advice for small data sets, while their scale and shift still learn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..devices import resolve_device
+from ..errors import ConfigError, NumericalError
+from .config import TrainConfig
+from .data import DataSplits, DeviceLoader, ImageData
+from .models import TransferModel, build_model
+from .run import RunDir, RunError, load_tensors, save_tensors
+
+
+@dataclass
+class EpochReport:
+    """Progress: one per finished epoch (and per step with `step` set, for progress bars)."""
+    epoch: int
+    epochs: int
+    step: int = 0
+    steps: int = 0
+    train_loss: float = math.nan
+    train_acc: float = math.nan
+    val_loss: float = math.nan
+    val_acc: float = math.nan
+    lr: float = math.nan
+    seconds: float = 0.0
+    done: bool = False           # True for the end-of-epoch report
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig          # resolved
+    classes: list[str]
+    history: list[dict] = field(default_factory=list)
+    val_acc: float = math.nan
+    epochs_run: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def precision_context(precision: str, device: torch.device):
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    if precision == "fp32":
+        return contextlib.nullcontext(), precision
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype), precision
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Learning-rate multiplier at optimizer step `step` of `total` (warm-up first, linear)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    if schedule == "step":
+        return 0.01 if t >= 0.75 else 0.1 if t >= 0.5 else 1.0
+    if schedule == "onecycle":  # linear up for 30% then linear down to 0 (a triangle)
+        return t / 0.3 if t < 0.3 else max(0.0, (1 - t) / 0.7)
+    return 1.0
+
+
+def make_optimizer(config: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    # Keras' Adadelta of the reference recipe: rho 0.95, epsilon 1e-7.
+    return torch.optim.Adadelta(groups, lr=config.lr, rho=0.95, eps=1e-7, weight_decay=config.weight_decay)
+
+
+# ---- model state -------------------------------------------------------------------------------
+def saved_state(model: nn.Module, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The weights a run keeps: a frozen pretrained backbone is rebuilt from its package, not saved."""
+    state = model.state_dict()
+    if isinstance(model, TransferModel) and not config.finetune:
+        state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+    return state
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    strict = not (isinstance(model, TransferModel) and not any(k.startswith("backbone.") for k in state))
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise RunError(f"{where} holds weights of another model: {str(e).splitlines()[1].strip()}") from None
+    if unexpected or (strict and missing) or any(not k.startswith("backbone.") for k in missing):
+        what = unexpected or missing
+        raise RunError(f"{where} holds weights of another model ({len(what)} mismatched, e.g. {what[0]})")
+
+
+def set_trainable(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """Parameter groups to optimize; freezes what must not train."""
+    if not isinstance(model, TransferModel):
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
+    model.backbone.requires_grad_(False)
+    groups = [{"params": list(model.head.parameters()), "lr_scale": 1.0}]
+    if config.finetune:
+        blocks = model.backbone_blocks()
+        if config.finetune > len(blocks):
+            raise ConfigError(f"--finetune {config.finetune}: {model.backbone_name} has {len(blocks)} blocks")
+        opened = [p for block in blocks[-config.finetune:] for p in block.parameters()]
+        for p in opened:
+            p.requires_grad_(True)
+        groups.append({"params": opened, "lr_scale": config.backbone_lr})
+    return groups
+
+
+def train_mode(model: nn.Module) -> None:
+    model.train()
+    if isinstance(model, TransferModel):
+        model.backbone.eval()  # frozen statistics; dropout-free anyway
+
+
+# ---- bottleneck features -----------------------------------------------------------------------
+def data_digest(data: ImageData) -> str:
+    h = hashlib.sha256()
+    h.update(str(tuple(data.images.shape)).encode())
+    h.update(data.labels.numpy().tobytes())
+    h.update(data.images.contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+@torch.no_grad()
+def bottleneck_features(model: TransferModel, data: ImageData, device, batch: int, cache_dir: Path | None,
+                        report: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    key = hashlib.sha256(f"{model.backbone_name}|{model.feature_layer}|{model.input_size}|{model.pool}|"
+                         f"{data_digest(data)}".encode()).hexdigest()[:32]
+    path = cache_dir / f"{model.backbone_name}-{model.input_size}px-{key}.safetensors" if cache_dir else None
+    if path is not None and path.exists():
+        try:
+            tensors, _ = load_tensors(path)
+            return tensors["features"]
+        except RunError:
+            pass  # damaged: recompute and overwrite
+    model.eval()
+    out = []
+    n = len(data)
+    for start in range(0, n, batch):
+        x = data.images[start:start + batch].to(device).float().div_(255)
+        out.append(model.bottleneck(x).float().cpu())
+        if report:
+            report(min(start + batch, n), n)
+    feats = torch.cat(out)
+    if path is not None:
+        save_tensors(path, {"features": feats}, {"backbone": model.backbone_name, "size": model.input_size})
+    return feats
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, device, batch: int = 500,
+                   channels_last: bool = False, flip_tta: bool = False) -> torch.Tensor:
+    """Logits for uint8 images [N, 3, H, W] (float32, on the CPU)."""
+    model.eval()
+    out = []
+    for start in range(0, images.shape[0], batch):
+        x = images[start:start + batch].to(device).float().div_(255)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = model(x).float()
+        if flip_tta:
+            logits = (logits + model(x.flip(3)).float()) / 2
+        out.append(logits.cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+# ---- the loop ----------------------------------------------------------------------------------
+def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool = False,
+          callback: Callable[[EpochReport], None] | None = None, cache_dir: str | Path | None = None) -> TrainResult:
+    """Train `config.model` on `splits`, writing every epoch's checkpoint and metrics to `run`."""
+    config = config.resolved()
+    device = resolve_device(config.device)
+    config = replace(config, device=str(device))
+    classes = splits.train.classes
+    autocast, precision = precision_context(config.precision, device)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, len(classes), config.input_size, hidden=config.hidden,
+                        dropout=config.dropout).to(device)
+    if config.channels_last and device.type != "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    groups = set_trainable(model, config)
+    optimizer = make_optimizer(config, groups)
+    cached = isinstance(model, TransferModel) and not config.finetune
+    if cached:
+        cache = Path(cache_dir) if cache_dir else None
+        train_x = bottleneck_features(model, splits.train, device, 256, cache)
+        val_x = bottleneck_features(model, splits.val, device, 256, cache)
+        train_y, val_y = splits.train.labels, splits.val.labels
+        steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
+    else:
+        loader = DeviceLoader(splits.train, config.batch_size, shuffle=True, drop_last=len(splits.train) > config.batch_size,
+                              flip=config.flip, translate=config.translate, cutout=config.cutout, device=device,
+                              channels_last=config.channels_last and device.type != "cpu", seed=config.seed)
+        steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = round(config.warmup * steps_per_epoch)
+    ema = ({k: v.detach().clone() for k, v in saved_state(model, config).items() if v.is_floating_point()}
+           if config.ema else None)
+
+    history: list[dict] = []
+    best_acc, best_epoch, start_epoch = -1.0, 0, 0
+    if resume:
+        state = run.load_checkpoint()
+        if state is not None:
+            model_state, rest, meta = state
+            load_state(model, model_state, str(run.file("checkpoint.safetensors")))
+            _load_optimizer(optimizer, rest, meta)
+            if ema is not None:
+                ema = {k[4:]: v.to(device) for k, v in rest.items() if k.startswith("ema.")} or ema
+            history, best_acc, best_epoch = meta["history"], meta["best_acc"], meta["best_epoch"]
+            start_epoch = meta["epoch"]
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    result = TrainResult(config, classes, history)
+    clock = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        if config.early_stopping and epoch - best_epoch >= config.early_stopping and best_acc >= 0:
+            result.stopped_early = True
+            break
+        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout etc.: the same in a resumed run
+        train_mode(model)
+        epoch_start = time.perf_counter()
+        seen, loss_sum, correct_sum = 0, torch.zeros((), device=device), torch.zeros((), device=device)
+        if cached:
+            gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            order = torch.randperm(len(train_y), generator=gen)
+            batches = ((train_x[order[s:s + config.batch_size]].to(device), train_y[order[s:s + config.batch_size]].to(device))
+                       for s in range(0, len(order), config.batch_size))
+        else:
+            loader.set_epoch(epoch)
+            batches = iter(loader)
+        for i, (x, y) in enumerate(batches):
+            step = epoch * steps_per_epoch + i
+            factor = lr_factor(step, total_steps, warmup_steps, config.schedule)
+            for g in optimizer.param_groups:
+                g["lr"] = config.lr * factor * g["lr_scale"]
+            with autocast:
+                logits = model.head(x) if cached else model(x)
+                loss = criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for k, v in model.state_dict().items():
+                        if k in ema:
+                            ema[k].lerp_(v.detach(), 1 - config.ema)
+            loss_sum += loss.detach() * y.shape[0]
+            correct_sum += (logits.detach().argmax(1) == y).sum()
+            seen += y.shape[0]
+            if callback is not None:
+                callback(EpochReport(epoch + 1, config.epochs, i + 1, steps_per_epoch, lr=config.lr * factor))
+        train_loss = float(loss_sum) / max(seen, 1)
+        if not math.isfinite(train_loss):
+            raise NumericalError(f"the training loss became {train_loss} in epoch {epoch + 1}; "
+                                 "lower --lr or use --precision fp32")
+        val_loss, val_acc = _validate(model, ema, cached, val_x if cached else None, splits.val, device, config,
+                                      autocast)
+        row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(float(correct_sum) / max(seen, 1), 6),
+               "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6), "lr": config.lr * factor,
+               "seconds": round(time.perf_counter() - epoch_start, 3)}
+        history.append(row)
+        if val_acc > best_acc:
+            best_acc, best_epoch = val_acc, epoch + 1
+        _checkpoint(run, model, ema, optimizer, config, classes, history, best_acc, best_epoch, epoch + 1)
+        if callback is not None:
+            callback(EpochReport(epoch + 1, config.epochs, steps_per_epoch, steps_per_epoch, row["train_loss"],
+                                 row["train_acc"], val_loss, val_acc, row["lr"], row["seconds"], done=True))
+    result.history, result.epochs_run = history, len(history)
+    result.val_acc = history[-1]["val_acc"] if history else math.nan
+    result.seconds = time.perf_counter() - clock
+    return result
+
+
+def _validate(model, ema, cached, val_x, val: ImageData, device, config, autocast) -> tuple[float, float]:
+    live = None
+    if ema is not None:  # evaluate the averaged weights
+        live = {k: v.detach().clone() for k, v in model.state_dict().items() if k in ema}
+        model.load_state_dict(ema, strict=False)
+    try:
+        model.eval()
+        with torch.no_grad(), autocast:
+            if cached:
+                logits = torch.cat([model.head(val_x[s:s + 1024].to(device)).float().cpu()
+                                    for s in range(0, len(val_x), 1024)])
+            else:
+                logits = predict_logits(model, val.images, device, channels_last=config.channels_last and device.type != "cpu")
+    finally:
+        if live is not None:
+            model.load_state_dict(live, strict=False)
+    loss = F.cross_entropy(logits, val.labels).item()
+    acc = (logits.argmax(1) == val.labels).float().mean().item()
+    return loss, acc
+
+
+def _checkpoint(run: RunDir, model, ema, optimizer, config, classes, history, best_acc, best_epoch, epoch) -> None:
+    live = saved_state(model, config)
+    weights = live
+    rest: dict[str, torch.Tensor] = {}
+    if ema is not None:  # the averaged weights are the model users get; resume needs both
+        weights = {k: (ema[k] if k in ema else v) for k, v in live.items()}
+        rest.update({f"ema.{k}": v for k, v in ema.items()})
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict] = {}
+    for idx, state in opt["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                rest[f"optim.{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in opt["param_groups"]]
+    meta = {"epoch": epoch, "history": history, "best_acc": best_acc, "best_epoch": best_epoch,
+            "optim_groups": groups, "optim_scalars": scalars, "config": config.to_dict(), "classes": classes}
+    run.save(weights, live, rest, meta)
+    run.write_metrics(history)
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, rest: dict, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, value in rest.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, values in meta.get("optim_scalars", {}).items():
+        state.setdefault(int(idx), {}).update(values)
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": meta["optim_groups"]})
+    except (ValueError, KeyError) as e:
+        raise RunError(f"the checkpoint's optimizer state does not fit this model ({e})") from None
