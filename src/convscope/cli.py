@@ -32,6 +32,8 @@ def _type_of(annotation: str):
         return str, "+"
     if "tuple[float" in annotation:
         return float, "+"
+    if "tuple[int" in annotation:
+        return int, "+"
     for name, kind in (("bool", bool), ("int", int), ("float", float), ("str", str)):
         if annotation.startswith(name):
             return kind, None

@@ -27,3 +27,16 @@ def image_strip(panels: Sequence[tuple[str, Image.Image]], title: str = "") -> I
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
+
+
+def render(draw, size: tuple[float, float], dpi: int = 110) -> Image.Image:
+    """A figure drawn by `draw(fig)` on an Agg canvas of `size` inches, as a PIL RGB image."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=dpi)
+    draw(fig)
+    fig.tight_layout()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")

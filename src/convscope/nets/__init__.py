@@ -131,8 +131,16 @@ def _avg_backbone(net: Net) -> Net:
     return net.use_avg_pooling()
 
 
+def is_run_folder(name: str) -> bool:
+    from pathlib import Path
+
+    return (Path(name).expanduser() / "config.json").is_file()
+
+
 def layer_table(name: str = "vgg19") -> list[dict]:
     """The layers of a registered net (names, kinds, channels, strides, aliases), without weights."""
+    if is_run_folder(name):
+        return get_net(name).layer_table()
     return _build(_key(name), "max", weights=False).layer_table()
 
 
@@ -142,7 +150,14 @@ def net_names() -> list[str]:
 
 def get_net(name: str = "vgg19", pooling: str = "max", device: torch.device | str = "cpu",
             dtype: torch.dtype = torch.float32) -> Net:
-    """A frozen network by registry name (or torchvision model name, optionally NAME:random), on `device`."""
+    """A frozen network by registry name (or torchvision model name, optionally NAME:random, or a
+    classifier run folder written by `convscope classify train`), on `device`."""
+    if is_run_folder(name):
+        from ..classify.predict import as_net, load_run
+
+        net = as_net(load_run(name))
+        net = net.use_avg_pooling() if pooling == "avg" else net
+        return net.to(device=device, dtype=dtype)
     net = _build(_key(name), pooling, weights=True)
     net.requires_grad_(False)
     return net.eval().to(device=device, dtype=dtype)

@@ -1,0 +1,135 @@
+"""Using a trained run: load it, evaluate it on a data set, predict images, turn it into a named-layer net.
+
+A run's model file holds the weights; config.json says which architecture, classes and input size
+they belong to. ImageNet predictions without training use EfficientNet-Lite0's bundled head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+from .. import images
+from ..errors import ConfigError
+from .config import TrainConfig
+from .models import build_model
+from .run import RunDir, RunError
+from .train import load_state, predict_logits
+
+
+@dataclass
+class LoadedRun:
+    model: nn.Module
+    config: TrainConfig
+    classes: list[str]
+    input_size: int
+    path: Path
+
+
+def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
+    """The trained model of run folder `path`, frozen, in eval mode, on `device`."""
+    run = RunDir(path)
+    info = run.info()
+    try:
+        config = TrainConfig(**info["config"])
+        classes = list(info["classes"])
+    except (KeyError, TypeError) as e:
+        raise RunError(f"{run.file('config.json')} is incomplete or from another version ({e})") from None
+    model = build_model(config.model, len(classes), config.input_size, hidden=tuple(config.hidden),
+                        dropout=config.dropout)
+    state, _ = run.load_model_state()
+    load_state(model, state, str(run.file("model.safetensors")))
+    model.requires_grad_(False)
+    return LoadedRun(model.eval().to(device), config, classes, int(config.input_size), run.path)
+
+
+def as_net(loaded: LoadedRun):
+    """The run's model as a `HookedNet` (layers by module path, `logits`, class names): what the
+    vis engines take, so every method works on a trained CIFAR net as on VGG19."""
+    from ..nets import HookedNet
+
+    net = HookedNet(loaded.model, nn.Identity(), str(loaded.path), loaded.input_size, loaded.classes)
+    net.requires_grad_(False)
+    return net.eval()
+
+
+@dataclass
+class Evaluation:
+    accuracy: float
+    top_k: dict[int, float]                  # k -> top-k accuracy
+    per_class: dict[str, float]              # class -> accuracy (recall)
+    confusion: torch.Tensor                  # [C, C] counts, rows = true class
+    count: int
+    flip_tta: bool
+
+
+def evaluate(loaded: LoadedRun, images_u8: torch.Tensor, labels: torch.Tensor, device, flip_tta: bool = False,
+             ks: tuple[int, ...] = (1, 5)) -> Evaluation:
+    logits = predict_logits(loaded.model, images_u8, device, flip_tta=flip_tta)
+    c = len(loaded.classes)
+    top = logits.topk(min(max(ks), c), dim=1).indices
+    hits = top == labels[:, None]
+    topk = {k: hits[:, :k].any(1).float().mean().item() for k in ks if k <= c}
+    pred = top[:, 0]
+    confusion = torch.bincount(labels * c + pred, minlength=c * c).view(c, c)
+    totals = confusion.sum(1).clamp(min=1)
+    per_class = {name: (confusion[i, i] / totals[i]).item() for i, name in enumerate(loaded.classes)}
+    return Evaluation(topk[1], topk, per_class, confusion, int(labels.numel()), flip_tta)
+
+
+@dataclass
+class Prediction:
+    path: str
+    probabilities: torch.Tensor              # [C] float
+    top: list[tuple[str, float]]             # (class, probability), best first
+    actual: str | None                       # the folder name, when it is one of the classes
+    image: Image.Image                       # as loaded (for figures)
+
+
+def predict_images(model: nn.Module, classes: list[str], paths: list[str], input_size: int, device,
+                   top: int = 5, batch: int = 32) -> list[Prediction]:
+    """Predictions for image files: resized (short side) and centre-cropped to the net's input size."""
+    out: list[Prediction] = []
+    for start in range(0, len(paths), batch):
+        chunk = paths[start:start + batch]
+        loaded = [images.load_image(p) for p in chunk]
+        x = torch.stack([images.pil_to_tensor(_square(im, input_size))[0] for im in loaded]).to(device)
+        with torch.no_grad():
+            probs = model(x).float().softmax(1).cpu()
+        for path, im, p in zip(chunk, loaded, probs):
+            values, idx = p.topk(min(top, len(classes)))
+            parent = Path(path).parent.name
+            out.append(Prediction(path, p, [(classes[i], v.item()) for v, i in zip(values, idx)],
+                                  parent if parent in classes else None, im))
+    return out
+
+
+def _square(img: Image.Image, size: int) -> Image.Image:
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def image_paths(inputs: list[str]) -> list[str]:
+    """Files as given, and the images inside folders (recursive, sorted); ConfigError when none."""
+    from .data import IMAGE_EXTENSIONS
+
+    found: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+        elif p.exists():
+            found.append(str(p))
+        else:
+            raise ConfigError(f"{item}: no such file or folder")
+    if not found:
+        raise ConfigError(f"no images in {', '.join(inputs)}")
+    return found

@@ -1,0 +1,284 @@
+"""`convscope classify train|evaluate|predict`: image classifiers from scratch or on pretrained backbones."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+from ..cli import add_config_options
+
+
+def register(subparsers) -> None:
+    from ..classify.config import TrainConfig
+
+    p = subparsers.add_parser("classify", help="train, evaluate and use image classifiers",
+                              description="Image classification: train a CNN from scratch or on a pretrained "
+                              "backbone, evaluate it, predict images.")
+    sub = p.add_subparsers(dest="classify_command", metavar="{train,evaluate,predict}")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a classifier into a run folder",
+                       description="Train --model on --data. Every epoch writes a checkpoint, metrics.csv, "
+                       "TensorBoard scalars and curves.png into the run folder; --resume continues a run "
+                       "stopped at any point and ends where an uninterrupted run would.")
+    t.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder (new or empty)")
+    t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    t.add_argument("--cache-dir", default=None,
+                   help="where decoded images and bottleneck features are cached (default ~/.cache/convscope)")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_config_options(t, TrainConfig)
+    t.set_defaults(func=run_train)
+
+    e = sub.add_parser("evaluate", help="accuracy, per-class accuracy, top-k and a confusion matrix",
+                       description="Evaluate a trained run on its validation data (or --data).")
+    e.add_argument("run_dir", help="a run folder written by classify train")
+    e.add_argument("--data", default=None, help="data set to evaluate on (default: the run's own validation split)")
+    e.add_argument("--data-root", default=None, help="where CIFAR-10 is")
+    e.add_argument("--tta", action="store_true", help="average the predictions of the image and its mirror")
+    e.add_argument("-o", "--output", default=None, help="confusion-matrix figure (PNG)")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.add_argument("--device", default="auto", help="device: auto, cpu, cuda, cuda:N, mps (default: auto)")
+    e.set_defaults(func=run_evaluate)
+
+    r = sub.add_parser("predict", help="class probabilities for images or folders",
+                       description="Predict images with a trained run, or with --net efficientnet_lite0 "
+                       "(ImageNet's 1000 classes, no training needed).")
+    r.add_argument("inputs", nargs="+", metavar="RUN_DIR|IMAGE|FOLDER",
+                   help="a run folder then images/folders; or only images/folders with --net")
+    r.add_argument("--net", default=None, help="predict with a pretrained net instead of a run (efficientnet_lite0)")
+    r.add_argument("--top", type=int, default=5, help="classes listed per image (default: 5)")
+    r.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    r.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    r.add_argument("--figure", metavar="OUT.png", default=None,
+                   help="write the image / actual vs predicted / probability bars view")
+    r.add_argument("--device", default="auto", help="device: auto, cpu, cuda, cuda:N, mps (default: auto)")
+    r.set_defaults(func=run_predict)
+
+
+def _cache_dir(args) -> str:
+    from pathlib import Path
+
+    return args.cache_dir or str(Path("~/.cache/convscope").expanduser())
+
+
+def run_train(args) -> int:
+    import warnings
+    from pathlib import Path
+
+    from ..classify.config import TrainConfig
+    from ..classify.data import load_data
+    from ..classify.run import RunDir
+    from ..classify.train import train
+    from ..runinfo import run_metadata
+
+    config = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
+                            if k in TrainConfig.__dataclass_fields__}).resolved()
+    run = RunDir(args.output)
+    if args.resume:
+        info = run.info()
+        if info.get("config", {}).get("model") != config.model:
+            from ..classify.run import RunError
+            raise RunError(f"{run.path} trained model {info.get('config', {}).get('model')!r}, not {config.model!r}")
+    elif run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
+        run.create({}, resume=False)  # raises the one-line "not empty" error before any loading
+    cache = _cache_dir(args)
+    folder = config.data != "cifar10"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = load_data(config.data, root=config.data_root, size=config.input_size if folder else None,
+                           val_split=config.val_split, seed=config.seed, cache_dir=str(Path(cache) / "data"))
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    skipped = splits.train.skipped + splits.val.skipped
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}", file=sys.stderr)
+    meta = run_metadata("classify train", config.to_dict(), data=splits.source, val=splits.val_kind,
+                        train_images=len(splits.train), val_images=len(splits.val), skipped=len(skipped))
+    info = {"config": config.to_dict(), "classes": splits.train.classes, "run": meta}
+    if not args.resume or not run.file("config.json").exists():
+        run.create(info, resume=args.resume)
+    callback = None if args.quiet else _bar()
+    result = train(splits, config, run, resume=args.resume, callback=callback,
+                   cache_dir=Path(cache) / "features")
+    _curves(run, result.history)
+    last = result.history[-1] if result.history else {}
+    stop = " (stopped early)" if result.stopped_early else ""
+    print(f"{config.model}: validation accuracy {last.get('val_acc', float('nan')):.4f} after "
+          f"{result.epochs_run} epoch(s){stop}, {result.seconds:.1f} s; run saved in {run.path}", file=sys.stderr)
+    return 0
+
+
+def _bar():
+    from tqdm import tqdm
+
+    state = {"bar": None}
+
+    def callback(r) -> None:
+        if state["bar"] is None or (r.step == 1 and not r.done):
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["bar"] = tqdm(total=r.steps, desc=f"epoch {r.epoch}/{r.epochs}", unit="step", file=sys.stderr,
+                                leave=True)
+        bar = state["bar"]
+        if r.done:
+            bar.set_postfix(loss=f"{r.train_loss:.3f}", acc=f"{r.train_acc:.3f}", val_acc=f"{r.val_acc:.3f}")
+            bar.close()
+            state["bar"] = None
+        else:
+            bar.update(r.step - bar.n)
+
+    return callback
+
+
+def _curves(run, history) -> None:
+    """curves.png: loss and accuracy per epoch, train and validation; and the TensorBoard scalars."""
+    if not history:
+        return
+    from ..figures import render
+    from ..images import save_image
+    from ..tbevents import ScalarWriter
+
+    writer = ScalarWriter(run.file("tensorboard"))
+    for row in history[-1:]:
+        writer.add(row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
+
+    def draw(fig) -> None:
+        epochs = [r["epoch"] for r in history]
+        ax1, ax2 = fig.subplots(1, 2)
+        ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+        ax1.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
+        ax1.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
+        ax2.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
+        ax2.plot(epochs, [r["val_acc"] for r in history], "o-", label="validation")
+        ax2.set(title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
+        for ax in (ax1, ax2):
+            ax.grid(alpha=0.3)
+            ax.legend()
+
+    save_image(render(draw, (10, 4)), run.file("curves.png"), None)
+
+
+def run_evaluate(args) -> int:
+    from ..classify.data import load_data
+    from ..classify.predict import evaluate, load_run
+    from ..devices import resolve_device
+
+    device = resolve_device(args.device)
+    loaded = load_run(args.run_dir, device)
+    spec = args.data or loaded.config.data
+    folder = spec != "cifar10"
+    splits = load_data(spec, root=args.data_root or loaded.config.data_root,
+                       size=loaded.input_size if folder else None, val_split=loaded.config.val_split,
+                       seed=loaded.config.seed)
+    if splits.val.classes != loaded.classes:
+        from ..errors import ConfigError
+        raise ConfigError(f"the data's classes ({', '.join(splits.val.classes[:5])}, ...) differ from the run's "
+                          f"({', '.join(loaded.classes[:5])}, ...)")
+    ev = evaluate(loaded, splits.val.images, splits.val.labels, device, flip_tta=args.tta)
+    if args.json:
+        print(json.dumps({"accuracy": ev.accuracy, "top_k": ev.top_k, "per_class": ev.per_class,
+                          "count": ev.count, "tta": ev.flip_tta, "confusion": ev.confusion.tolist()}, indent=2))
+    else:
+        print(f"accuracy {ev.accuracy:.4f} on {ev.count} images ({splits.val_kind})"
+              + "".join(f", top-{k} {v:.4f}" for k, v in ev.top_k.items() if k > 1))
+        for name, acc in ev.per_class.items():
+            print(f"  {name:<20} {acc:.4f}")
+    if args.output:
+        _confusion_figure(ev, loaded.classes, args.output)
+    return 0
+
+
+def _confusion_figure(ev, classes, out) -> None:
+    from ..figures import render
+    from ..images import check_output_path, save_image
+
+    path = check_output_path(out)
+
+    def draw(fig) -> None:
+        ax = fig.subplots()
+        c = ev.confusion.float()
+        norm = c / c.sum(1, keepdim=True).clamp(min=1)
+        ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        if len(classes) <= 20:
+            for i in range(len(classes)):
+                for j in range(len(classes)):
+                    ax.text(j, i, int(c[i, j]), ha="center", va="center", fontsize=6,
+                            color="white" if norm[i, j] > 0.5 else "black")
+        ax.set(xlabel="predicted", ylabel="actual", title=f"confusion matrix: accuracy {ev.accuracy:.4f}")
+
+    size = max(5, 0.45 * len(classes) + 2)
+    save_image(render(draw, (size, size)), path, {"accuracy": ev.accuracy, "per_class": ev.per_class})
+
+
+def run_predict(args) -> int:
+    from ..classify.predict import as_net, image_paths, load_run, predict_images
+    from ..devices import resolve_device
+    from ..errors import ConfigError
+    from ..images import check_output_path
+
+    if args.top < 1:
+        raise ConfigError(f"--top must be at least 1, not {args.top}")
+    figure = check_output_path(args.figure) if args.figure else None
+    device = resolve_device(args.device)
+    inputs = list(args.inputs)
+    if args.net:
+        from ..nets import get_net
+
+        net = get_net(args.net, device=device)
+        if net.num_classes is None or net.classes is None:
+            raise ConfigError(f"net {args.net!r} has no named classifier head; use efficientnet_lite0")
+        model, classes, size = net, net.classes, net.input_size
+    else:
+        loaded = load_run(inputs.pop(0), device)
+        if not inputs:
+            raise ConfigError("give images or folders to predict after the run folder")
+        model, classes, size = as_net(loaded), loaded.classes, loaded.input_size
+    preds = predict_images(model, classes, image_paths(inputs), size, device, top=args.top)
+    if args.json:
+        print(json.dumps([{"path": p.path, "actual": p.actual, "top": [{"class": c, "probability": round(v, 6)}
+                                                                        for c, v in p.top]} for p in preds], indent=2))
+    elif args.csv:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["path", "actual", "rank", "class", "probability"])
+        for p in preds:
+            for rank, (c, v) in enumerate(p.top, 1):
+                w.writerow([p.path, p.actual or "", rank, c, f"{v:.6f}"])
+        print(buf.getvalue(), end="")
+    else:
+        for p in preds:
+            mark = "" if p.actual is None else (" (correct)" if p.top[0][0] == p.actual else f" (actual: {p.actual})")
+            print(f"{p.path}: " + ", ".join(f"{c} {v:.1%}" for c, v in p.top) + mark)
+    if figure is not None:
+        _predict_figure(preds, figure)
+    return 0
+
+
+def _predict_figure(preds, out) -> None:
+    from ..figures import render
+    from ..images import save_image
+
+    shown = preds[:8]
+
+    def draw(fig) -> None:
+        axes = fig.subplots(len(shown), 2, squeeze=False, gridspec_kw={"width_ratios": [1, 1.6]})
+        for (ax_img, ax_bar), p in zip(axes, shown):
+            ax_img.imshow(p.image)
+            ax_img.axis("off")
+            predicted = p.top[0][0]
+            colour = "black" if p.actual is None else ("green" if p.actual == predicted else "red")
+            ax_img.set_title((f"actual: {p.actual}\n" if p.actual else "") + f"predicted: {predicted}",
+                             fontsize=9, color=colour)
+            names = [c for c, _ in p.top][::-1]
+            ax_bar.barh(names, [v for _, v in p.top][::-1],
+                        color=["tab:green" if c == p.actual else "tab:blue" for c in names])
+            ax_bar.set_xlim(0, 1)
+            ax_bar.set_xlabel("probability", fontsize=8)
+            ax_bar.tick_params(labelsize=8)
+
+    save_image(render(draw, (8, 2.6 * len(shown))), out,
+               {"predictions": [{"path": p.path, "top": p.top, "actual": p.actual} for p in shown]})
