@@ -64,10 +64,12 @@ ARCHITECTURES: dict[str, Callable[[], Net]] = {
 
 @lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[str, ...]:
-    """The 1000 ImageNet class names, index order (from torchvision's weight metadata: no download)."""
-    from torchvision.models import ResNet18_Weights
+    """The 1000 ImageNet class names, index order (the list torchvision's weights carry, stored as a
+    package file: importing torchvision.models for it costs seconds)."""
+    from importlib.resources import files
 
-    return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    names = files(__package__).joinpath("imagenet_classes.txt").read_text(encoding="utf-8").splitlines()
+    return tuple(n for n in names if n)
 
 
 @lru_cache(maxsize=1)
