@@ -1,0 +1,728 @@
+"""Top activations over a folder of images, with deconvnet projections (Zeiler & Fergus 2014, fig. 2).
+
+For each channel of a layer asked for: the k images of a folder (and the patch of each at the
+unit's receptive field) where the channel fires most, next to the deconvnet projection of that one
+activation back to the pixels. Two passes:
+
+1. Scan: the folder streams through the net in batches (no gradients), images loaded by a background
+   thread while the previous batch runs. Per image and channel only the maximum over positions is
+   kept, merged into a running top-k per channel, so memory is O(channels * k), not O(images); at
+   most two batches of pixels exist at any time (the one in the forward pass and the one loading).
+   Unreadable images are skipped and counted.
+2. Project: each winner is reloaded and its single activation (channel, row, col) projected to the
+   pixels by the deconvnet (attribution's "deconvnet" backward rule, several winners per pass);
+   image and projection are cropped to the unit's receptive field, which is measured once per
+   (net, layer) from gradients (see `receptive_field`).
+
+Engine only: paths in, a result with PIL tiles out, progress through a callback; `sheet_figure`
+draws the figure.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from .. import images
+from ..devices import default_precision, resolve_device
+from ..errors import ConfigError, ImageError
+from ..nets import AUTO, auto_layer, get_net
+from ..optimize import precision_mode
+from ..options import PRECISION_HELP, PRECISIONS, check_choices
+from ..options import option as _opt
+from .attribution import RULES, backward_rule
+
+# Files the scan reads (case-insensitive). Hidden files and folders (".DS_Store", macOS "._x.jpg"
+# resource forks, ".git") are not images and are skipped without counting as unreadable.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+FITS = ("crop", "squash")
+PATCHES = ("rf", "image")
+MAX_CHANNELS = 64    # rows of the figure; beyond that it is unreadable (run twice instead)
+MAX_TOP = 100
+MAX_SIZE = 2048
+AUTO_DEPTH = 0.5     # --layer auto: the middle block output (relu3_4 on vgg19, blocks.7 on efficientnet_lite0)
+# Random images per probe position when measuring the receptive field: 8 at up to 64 px (a net
+# with few channels needs several images before every max-pooling switch has opened once), down
+# to 2 from 128 px on (cost grows with the pixels; wide layers fill the field from one image).
+RF_PROBE_PIXELS = 8 * 64 * 64
+PROJECT_BATCH = 8    # winners per deconvnet pass (VGG19 to relu3_4 keeps ~30 MB per 128-px image for backward)
+
+
+@dataclass
+class TopActConfig:
+    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
+    layer: str = _opt(f"layer by any name, or {AUTO}: the net's middle block output (relu3_4 on vgg19)", AUTO)
+    channels: str = _opt("channels of --layer, one row of the figure each: ranges and lists such as "
+                         f"0-7 or 1,5,9 (at most {MAX_CHANNELS})", "0-7")
+    top: int = _opt("images per channel: the ones where the channel fires most", 9)
+    # 128 px: vgg19 to relu3_4 measured ~22 ms per image (bf16, 2 busy CPU cores) against ~235 ms at
+    # 224 px, so a 1000-photo folder takes about a minute, not four. Every image becomes the same
+    # square so that batches stack.
+    size: int = _opt("side of the square every image is resized to (pixels)", 128)
+    fit: str = _opt("how an image becomes a square: crop (centre crop, then resize) or squash "
+                    "(resize, ignoring the aspect ratio)", "crop", choices=FITS)
+    patch: str = _opt("what the figure shows: rf (the patch at the unit's receptive field) or "
+                      "image (whole images, receptive field outlined)", "rf", choices=PATCHES)
+    # Zero padding makes many units fire hardest at the image border (measured: 5 of the top 5 of
+    # vgg19 relu3_4 channel 0 over 40 photos sat at the border); those patches are cut off and say
+    # more about the padding than about the channel.
+    border: bool = _opt("also count positions whose receptive field extends past the image border "
+                        "(by default only positions that see a whole field, or the least cut ones "
+                        "when the field is larger than the image)", False)
+    rule: str = _opt("how activations are projected to the pixels: deconvnet (Zeiler & Fergus), guided "
+                     "(guided backprop) or gradient", "deconvnet", choices=RULES)
+    batch_size: int = _opt("images per forward pass (memory grows with it)", 32)
+    workers: int = _opt("threads decoding images while the network runs", 2)
+    device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
+    precision: str = _opt(PRECISION_HELP + " (of the scan; projections run in fp32)", "auto",
+                          choices=PRECISIONS)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> TopActConfig:
+        """Check every field that needs no network; ConfigError with a one-line message."""
+        for name, lo, hi in (("top", 1, MAX_TOP), ("size", 1, MAX_SIZE), ("batch_size", 1, 4096),
+                             ("workers", 1, 64)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number from {lo} to {hi}, "
+                                  f"not {v!r}")
+        parse_channels(self.channels)
+        check_choices(self)
+        return self
+
+
+def parse_channels(spec: str, count: int | None = None, layer: str = "the layer") -> list[int]:
+    """"0-7" / "1,5,9" / "0-3,8" -> channel indices in the order given, duplicates dropped.
+    With `count` (the channels of `layer`), each must be below it. ConfigError otherwise."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError("--channels is empty; give channels such as 0-7 or 1,5,9")
+    found: list[int] = []
+    for part in spec.replace(" ", "").split(","):
+        lo, sep, hi = part.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ConfigError(f"bad --channels {spec!r}: {part!r} is not a channel or a range such as 0-7")
+        first, last = int(lo), int(hi) if sep else int(lo)
+        if last < first:
+            raise ConfigError(f"bad --channels {spec!r}: the range {part!r} runs backwards")
+        if last - first >= MAX_CHANNELS:
+            raise ConfigError(f"--channels {spec!r} asks for too many: at most {MAX_CHANNELS} per figure")
+        found += [c for c in range(first, last + 1) if c not in found]
+    if len(found) > MAX_CHANNELS:
+        raise ConfigError(f"--channels {spec!r} asks for {len(found)}: at most {MAX_CHANNELS} per figure")
+    if count is not None:
+        bad = [c for c in found if c >= count]
+        if bad:
+            raise ConfigError(f"channel {bad[0]} is out of range: {layer} has {count} channels "
+                              f"(0 to {count - 1})")
+    return found
+
+
+# ----------------------------------------------------------------------------------- the folder
+
+def find_images(folder) -> list[Path]:
+    """Image files under `folder` (recursively, by extension), sorted by relative path so every
+    run sees the same order. ConfigError for a missing folder, a file, or no images."""
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise ConfigError(f"folder not found: {root}; check the path")
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder; give a folder of images")
+    found = []
+    for parent, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(parent, f) for f in files
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+    if not found:
+        raise ConfigError(f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)}, in subfolders too)")
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def load_square(path, size: int, fit: str = "crop") -> Image.Image:
+    """An image file as a `size` x `size` RGB image (ImageError when unreadable)."""
+    img = images.load_image(path)
+    # reducing_gap: a box reduction first, then the filter; ~5x faster on camera-size photos and
+    # indistinguishable at these sizes.
+    w, h = img.size
+    box = (0, 0, w, h)
+    if fit == "crop":  # the centred square of side min(w, h)
+        s = min(w, h)
+        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+    return img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=2.0)
+
+
+@dataclass
+class Batch:
+    indices: list[int]          # positions in the file list of the images in `pixels`
+    pixels: torch.Tensor        # [n, 3, size, size] uint8 on the CPU (4x smaller than float)
+    skipped: list[int]          # positions of the files in this chunk that could not be read
+
+
+def _load_batch(paths: Sequence[Path], start: int, size: int, fit: str, pool: ThreadPoolExecutor) -> Batch:
+    def one(path):
+        try:
+            return np.asarray(load_square(path, size, fit))
+        except ImageError:
+            return None
+
+    arrays = list(pool.map(one, paths))
+    ok = [i for i, a in enumerate(arrays) if a is not None]
+    pixels = (torch.from_numpy(np.stack([arrays[i] for i in ok])).permute(0, 3, 1, 2).contiguous()
+              if ok else torch.zeros(0, 3, size, size, dtype=torch.uint8))
+    return Batch([start + i for i in ok], pixels,
+                 [start + i for i, a in enumerate(arrays) if a is None])
+
+
+def stream_batches(paths: Sequence[Path], size: int, fit: str, batch_size: int,
+                   workers: int = 2) -> Iterator[Batch]:
+    """Batches of the images in `paths`, in order; while the caller works on one batch the next one
+    is being decoded, so at most two batches of pixels are alive at any time."""
+    chunks = [(i, paths[i:i + batch_size]) for i in range(0, len(paths), batch_size)]
+    if not chunks:
+        return
+    pool = ThreadPoolExecutor(max_workers=workers)
+    loader = ThreadPoolExecutor(max_workers=1)  # runs _load_batch, which fans out over `pool`
+    try:
+        pending = loader.submit(_load_batch, chunks[0][1], chunks[0][0], size, fit, pool)
+        for k in range(len(chunks)):
+            batch = pending.result()
+            pending = None
+            if k + 1 < len(chunks):
+                start, part = chunks[k + 1]
+                pending = loader.submit(_load_batch, part, start, size, fit, pool)
+            yield batch
+            del batch
+    finally:
+        loader.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ------------------------------------------------------------------------------ running top-k
+
+class RunningTopK:
+    """Per channel, the k largest (value, image, row, col) seen so far, largest first.
+
+    `update` takes a batch of activations [B, C, H, W] (the channels tracked, in order) and the
+    image index of each row; each image contributes its maximum over positions. Ties keep the
+    earlier image (stable sort, images arrive in order), so results do not depend on batching.
+    """
+
+    def __init__(self, channels: int, k: int):
+        self.k = k
+        self.values = torch.empty(channels, 0)
+        self.images = torch.empty(channels, 0, dtype=torch.long)
+        self.rows = torch.empty(channels, 0, dtype=torch.long)
+        self.cols = torch.empty(channels, 0, dtype=torch.long)
+
+    def update(self, act: torch.Tensor, indices: Sequence[int], allowed: torch.Tensor | None = None) -> None:
+        """Merge a batch: act [B, C, H, W], indices [B]; `allowed` [H, W] bool: positions that count."""
+        b, c, h, w = act.shape
+        if b == 0:
+            return
+        act = act.detach().float()
+        if allowed is not None:
+            act = act.masked_fill(~allowed.to(act.device), float("-inf"))
+        peak, where = act.flatten(2).max(dim=2)                            # [B, C] each
+        peak, where = peak.t().cpu(), where.t().cpu()                      # [C, B]
+        idx = torch.as_tensor(list(indices), dtype=torch.long).expand(c, b)
+        values = torch.cat([self.values, peak], 1)
+        order = values.sort(dim=1, descending=True, stable=True).indices[:, :self.k]
+        self.values = values.gather(1, order)
+        self.images = torch.cat([self.images, idx], 1).gather(1, order)
+        self.rows = torch.cat([self.rows, where // w], 1).gather(1, order)
+        self.cols = torch.cat([self.cols, where % w], 1).gather(1, order)
+
+    def winners(self, slot: int) -> list[tuple[float, int, int, int]]:
+        """(value, image, row, col) of tracked channel number `slot`, largest first."""
+        return list(zip(self.values[slot].tolist(), self.images[slot].tolist(),
+                        self.rows[slot].tolist(), self.cols[slot].tolist()))
+
+
+# --------------------------------------------------------------------------- receptive field
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Where a unit of the layer looks, in input pixels: position (row, col) of the layer's grid
+    sees rows offset[0] + row * stride[0] ... + size[0] - 1 (and likewise for columns).
+
+    `effective`: the exact field did not fit in the largest probe image (or is global: squeeze-
+    excitation blocks let every unit see the whole image), so size and offset are those of the box
+    holding 99% of the gradient instead (the "effective receptive field", Luo et al. 2016)."""
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    offset: tuple[int, int]   # negative where the net pads the image
+    effective: bool = False
+
+    def box(self, row: int, col: int, side: int) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right), bottom/right exclusive: the unit's field clipped to a
+        `side`-px image, then grown inside the image back to min(size, side) so that every patch
+        of a figure has the same size (a field cut by the border shows more of the image instead)."""
+        spans = []
+        for axis, pos in enumerate((row, col)):
+            span = min(self.size[axis], side)
+            lo = min(max(self.offset[axis] + pos * self.stride[axis], 0), side - span)
+            spans.append((lo, lo + span))
+        (top, bottom), (left, right) = spans
+        return top, left, bottom, right
+
+    def exact_box(self, row: int, col: int, side: int) -> tuple[int, int, int, int]:
+        """The field of (row, col) clipped to the image, without growing it back."""
+        top, left = self.offset[0] + row * self.stride[0], self.offset[1] + col * self.stride[1]
+        return (max(top, 0), max(left, 0), min(top + self.size[0], side), min(left + self.size[1], side))
+
+    def allowed(self, height: int, width: int, side: int) -> torch.Tensor:
+        """[height, width] bool: the grid positions whose field is least cut by the border of a
+        `side`-px image (all those whose whole field lies inside it, when there are any)."""
+        masks = []
+        for axis, n in enumerate((height, width)):
+            lo = self.offset[axis] + torch.arange(n) * self.stride[axis]
+            cut = lo.neg().clamp(min=0) + (lo + self.size[axis] - side).clamp(min=0)
+            masks.append(cut == cut.min())
+        return masks[0][:, None] & masks[1][None, :]
+
+
+def receptive_field(net, layer: str, side: int, max_side: int | None = None, seed: int = 0) -> ReceptiveField:
+    """Measure the receptive field of `layer` empirically: the input pixels with a non-zero gradient
+    of one position's activations (all channels summed), on a few random images (the union, so
+    rectifiers and max-pooling switches closed on one image do not hide pixels).
+
+    Two neighbouring positions, (r, c) and (r + 1, c + 1) near the centre of the grid, give the
+    size, the stride (how far the field moves per step) and the offset. The probe image starts at
+    `side` px (at least 4 strides) and doubles while the field touches its border, up to
+    `max_side` (default: twice `side`, at least 4 strides); a field still larger than that is
+    summarized by its effective box (see ReceptiveField): for the figure it covers the whole
+    `side`-px image either way.
+    """
+    device = next(net.parameters()).device
+    stride = net.stride_of([layer])
+    # Beyond twice the image, a larger field changes nothing the figure shows (the patch is the
+    # whole image, and the least-cut positions are the central ones either way).
+    max_side = max_side or max(2 * side, 4 * stride)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    probe = max(side, 4 * stride)  # fields span several strides: no smaller probe can hold one
+    while True:
+        n = max(2, min(8, RF_PROBE_PIXELS // (probe * probe)))
+        x = torch.rand(2 * n, 3, probe, probe, generator=gen).to(device).requires_grad_(True)
+        with torch.enable_grad():
+            act = net.features(x, [layer])[layer]
+            if act.ndim != 4:
+                raise ConfigError(f"layer {layer} of {net.net_name} has no spatial grid "
+                                  f"(output shape {tuple(act.shape[1:])}); choose a convolutional layer")
+            h, w = act.shape[2:]
+            r, c = max(0, (h - 1) // 2), max(0, (w - 1) // 2)
+            r2, c2 = min(r + 1, h - 1), min(c + 1, w - 1)
+            score = act[:n, :, r, c].float().sum() + act[n:, :, r2, c2].float().sum()
+            (grad,) = torch.autograd.grad(score, x)
+        mass = [grad[:n].detach().abs().float().sum(dim=(0, 1)), grad[n:].detach().abs().float().sum(dim=(0, 1))]
+        boxes = [_support(m) for m in mass]
+        touches = any(b[0] == 0 or b[1] == 0 or b[2] == probe or b[3] == probe for b in boxes)
+        if (touches or h < 2 or w < 2) and 2 * probe <= max_side:
+            probe *= 2
+            continue
+        break
+    grid = (max(1, round(probe / h)), max(1, round(probe / w)))
+    if touches:
+        (t0, l0, b0, rt0) = _support(mass[0], keep=0.99)
+        return ReceptiveField((b0 - t0, rt0 - l0), grid, (t0 - r * grid[0], l0 - c * grid[1]), effective=True)
+    (t0, l0, b0, rt0), (t1, l1, _, _) = boxes
+    # A neighbour on the same grid cell (a 1-wide grid) gives no stride: fall back to the ratio.
+    sy = t1 - t0 if r2 > r and t1 > t0 else grid[0]
+    sx = l1 - l0 if c2 > c and l1 > l0 else grid[1]
+    return ReceptiveField((b0 - t0, rt0 - l0), (sy, sx), (t0 - r * sy, l0 - c * sx))
+
+
+def _support(mass: torch.Tensor, keep: float | None = None) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right), bottom/right exclusive, of the pixels of `mass` [H, W] (gradient
+    magnitudes) that are non-zero, or with `keep`, of the central `keep` fraction of the mass of
+    each axis (its marginal quantiles)."""
+    h, w = mass.shape
+    total = float(mass.sum())
+    if total == 0:  # nothing flows back (a dead unit on every probe): call it one pixel
+        return h // 2, w // 2, h // 2 + 1, w // 2 + 1
+    spans = []
+    for marginal in (mass.sum(1), mass.sum(0)):
+        if keep is None:
+            idx = (marginal > 0).nonzero()[:, 0]
+            spans.append((int(idx[0]), int(idx[-1]) + 1))
+        else:
+            cdf = marginal.double().cumsum(0) / marginal.sum()
+            lo = int((cdf < (1 - keep) / 2).sum())
+            hi = int((cdf < 1 - (1 - keep) / 2).sum()) + 1
+            spans.append((lo, min(hi, len(marginal))))
+    (top, bottom), (left, right) = spans
+    return top, left, bottom, right
+
+
+# ------------------------------------------------------------------------------------ engine
+
+@dataclass
+class TopActProgress:
+    stage: str          # "scan" (images through the net) or "project" (deconvnet projections)
+    done: int           # images scanned (skipped ones included) / projections made
+    total: int
+    skipped: int        # unreadable images so far
+    elapsed: float      # seconds since the stage started
+
+
+@dataclass
+class Winner:
+    channel: int
+    rank: int                          # 1 = strongest
+    value: float                       # the channel's maximum over the image's positions
+    path: Path
+    row: int                           # position of that maximum in the layer's grid
+    col: int
+    box: tuple[int, int, int, int]     # the patch (top, left, bottom, right) in the resized image
+    patch: Image.Image | None = None   # image crop (or whole image, --patch image)
+    projection: Image.Image | None = None  # deconvnet projection, same crop, zero signal = grey
+
+
+@dataclass
+class Scan:
+    """Pass 1's outcome: the running top-k and what was read."""
+    top: RunningTopK
+    scanned: int              # files tried (skipped ones included)
+    skipped: list[Path]
+    interrupted: bool
+    seconds: float
+
+
+@dataclass
+class TopActResult:
+    config: TopActConfig               # as run (device, precision and layer resolved)
+    folder: Path
+    layer: str                         # as asked for (or chosen by auto)
+    canonical: str
+    channels: list[int]
+    winners: dict[int, list[Winner]]   # channel -> winners, strongest first
+    rf: ReceptiveField                 # of the layer, in the resized images' pixels
+    found: int                         # image files in the folder
+    scanned: int
+    skipped: list[Path]
+    interrupted: bool                  # Ctrl-C during the scan: the winners are of the images scanned
+    seconds: dict[str, float] = field(default_factory=dict)
+    # Whether max pooling runs before the layer: the deconvnet's only link to the image is the
+    # pooling "switches" (it rectifies the backward signal itself, ignoring the forward ReLUs),
+    # so without them every image gets the same projection for the same unit.
+    switches: bool = True
+
+
+class TopActivations:
+    """The network and layer, checked; `scan` then `project` (or `run` for both)."""
+
+    def __init__(self, config: TopActConfig, net=None):
+        config = config.validate()
+        if net is None:
+            device = resolve_device(config.device)
+            net = get_net(config.net, "max", device).use_channels_last(device.type in ("cuda", "cpu"))
+        else:
+            device = next(net.parameters()).device
+        precision = default_precision(device) if config.precision == "auto" else config.precision
+        layer = auto_layer(net, AUTO_DEPTH) if config.layer == AUTO else config.layer
+        self.net, self.device = net, device
+        self.layer = layer
+        self.canonical = net.resolve(layer)  # "did you mean" before any work
+        info = getattr(net, "info", {}).get(self.canonical)
+        if info is not None and not info.spatial:
+            raise ConfigError(f"layer {layer} of {config.net} has no spatial grid (shape {info.shape[1:]}); "
+                              "choose a convolutional layer")
+        self.channels = parse_channels(config.channels, net.channels_of(layer), f"{layer} of {net.net_name}")
+        stride = net.stride_of([layer])
+        if config.size < stride:
+            raise ConfigError(f"--size {config.size} is too small for {layer} of {config.net}: "
+                              f"it needs images of at least {stride} px")
+        # A net handed in names itself in the record, whatever config.net said.
+        self.config = replace(config, net=net.net_name, device=str(device), precision=precision, layer=layer)
+        self._field: ReceptiveField | None = None
+
+    @property
+    def rf(self) -> ReceptiveField:
+        if self._field is None:
+            self._field = receptive_field(self.net, self.layer, self.config.size)
+        return self._field
+
+    def scan(self, paths: Sequence[Path], callback: Callable[[TopActProgress], None] | None = None,
+             batches: Iterable[Batch] | None = None) -> Scan:
+        """Pass 1 over `paths` (or the given `batches` of them). Ctrl-C stops the scan early and
+        returns what was seen so far (interrupted=True)."""
+        c = self.config
+        top = RunningTopK(len(self.channels), c.top)
+        channels = torch.as_tensor(self.channels, device=self.device)
+        if batches is None:
+            batches = stream_batches(paths, c.size, c.fit, c.batch_size, c.workers)
+        skipped: list[Path] = []
+        scanned, interrupted, start = 0, False, time.perf_counter()
+        allowed = None
+        try:
+            for batch in batches:
+                if batch.indices:
+                    x = batch.pixels.to(self.device).float().div_(255.0)
+                    with torch.no_grad(), precision_mode(c.precision, self.device):
+                        act = self.net.features(x, [self.layer])[self.layer]
+                    if allowed is None and not c.border:
+                        allowed = self.rf.allowed(act.shape[2], act.shape[3], c.size)
+                    top.update(act.index_select(1, channels), batch.indices, allowed)
+                    del x, act
+                batch_skipped, batch_count = batch.skipped, len(batch.indices) + len(batch.skipped)
+                del batch  # drop our reference before the loader starts the batch after next
+                skipped += [paths[i] for i in batch_skipped]
+                scanned += batch_count
+                if callback is not None:
+                    callback(TopActProgress("scan", scanned, len(paths), len(skipped),
+                                            time.perf_counter() - start))
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()  # a generator: stop its loader threads now
+        return Scan(top, scanned, skipped, interrupted, time.perf_counter() - start)
+
+    def project(self, paths: Sequence[Path], scan: Scan,
+                callback: Callable[[TopActProgress], None] | None = None) -> dict[int, list[Winner]]:
+        """Pass 2: reload each winner, project its activation with the deconvnet, crop both.
+
+        Winners go through the net PROJECT_BATCH at a time (one forward and backward per chunk
+        instead of one per winner: less per-call overhead on a CPU, a fuller GPU), in float32."""
+        c = self.config
+        todo = [(self.channels[slot], rank, w) for slot in range(len(self.channels))
+                for rank, w in enumerate(scan.top.winners(slot), 1)]
+        out: dict[int, list[Winner]] = {ch: [] for ch in self.channels}
+        start = time.perf_counter()
+        for first in range(0, len(todo), PROJECT_BATCH):
+            chunk, loaded = todo[first:first + PROJECT_BATCH], []
+            for channel, rank, (value, index, row, col) in chunk:
+                try:
+                    img = load_square(paths[index], c.size, c.fit)
+                except ImageError:  # changed or removed since the scan: leave the slot empty
+                    continue
+                loaded.append((img, channel, rank, value, index, row, col))
+            if loaded:
+                x = torch.cat([images.pil_to_tensor(item[0]) for item in loaded]).to(self.device)
+                units = [(channel, row, col) for _, channel, _, _, _, row, col in loaded]
+                grads = projections(self.net, x, self.layer, units, c.rule)
+                for (img, channel, rank, value, index, row, col), grad in zip(loaded, grads):
+                    winner = self._winner(channel, rank, value, paths[index], row, col, img, grad[None])
+                    out[channel].append(winner)
+            if callback is not None:
+                done = min(first + PROJECT_BATCH, len(todo))
+                callback(TopActProgress("project", done, len(todo), len(scan.skipped),
+                                        time.perf_counter() - start))
+        return out
+
+    def _winner(self, channel, rank, value, path, row, col, img: Image.Image, grad: torch.Tensor) -> Winner:
+        side, rf = self.config.size, self.rf
+        exact = rf.exact_box(row, col, side)
+        view = _viewable(grad.detach().float().cpu(), exact)  # [3, S, S] in [0, 1]
+        if self.config.patch == "rf":
+            top, left, bottom, right = box = rf.box(row, col, side)
+            patch = img.crop((left, top, right, bottom))
+            projection = images.tensor_to_pil(view[:, top:bottom, left:right])
+        else:
+            box = exact
+            patch = img.copy()
+            ImageDraw.Draw(patch).rectangle((exact[1], exact[0], exact[3] - 1, exact[2] - 1),
+                                            outline=(255, 230, 0))
+            projection = images.tensor_to_pil(view)
+        return Winner(channel, rank, value, path, row, col, box, patch, projection)
+
+    def run(self, paths: Sequence[Path], folder, callback=None) -> TopActResult:
+        field_start = time.perf_counter()
+        rf = self.rf  # measured before the scan: a problem with the layer shows at once
+        field_seconds = time.perf_counter() - field_start
+        scan = self.scan(paths, callback)
+        if not scan.interrupted and len(scan.skipped) == scan.scanned:
+            raise ImageError(f"none of the {scan.scanned} image(s) in {folder} could be read (the first: "
+                             f"{relative_name(scan.skipped[0], Path(folder))}); check the files")
+        project_start = time.perf_counter()
+        winners = self.project(paths, scan, callback)
+        seconds = {"receptive_field": field_seconds, "scan": scan.seconds,
+                   "project": time.perf_counter() - project_start}
+        return TopActResult(self.config, Path(folder), self.layer, self.canonical, self.channels, winners, rf,
+                            len(paths), scan.scanned, scan.skipped, scan.interrupted, seconds,
+                            switches=self.pools_before_layer())
+
+    def pools_before_layer(self) -> bool:
+        """Whether a max pooling runs before (or at) the layer, found by a tiny forward with hooks
+        (removed at once): module order in the net says nothing about the forward order."""
+        ran = []
+        handles = [m.register_forward_hook(lambda *_: ran.append(True))
+                   for m in self.net.modules() if isinstance(m, torch.nn.MaxPool2d)]
+        try:
+            side = self.net.stride_of([self.layer])
+            with torch.no_grad():
+                self.net.features(torch.zeros(1, 3, side, side, device=self.device), [self.layer])
+        finally:
+            for h in handles:
+                h.remove()
+        return bool(ran)
+
+
+def top_activations(folder, config: TopActConfig | None = None, net=None,
+                    callback: Callable[[TopActProgress], None] | None = None) -> TopActResult:
+    """Top-k images of each channel over `folder`, with deconvnet projections (see the module doc)."""
+    config = (config or TopActConfig()).validate()
+    paths = find_images(folder)
+    return TopActivations(config, net).run(paths, folder, callback)
+
+
+def projections(net, x: torch.Tensor, layer: str, units: Sequence[tuple[int, int, int]],
+                rule: str = "deconvnet") -> torch.Tensor:
+    """Projections [N, 3, H, W] of one activation per image: image i of x [N, 3, H, W] projects
+    units[i] = (channel, row, col) of `layer` by the backward `rule`. Each image's gradient depends
+    on its own score only (frozen nets in eval mode treat the images of a batch independently), so
+    this is `attribution.backproject(net, x[i:i+1], Target(layer, channel, (row, col)), rule)` for
+    every i at once."""
+    channel, row, col = (torch.as_tensor(v, device=x.device) for v in zip(*units))
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), backward_rule(rule):
+        act = net.features(x, [layer])[layer]
+        score = act[torch.arange(len(units), device=x.device), channel, row, col].float().sum()
+        (grad,) = torch.autograd.grad(score, x)
+    return grad
+
+
+def _viewable(grad: torch.Tensor, box: tuple[int, int, int, int], spread: float = 3.0) -> torch.Tensor:
+    """Signed projection [1, 3, H, W] -> [3, H, W] in [0, 1], by the convention of
+    `attribution.gradient_image` (mid-grey = mean, +-`spread` standard deviations to the ends) but
+    with the statistics of the unit's field `box` only: outside it the projection is exactly zero,
+    and those zeros would otherwise set the contrast (washed out for small fields)."""
+    top, left, bottom, right = box
+    region = grad[:, :, top:bottom, left:right]
+    mean = region.mean()
+    std = (region - mean).std().clamp(min=1e-12) if region.numel() > 1 else grad.new_tensor(1.0)
+    return (0.5 + (grad[0] - mean) / (2 * spread * std)).clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------------ figure
+
+def relative_name(path: Path, folder: Path) -> str:
+    try:
+        return Path(path).relative_to(folder).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _mosaic(tiles: list[Image.Image], k: int, gap: int = 2) -> np.ndarray:
+    """Tiles (same size) in a ceil(sqrt(k))-wide grid with white gaps; empty slots stay white."""
+    g = math.ceil(math.sqrt(k))
+    rows = math.ceil(k / g)
+    th, tw = (tiles[0].height, tiles[0].width) if tiles else (8, 8)
+    out = np.full((rows * th + (rows - 1) * gap, g * tw + (g - 1) * gap, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles[:k]):
+        r, c = divmod(i, g)
+        out[r * (th + gap):r * (th + gap) + th, c * (tw + gap):c * (tw + gap) + tw] = np.asarray(tile)
+    return out
+
+
+def sheet_title(result: TopActResult) -> str:
+    c = result.config
+    alias = f" ({result.canonical})" if result.canonical != result.layer else ""
+    scanned = (f"{result.scanned - len(result.skipped)} images" +
+               (f" ({len(result.skipped)} unreadable skipped)" if result.skipped else ""))
+    stopped = f", INTERRUPTED after {result.scanned} of {result.found}" if result.interrupted else ""
+    f = result.rf
+    if c.patch == "image":
+        what = f"whole images ({c.size} px), receptive field outlined"
+    elif min(f.size) >= c.size:
+        what = (f"whole images: the receptive field ({f.size[0]}x{f.size[1]} px) covers all of the "
+                f"{c.size}-px image")
+    else:
+        what = f"image patches at the receptive field ({f.size[0]}x{f.size[1]} px of {c.size})"
+    how = {"deconvnet": "deconvnet projections (Zeiler & Fergus 2014)",
+           "guided": "projections by guided backprop (Springenberg et al. 2015)",
+           "gradient": "gradients (Simonyan et al. 2014)"}[c.rule]
+    note = ("\n(no max pooling before this layer: its deconvnet projections do not depend on the image; "
+            "--rule guided does)" if c.rule == "deconvnet" and not result.switches else "")
+    return (f"{c.net}  {result.layer}{alias}: top {c.top} of {scanned} in {result.folder.name or result.folder}"
+            f"{stopped}\nleft: {what}\nright: their {how}; small numbers: the activation{note}")
+
+
+def sheet_figure(result: TopActResult, dpi: int = 110) -> Image.Image:
+    """Per channel a block: the k patches in a grid, then their projections; RGB image out."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    k = result.config.top
+    n = len(result.channels)
+    cols = 1 if n <= 3 else 2 if n <= 16 else 3
+    rows = math.ceil(n / cols)
+    g = math.ceil(math.sqrt(k))
+    grid_rows = math.ceil(k / g)
+    mw = 2.1                                   # width of one mosaic, inches
+    mh = mw * grid_rows / g                    # tiles are square
+    label, gap, pair_gap, side = 0.45, 0.35, 0.12, 0.15
+    block_w = label + 2 * mw + pair_gap
+    grid_w = cols * block_w + (cols - 1) * gap
+    fig_w = max(6.5, 2 * side + grid_w)        # room for the title when there is one column
+    # About 15 characters per inch at 9 pt: wrap rather than let a line run off a narrow figure.
+    title = "\n".join(textwrap.fill(line, int(fig_w * 15)) for line in sheet_title(result).split("\n"))
+    top = 0.35 + 0.16 * (title.count("\n") + 1)
+    fig_h = top + rows * (mh + gap) + side
+    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
+    for i, channel in enumerate(result.channels):
+        r, c = divmod(i, cols)
+        x0 = (fig_w - grid_w) / 2 + c * (block_w + gap)
+        y0 = fig_h - top - (r + 1) * (mh + gap) + gap
+        fig.text((x0 + label * 0.5) / fig_w, (y0 + mh / 2) / fig_h, f"ch\n{channel}", ha="center",
+                 va="center", fontsize=10, fontweight="bold")
+        winners = result.winners.get(channel, [])
+        for j, (attr, left) in enumerate((("patch", x0 + label), ("projection", x0 + label + mw + pair_gap))):
+            ax = fig.add_axes((left / fig_w, y0 / fig_h, mw / fig_w, mh / fig_h))
+            tiles = [getattr(w, attr) for w in winners]
+            mosaic = _mosaic(tiles, k)
+            ax.imshow(mosaic, interpolation="antialiased")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if j == 0 and tiles:
+                th, tw = tiles[0].height, tiles[0].width
+                for idx, w in enumerate(winners):
+                    rr, cc = divmod(idx, g)
+                    ax.text(cc * (tw + 2) + 1, rr * (th + 2) + th - 1, _short(w.value), fontsize=5,
+                            color="white", va="bottom", ha="left",
+                            bbox={"facecolor": "black", "alpha": 0.55, "pad": 0.6, "linewidth": 0})
+            if not tiles:
+                ax.text(0.5, 0.5, "no images", transform=ax.transAxes, ha="center", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=9, y=1 - 0.08 / fig_h, va="top")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
+
+
+def _short(value: float) -> str:
+    """An activation in at most ~4 characters: 0.512, 37.2, 8.9k, 1.2M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def metadata_dict(result: TopActResult, max_names: int = 50) -> dict:
+    """JSON-ready: which files won (relative paths), values, positions, patches; what was skipped."""
+    f = result.rf
+    return {
+        "layer": result.layer, "canonical_layer": result.canonical, "channels": result.channels,
+        "folder": str(result.folder), "images_found": result.found, "images_scanned": result.scanned,
+        "skipped_count": len(result.skipped),
+        "skipped": [relative_name(p, result.folder) for p in result.skipped[:max_names]],
+        "interrupted": result.interrupted, "max_pooling_before_layer": result.switches,
+        "receptive_field": {"size": list(f.size), "stride": list(f.stride), "offset": list(f.offset),
+                            "effective": f.effective},
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        "winners": {str(ch): [{"rank": w.rank, "file": relative_name(w.path, result.folder),
+                               "value": w.value, "row": w.row, "col": w.col, "box": list(w.box)}
+                              for w in ws] for ch, ws in result.winners.items()},
+    }
