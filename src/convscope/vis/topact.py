@@ -80,7 +80,9 @@ class TopActConfig:
                         "(by default only positions that see a whole field, or the least cut ones "
                         "when the field is larger than the image)", False)
     rule: str = _opt("how activations are projected to the pixels: deconvnet (Zeiler & Fergus), guided "
-                     "(guided backprop) or gradient", "deconvnet", choices=RULES)
+                     "(guided backprop), gradient, or auto: deconvnet when a max pooling runs before the "
+                     "layer (its switches tie the projection to the image), else guided", AUTO,
+                     choices=(AUTO, *RULES))
     batch_size: int = _opt("images per forward pass (memory grows with it)", 32)
     workers: int = _opt("threads decoding images while the network runs", 2)
     device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
@@ -444,6 +446,8 @@ class TopActivations:
                               f"it needs images of at least {stride} px")
         # A net handed in names itself in the record, whatever config.net said.
         self.config = replace(config, net=net.net_name, device=str(device), precision=precision, layer=layer)
+        if config.rule == AUTO:
+            self.config = replace(self.config, rule="deconvnet" if self.pools_before_layer() else "guided")
         self._field: ReceptiveField | None = None
 
     @property
