@@ -166,9 +166,26 @@ def model_names() -> list[str]:
     return [*SCRATCH, *(f"transfer:{b}" for b in TRANSFER_BACKBONES)]
 
 
+def check_model_name(name: str) -> None:
+    """ConfigError (with a suggestion) unless `name` is a model build_model knows; builds nothing."""
+    from ..nets import torchvision_classifiers
+
+    if name in SCRATCH or name in torchvision_classifiers():
+        return
+    if name.startswith("transfer:"):
+        backbone = name.split(":", 1)[1]
+        if backbone in TRANSFER_BACKBONES:
+            return
+        raise ConfigError(f"unknown transfer backbone {backbone!r}{suggest(backbone, TRANSFER_BACKBONES)}; "
+                          f"choose from {', '.join(TRANSFER_BACKBONES)}")
+    raise ConfigError(f"unknown model {name!r}{suggest(name, model_names() + list(torchvision_classifiers()))}; "
+                      f"choose from {', '.join(model_names())} or a torchvision classification model")
+
+
 def build_model(name: str, num_classes: int, input_size: int = 32, pretrained: bool = True,
                 hidden: Sequence[int] = (512, 256), dropout: float = 0.5) -> nn.Module:
     """A fresh model by name (see the module docstring); ConfigError with a suggestion for unknown names."""
+    check_model_name(name)
     if num_classes < 2:
         raise ConfigError(f"a classifier needs at least 2 classes, not {num_classes}")
     if name == "simple":

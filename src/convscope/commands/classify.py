@@ -75,6 +75,11 @@ def run_train(args) -> int:
 
     config = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
                             if k in TrainConfig.__dataclass_fields__}).resolved()
+    from ..classify.models import check_model_name
+    from ..devices import resolve_device
+
+    check_model_name(config.model)     # cheap checks before any data is read
+    resolve_device(config.device)
     run = RunDir(args.output)
     if args.resume:
         info = run.info()

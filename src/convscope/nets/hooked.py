@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
@@ -71,6 +72,7 @@ class HookedNet(nn.Module):
         self.memory_format = torch.contiguous_format
         self.info = self._probe()
         self._min_side: dict[str, int] = {}
+        self.fixed_size = not self._runs_at(self.input_size * 3 // 2)
         self.names = list(self.info)
         self.index = {n: i for i, n in enumerate(self.names)}
         self.aliases = {LOGITS: "", **(aliases or {})}
@@ -142,6 +144,18 @@ class HookedNet(nn.Module):
         self.info = {n: LayerInfo(i.name, type(self._modules_by_name[n]).__name__ if n else i.kind, i.shape,
                                   i.calls, i.order) for n, i in self.info.items()}
         return self
+
+    def _runs_at(self, side: int) -> bool:
+        """Whether the whole net accepts `side` x `side` inputs (a Flatten + Linear head does not)."""
+        param = next(self.model.parameters(), None)
+        x = torch.zeros(1, 3, side, side, device=param.device if param is not None else "cpu",
+                        dtype=param.dtype if param is not None else torch.float32)
+        try:
+            with torch.no_grad():
+                self.model(self.preprocess(x))
+        except RuntimeError:
+            return False
+        return True
 
     # ---- names -------------------------------------------------------------------------------
     def resolve(self, name: str) -> str:
@@ -237,6 +251,12 @@ class HookedNet(nn.Module):
             wanted.setdefault(self.resolve(n), []).append(n)
         if not wanted:
             return {}
+        if self.fixed_size and tuple(image.shape[-2:]) != (self.input_size,) * 2 and \
+                any(not self.info[n].spatial for n in wanted):
+            # A head that flattens a fixed grid (Flatten + Linear) only takes its training size: the
+            # image is resized to it, differentiably, so gradients still reach every input pixel.
+            image = F.interpolate(image, size=(self.input_size,) * 2, mode="bilinear", align_corners=False,
+                                  antialias=image.shape[-1] > self.input_size)
         x = self.preprocess(image).contiguous(memory_format=self.memory_format)
         if "" in wanted and len(wanted) == 1:
             y = self.model(x)
@@ -274,7 +294,7 @@ class HookedNet(nn.Module):
         return out
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(self.preprocess(image).contiguous(memory_format=self.memory_format))
+        return self.features(image, [LOGITS])[LOGITS]
 
 
 def hook_count(module: nn.Module) -> int:

@@ -1,0 +1,112 @@
+"""`convscope classify ...` end to end on a tiny image folder, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convscope.cli import main
+from convscope.images import sidecar_path
+
+CLASSES = ("red", "green", "blue")
+
+
+def make_folder(root, n_train=12, n_test=6, size=16, seed=0, corrupt=True):
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for ci, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                a = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+                r, c = rng.integers(0, size - 6, 2)
+                a[r:r + 6, c:c + 6, ci] = 230
+                Image.fromarray(a).save(folder / f"{i}.png")
+    if corrupt:
+        (root / "train" / "red" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cls")
+    data = make_folder(root / "data")
+    run = root / "run"
+    code = main(["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "4", "--batch-size", "8",
+                 "--device", "cpu", "--cache-dir", str(root / "cache"), "-q"])
+    assert code == 0
+    return data, run
+
+
+def test_train_writes_a_complete_run(trained, capsys):
+    data, run = trained
+    for name in ("config.json", "model.safetensors", "checkpoint.safetensors", "metrics.csv", "curves.png"):
+        assert (run / name).exists(), name
+    assert list((run / "tensorboard").iterdir())
+    info = json.loads((run / "config.json").read_text())
+    assert info["classes"] == sorted(CLASSES) and info["run"]["skipped"] == 1
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,train_loss") and len(rows) == 5
+
+
+def test_evaluate_and_predict(trained, capsys, tmp_path):
+    data, run = trained
+    assert main(["classify", "evaluate", str(run), "--json", "--device", "cpu", "-o", str(tmp_path / "cm.png")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["accuracy"] > 0.6 and metrics["count"] == 18 and len(metrics["confusion"]) == 3
+    assert (tmp_path / "cm.png").exists() and sidecar_path(tmp_path / "cm.png").exists()
+    assert main(["classify", "predict", str(run), str(data / "test" / "blue"), "--json", "--top", "2",
+                 "--figure", str(tmp_path / "p.png"), "--device", "cpu"]) == 0
+    preds = json.loads(capsys.readouterr().out)
+    assert len(preds) == 6 and all(p["actual"] == "blue" and len(p["top"]) == 2 for p in preds)
+    assert sum(p["top"][0]["class"] == "blue" for p in preds) >= 4
+    assert (tmp_path / "p.png").exists()
+    assert main(["classify", "predict", str(run), str(data / "test" / "red" / "0.png"), "--csv", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("path,actual,rank,class,probability")
+
+
+def test_resume_continues_to_more_epochs(trained, tmp_path):
+    data, run = trained
+    assert main(["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "5", "--batch-size", "8",
+                 "--device", "cpu", "--cache-dir", str(tmp_path), "--resume", "-q"]) == 0
+    assert len((run / "metrics.csv").read_text().splitlines()) == 6
+
+
+def test_a_run_folder_is_a_net_for_the_vis_commands(trained, tmp_path):
+    data, run = trained
+    image = str(data / "test" / "green" / "0.png")
+    assert main(["activations", image, "--net", str(run), "-o", str(tmp_path / "a.png"), "-q"]) == 0
+    assert main(["explain", image, "--net", str(run), "-o", str(tmp_path / "e.png"), "-q", "--device", "cpu"]) == 0
+    assert main(["layers", "--net", str(run)]) == 0
+
+
+def test_predict_imagenet_without_training(capsys):
+    import os
+
+    import matplotlib
+    photo = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    assert main(["classify", "predict", "--net", "efficientnet_lite0", photo, "--device", "cpu"]) == 0
+    assert "military uniform" in capsys.readouterr().out.splitlines()[0].split(":", 1)[1].split(",")[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["classify", "evaluate", "{tmp}"], "not a run folder"),
+    (["classify", "predict", "{tmp}/nothing.png", "--net", "efficientnet_lite0"], "no such file"),
+    (["classify", "predict", "{run}"], "give images"),
+    (["classify", "train", "--data", "{tmp}/missing", "-o", "{tmp}/r"], "missing"),
+    (["classify", "train", "--data", "{data}", "-o", "{run}"], "not empty"),
+    (["classify", "train", "--data", "{data}", "-o", "{tmp}/r2", "--model", "resnet81"], "did you mean"),
+    (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--lr", "-1"], "--lr"),
+    (["classify", "train", "--data", "{data}", "-o", "{tmp}/r4", "--device", "cuda:7"], "cuda"),
+    (["classify", "train", "--data", "{data}", "-o", "{run}", "--resume", "--model", "vgg19-bn"], "trained model"),
+])
+def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys, argv, message):
+    data, run = trained
+    argv = [a.format(tmp=tmp_path, run=run, data=data) for a in argv]
+    assert main(argv + ["-q"] if argv[1] == "train" else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err.lower() and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
