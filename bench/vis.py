@@ -31,7 +31,13 @@ COMMANDS = {
     "invert": (["{photo}"], "error", "normalized representation error"),
     "texture": (["{painting}"], "final_losses.gram", "Gram loss (relative)"),
     "dream": (["{photo}"], "objective", "objective (mean squared activation, per position)"),
+    "featureviz": ([], None, "16 channels of the default layer (vgg19)"),
+    "classviz": ([], None, "class 543 (dumbbell), efficientnet_lite0"),
+    "explain": (["{photo}"], None, "Grad-CAM, guided backprop, deconvnet (efficientnet_lite0)"),
+    "top-activations": (["{folder}"], None, "8 channels over the photo folder (vgg19)"),
 }
+# Arguments a command needs beyond its defaults (classviz has no default class).
+EXTRA = {"classviz": ["--class", "543"]}
 
 
 def available(command: str) -> bool:
@@ -49,11 +55,13 @@ def figure(meta: dict, key: str | None):
     return value
 
 
-def run(command: str, device: str, photo: Path, painting: Path, folder: Path) -> tuple[float, object]:
+def run(command: str, device: str, photo: Path, painting: Path, folder: Path,
+        photos: Path | None = None) -> tuple[float, object]:
     positional, key, _ = COMMANDS[command]
     out = folder / f"{command}_{device}.png"
-    args = [a.format(photo=photo, painting=painting) for a in positional]
-    cmd = [sys.executable, "-m", "convscope.cli", command, *args, "-o", str(out), "--device", device, "-q"]
+    args = [a.format(photo=photo, painting=painting, folder=photos) for a in positional]
+    cmd = [sys.executable, "-m", "convscope.cli", command, *args, *EXTRA.get(command, []), "-o", str(out),
+           "--device", device, "-q"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -69,6 +77,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photo", type=Path, default=DATA / "tubingen.jpg")
     parser.add_argument("--painting", type=Path, default=DATA / "starry_night.jpg")
+    parser.add_argument("--photos", type=Path, default=DATA.parent / "photos-256.tar",
+                        help="folder (or .tar of one) of photos for top-activations (default: the 1000 "
+                             "photos of ../shared/data/photos-256.tar, unpacked to a temporary folder)")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -82,11 +93,18 @@ def main() -> int:
     commands = [c for c in COMMANDS if available(c)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_vis_") as tmp:
+        photos = a.photos
+        if photos.suffix == ".tar" and "top-activations" in commands:
+            import tarfile
+
+            with tarfile.open(photos) as tar:
+                tar.extractall(Path(tmp) / "photos", filter="data")
+            photos = Path(tmp) / "photos"
         for command in commands:
             for device in devices:
                 times, merit = [], None
                 for _ in range(a.repeats):
-                    seconds, merit = run(command, device, a.photo, a.painting, Path(tmp))
+                    seconds, merit = run(command, device, a.photo, a.painting, Path(tmp), photos)
                     times.append(seconds)
                 rows.append({"command": command, "device": device, "seconds": statistics.median(times),
                              "runs": times, "merit": merit, "merit_is": COMMANDS[command][2]})
