@@ -110,3 +110,43 @@ def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys, argv, messa
     err = capsys.readouterr().err.strip()
     assert message in err.lower() and len(err.splitlines()) == 1, err
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
+
+
+def test_kill_9_at_any_moment_then_resume_ends_like_an_uninterrupted_run(tmp_path):
+    """A real SIGKILL (twice, at different moments) of a training process; every checkpoint left
+    behind loads, and the resumed run's metrics equal those of a run never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from convscope.classify.run import RunDir
+
+    data = make_folder(tmp_path / "data", n_train=16, n_test=4, corrupt=False)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def command(run, resume=False):
+        return [sys.executable, "-m", "convscope.cli", "classify", "train", "--data", str(data), "-o", str(run),
+                "--epochs", "6", "--batch-size", "8", "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "-q",
+                "--translate", "2", "--flip"] + (["--resume"] if resume else [])
+
+    whole = tmp_path / "whole"
+    subprocess.run(command(whole), env=env, check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    for attempt, delay in enumerate((0.3, 0.7)):
+        proc = subprocess.Popen(command(killed, resume=attempt > 0), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while not (killed / "checkpoint.safetensors").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state = RunDir(killed).load_checkpoint()
+        assert state is not None and state[2]["epoch"] >= 1  # loadable whatever the moment
+    subprocess.run(command(killed, resume=True), env=env, check=True, capture_output=True)
+    a = (whole / "metrics.csv").read_text().splitlines()
+    b = (killed / "metrics.csv").read_text().splitlines()
+    strip = lambda rows: [",".join(r.split(",")[:-1]) for r in rows]  # all columns but seconds
+    assert len(a) == len(b) == 7 and strip(a) == strip(b)

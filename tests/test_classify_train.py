@@ -89,3 +89,39 @@ def test_finetune_trains_the_last_blocks(tmp_path):
 def test_run_dir_refuses_to_mix(tmp_path):
     with pytest.raises(RunError, match="not a run folder"):
         RunDir(tmp_path).info()
+
+
+def test_snapshots_record_feature_evolution(tmp_path):
+    from convscope.classify.run import load_tensors
+
+    run = RunDir(tmp_path / "s")
+    train(splits(), config(epochs=2, snapshots=True), run)
+    tensors, meta = load_tensors(run.file("snapshots.safetensors"))
+    assert meta["epochs"] == [1, 2] and tensors["1.filters"].shape == (32, 3, 3, 3)
+    assert not torch.equal(tensors["1.filters"], tensors["2.filters"])  # the filters learn
+    assert run.file("feature_evolution.png").exists()
+    train(splits(), config(epochs=3, snapshots=True), run, resume=True)
+    assert load_tensors(run.file("snapshots.safetensors"))[1]["epochs"] == [1, 2, 3]
+
+
+def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    """Simulate kill -9 in the middle of writing: the temp file is abandoned, the old file stays whole."""
+    import os
+
+    from convscope.classify import run as run_mod
+
+    run = RunDir(tmp_path / "k")
+    train(splits(), config(epochs=1), run)
+    before = run.file("checkpoint.safetensors").read_bytes()
+
+    def killed(src, dst):
+        raise KeyboardInterrupt  # dies between writing the temp file and the rename
+
+    monkeypatch.setattr(run_mod.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(splits(), config(epochs=2), run, resume=True)
+    monkeypatch.undo()
+    assert run.file("checkpoint.safetensors").read_bytes() == before
+    assert not [p for p in os.listdir(run.path) if p.endswith(".tmp")]
+    resumed = train(splits(), config(epochs=2), run, resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from ..devices import resolve_device
@@ -239,6 +240,13 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
                 ema = {k[4:]: v.to(device) for k, v in rest.items() if k.startswith("ema.")} or ema
             history, best_acc, best_epoch = meta["history"], meta["best_acc"], meta["best_epoch"]
             start_epoch = meta["epoch"]
+    if config.snapshots and cached:
+        raise ConfigError("--snapshots follows the convolutions as they learn; with a frozen backbone only "
+                          "the dense head trains (add --finetune N)")
+    snaps = _load_snapshots(run) if (config.snapshots and resume) else []
+    snaps = [s for s in snaps if s.epoch <= start_epoch]
+    fixed = splits.val.images[:1].to(device).float().div_(255) if config.snapshots else None
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     result = TrainResult(config, classes, history)
     clock = time.perf_counter()
@@ -267,8 +275,13 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
                 logits = model.head(x) if cached else model(x)
                 loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:  # fp16: scale the loss so small gradients do not flush to zero
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
             if ema is not None:
                 with torch.no_grad():
                     for k, v in model.state_dict().items():
@@ -291,6 +304,10 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
         history.append(row)
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch + 1
+        if fixed is not None:
+            from .snapshots import capture
+            snaps.append(capture(model, fixed, config.snapshot_layer, epoch + 1, config.input_size))
+            _save_snapshots(run, snaps, splits.val.images[0])
         _checkpoint(run, model, ema, optimizer, config, classes, history, best_acc, best_epoch, epoch + 1)
         if callback is not None:
             callback(EpochReport(epoch + 1, config.epochs, steps_per_epoch, steps_per_epoch, row["train_loss"],
@@ -342,6 +359,30 @@ def _checkpoint(run: RunDir, model, ema, optimizer, config, classes, history, be
             "optim_groups": groups, "optim_scalars": scalars, "config": config.to_dict(), "classes": classes}
     run.save(weights, live, rest, meta)
     run.write_metrics(history)
+
+
+def _save_snapshots(run: RunDir, snaps, image_u8: torch.Tensor) -> None:
+    from ..images import save_image
+    from .snapshots import evolution_figure
+
+    tensors = {}
+    for s in snaps:
+        tensors[f"{s.epoch}.filters"] = s.filters
+        tensors[f"{s.epoch}.activations"] = s.activations
+    save_tensors(run.file("snapshots.safetensors"), tensors, {"layer": snaps[-1].layer,
+                                                              "epochs": [s.epoch for s in snaps]})
+    image = Image.fromarray(image_u8.permute(1, 2, 0).numpy())
+    save_image(evolution_figure(snaps, image), run.file("feature_evolution.png"), None)
+
+
+def _load_snapshots(run: RunDir):
+    from .snapshots import Snapshot
+
+    path = run.file("snapshots.safetensors")
+    if not path.exists():
+        return []
+    tensors, meta = load_tensors(path)
+    return [Snapshot(e, tensors[f"{e}.filters"], tensors[f"{e}.activations"], meta["layer"]) for e in meta["epochs"]]
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, rest: dict, meta: dict) -> None:
