@@ -150,3 +150,25 @@ def test_kill_9_at_any_moment_then_resume_ends_like_an_uninterrupted_run(tmp_pat
     b = (killed / "metrics.csv").read_text().splitlines()
     strip = lambda rows: [",".join(r.split(",")[:-1]) for r in rows]  # all columns but seconds
     assert len(a) == len(b) == 7 and strip(a) == strip(b)
+
+
+def test_torchrun_two_cpu_processes_with_gloo(tmp_path):
+    """DistributedDataParallel through torchrun: 2 CPU processes, gloo; rank 0 writes the run."""
+    import os
+    import subprocess
+    import sys
+
+    data = make_folder(tmp_path / "data", n_train=16, n_test=4, corrupt=False)
+    run = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "convscope.cli", "classify", "train", "--data", str(data), "-o", str(run), "--epochs", "3",
+         "--batch-size", "8", "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "-q"],
+        env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 4
+    losses = [float(r.split(",")[1]) for r in rows[1:]]
+    assert losses[-1] < losses[0]
+    assert done.stderr.count("validation accuracy") == 1  # one process reports

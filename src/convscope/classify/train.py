@@ -198,9 +198,15 @@ def predict_logits(model: nn.Module, images: torch.Tensor, device, batch: int = 
 # ---- the loop ----------------------------------------------------------------------------------
 def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool = False,
           callback: Callable[[EpochReport], None] | None = None, cache_dir: str | Path | None = None) -> TrainResult:
-    """Train `config.model` on `splits`, writing every epoch's checkpoint and metrics to `run`."""
+    """Train `config.model` on `splits`, writing every epoch's checkpoint and metrics to `run`.
+
+    Under `torchrun` (WORLD_SIZE > 1) each process trains on its shard with DistributedDataParallel
+    and only rank 0 writes (see classify/distributed.py)."""
+    from . import distributed
+
+    world = distributed.from_env()
     config = config.resolved()
-    device = resolve_device(config.device)
+    device = distributed.setup(world, resolve_device(config.device))
     config = replace(config, device=str(device))
     classes = splits.train.classes
     autocast, precision = precision_context(config.precision, device)
@@ -219,7 +225,9 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
         train_y, val_y = splits.train.labels, splits.val.labels
         steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
     else:
-        loader = DeviceLoader(splits.train, config.batch_size, shuffle=True, drop_last=len(splits.train) > config.batch_size,
+        shard = splits.train if not world.active else \
+            splits.train.subset(torch.arange(world.rank, len(splits.train), world.size))
+        loader = DeviceLoader(shard, config.batch_size, shuffle=True, drop_last=len(shard) > config.batch_size,
                               flip=config.flip, translate=config.translate, cutout=config.cutout, device=device,
                               channels_last=config.channels_last and device.type != "cpu", seed=config.seed)
         steps_per_epoch = len(loader)
@@ -248,6 +256,11 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
     fixed = splits.val.images[:1].to(device).float().div_(255) if config.snapshots else None
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    forward = model
+    if world.active and not cached:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     result = TrainResult(config, classes, history)
     clock = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
@@ -272,7 +285,7 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
             for g in optimizer.param_groups:
                 g["lr"] = config.lr * factor * g["lr_scale"]
             with autocast:
-                logits = model.head(x) if cached else model(x)
+                logits = model.head(x) if cached else forward(x)
                 loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:  # fp16: scale the loss so small gradients do not flush to zero
@@ -290,8 +303,12 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
             loss_sum += loss.detach() * y.shape[0]
             correct_sum += (logits.detach().argmax(1) == y).sum()
             seen += y.shape[0]
-            if callback is not None:
+            if callback is not None and world.main:
                 callback(EpochReport(epoch + 1, config.epochs, i + 1, steps_per_epoch, lr=config.lr * factor))
+        if world.active and not cached:
+            loss_sum, correct_sum, seen_t = distributed.all_sum(world, loss_sum, correct_sum,
+                                                                torch.tensor(float(seen), device=device))
+            seen = int(seen_t.item())
         train_loss = float(loss_sum) / max(seen, 1)
         if not math.isfinite(train_loss):
             raise NumericalError(f"the training loss became {train_loss} in epoch {epoch + 1}; "
@@ -304,12 +321,14 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
         history.append(row)
         if val_acc > best_acc:
             best_acc, best_epoch = val_acc, epoch + 1
-        if fixed is not None:
-            from .snapshots import capture
-            snaps.append(capture(model, fixed, config.snapshot_layer, epoch + 1, config.input_size))
-            _save_snapshots(run, snaps, splits.val.images[0])
-        _checkpoint(run, model, ema, optimizer, config, classes, history, best_acc, best_epoch, epoch + 1)
-        if callback is not None:
+        if world.main:
+            if fixed is not None:
+                from .snapshots import capture
+                snaps.append(capture(model, fixed, config.snapshot_layer, epoch + 1, config.input_size))
+                _save_snapshots(run, snaps, splits.val.images[0])
+            _checkpoint(run, model, ema, optimizer, config, classes, history, best_acc, best_epoch, epoch + 1)
+        distributed.barrier(world)
+        if callback is not None and world.main:
             callback(EpochReport(epoch + 1, config.epochs, steps_per_epoch, steps_per_epoch, row["train_loss"],
                                  row["train_acc"], val_loss, val_acc, row["lr"], row["seconds"], done=True))
     result.history, result.epochs_run = history, len(history)

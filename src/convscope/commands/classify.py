@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("classify", help="train, evaluate and use image classifiers",
                               description="Image classification: train a CNN from scratch or on a pretrained "
                               "backbone, evaluate it, predict images.")
-    sub = p.add_subparsers(dest="classify_command", metavar="{train,evaluate,predict}")
+    sub = p.add_subparsers(dest="classify_command", metavar="{train,evaluate,predict,export}")
     sub.required = True
 
     t = sub.add_parser("train", help="train a classifier into a run folder",
@@ -56,6 +56,8 @@ def register(subparsers) -> None:
     r.add_argument("--device", default="auto", help="device: auto, cpu, cuda, cuda:N, mps (default: auto)")
     r.set_defaults(func=run_predict)
 
+    _register_export(sub)
+
 
 def _cache_dir(args) -> str:
     from pathlib import Path
@@ -64,30 +66,43 @@ def _cache_dir(args) -> str:
 
 
 def run_train(args) -> int:
+    from ..classify.config import TrainConfig
+
+    config = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
+                            if k in TrainConfig.__dataclass_fields__}).resolved()
+    from ..classify import distributed
+    from ..classify.models import check_model_name
+    from ..devices import resolve_device
+
+    from ..classify.run import RunDir, RunError
+
+    check_model_name(config.model)     # cheap checks before any data is read
+    run = RunDir(args.output)          # (and before the processes of a torchrun meet, so all see the same)
+    if args.resume:
+        info = run.info()
+        if info.get("config", {}).get("model") != config.model:
+            raise RunError(f"{run.path} trained model {info.get('config', {}).get('model')!r}, not {config.model!r}")
+    elif run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
+        run.create({}, resume=False)  # raises the one-line "not empty" error before any loading
+    world = distributed.from_env()     # under torchrun: one process per GPU (or CPU process)
+    distributed.setup(world, resolve_device(config.device))
+    try:
+        return _train(args, config, world)
+    finally:
+        distributed.teardown(world)
+
+
+def _train(args, config, world) -> int:
     import warnings
     from pathlib import Path
 
-    from ..classify.config import TrainConfig
+    from ..classify import distributed
     from ..classify.data import load_data
     from ..classify.run import RunDir
     from ..classify.train import train
     from ..runinfo import run_metadata
 
-    config = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
-                            if k in TrainConfig.__dataclass_fields__}).resolved()
-    from ..classify.models import check_model_name
-    from ..devices import resolve_device
-
-    check_model_name(config.model)     # cheap checks before any data is read
-    resolve_device(config.device)
     run = RunDir(args.output)
-    if args.resume:
-        info = run.info()
-        if info.get("config", {}).get("model") != config.model:
-            from ..classify.run import RunError
-            raise RunError(f"{run.path} trained model {info.get('config', {}).get('model')!r}, not {config.model!r}")
-    elif run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
-        run.create({}, resume=False)  # raises the one-line "not empty" error before any loading
     cache = _cache_dir(args)
     folder = config.data != "cifar10"
     with warnings.catch_warnings(record=True) as caught:
@@ -102,11 +117,14 @@ def run_train(args) -> int:
     meta = run_metadata("classify train", config.to_dict(), data=splits.source, val=splits.val_kind,
                         train_images=len(splits.train), val_images=len(splits.val), skipped=len(skipped))
     info = {"config": config.to_dict(), "classes": splits.train.classes, "run": meta}
-    if not args.resume or not run.file("config.json").exists():
+    if world.main and (not args.resume or not run.file("config.json").exists()):
         run.create(info, resume=args.resume)
-    callback = None if args.quiet else _bar()
+    distributed.barrier(world)
+    callback = None if args.quiet or not world.main else _bar()
     result = train(splits, config, run, resume=args.resume, callback=callback,
                    cache_dir=Path(cache) / "features")
+    if not world.main:
+        return 0
     _curves(run, result.history)
     last = result.history[-1] if result.history else {}
     stop = " (stopped early)" if result.stopped_early else ""
@@ -287,3 +305,41 @@ def _predict_figure(preds, out) -> None:
 
     save_image(render(draw, (8, 2.6 * len(shown))), out,
                {"predictions": [{"path": p.path, "top": p.top, "actual": p.actual} for p in shown]})
+
+
+def _register_export(sub) -> None:
+    from ..classify.export import ExportConfig
+
+    x = sub.add_parser("export", help="write a trained run as an ONNX model",
+                       description="Export a trained run to ONNX: input 'image' (float32 RGB in [0, 1], "
+                       "[batch, 3, S, S] at the run's input size; the model normalizes itself), outputs "
+                       "'logits' and 'probabilities'; class names and input size in the model's metadata. "
+                       "With onnxruntime installed the model is checked against PyTorch before it is written.")
+    x.add_argument("run_dir", help="a run folder written by classify train")
+    x.add_argument("-o", "--output", required=True, metavar="MODEL.onnx", help="the ONNX file to write")
+    add_config_options(x, ExportConfig)
+    x.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    from ..classify.export import ExportConfig, check_output, export, require_onnx
+    from ..classify.predict import load_run
+    from ..classify.run import RunDir
+    from ..cli import config_from_args
+
+    config = config_from_args(args, ExportConfig).validate()
+    RunDir(args.run_dir).info()        # cheap checks first: a run, a writable .onnx path, onnx installed
+    check_output(args.output)
+    require_onnx()
+    loaded = load_run(args.run_dir, "cpu")
+    result = export(loaded, args.output, config.opset, config.dynamic_batch, config.probabilities,
+                    config.verify, config.exporter)
+    v = result.verification
+    check = (f"verified with {v.runtime} on batches {', '.join(map(str, v.batches))}: max |difference| "
+             f"{v.max_abs_diff:.2g} (logits up to {v.logit_scale:.3g}, tolerance {v.tolerance:.2g})"
+             if v is not None else result.unverified_reason)
+    shape = ", ".join(map(str, result.input_shape))
+    print(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, opset {result.opset}, {result.exporter} exporter, "
+          f"{result.seconds:.1f} s): input image [{shape}] RGB in [0, 1], outputs {', '.join(result.outputs)} "
+          f"over {len(result.classes)} classes; {check}", file=sys.stderr)
+    return 0
