@@ -292,9 +292,9 @@ def save_image(image, path, metadata: dict | None = None) -> Path:
             info = PngInfo()
             info.add_text(PNG_METADATA_KEY, json.dumps(metadata, default=str))
             options["pnginfo"] = info
-    _write_atomic(p, lambda f: pil.save(f, format=fmt, **options))
+    write_atomic(p, lambda f: pil.save(f, format=fmt, **options))
     if sidecar_text is not None:
-        _write_atomic(sidecar_path(p), lambda f: f.write(sidecar_text.encode("utf-8")))
+        write_atomic(sidecar_path(p), lambda f: f.write(sidecar_text.encode("utf-8")))
     return p
 
 
@@ -338,7 +338,7 @@ def _create_temp(folder: Path, prefix: str) -> tuple[int, str]:
     raise FileExistsError(f"could not create a temporary file in {folder}")
 
 
-def _write_atomic(p: Path, write) -> None:
+def write_atomic(p: Path, write) -> None:
     """Call write(binary file) on a temp file next to `p`, then rename it over `p`.
 
     The rename is atomic on POSIX and Windows (same folder = same filesystem), so readers see the

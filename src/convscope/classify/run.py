@@ -16,8 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -33,18 +31,12 @@ class RunError(UserError):
 
 
 def atomic_write(path: Path, data: bytes) -> Path:
+    """`data` to `path` through a temp file, fsync and rename (images.write_atomic)."""
+    from ..images import write_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: f.write(data))
     return path
 
 
