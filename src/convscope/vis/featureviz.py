@@ -1,0 +1,610 @@
+"""Feature visualization by activation maximization, and class visualization.
+
+What does a channel of a layer respond to? Start from a near-grey image and follow the gradient of
+that channel's mean activation (or of its centre neuron, or of a class logit) with respect to the
+image. Plain gradient ascent on pixels finds high-frequency patterns that excite the network but
+look like noise; the remedies used here are those of Olah, Mordvintsev & Schubert 2017 ("Feature
+Visualization", Distill) and, for the pixel parameterization, of Yosinski et al. 2015
+("Understanding Neural Networks Through Deep Visualization"):
+
+- parameterization: the image is a function of the variables optimized, either the pixels
+  themselves or a Fourier spectrum scaled by 1/frequency (Adam then moves all frequencies about
+  equally fast in *visual* terms instead of favouring the highest), with colours optionally
+  decorrelated through a fixed 3x3 matrix (the square root of natural images' colour correlation)
+  and a sigmoid mapping to [0, 1];
+- transformation robustness: each step sees the image randomly shifted (jitter), scaled and
+  rotated, so a pattern must work everywhere rather than exploit exact pixel positions. Shifts are
+  in pixels proportional to the image side, so a 32 px CIFAR net gets a 2 px jitter, not 8;
+- regularizers (for pixels mainly, where nothing else smooths): a Gaussian blur every few steps
+  (applied in the frequency domain for fft) and an optional L2 decay towards grey.
+
+Class visualization (Simonyan et al. 2014, "Deep Inside Convolutional Networks") is the same
+engine with a classifier's logit as the objective and a stronger prior (larger image, more steps,
+several transformed copies per step). Every requested channel is one image of ONE batch, so 16
+channels cost one batched forward/backward per step. Engine only: configs in, tensors, images,
+figures of merit and figures out; progress through a callback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .. import images
+from ..devices import default_precision, resolve_device
+from ..errors import ConfigError, NumericalError
+from ..nets import AUTO, LOGITS, Net, auto_layer, get_net
+from ..optimize import Interrupted, Progress, precision_mode
+from ..options import PRECISIONS, check_choices
+from ..options import option as _opt
+
+PARAMS = ("fft", "pixels")
+KINDS = ("channel", "neuron", "class")
+AUTO_DEPTH = 0.6        # --layer auto: the block output 60% of the way through the net
+SHEET_SIDE = 128        # featureviz --size default on ImageNet nets (px); smaller nets: their input size
+MAX_SIDE = 2048
+DEFAULT_CHANNELS = 16   # --channels default: the first 16 (or all, when the layer has fewer)
+BLUR_EVERY = 4          # --blur: every this many steps (Yosinski et al. blur every 4-8 steps)
+NEURON_NUDGE = 0.05     # --neuron: weight of the channel mean added while optimizing (see objective)
+INIT_STD = 0.01         # std of the starting variables: sigmoid(~0) is a near-uniform grey
+
+# The square root of the colour correlation of natural (ImageNet) images, as published with the
+# Feature Visualization article's code (lucid's `color_correlation_svd_sqrt`): rows R, G, B; column
+# 0 is the luminance direction. Scaled so its largest column has unit norm (as there), which keeps
+# a unit step in the decorrelated space about a unit step in RGB.
+_COLOUR_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
+
+
+def _colour_matrix(device) -> torch.Tensor:
+    m = torch.tensor(_COLOUR_SQRT, dtype=torch.float32)
+    return (m / m.norm(dim=0).max()).to(device)
+
+
+# ----------------------------------------------------------------------------------- configs
+
+@dataclass
+class RenderConfig:
+    """The options shared by featureviz and classviz: parameterization, transforms, optimizer."""
+
+    net: str = _opt("network: vgg19, efficientnet_lite0, or a torchvision classifier (NAME:random = "
+                    "random weights)", "vgg19")
+    size: int | None = _opt(f"side of the square image in pixels (default: {SHEET_SIDE} on ImageNet nets, "
+                            "the input size of smaller nets, 32 for CIFAR)", None)
+    steps: int = _opt("Adam steps", 64)
+    lr: float = _opt("Adam learning rate (in units of the parameterization)", 0.08)
+    param: str = _opt("image parameterization: fft (1/frequency-scaled spectrum) or pixels", "fft",
+                      choices=PARAMS)
+    fft_power: float = _opt("fft: start from and move along a 1/frequency^power spectrum (larger = smoother)",
+                            1.0)
+    decorrelate: bool = _opt("optimize in decorrelated colour space (natural-image colour statistics)", True)
+    jitter: int | None = _opt("random shift of up to this many pixels each step (default: size/16)", None)
+    scale: float = _opt("random zoom each step, by a factor in [1 - scale, 1 + scale]", 0.1)
+    rotate: float = _opt("random rotation each step, up to this many degrees either way", 10.0)
+    copies: int = _opt("randomly transformed copies of each image per step (their mean is maximized)", 1)
+    blur: float | None = _opt(f"Gaussian blur of this sigma (px) every {BLUR_EVERY} steps (default: size/256 "
+                              "for --param pixels, 0 for fft, whose spectrum scaling already smooths)", None)
+    decay: float = _opt("L2 decay: each step pulls the image this fraction of the way to grey", 0.0)
+    seed: int = _opt("random seed (start image and transforms)", 0)
+    device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
+    precision: str = _opt("arithmetic: auto (tf32 on CUDA, bf16 on CPUs with native bf16, else fp32), "
+                          "fp32, tf32, bf16", "auto", choices=PRECISIONS)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def default_size(self, input_size: int) -> int:
+        return min(SHEET_SIDE, input_size)
+
+    def default_blur(self, size: int) -> float:
+        return size / 256 if self.param == "pixels" else 0.0
+
+    def validate(self):
+        """Check every field that needs no network; ConfigError with a one-line message."""
+        def flag(name):
+            return f"--{name.replace('_', '-')}"
+
+        def whole(name, lo, hi, none_ok=False):
+            v = getattr(self, name)
+            if v is None and none_ok:
+                return
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ConfigError(f"{flag(name)} must be a whole number from {lo} to {hi}, not {v!r}")
+
+        def real(name, lo, hi, what, lo_open=False, none_ok=False):
+            v = getattr(self, name)
+            if v is None and none_ok:
+                return
+            ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                  and (lo < v if lo_open else lo <= v) and v <= hi)
+            if not ok:
+                raise ConfigError(f"{flag(name)} must be {what}, not {v!r}")
+
+        whole("size", 8, MAX_SIDE, none_ok=True)
+        whole("steps", 1, 1_000_000)
+        whole("jitter", 0, MAX_SIDE, none_ok=True)
+        whole("copies", 1, 64)
+        real("lr", 0.0, 10.0, "a number in (0, 10]", lo_open=True)
+        real("scale", 0.0, 0.5, "a number from 0 to 0.5")
+        real("rotate", 0.0, 180.0, "a number of degrees from 0 to 180")
+        real("blur", 0.0, 64.0, "a number of pixels from 0 to 64", none_ok=True)
+        real("decay", 0.0, 0.5, "a number from 0 to 0.5")
+        real("fft_power", 0.0, 4.0, "a number from 0 to 4")
+        check_choices(self)
+        return self
+
+
+@dataclass
+class FeatureVizConfig(RenderConfig):
+    layer: str = _opt(f"layer by any name (see: convscope layers --net NET), or {AUTO}: the block output "
+                      f"at {AUTO_DEPTH} of the depth of the net", AUTO)
+    channels: str | None = _opt(f"channels to visualize: 0-15, 3,7,9 or 5 (default: the first "
+                                f"{DEFAULT_CHANNELS})", None)
+    neuron: bool = _opt("maximize only the centre position of each channel (a neuron), not its mean", False)
+    target_class: str | None = _opt("maximize classifier logits instead of channels: index(es) 0-9, 3,7 or "
+                                    "class names ('dumbbell'); needs a net with a head", None)
+    batch: int = _opt("images optimized together in one batch (memory vs speed)", 16)
+
+    def validate(self) -> FeatureVizConfig:
+        super().validate()
+        if not isinstance(self.batch, int) or isinstance(self.batch, bool) or not 1 <= self.batch <= 4096:
+            raise ConfigError(f"--batch must be a whole number from 1 to 4096, not {self.batch!r}")
+        if self.channels is not None:
+            parse_indices(self.channels, "--channels")
+        if self.target_class is not None:
+            if self.channels is not None:
+                raise ConfigError("--class and --channels are two different objectives; give one of them")
+            if self.neuron:
+                raise ConfigError("--neuron applies to channels, not to --class")
+            if self.layer not in (AUTO, LOGITS):
+                raise ConfigError(f"--class maximizes the classifier's logits; leave out --layer {self.layer}")
+        return self
+
+
+@dataclass
+class ClassVizConfig(RenderConfig):
+    # A stronger natural-image prior than featureviz's sheet: the net's own input size, more steps,
+    # two transformed copies per step, a smoother spectrum (1/f^1.5) and a light blur. Chosen by
+    # looking at dumbbell and military uniform on efficientnet_lite0: with 1/f alone the class
+    # shows only as texture; 1/f^1.5 plus a 0.35 px blur gives whole objects (hexagonal dumbbells
+    # held in fists); a 0.7 px blur washes them out, lr 0.12 scatters them.
+    net: str = _opt("classifier: efficientnet_lite0 (ImageNet, bundled) or a torchvision classifier",
+                    "efficientnet_lite0")
+    size: int | None = _opt("side of the square image in pixels (default: the net's input size, 224 on "
+                            "ImageNet)", None)
+    steps: int = _opt("Adam steps", 128)
+    fft_power: float = _opt("fft: start from and move along a 1/frequency^power spectrum (larger = smoother)",
+                            1.5)
+    copies: int = _opt("randomly transformed copies of the image per step (their mean logit is maximized)", 2)
+    blur: float | None = _opt(f"Gaussian blur of this sigma (px) every {BLUR_EVERY} steps (default: size/640)",
+                              None)
+    target_class: str | None = _opt("class to draw: an index (543) or a name ('dumbbell', 'military "
+                                    "uniform')", None)
+
+    def default_size(self, input_size: int) -> int:
+        return input_size
+
+    def default_blur(self, size: int) -> float:
+        return size / 640
+
+    def validate(self) -> ClassVizConfig:
+        super().validate()
+        if self.target_class is None or not str(self.target_class).strip():
+            raise ConfigError("give the class to draw: --class INDEX or --class NAME")
+        return self
+
+
+# ------------------------------------------------------------------------------ target parsing
+
+_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+def parse_indices(spec: str, what: str = "--channels") -> list[int]:
+    """'0-15' -> 0..15, '3,7,9' -> [3, 7, 9], '5' -> [5] (mixes too: '0-3,8'); repeats dropped."""
+    out: list[int] = []
+    for part in str(spec).split(","):
+        m = _RANGE.match(part)
+        if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise ConfigError(f"{what} must be like 0-15, 3,7,9 or 5, not {spec!r}")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi - lo >= 100_000:
+            raise ConfigError(f"{what} {spec!r} names too many indices")
+        out += [i for i in range(lo, hi + 1) if i not in out]
+    return out
+
+
+def resolve_classes(spec: str, net: Net) -> list[int]:
+    """Class indices for `spec`: indices and ranges as parse_indices, or class names (any case).
+
+    ConfigError for a net without a classifier head, an index out of range, or an unknown name
+    (with a "did you mean")."""
+    n, names = net.num_classes, net.classes
+    if n is None:
+        raise ConfigError(f"--class needs a classifier, and {net.net_name} is convolutional only (no head); "
+                          "use --net efficientnet_lite0 or a torchvision classifier such as resnet18")
+    def key(name: str) -> str:  # "Military_Uniform" finds "military uniform"
+        return " ".join(name.replace("_", " ").lower().split())
+
+    lower = {key(name): i for i, name in reversed(list(enumerate(names or [])))}
+    spec = str(spec).strip()
+    parts = [spec] if key(spec) in lower else [p.strip() for p in spec.split(",")]
+    out: list[int] = []
+    for part in parts:
+        if key(part) in lower:
+            found = [lower[key(part)]]
+        elif _RANGE.match(part):
+            found = parse_indices(part, "--class")
+            bad = [k for k in found if k >= n]
+            if bad:
+                raise ConfigError(f"--class {bad[0]} is out of range: {net.net_name} has {n} classes "
+                                  f"(0 to {n - 1})")
+        elif names is None:
+            raise ConfigError(f"{net.net_name} has no class names; give --class as an index from 0 to {n - 1}")
+        else:
+            close = difflib.get_close_matches(key(part), list(lower), n=1, cutoff=0.6)
+            hint = f" (did you mean {names[lower[close[0]]]!r}?)" if close else ""
+            raise ConfigError(f"unknown class {part!r} for {net.net_name}{hint}; give a class name or an "
+                              f"index from 0 to {n - 1}")
+        out += [k for k in found if k not in out]
+    return out
+
+
+def class_label(net: Net, k: int) -> str:
+    return f"{k} {net.classes[k]}" if net.classes else str(k)
+
+
+# ----------------------------------------------------------------------------- parameterization
+
+class ImageParam:
+    """The variables Adam optimizes, and the images [B, 3, S, S] in [0, 1] they stand for.
+
+    fft: a complex spectrum [B, 3, S, S//2+1] multiplied by a fixed 1/frequency scale before the
+    inverse FFT. Natural images have about 1/f amplitude spectra; with the scale, a unit change of
+    every variable changes the image as a natural image would, so Adam no longer spends its steps
+    on the (many) high frequencies. The scale is normalized to unit RMS, so with the orthonormal
+    FFT one step moves pixels by about lr at any size.
+    pixels: the image's own values [B, 3, S, S] (before colour mixing and sigmoid).
+    Both: optional colour decorrelation (fixed 3x3 mix), then a sigmoid to [0, 1].
+    """
+
+    def __init__(self, batch: int, size: int, kind: str, decorrelate: bool, gen: torch.Generator,
+                 device: torch.device, power: float = 1.0):
+        self.size, self.kind = size, kind
+        self.colour = _colour_matrix(device) if decorrelate else None
+        if kind == "fft":
+            fy = torch.fft.fftfreq(size)[:, None]
+            fx = torch.fft.rfftfreq(size)[None, :]
+            self.freq = torch.sqrt(fy ** 2 + fx ** 2).to(device)           # cycles per pixel
+            scale = self.freq.clamp_min(1.0 / size) ** -power               # 1/f, the DC term capped
+            self.scale = scale / scale.pow(2).mean().sqrt()
+            shape: tuple[int, ...] = (batch, 3, size, size // 2 + 1, 2)     # real, imaginary
+        else:
+            shape = (batch, 3, size, size)
+        # Drawn on the CPU so a seed gives the same start on every device.
+        self.tensor = (torch.randn(shape, generator=gen) * INIT_STD).to(device).requires_grad_(True)
+
+    def images(self) -> torch.Tensor:
+        t = self.tensor
+        if self.kind == "fft":
+            spectrum = torch.view_as_complex(t) * self.scale
+            t = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho")
+        if self.colour is not None:
+            t = torch.einsum("ij,bjhw->bihw", self.colour, t)
+        return torch.sigmoid(t)
+
+    @torch.no_grad()
+    def blur(self, sigma: float) -> None:
+        """Gaussian blur of the image by `sigma` px, applied to the variables (both are linear)."""
+        if sigma <= 0:
+            return
+        if self.kind == "fft":
+            # A Gaussian's Fourier transform: exp(-2 pi^2 sigma^2 f^2), f in cycles per pixel.
+            self.tensor.mul_(torch.exp(-2 * math.pi ** 2 * sigma ** 2 * self.freq ** 2)[..., None])
+        else:
+            self.tensor.copy_(gaussian_blur(self.tensor, sigma))
+
+    @torch.no_grad()
+    def decay(self, fraction: float) -> None:
+        """Pull towards zero (grey after the sigmoid) by `fraction`: Yosinski et al.'s L2 decay."""
+        if fraction > 0:
+            self.tensor.mul_(1.0 - fraction)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [B, C, H, W] with reflected borders (radius 3 sigma)."""
+    radius = max(1, math.ceil(3 * sigma))
+    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
+    if radius < 1:
+        return x
+    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype) / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+# ---------------------------------------------------------------------------------- transforms
+
+def random_transform(x: torch.Tensor, copies: int, jitter: int, scale: float, rotate: float,
+                     gen: torch.Generator) -> torch.Tensor:
+    """`copies` randomly shifted, zoomed and rotated versions of each image of x [B, 3, S, S],
+    stacked copy-major ([copies * B, 3, S, S]); what falls outside the frame is grey.
+
+    One affine resampling per image (bilinear) instead of lucid's chain of pad / jitter / scale /
+    rotate / jitter: the same family of transforms, one interpolation. Parameters are drawn on the
+    CPU (same transforms on every device for a seed).
+    """
+    b, _, h, w = x.shape
+    n = b * copies
+    if not (jitter or scale or rotate):
+        return x.repeat(copies, 1, 1, 1)
+    u = torch.rand(n, 3, generator=gen) * 2 - 1                       # zoom, angle in [-1, 1]
+    shift = torch.randint(-jitter, jitter + 1, (n, 2), generator=gen).float()
+    zoom = 1 + scale * u[:, 0]
+    angle = math.radians(rotate) * u[:, 1]
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    # affine_grid maps output to input coordinates in [-1, 1]: one pixel is 2/side.
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0] * 2 / w], 1),
+                         torch.stack([sin, cos, shift[:, 1] * 2 / h], 1)], 1).to(x.device, x.dtype)
+    grid = F.affine_grid(theta, [n, 3, h, w], align_corners=False)
+    # Sampling x - 0.5 with zero padding and adding 0.5 back pads with grey (lucid pads with 0.5 too).
+    return F.grid_sample(x.repeat(copies, 1, 1, 1) - 0.5, grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False) + 0.5
+
+
+# -------------------------------------------------------------------------------------- results
+
+@dataclass
+class FeatureVizResult:
+    images: torch.Tensor                 # [N, 3, S, S] in [0, 1], CPU: one per target, in order
+    targets: list[int]                   # channel or class indices
+    labels: list[str]                    # per panel: "#12" or "543 dumbbell"
+    initial: list[float]                 # objective of the start image (no transform), per target
+    final: list[float]                   # objective of the returned image (no transform), per target
+    kind: str                            # channel | neuron | class
+    layer: str                           # the layer's display name (logits for classes)
+    config: RenderConfig                 # as run: layer, size, jitter, blur, device, precision resolved
+    history: list[dict[str, float]] = field(default_factory=list)  # per step: activation (logit), stage
+    seconds: float = 0.0
+    probabilities: list[float] | None = None   # class kind: softmax probability of the target
+    top5: list[list[tuple[int, float]]] | None = None  # class kind: the net's top-5 (index, prob)
+
+    def image(self, i: int = 0) -> Image.Image:
+        return images.tensor_to_pil(self.images[i])
+
+    @property
+    def losses(self) -> dict[str, float]:
+        """For the CLI summary line: the objective's mean over the panels, at the start and the end."""
+        what = "logit" if self.kind == "class" else "activation"
+        return {f"start {what}": float(np.mean(self.initial)), what: float(np.mean(self.final))}
+
+
+# ---------------------------------------------------------------------------------------- engine
+
+class FeatureVisualizer:
+    """Resolves a FeatureVizConfig or ClassVizConfig against its net (every check that needs the
+    net happens here, before any optimization), then `run` renders.
+
+    `net` reuses an already loaded net (it must be config.net); by default it is loaded.
+    """
+
+    def __init__(self, config: RenderConfig, net: Net | None = None):
+        config = config.validate()
+        if net is None:
+            device = resolve_device(config.device)
+            net = get_net(config.net, "max", device)
+        else:
+            device = next(net.parameters()).device
+        self.net = net.use_channels_last(device.type in ("cuda", "cpu"))
+        self.device = device
+        precision = default_precision(device) if config.precision == "auto" else config.precision
+
+        if isinstance(config, ClassVizConfig):
+            kind, layer = "class", LOGITS
+            targets = resolve_classes(config.target_class, net)
+            if len(targets) != 1:
+                raise ConfigError(f"classviz draws one class, not {len(targets)}; for a sheet of several use: "
+                                  f"convscope featureviz --class {config.target_class}")
+        elif config.target_class is not None:
+            kind, layer = "class", LOGITS
+            targets = resolve_classes(config.target_class, net)
+        else:
+            kind = "neuron" if config.neuron else "channel"
+            layer = auto_layer(net, AUTO_DEPTH) if config.layer == AUTO else config.layer
+            canonical = net.resolve(layer)  # "did you mean" for unknown names
+            channels = net.channels_of(layer)
+            if config.channels is None:
+                targets = list(range(min(DEFAULT_CHANNELS, channels)))
+            else:
+                targets = parse_indices(config.channels)
+                bad = [c for c in targets if c >= channels]
+                if bad:
+                    raise ConfigError(f"--channels {config.channels}: channel {bad[0]} is out of range, "
+                                      f"{net.display_name(canonical)} has {channels} channels (0 to {channels - 1})")
+        self.kind, self.layer, self.targets = kind, layer, targets
+        self.term = "logit" if kind == "class" else "activation"  # the objective's name in progress
+        self.display = net.display_name(net.resolve(layer))
+
+        input_size = getattr(net, "input_size", 224)  # Backbones (VGG) have none: ImageNet
+        size = config.size or config.default_size(input_size)
+        stride = net.stride_of([layer])
+        if size < stride:
+            raise ConfigError(f"--size {size} is too small for {self.display} of {net.net_name}: it needs at "
+                              f"least {stride} px; use a larger --size or a shallower --layer")
+        jitter = max(1, round(size / 16)) if config.jitter is None else config.jitter
+        blur = config.default_blur(size) if config.blur is None else config.blur
+        changes = {"size": size, "jitter": jitter, "blur": blur, "device": str(device), "precision": precision}
+        if isinstance(config, FeatureVizConfig):
+            changes["layer"] = layer if kind != "class" else LOGITS
+        self.config = replace(config, **changes)
+
+    # ---- objective ---------------------------------------------------------------------------
+    def objective(self, x: torch.Tensor, targets: torch.Tensor, nudge: bool = False) -> torch.Tensor:
+        """Per image of x [n, 3, S, S]: its target's activation (mean over positions, the centre
+        position for neurons, the logit for classes); targets [n] long. Returns [n] float32."""
+        with precision_mode(self.config.precision, self.device):
+            f = self.net.features(x, [self.layer])[self.layer]
+        f = f.float()
+        rows = torch.arange(f.shape[0], device=f.device)
+        picked = f[rows, targets]                           # [n, H, W] or [n]
+        if picked.ndim == 1:
+            return picked
+        mean = picked.mean(dim=(1, 2))
+        if self.kind != "neuron":
+            return mean
+        centre = picked[:, picked.shape[1] // 2, picked.shape[2] // 2]
+        # A ReLU neuron that is off in the grey start image has no gradient and would stay off:
+        # a small share of its channel's mean (the channel is on somewhere, near the borders at
+        # least) gets it going. Only while optimizing; `measure` reports the neuron alone.
+        return centre + NEURON_NUDGE * mean if nudge else centre
+
+    def measure(self, x: torch.Tensor, targets: list[int]) -> list[float]:
+        """The objective of each image of x without transforms (what the panels are labelled with)."""
+        with torch.no_grad():
+            t = torch.tensor(targets, device=self.device)
+            return self.objective(x.to(self.device), t).tolist()
+
+    # ---- run ---------------------------------------------------------------------------------
+    def run(self, callback: Callable[[Progress], None] | None = None) -> FeatureVizResult:
+        """Render every target, config.batch (featureviz) at a time: one progress stage per batch.
+
+        Not optimize.optimize_image: that loop optimizes an image directly (clamping it to [0, 1])
+        and keeps the lowest-loss iterate, while here the variables are a spectrum or pre-sigmoid
+        values and the objective is stochastic (fresh random transforms every step), so "the best
+        iterate" means nothing: the last is the result. Progress and Interrupted are the same records.
+        Raises Interrupted on Ctrl-C, with `.partial` (a FeatureVizResult of the images so far).
+        """
+        c = self.config
+        gen = torch.Generator(device="cpu").manual_seed(c.seed)
+        per_batch = getattr(c, "batch", 1)
+        chunks = [self.targets[i:i + per_batch] for i in range(0, len(self.targets), per_batch)]
+        start = time.perf_counter()
+        done: list[tuple[list[int], torch.Tensor, list[float], list[float]]] = []
+        history: list[dict[str, float]] = []
+        for stage, chunk in enumerate(chunks, 1):
+            param = ImageParam(len(chunk), c.size, c.param, c.decorrelate, gen, self.device, c.fft_power)
+            initial = self.measure(param.images(), chunk)
+            try:
+                self._ascend(param, chunk, gen, stage, len(chunks), history, callback, start)
+            except KeyboardInterrupt:
+                x = param.images().detach()
+                done.append((chunk, x.cpu(), initial, self.measure(x, chunk)))
+                partial = self._result(done, history, start)
+                steps = sum(1 for row in history if row["stage"] == stage)
+                # best_image: every image so far [N, 3, S, S] (one for classviz, as RunOutputs saves).
+                stop = Interrupted(partial.images, steps, stage, self.config)
+                stop.partial = partial
+                raise stop from None
+            x = param.images().detach()
+            done.append((chunk, x.cpu(), initial, self.measure(x, chunk)))
+        return self._result(done, history, start)
+
+    def _ascend(self, param: ImageParam, chunk: list[int], gen: torch.Generator, stage: int, stages: int,
+                history: list, callback, start: float) -> None:
+        c = self.config
+        opt = torch.optim.Adam([param.tensor], lr=c.lr)
+        targets = torch.tensor(chunk, device=self.device).repeat(c.copies)
+        for i in range(1, c.steps + 1):
+            x = random_transform(param.images(), c.copies, c.jitter, c.scale, c.rotate, gen)
+            values = self.objective(x, targets, nudge=True)
+            opt.zero_grad(set_to_none=False)
+            # Each image's variables see only their own objective: summing over the batch keeps
+            # the images independent (and Adam is invariant to the objective's scale).
+            (-values.sum()).backward()
+            opt.step()
+            if c.blur and i % BLUR_EVERY == 0:
+                param.blur(c.blur)
+            param.decay(c.decay)
+            value = float(values.detach().mean())
+            if not math.isfinite(value):
+                raise NumericalError(f"the objective became {value} at step {i}; lower --lr")
+            history.append({self.term: value, "stage": stage})
+            if callback is not None:  # Progress's loss is minimized: minus the objective
+                callback(Progress(i, c.steps, -value, {self.term: value}, time.perf_counter() - start,
+                                  stage, stages))
+
+    def _result(self, done, history, start) -> FeatureVizResult:
+        targets = [t for chunk, *_ in done for t in chunk]
+        x = torch.cat([d[1] for d in done])
+        initial = [v for d in done for v in d[2]]
+        final = [v for d in done for v in d[3]]
+        if self.kind == "class":
+            labels = [class_label(self.net, k) for k in targets]
+        else:
+            labels = [f"#{k}" for k in targets]
+        probabilities = top5 = None
+        if self.kind == "class":
+            with torch.no_grad(), precision_mode(self.config.precision, self.device):
+                p = self.net.features(x.to(self.device), [LOGITS])[LOGITS].float().softmax(dim=1).cpu()
+            probabilities = [float(p[i, k]) for i, k in enumerate(targets)]
+            top = p.topk(min(5, p.shape[1]), dim=1)
+            top5 = [list(zip(ix.tolist(), [round(v, 4) for v in pv.tolist()]))
+                    for ix, pv in zip(top.indices, top.values)]
+        return FeatureVizResult(x, targets, labels, initial, final, self.kind, self.display, self.config,
+                                history, time.perf_counter() - start, probabilities, top5)
+
+
+def featureviz(config: FeatureVizConfig | None = None, callback: Callable[[Progress], None] | None = None,
+               net: Net | None = None) -> FeatureVizResult:
+    """Activation maximization of config.channels of config.layer (or config.target_class logits)."""
+    return FeatureVisualizer(config or FeatureVizConfig(), net).run(callback)
+
+
+def classviz(config: ClassVizConfig, callback: Callable[[Progress], None] | None = None,
+             net: Net | None = None) -> FeatureVizResult:
+    """A picture of config.target_class as the classifier sees it (one image: result.image())."""
+    return FeatureVisualizer(config, net).run(callback)
+
+
+# --------------------------------------------------------------------------------------- figures
+
+def sheet_title(result: FeatureVizResult) -> str:
+    c = result.config
+    what = {"channel": "mean activation of each channel", "neuron": "activation of each channel's centre neuron",
+            "class": "logit of each class"}[result.kind]
+    prior = f"{c.param}{', decorrelated colour' if c.decorrelate else ''}"
+    return (f"{c.net}  {result.layer}: what maximizes the {what}\n"
+            f"{c.size} px, {c.steps} steps, {prior}; label: index, final value (start "
+            f"{np.mean(result.initial):.3g} on average)")
+
+
+def sheet(result: FeatureVizResult, dpi: int = 110) -> Image.Image:
+    """The contact sheet: a near-square grid, one panel per target, each labelled with its index
+    (and class name) and final value; the title names the net, layer, objective and settings."""
+    # An explicit Agg canvas as in figures.image_strip: no pyplot, no global backend switch.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(result.targets)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    pw = min(2.6, max(1.3, 9.0 / cols))       # panel side, inches
+    label, gap, top, side = 0.22, 0.08, 0.75, 0.12
+    fig_w = max(6.5, 2 * side + cols * (pw + gap))
+    fig_h = top + rows * (pw + label + gap) + side
+    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
+    left = (fig_w - cols * (pw + gap) + gap) / 2
+    for i in range(n):
+        r, c = divmod(i, cols)
+        x0 = left + c * (pw + gap)
+        y0 = fig_h - top - (r + 1) * (pw + label + gap) + gap
+        ax = fig.add_axes((x0 / fig_w, y0 / fig_h, pw / fig_w, pw / fig_h))
+        ax.imshow(result.images[i].permute(1, 2, 0).numpy(), interpolation="antialiased")
+        text = f"{result.labels[i]}  {result.final[i]:.3g}"
+        ax.set_title(text if len(text) <= 34 else text[:33] + "…", fontsize=7, pad=2)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(sheet_title(result), fontsize=9, y=1 - 0.08 / fig_h, va="top")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
