@@ -336,7 +336,7 @@ def test_class_targets_by_name_and_index_and_their_errors():
         logits = effnet.features(pil_to_tensor(by_name.image), ["logits"])["logits"][0]
     assert by_name.target_score == pytest.approx(torch.softmax(logits, 0)[652].item(), rel=1e-4)
     cases = [(cpu(target="militery uniform"), "did you mean 'military uniform'"),
-             (cpu(target="1000"), "class 1000 is out of range"),
+             (cpu(target="1000"), "--target 1000 is out of range"),
              (cpu(target="-1"), "out of range"),
              (cpu(target="cardigan"), "ambiguous"),
              (cpu(cam_layer="blocks.99"), "did you mean"),
@@ -440,7 +440,7 @@ def inputs(tmp_path):
 
 @pytest.mark.parametrize("argv, needle", [
     (["--target", "militery uniform"], "did you mean 'military uniform'"),
-    (["--target", "1000"], "class 1000 is out of range"),
+    (["--target", "1000"], "--target 1000 is out of range"),
     (["--net", "vgg19", "--target", "cat"], "no classifier head"),
     (["--net", "vgg19", "--layer", "relu5_5"], "did you mean 'relu5_4'"),
     (["--cam-layer", "hed"], "did you mean 'head'"),

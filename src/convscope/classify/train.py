@@ -222,7 +222,7 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
         cache = Path(cache_dir) if cache_dir else None
         train_x = bottleneck_features(model, splits.train, device, 256, cache)
         val_x = bottleneck_features(model, splits.val, device, 256, cache)
-        train_y, val_y = splits.train.labels, splits.val.labels
+        train_y = splits.train.labels
         steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
     else:
         shard = splits.train if not world.active else \

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
 from .. import images
 from ..devices import resolve_device

@@ -9,9 +9,7 @@ Engine only: a PIL image in, tensors, predictions and a figure (PIL image) out.
 
 from __future__ import annotations
 
-import difflib
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -24,6 +22,7 @@ from .. import images
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError
 from ..nets import AUTO, get_net
+from ..nets.classes import class_index as _class_index
 from ..optimize import precision_mode
 from ..options import PRECISION_HELP, PRECISIONS, check_choices
 from ..options import option as _opt
@@ -127,34 +126,9 @@ class ExplainResult:
 
 # ------------------------------------------------------------------------------------- targets
 
-def _normal(name: str) -> str:
-    """Class names as typed: case, underscores and runs of spaces do not matter."""
-    return " ".join(name.replace("_", " ").lower().split())
-
-
 def class_index(net, text: str) -> int:
-    """The class `text` names: an index, or a class name (case-insensitive); ConfigError otherwise."""
-    n = net.num_classes
-    text = str(text).strip()
-    if re.fullmatch(r"[+-]?\d+", text):
-        index = int(text)
-        if not 0 <= index < n:
-            raise ConfigError(f"class {index} is out of range: {net.net_name} has {n} classes (0 to {n - 1})")
-        return index
-    if net.classes is None:
-        raise ConfigError(f"{net.net_name} has no class names; give --target as an index from 0 to {n - 1}")
-    key = _normal(text)
-    names = [_normal(c) for c in net.classes]
-    found = [i for i, c in enumerate(names) if c == key]
-    if len(found) > 1:
-        raise ConfigError(f"class name {text!r} is ambiguous: it names classes {', '.join(map(str, found))}; "
-                          "give the index")
-    if found:
-        return found[0]
-    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6) or [c for c in names if key in c][:3]
-    hint = f" (did you mean {' or '.join(repr(net.classes[names.index(c)]) for c in close)}?)" if close else ""
-    raise ConfigError(f"unknown class {text!r} for {net.net_name}{hint}; give a class name or an index "
-                      f"from 0 to {n - 1}")
+    """The class --target names (an index or a name, any case); see nets.classes."""
+    return _class_index(net, text, "--target")
 
 
 def class_name(net, index: int) -> str:

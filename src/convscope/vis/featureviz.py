@@ -27,7 +27,6 @@ figures of merit and figures out; progress through a callback.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 import time
@@ -43,6 +42,7 @@ from .. import images
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, NumericalError
 from ..nets import AUTO, LOGITS, Net, auto_layer, get_net
+from ..nets.classes import class_index, is_class_name
 from ..optimize import Interrupted, Progress, precision_mode
 from ..options import PRECISIONS, check_choices
 from ..options import option as _opt
@@ -223,37 +223,20 @@ def parse_indices(spec: str, what: str = "--channels") -> list[int]:
 
 
 def resolve_classes(spec: str, net: Net) -> list[int]:
-    """Class indices for `spec`: indices and ranges as parse_indices, or class names (any case).
-
-    ConfigError for a net without a classifier head, an index out of range, or an unknown name
-    (with a "did you mean")."""
-    n, names = net.num_classes, net.classes
-    if n is None:
-        raise ConfigError(f"--class needs a classifier, and {net.net_name} is convolutional only (no head); "
-                          "use --net efficientnet_lite0 or a torchvision classifier such as resnet18")
-    def key(name: str) -> str:  # "Military_Uniform" finds "military uniform"
-        return " ".join(name.replace("_", " ").lower().split())
-
-    lower = {key(name): i for i, name in reversed(list(enumerate(names or [])))}
+    """Class indices for `spec`: indices and ranges as parse_indices, or class names (any case),
+    comma-separated. ConfigError for a net without a classifier head, an index out of range, or an
+    unknown name (with a "did you mean"); see nets.classes."""
     spec = str(spec).strip()
-    parts = [spec] if key(spec) in lower else [p.strip() for p in spec.split(",")]
+    parts = [spec] if is_class_name(net, spec) else [p.strip() for p in spec.split(",")]
     out: list[int] = []
     for part in parts:
-        if key(part) in lower:
-            found = [lower[key(part)]]
-        elif _RANGE.match(part):
+        if _RANGE.match(part) and not is_class_name(net, part):
+            class_index(net, "0")  # a headless net fails here, before the range is read
             found = parse_indices(part, "--class")
-            bad = [k for k in found if k >= n]
-            if bad:
-                raise ConfigError(f"--class {bad[0]} is out of range: {net.net_name} has {n} classes "
-                                  f"(0 to {n - 1})")
-        elif names is None:
-            raise ConfigError(f"{net.net_name} has no class names; give --class as an index from 0 to {n - 1}")
+            for k in found:
+                class_index(net, str(k))
         else:
-            close = difflib.get_close_matches(key(part), list(lower), n=1, cutoff=0.6)
-            hint = f" (did you mean {names[lower[close[0]]]!r}?)" if close else ""
-            raise ConfigError(f"unknown class {part!r} for {net.net_name}{hint}; give a class name or an "
-                              f"index from 0 to {n - 1}")
+            found = [class_index(net, part)]
         out += [k for k in found if k not in out]
     return out
 
