@@ -57,12 +57,12 @@ IMAGENET_MEAN_255 = (123.68, 116.779, 103.939)
 B_PIXEL_NORM = 80.0          # typical Euclidean norm of a mean-subtracted pixel (paper, sec. 3.3)
 B_PLUS = 2 * B_PIXEL_NORM    # bound of the alpha-norm prior, B+ = 2B (the paper's IJCV 2016 version)
 V_EDGE_RATIO = 6.5           # typical finite difference V = B / 6.5 (paper, sec. 3.3)
+VGG_LAYER, AUTO_DEPTH = "relu3_1", 0.4  # --layer auto on the VGG nets and on others
 # Default lambda_V by the layer's stride (input pixels per feature pixel): deeper layers keep less
 # of the image, so the prior must fill in more, as in the paper's 3 depth groups (0.5 / 5 / 50 for
 # AlexNet's conv1-2 / conv3-4 / conv5-fc8). Ours, chosen by eye on VGG19 + L-BFGS at 224 px
 # (tubingen.jpg): relu1_x keeps errors ~0.01-0.02 and faithful colours; relu3_1 at 0.05 stays
 # sharp (error ~0.09), 0.2 washes colours out; relu5_1 at 0.3 shows the scene (error ~0.15), 1.5 a fog.
-VGG_LAYER, AUTO_DEPTH = "relu3_1", 0.4  # --layer auto on the VGG nets and on others
 TV_BY_STRIDE = ((2, 0.01), (8, 0.05), (math.inf, 0.3))
 
 
