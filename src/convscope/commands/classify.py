@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sys
+from pathlib import Path
 
 from ..cli import add_config_options
 
@@ -107,7 +108,8 @@ def _train(args, config, world) -> int:
     folder = config.data != "cifar10"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        splits = load_data(config.data, root=config.data_root, size=config.input_size if folder else None,
+        splits = load_data(config.data, root=config.data_root,
+                           size=_decode_size(config.data, config.input_size, config.model) if folder else None,
                            val_split=config.val_split, seed=config.seed, cache_dir=str(Path(cache) / "data"))
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
@@ -131,6 +133,27 @@ def _train(args, config, world) -> int:
     print(f"{config.model}: validation accuracy {last.get('val_acc', float('nan')):.4f} after "
           f"{result.epochs_run} epoch(s){stop}, {result.seconds:.1f} s; run saved in {run.path}", file=sys.stderr)
     return 0
+
+
+def _decode_size(folder: str, input_size: int, model: str) -> int:
+    """The side images are decoded to. Models trained from scratch see exactly their input size.
+    Transfer models upsample small images on the device, so small images (CIFAR's 32 px) are kept
+    as they are instead of being stored 50x larger: the size of the first image found when it is
+    under the input size."""
+    if not model.startswith("transfer:"):
+        return input_size
+    from PIL import Image
+
+    from ..classify.data import IMAGE_EXTENSIONS
+
+    for path in sorted(Path(folder).expanduser().rglob("*")):
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            try:
+                with Image.open(path) as im:
+                    return min(input_size, min(im.size))
+            except OSError:
+                continue  # unreadable: the data layer reports it
+    return input_size
 
 
 def _bar():
@@ -193,7 +216,8 @@ def run_evaluate(args) -> int:
     spec = args.data or loaded.config.data
     folder = spec != "cifar10"
     splits = load_data(spec, root=args.data_root or loaded.config.data_root,
-                       size=loaded.input_size if folder else None, val_split=loaded.config.val_split,
+                       size=_decode_size(spec, loaded.input_size, loaded.config.model) if folder else None,
+                       val_split=loaded.config.val_split,
                        seed=loaded.config.seed)
     if splits.val.classes != loaded.classes:
         from ..errors import ConfigError
