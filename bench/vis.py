@@ -43,7 +43,7 @@ EXTRA = {"classviz": ["--class", "543"]}
 def available(command: str) -> bool:
     """Commands are modules of convscope.commands; benchmark those this checkout has."""
     sys.path.insert(0, str(REPO / "src"))
-    return importlib.util.find_spec(f"convscope.commands.{command}") is not None
+    return importlib.util.find_spec(f"convscope.commands.{command.replace('-', '_')}") is not None
 
 
 def figure(meta: dict, key: str | None):
@@ -82,6 +82,7 @@ def main() -> int:
                              "photos of ../shared/data/photos-256.tar, unpacked to a temporary folder)")
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--commands", nargs="+", default=list(COMMANDS), choices=list(COMMANDS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     a = parser.parse_args()
     for path in (a.photo, a.painting):
@@ -90,7 +91,7 @@ def main() -> int:
     import torch
 
     devices = a.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    commands = [c for c in COMMANDS if available(c)]
+    commands = [c for c in a.commands if available(c)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_vis_") as tmp:
         photos = a.photos
