@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 from torch.nn.grad import conv2d_input
 
+from tinynets import cifar_net
 from convscope.cli import main
 from convscope.errors import ConfigError, ImageError
 from convscope.images import pil_to_tensor, read_png_metadata
@@ -282,15 +283,6 @@ def test_grad_cam_finds_the_red_square_not_the_white_one(red_right):
 
 # ---------------------------------------------------------------------------- explain engine
 
-def cifar_net() -> HookedNet:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Dropout(0.25), nn.Flatten(), nn.Linear(64 * 14 * 14, 128), nn.ReLU(),
-                          nn.Dropout(0.5), nn.Linear(128, 10))
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    return HookedNet(model, nn.Identity(), "cifar-test", 32, classes=names).requires_grad_(False).eval()
-
-
 NETS = ["vgg19", "efficientnet_lite0", "resnet18:random", "mobilenet_v3_small:random", "densenet121:random",
         "cifar-test"]
 
@@ -369,7 +361,7 @@ def test_rules_choose_the_panels_and_small_images_are_refused():
     model = cifar_net()
     result = explain(photo(32, 32), cpu(net="cifar-test", size=32, rules=("gradient",)), net=model)
     assert list(result.signals) == ["gradient"] and result.guided_cam is None
-    assert [label for label, _ in engine.panels(result)] == ["input 32x32", "Grad-CAM (5)", "gradient"]
+    assert [label for label, _ in engine.panels(result)] == ["input 32x32", "Grad-CAM (features)", "gradient"]
     default = explain(photo(32, 32), cpu(net="cifar-test", size=32), net=model)
     labels = [label for label, _ in engine.panels(default)]
     assert labels[2:] == ["guided backprop", "guided Grad-CAM", "deconvnet"]

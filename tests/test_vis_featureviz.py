@@ -18,30 +18,18 @@ import torch
 from interrupt import ctrl_c_bar
 from netcache import cached_get_net
 from PIL import Image
-from torch import nn
 
+from tinynets import cifar_net
 from convscope.cli import main
 from convscope.errors import ConfigError
 from convscope.images import read_png_metadata
-from convscope.nets import HookedNet, hook_count, imagenet_classes
+from convscope.nets import hook_count, imagenet_classes
 from convscope.vis import featureviz as engine
 from convscope.vis.featureviz import (ClassVizConfig, FeatureVisualizer, FeatureVizConfig, ImageParam,
                                       classviz, featureviz, parse_indices, random_transform,
                                       resolve_classes, sheet)
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def cifar_net() -> HookedNet:
-    """A CIFAR-10-sized classifier at a fixed random init (the design's small CNN: conv32, conv64,
-    pool, dense 128, dense 10), input 32 px, named classes."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-                          nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(), nn.Linear(64 * 16 * 16, 128), nn.ReLU(),
-                          nn.Dropout(0.5), nn.Linear(128, 10))
-    net = HookedNet(model, nn.Identity(), "cifar-test", 32, classes=CIFAR_CLASSES)
-    net.requires_grad_(False)
-    return net.eval()
 
 
 REAL_GET_NET = engine.get_net

@@ -20,6 +20,7 @@ from netcache import cached_get_net
 from PIL import Image
 from torch import nn
 
+from tinynets import cifar_net
 from convscope.cli import main
 from convscope.errors import ConfigError
 from convscope.images import pil_to_tensor, read_png_metadata
@@ -52,17 +53,6 @@ def color_net() -> HookedNet:
     model = nn.Sequential(pick, nn.ReLU(), blur, nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1),
                           nn.Flatten(), nn.Linear(3, 10))
     net = HookedNet(model, nn.Identity(), "color-test", 32, CLASSES)
-    net.requires_grad_(False)
-    return net.eval()
-
-
-def cifar_net() -> HookedNet:
-    """The CIFAR-10 reference architecture (Conv32-Conv64-MaxPool-Dense128-Dense10), random weights."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Dropout(0.25), nn.Flatten(), nn.Linear(64 * 14 * 14, 128), nn.ReLU(),
-                          nn.Dropout(0.5), nn.Linear(128, 10))
-    net = HookedNet(model, nn.Identity(), "cifar-test", 32, CLASSES)
     net.requires_grad_(False)
     return net.eval()
 

@@ -1,8 +1,8 @@
 """Test helper: the nets every vis method is checked on, including a 32 px CIFAR-style classifier.
 
-The CIFAR nets of the classification issue load from their run directories; until a test can make
-one cheaply, `cifar_net()` stands in: the same shape of network (conv-conv-pool-dense, 10 named
-classes, 32 px input) as a `HookedNet` at random initialization.
+The CIFAR nets of the classification issue load from their run folders (tests/test_classify_cli.py
+runs the vis commands on a trained one); `cifar_net()` is the same model, `simple`, at random
+initialization, wrapped the way a run folder is.
 """
 
 from __future__ import annotations
@@ -20,27 +20,13 @@ NETS = ("vgg19", "efficientnet_lite0", CIFAR, "resnet18:random", "mobilenet_v3_s
         "densenet121:random")
 
 
-class CifarSimple(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Dropout(0.5),
-                                        nn.Linear(128, 10))
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-class CifarNormalize(nn.Module):
-    def forward(self, x):
-        return (x - 0.5) / 0.25
-
-
 def cifar_net() -> HookedNet:
+    """The classification issue's reference CIFAR-10 model (`simple`: Conv32-Conv64-MaxPool-Dense128-
+    Dense10, its normalization inside) at a fixed random init, as the vis engines see a run folder."""
+    from convscope.classify.models import SimpleCNN
+
     torch.manual_seed(0)
-    net = HookedNet(CifarSimple(), CifarNormalize(), CIFAR, 32, CIFAR_CLASSES)
+    net = HookedNet(SimpleCNN(10), nn.Identity(), CIFAR, 32, CIFAR_CLASSES)
     net.requires_grad_(False)
     return net.eval()
 
