@@ -251,8 +251,15 @@ def check_output_path(path) -> Path:
     if p.suffix.lower() not in WRITABLE_FORMATS:
         kinds = ", ".join(WRITABLE_FORMATS)
         raise OutputError(f"cannot write {p}: unknown image extension {p.suffix!r}; use one of {kinds}")
+    return check_output_file(p, "out.png")
+
+
+def check_output_file(path, example: str) -> Path:
+    """Check, before any long work, that a file can be written at `path` (not a folder; its folder
+    exists and is writable, tried for real); `example` names a file in messages."""
+    p = Path(path).expanduser()
     if p.is_dir():
-        raise OutputError(f"cannot write {p}: it is a folder; give a file name such as {p / 'out.png'}")
+        raise OutputError(f"cannot write {p}: it is a folder; give a file name such as {p / example}")
     folder = p.parent
     if not folder.is_dir():
         raise OutputError(f"output folder does not exist: {folder}; create it first")

@@ -44,7 +44,7 @@ from torch import nn
 
 from ..errors import ConfigError, OutputError, UserError
 # images' atomic writer: temp file + fsync + rename, the user's umask for the mode, OutputError on OSError.
-from ..images import write_atomic
+from ..images import check_output_file, write_atomic
 from ..options import check_choices
 from ..options import option as _opt
 
@@ -144,19 +144,7 @@ def check_output(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if p.suffix.lower() != ".onnx":
         raise OutputError(f"cannot write {p}: give a file name ending in .onnx, such as {p.with_suffix('.onnx').name}")
-    if p.is_dir():
-        raise OutputError(f"cannot write {p}: it is a folder; give a file name such as {p / 'model.onnx'}")
-    folder = p.parent
-    if not folder.is_dir():
-        raise OutputError(f"output folder does not exist: {folder}; create it first")
-    try:  # os.access can be wrong (root, ACLs, read-only mounts): try for real
-        fd, probe = tempfile.mkstemp(prefix=".convscope-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise OutputError(f"output folder is not writable: {folder} ({e.strerror or e}); choose another folder") \
-            from None
-    return p
+    return check_output_file(p, "model.onnx")
 
 
 # ---- export ----------------------------------------------------------------------------------------
