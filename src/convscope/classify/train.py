@@ -37,7 +37,8 @@ from .run import RunDir, RunError, load_tensors, save_tensors
 
 @dataclass
 class EpochReport:
-    """Progress: one per finished epoch (and per step with `step` set, for progress bars)."""
+    """Progress: one per finished epoch (and per step with `step` set, for progress bars). Epoch 0
+    is the bottleneck-feature pass of a frozen backbone, counted in images."""
     epoch: int
     epochs: int
     step: int = 0
@@ -220,8 +221,11 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
     cached = isinstance(model, TransferModel) and not config.finetune
     if cached:
         cache = Path(cache_dir) if cache_dir else None
-        train_x = bottleneck_features(model, splits.train, device, 256, cache)
-        val_x = bottleneck_features(model, splits.val, device, 256, cache)
+        # Progress of the one-off feature pass: reports with epoch 0 (steps = images).
+        report = None if callback is None or not world.main else \
+            (lambda done, total: callback(EpochReport(0, config.epochs, done, total)))
+        train_x = bottleneck_features(model, splits.train, device, 256, cache, report)
+        val_x = bottleneck_features(model, splits.val, device, 256, cache, report)
         train_y = splits.train.labels
         steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
     else:

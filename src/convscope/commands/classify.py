@@ -162,11 +162,13 @@ def _bar():
     state = {"bar": None}
 
     def callback(r) -> None:
-        if state["bar"] is None or (r.step == 1 and not r.done):
+        new_pass = state["bar"] is None or state["bar"].total != r.steps or r.step < state["bar"].n
+        if new_pass or (r.step == 1 and not r.done):
             if state["bar"] is not None:
                 state["bar"].close()
-            state["bar"] = tqdm(total=r.steps, desc=f"epoch {r.epoch}/{r.epochs}", unit="step", file=sys.stderr,
-                                leave=True)
+            desc = "bottleneck features" if r.epoch == 0 else f"epoch {r.epoch}/{r.epochs}"
+            state["bar"] = tqdm(total=r.steps, desc=desc, unit="img" if r.epoch == 0 else "step",
+                                file=sys.stderr, leave=True)
         bar = state["bar"]
         if r.done:
             bar.set_postfix(loss=f"{r.train_loss:.3f}", acc=f"{r.train_acc:.3f}", val_acc=f"{r.val_acc:.3f}")
