@@ -6,6 +6,7 @@ Each engine's config is a dataclass whose fields carry their CLI help and choice
 
 from __future__ import annotations
 
+import re
 from dataclasses import field, fields
 
 from .errors import ConfigError
@@ -19,6 +20,30 @@ PRECISION_HELP = ("arithmetic: auto (tf32 on CUDA; bf16 on CPUs with native bf16
 def option(help: str, default, **meta):
     """A dataclass field carrying its CLI help text (and `choices=` when it has them)."""
     return field(default=default, metadata={"help": help, **meta})
+
+
+_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+
+
+def parse_indices(spec: str, what: str = "--channels", most: int = 100_000) -> list[int]:
+    """'0-15' -> 0..15, '3,7,9' -> [3, 7, 9], '5' -> [5] (mixes too: '0-3,8'), in the order given,
+    repeats dropped; at most `most` of them. ConfigError (one line) otherwise."""
+    out: list[int] = []
+    for part in str(spec).split(","):
+        m = _RANGE.match(part)
+        if not m:
+            raise ConfigError(f"{what} must be like 0-15, 3,7,9 or 5, not {spec!r}")
+        if m.group(2) is not None and int(m.group(2)) < int(m.group(1)):
+            raise ConfigError(f"{what} must be like 0-15, 3,7,9 or 5, not {spec!r}: the range "
+                              f"{part.strip()!r} runs backwards")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi - lo >= most:
+            raise ConfigError(f"{what} {spec!r} names too many indices (at most {most})")
+        out += [i for i in range(lo, hi + 1) if i not in out]
+        if len(out) > most:
+            raise ConfigError(f"{what} {spec!r} names too many indices (at most {most})")
+    return out
 
 
 def check_choices(config) -> None:

@@ -28,7 +28,6 @@ figures of merit and figures out; progress through a callback.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -44,7 +43,7 @@ from ..errors import ConfigError, NumericalError
 from ..nets import AUTO, LOGITS, Net, auto_layer, get_net
 from ..nets.classes import class_index, is_class_name
 from ..optimize import Interrupted, Progress, precision_mode
-from ..options import PRECISIONS, check_choices
+from ..options import _RANGE, PRECISIONS, check_choices, parse_indices
 from ..options import option as _opt
 
 PARAMS = ("fft", "pixels")
@@ -204,22 +203,6 @@ class ClassVizConfig(RenderConfig):
 
 # ------------------------------------------------------------------------------ target parsing
 
-_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
-
-
-def parse_indices(spec: str, what: str = "--channels") -> list[int]:
-    """'0-15' -> 0..15, '3,7,9' -> [3, 7, 9], '5' -> [5] (mixes too: '0-3,8'); repeats dropped."""
-    out: list[int] = []
-    for part in str(spec).split(","):
-        m = _RANGE.match(part)
-        if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
-            raise ConfigError(f"{what} must be like 0-15, 3,7,9 or 5, not {spec!r}")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi - lo >= 100_000:
-            raise ConfigError(f"{what} {spec!r} names too many indices")
-        out += [i for i in range(lo, hi + 1) if i not in out]
-    return out
 
 
 def resolve_classes(spec: str, net: Net) -> list[int]:

@@ -38,7 +38,7 @@ from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError
 from ..nets import AUTO, auto_layer, get_net
 from ..optimize import precision_mode
-from ..options import PRECISION_HELP, PRECISIONS, check_choices
+from ..options import PRECISION_HELP, PRECISIONS, check_choices, parse_indices
 from ..options import option as _opt
 from .attribution import RULES, backward_rule
 
@@ -110,19 +110,7 @@ def parse_channels(spec: str, count: int | None = None, layer: str = "the layer"
     With `count` (the channels of `layer`), each must be below it. ConfigError otherwise."""
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError("--channels is empty; give channels such as 0-7 or 1,5,9")
-    found: list[int] = []
-    for part in spec.replace(" ", "").split(","):
-        lo, sep, hi = part.partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()):
-            raise ConfigError(f"bad --channels {spec!r}: {part!r} is not a channel or a range such as 0-7")
-        first, last = int(lo), int(hi) if sep else int(lo)
-        if last < first:
-            raise ConfigError(f"bad --channels {spec!r}: the range {part!r} runs backwards")
-        if last - first >= MAX_CHANNELS:
-            raise ConfigError(f"--channels {spec!r} asks for too many: at most {MAX_CHANNELS} per figure")
-        found += [c for c in range(first, last + 1) if c not in found]
-    if len(found) > MAX_CHANNELS:
-        raise ConfigError(f"--channels {spec!r} asks for {len(found)}: at most {MAX_CHANNELS} per figure")
+    found = parse_indices(spec, "--channels", MAX_CHANNELS)
     if count is not None:
         bad = [c for c in found if c >= count]
         if bad:
