@@ -13,16 +13,16 @@ A row is MODEL[@INPUT_SIZE][+OPTION=VALUE...], e.g. `transfer:vgg19@64`, `vgg19-
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import finish  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
@@ -87,17 +87,10 @@ def main() -> int:
                   "epochs": int(last["epoch"]), "reference": REFERENCE.get(row, "")}
         rows.append(result)
         print(f"{row:36s} {result['accuracy']:.4f}  {seconds:8.1f} s  {result['epochs']:3d} epochs", flush=True)
-    import torch
-
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
-               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     print("\n| model | test accuracy | wall time | epochs | reference |\n|---|---:|---:|---:|---|")
     for r in rows:
         print(f"| {r['row']} | {100 * r['accuracy']:.2f}% | {r['seconds']:.0f} s | {r['epochs']} | {r['reference']} |")
-    print(f"\nmachine: {machine}")
-    if a.json:
-        a.json.write_text(json.dumps({"rows": rows, "machine": machine}, indent=2))
+    finish(rows, a.json)
     return 0
 
 

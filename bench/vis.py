@@ -10,17 +10,18 @@ from anywhere; inputs default to ../shared/data/nst-inputs:
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import finish  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "nst-inputs"
@@ -111,17 +112,11 @@ def main() -> int:
                              "runs": times, "merit": merit, "merit_is": COMMANDS[command][2]})
                 print(f"{command:12s} {device:5s} {statistics.median(times):7.1f} s  {COMMANDS[command][2]}: "
                       f"{merit if merit is not None else '-'}", flush=True)
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "torch": torch.__version__,
-               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     print(f"\n| command | device | seconds (median of {a.repeats}) | figure of merit |\n|---|---|---:|---|")
     for r in rows:
         merit = f"{r['merit_is']}: {r['merit']:.4g}" if isinstance(r["merit"], (int, float)) else r["merit_is"]
         print(f"| {r['command']} | {r['device']} | {r['seconds']:.1f} | {merit} |")
-    print(f"\nmachine: {machine}")
-    if a.json:
-        a.json.write_text(json.dumps({"rows": rows, "machine": machine}, indent=2))
+    finish(rows, a.json)
     return 0
 
 
