@@ -182,8 +182,26 @@ def print_summary(written: list, frames: list, seconds: float, losses: dict[str,
 
 
 def cmd_stylize(args) -> int:
+    from .errors import ConfigError
     from .style.config import StyleConfig
 
+    if args.model is not None or args.method == "arbitrary":
+        from .commands.fast_style import run_one_pass
+        from .fast.apply import FastConfig
+
+        if args.model is not None and args.method == "arbitrary":
+            raise ConfigError("--model is a trained style network; --method arbitrary takes style images "
+                              "(and --decoder): use one or the other")
+        if args.size is None:
+            args.size = FastConfig.size
+        return run_one_pass(args, "fast" if args.model is not None else "arbitrary")
+    if not args.styles:
+        raise ConfigError("give at least one style image (or --model NAME for a trained style; see: "
+                          "convscope styles)")
+    if args.mask:
+        raise ConfigError("--mask works with --method arbitrary")
+    if args.size is None:
+        args.size = StyleConfig.size
     config = config_from_args(args, StyleConfig)
     return _run_style(args, config, args.content, args.styles)
 
@@ -197,6 +215,14 @@ def cmd_demo(args) -> int:
     from .images import load_image
     from .style.config import StyleConfig
 
+    if args.model is not None:  # the fast path: a built-in feed-forward style, seconds on a CPU
+        from .commands.fast_style import run_one_pass
+        from .fast.apply import FastConfig
+
+        args.content, args.styles, args.mask, args.decoder = str(sample_photo_path()), [], None, "adain"
+        args.size = FastConfig.size if args.size is None else args.size
+        return run_one_pass(args, "fast")
+    args.size = DEMO_DEFAULTS["size"] if args.size is None else args.size
     config = config_from_args(args, StyleConfig).validate()  # the seed feeds the style drawing
     content = sample_photo_path()
     style = swirl_painting(512, seed=config.seed)
@@ -230,6 +256,7 @@ def add_output_options(p: argparse.ArgumentParser, default: str | None = None, r
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .nets import net_names
+    from .fast.apply import FastConfig
     from .style.config import StyleConfig
 
     parser = _Parser(prog="convscope", description="Deep learning on images with CNNs: stylize, "
@@ -242,20 +269,40 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--strip", action="store_true",
                        help="also write OUT_progress.png: first, middle and last iteration side by side")
 
-    p = sub.add_parser("stylize", help="neural style transfer (Gatys et al., optimization-based)",
+    p = sub.add_parser("stylize", help="neural style transfer: optimization (gatys), a trained style "
+                       "network (--model), or any style in one pass (--method arbitrary)",
                        description="Stylize CONTENT with one or more STYLE images by optimizing the "
-                       "output image (L-BFGS by default).")
-    p.add_argument("content", help="content image")
-    p.add_argument("styles", nargs="+", metavar="style", help="style image(s); blend with --style-blend")
+                       "output image (--method gatys, the default: L-BFGS), with a feed-forward network "
+                       "trained for one style (--model NAME|FILE, no STYLE; see: convscope styles), or "
+                       "with any STYLE images in one forward pass (--method arbitrary, AdaIN). "
+                       "--model and arbitrary also take a folder of images as CONTENT (-o a folder).")
+    p.add_argument("content", help="content image (or, with --model / arbitrary, a folder of images)")
+    p.add_argument("styles", nargs="*", metavar="style", help="style image(s); blend with --style-blend")
     common_output(p)
-    add_config_options(p, StyleConfig)
+    p.add_argument("--method", choices=("gatys", "arbitrary"), default="gatys",
+                   help="gatys: optimize the image (slow, best); arbitrary: AdaIN, one pass (default: gatys)")
+    p.add_argument("--model", default=None, help="a feed-forward style: built-in name (see: convscope styles) "
+                   "or a file from train-style; stylizes in one pass")
+    p.add_argument("--decoder", default="adain", help="arbitrary: the decoder, built-in name or a file from "
+                   "train-arbitrary (default: adain)")
+    p.add_argument("--mask", default=None, metavar="IMAGE", help="arbitrary: a region mask; its grey levels "
+                   "pick the style per region (black: first style, white: last)")
+    p.add_argument("--size", type=int, default=None, help="long side of the output in pixels (default: 512 "
+                   "for gatys; the content's own size for --model and arbitrary)")
+    add_config_options(p, StyleConfig, skip=("size",))
+    add_config_options(p, FastConfig, skip=("size", "preserve_color", "device", "precision"))
     p.set_defaults(func=cmd_stylize)
 
     p = sub.add_parser("demo", help="stylize a built-in photo with a built-in style (no files needed)",
                        description="Stylize matplotlib's sample photo with a swirling style drawn in "
                        "code. Takes about a minute or two on a laptop CPU at the defaults.")
     common_output(p, default="demo.png")
-    add_config_options(p, StyleConfig, defaults=DEMO_DEFAULTS)
+    p.add_argument("--model", default=None, help="fast path: stylize with this built-in feed-forward style "
+                   "(e.g. starry_night; see: convscope styles) in one pass instead of optimizing")
+    p.add_argument("--size", type=int, default=None, help=f"long side of the output in pixels (default: "
+                   f"{DEMO_DEFAULTS['size']}; with --model, the photo's own size)")
+    add_config_options(p, StyleConfig, defaults=DEMO_DEFAULTS, skip=("size",))
+    add_config_options(p, FastConfig, skip=("size", "preserve_color", "device", "precision", "alpha", "style_size"))
     p.set_defaults(func=cmd_demo)
 
     from .commands import register_all
@@ -273,7 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        # `stylize photo.jpg --method arbitrary style.jpg`: argparse gives an optional positional list
+        # (STYLE*) its empty match before the options, so style images after options land here.
+        if extras and getattr(args, "command", None) == "stylize" and not any(e.startswith("-") for e in extras):
+            args.styles = [*args.styles, *extras]
+        elif extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
     except SystemExit as exc:  # --help, --version, or a bad option (already reported in one line)
         return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     if not getattr(args, "command", None):

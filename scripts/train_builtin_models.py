@@ -1,0 +1,138 @@
+"""The recipe of convscope's built-in style models: run it to retrain every one of them.
+
+    python scripts/train_builtin_models.py --data ../shared/data [--only starry_night ...] [--device cuda]
+
+Content: photos-256.tar (1,000 ImageNet photos, 256x256); styles: starry_night.jpg and
+the_scream.jpg from nst-inputs/, two Impressionism paintings from paintings-256.tar, and all 500
+paintings-256 images for the arbitrary-style decoder. The archives are unpacked into a scratch
+folder (never into the repo); each model is trained with the engine the CLI uses
+(`convscope train-style` / `train-arbitrary`), then stored as fp16 safetensors under
+src/convscope/fast/models/ with its model card (data, steps, losses, time, machine) in the header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from convscope.fast.config import TrainArbitraryConfig, TrainStyleConfig  # noqa: E402
+from convscope.fast.models import ARBITRARY_KIND, STYLE_KIND, load_model, save_model  # noqa: E402
+from convscope.fast.train import train_arbitrary, train_style  # noqa: E402
+
+OUT = ROOT / "src" / "convscope" / "fast" / "models"
+
+# name: (style image, centre-crop fraction, card)
+STYLES = {
+    "starry_night": ("nst-inputs/starry_night.jpg", 1.0, {
+        "painting": "Vincent van Gogh, The Starry Night (1889)",
+        "description": "swirling blue night sky with bold yellow brush strokes"}),
+    "the_scream": ("nst-inputs/the_scream.jpg", 1.0, {
+        "painting": "Edvard Munch, The Scream (1893)",
+        "description": "wavy orange and blue bands, expressionist strokes"}),
+    "bathers": ("paintings/Impressionism-0179.jpg", 1.0, {
+        "painting": "a late-19th-century painting of bathers (paintings-256 Impressionism-0179, WikiArt sample)",
+        "description": "blue-green figures in blocky Cezanne-like patches of colour"}),
+    "water_lilies": ("paintings/Impressionism-0181.jpg", 0.7, {
+        "painting": "a water-lily pond in the manner of Monet (paintings-256 Impressionism-0181, WikiArt sample)",
+        "description": "soft dabs of green, blue and pink, impressionist light"}),
+}
+STYLE_RECIPE = dict(size=128, batch_size=4, steps=1000, lr=1e-3, style_size=256, style_weight=3.0,
+                    preview_every=250, checkpoint_every=100)
+ARBITRARY_RECIPE = dict(size=128, batch_size=4, steps=2500, lr=5e-4, style_weight=10.0, preview_every=500,
+                        checkpoint_every=100)
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def unpack(data: Path, scratch: Path, name: str) -> Path:
+    folder = scratch / name.split("-")[0]
+    if not folder.is_dir():
+        with tarfile.open(data / name) as tar:
+            tar.extractall(scratch, filter="data")
+    return folder
+
+
+def style_image(path: Path, crop: float) -> Image.Image:
+    img = Image.open(path).convert("RGB")
+    if crop < 1.0:
+        w, h = img.size
+        cw, ch = round(w * crop), round(h * crop)
+        img = img.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch))
+    return img
+
+
+def progress(name: str):
+    def callback(p):
+        if p.step % 50 == 0 or p.step == p.steps:
+            terms = " ".join(f"{k} {v:.4g}" for k, v in p.losses.items())
+            print(f"{name} step {p.step}/{p.steps} {p.seconds:.0f} s  {terms}", flush=True)
+    return callback
+
+
+def finish(kind: str, work: Path, name: str, card: dict) -> None:
+    model = load_model(str(work), kind)
+    meta = dict(model.meta)
+    meta["card"] = {**meta.get("card", {}), **card, "steps": meta.get("steps"),
+                    "seconds": meta.get("seconds"), "final_losses": meta.get("final_losses"),
+                    "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+                    "recipe": "scripts/train_builtin_models.py"}
+    for key in ("kind", "arch"):
+        meta.pop(key, None)
+    path = save_model(OUT / f"{name}.safetensors", kind, model.net, meta, half=True)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder with the archives")
+    ap.add_argument("--work", default=str(ROOT / ".scratch" / "builtin"), help="scratch folder (git-ignored)")
+    ap.add_argument("--only", nargs="*", default=None, help=f"names to train: {', '.join([*STYLES, 'adain'])}")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--steps", type=int, default=None, help="override the steps (quick checks)")
+    args = ap.parse_args()
+    data, work = Path(args.data), Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    photos = unpack(data, work, "photos-256.tar")
+    paintings = unpack(data, work, "paintings-256.tar")
+    names = args.only or [*STYLES, "adain"]
+    for name in names:
+        out = work / f"{name}.safetensors"
+        resume = (work / f"{name}.checkpoint.safetensors").exists()
+        if name == "adain":
+            recipe = {**ARBITRARY_RECIPE, **({"steps": args.steps} if args.steps else {}), "device": args.device}
+            card = {"painting": "any style image (AdaIN, Huang & Belongie 2017)",
+                    "description": "arbitrary style transfer in one pass: VGG19 encoder to relu4_1, "
+                                   "decoder trained here",
+                    "data": "content: photos-256 (1,000 ImageNet photos); styles: paintings-256 (500 WikiArt "
+                            f"paintings, 37 movements); {recipe['size']} px random crops"}
+            train_arbitrary(photos, paintings, out, TrainArbitraryConfig(**recipe), resume, progress(name), card)
+            finish(ARBITRARY_KIND, out, name, card)
+            continue
+        source, crop, card = STYLES[name]
+        recipe = {**STYLE_RECIPE, **({"steps": args.steps} if args.steps else {}), "device": args.device}
+        card = {**card, "data": f"content: photos-256 (1,000 ImageNet photos), {recipe['size']} px random crops; "
+                                f"style: {source} at {recipe['style_size']} px",
+                "losses": "content relu3_1, style Gram relu1_1..relu5_1 (relative), TV"}
+        src = data / source if (data / source).exists() else work / source
+        train_style(style_image(src, crop), photos, out, TrainStyleConfig(**recipe), resume, progress(name), card)
+        finish(STYLE_KIND, out, name, card)
+
+
+if __name__ == "__main__":
+    main()

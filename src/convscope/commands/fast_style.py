@@ -1,0 +1,247 @@
+"""Feed-forward style transfer commands: `styles`, `train-style`, `train-arbitrary`, `export-onnx`,
+and the one-pass paths of `stylize` (`--model NAME|FILE`, `--method arbitrary`)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ..cli import add_config_options, config_from_args
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def register(subparsers) -> None:
+    from ..fast.config import TrainArbitraryConfig, TrainStyleConfig
+
+    p = subparsers.add_parser("styles", help="list the built-in style models",
+                              description="The built-in feed-forward styles (use with stylize --model NAME) "
+                              "and the arbitrary-style decoder (stylize --method arbitrary), with their cards.")
+    p.add_argument("--json", action="store_true", help="machine-readable output, model cards included")
+    p.set_defaults(func=run_styles)
+
+    p = subparsers.add_parser(
+        "train-style", help="train a feed-forward network for one style (Johnson et al. 2016)",
+        description="Train an image transformation network that stylizes any photo in one pass, with "
+        "perceptual losses on the original VGG19, on random crops of the images in --content-dir.")
+    p.add_argument("style", help="style image (a painting)")
+    p.add_argument("--content-dir", required=True, help="folder of photos to train on (subfolders too)")
+    _train_outputs(p, "my_style.safetensors")
+    add_config_options(p, TrainStyleConfig)
+    p.set_defaults(func=run_train_style)
+
+    p = subparsers.add_parser(
+        "train-arbitrary", help="train the arbitrary-style (AdaIN) decoder",
+        description="Train a decoder for AdaIN (Huang & Belongie 2017): VGG19 up to relu4_1 encodes, "
+        "content features take the style's channel statistics, the decoder paints them.")
+    p.add_argument("--content-dir", required=True, help="folder of photos (content)")
+    p.add_argument("--style-dir", required=True, help="folder of paintings (styles)")
+    _train_outputs(p, "decoder.safetensors")
+    add_config_options(p, TrainArbitraryConfig)
+    p.set_defaults(func=run_train_arbitrary)
+
+    p = subparsers.add_parser(
+        "export-onnx", help="export a style model to ONNX",
+        description="Export a feed-forward style model (built-in name or file) to ONNX, with dynamic "
+        "height and width, verified against PyTorch with onnxruntime when it is installed.")
+    p.add_argument("--model", required=True, help="built-in style name (see: convscope styles) or a .safetensors file")
+    p.add_argument("-o", "--output", required=True, help="output .onnx file")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    p.set_defaults(func=run_export)
+
+
+def _train_outputs(p, example: str) -> None:
+    p.add_argument("-o", "--output", required=True, help=f"model file to write ({example}); a "
+                   ".checkpoint.safetensors and a _previews folder go beside it")
+    p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is beside --output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+
+
+# ---- styles ----------------------------------------------------------------------------------
+def run_styles(args) -> int:
+    import json
+
+    from ..fast.models import list_styles
+
+    rows = list_styles()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no built-in style models are installed", file=sys.stderr)
+        return 0
+    wide = max(len(r["name"]) for r in rows)
+    for r in rows:
+        kind = "  (arbitrary: stylize --method arbitrary)" if r["kind"] == "arbitrary" else ""
+        print(f"{r['name']:<{wide}}  {r['painting']}{kind}")
+        if r["description"]:
+            print(f"{'':<{wide}}  {r['description']}")
+    return 0
+
+
+# ---- training --------------------------------------------------------------------------------
+def _train_bar(args, steps_total: int):
+    if args.quiet:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps_total, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def callback(p):
+        if bar.n == 0 and p.step > 1:
+            bar.update(p.step - 1)  # resumed
+        bar.set_postfix({k: f"{v:.3g}" for k, v in p.losses.items()}, refresh=False)
+        bar.update(1)
+
+    return bar, callback
+
+
+def _finish_training(args, result, bar) -> int:
+    if bar is not None:
+        bar.close()
+    if not args.quiet:
+        terms = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+        skipped = f"; skipped {result.skipped_images} unreadable image(s)" if result.skipped_images else ""
+        print(f"wrote {result.path} after {result.steps} steps in {result.seconds:.0f} s ({terms}){skipped}",
+              file=sys.stderr)
+    return 0
+
+
+def _interrupted(args) -> int:
+    from ..cli import EXIT_INTERRUPTED
+
+    print(f"\ninterrupted: {args.output} and its checkpoint hold the last saved step; continue with "
+          "--resume", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def run_train_style(args) -> int:
+    from ..fast.config import TrainStyleConfig
+    from ..fast.train import train_style
+
+    config = config_from_args(args, TrainStyleConfig).validate()
+    bar, callback = _train_bar(args, config.steps)
+    try:
+        result = train_style(args.style, args.content_dir, args.output, config, args.resume, callback)
+    except KeyboardInterrupt:
+        return _interrupted(args)
+    return _finish_training(args, result, bar)
+
+
+def run_train_arbitrary(args) -> int:
+    from ..fast.config import TrainArbitraryConfig
+    from ..fast.train import train_arbitrary
+
+    config = config_from_args(args, TrainArbitraryConfig).validate()
+    bar, callback = _train_bar(args, config.steps)
+    try:
+        result = train_arbitrary(args.content_dir, args.style_dir, args.output, config, args.resume, callback)
+    except KeyboardInterrupt:
+        return _interrupted(args)
+    return _finish_training(args, result, bar)
+
+
+# ---- export ----------------------------------------------------------------------------------
+def run_export(args) -> int:
+    from .. import images
+    from ..fast.export import export_onnx
+
+    out = images.check_output_file(args.output, "style.onnx")
+    result = export_onnx(args.model, out, opset=args.opset)
+    if not args.quiet:
+        check = (f"; onnxruntime matches PyTorch to {result['max_abs_diff']:.2g}" if result.get("max_abs_diff")
+                 is not None else "; onnxruntime not installed, not verified")
+        print(f"wrote {out}{check}", file=sys.stderr)
+    return 0
+
+
+# ---- stylize --model / --method arbitrary -----------------------------------------------------
+def fast_config_from(args):
+    from ..fast.apply import FastConfig
+
+    values = config_from_args(args, FastConfig)
+    return values.validate()
+
+
+def _inputs(content: str) -> tuple[list[Path], bool]:
+    from ..errors import ConfigError
+
+    p = Path(content).expanduser()
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                       and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ConfigError(f"no images in {p} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        return files, True
+    return [p], False
+
+
+def run_one_pass(args, method: str) -> int:
+    """`stylize CONTENT --model M` (feed-forward) or `stylize CONTENT STYLE... --method arbitrary`."""
+    from .. import images
+    from ..errors import ConfigError, UserError
+    from ..fast.apply import ArbitraryStylizer, FastStylizer
+    from ..runinfo import run_metadata
+
+    config = fast_config_from(args)
+    files, folder = _inputs(args.content)
+    if folder:
+        out_dir = Path(args.output).expanduser()
+        if out_dir.suffix:
+            raise ConfigError(f"CONTENT is a folder, so -o must be a folder too, not {out_dir}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        outputs = [out_dir / f"{f.stem}.png" for f in files]
+        images.check_output_path(outputs[0])
+    else:
+        outputs = [images.check_output_path(args.output)]
+    if method == "fast":
+        if args.styles:
+            raise ConfigError("--model stylizes with a trained network: give no style images (or use "
+                              "--method arbitrary for style images)")
+        if args.mask:
+            raise ConfigError("--mask works with --method arbitrary")
+        stylizer = FastStylizer(args.model, config)
+        styles, model_name = [], args.model
+    else:
+        if not args.styles:
+            raise ConfigError("--method arbitrary needs at least one style image")
+        if args.style_blend and len(args.style_blend) != len(args.styles):
+            raise ConfigError(f"--style-blend has {len(args.style_blend)} weight(s) for {len(args.styles)} style image(s)")
+        stylizer = ArbitraryStylizer(args.decoder, config)
+        styles, model_name = [images.load_image(s) for s in args.styles], args.decoder
+    mask = images.load_image(args.mask) if getattr(args, "mask", None) else None
+    bar = None
+    if folder and not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(files), desc="stylize", unit="image", file=sys.stderr, dynamic_ncols=True)
+    began, skipped, written = time.perf_counter(), [], []
+    for src, dst in zip(files, outputs):
+        start = time.perf_counter()
+        try:
+            content = images.load_image(src)
+        except UserError as exc:
+            if not folder:
+                raise
+            skipped.append(src)
+            print(f"\nskipped {src}: {exc}", file=sys.stderr)
+            continue
+        result = stylizer(content) if method == "fast" else \
+            stylizer(content, styles, args.style_blend, mask)
+        meta = run_metadata("stylize", {"method": method, "model": model_name, **config.to_dict()},
+                            inputs={"content": str(src), "styles": [str(s) for s in args.styles]},
+                            seconds=round(time.perf_counter() - start, 3),
+                            model_card=stylizer.model.card)
+        images.save_image(result, dst, meta)
+        written.append(dst)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if not args.quiet:
+        where = f"{len(written)} image(s) to {Path(args.output)}" if folder else str(written[0])
+        extra = f"; skipped {len(skipped)} unreadable image(s)" if skipped else ""
+        print(f"wrote {where} in {time.perf_counter() - began:.2f} s{extra}", file=sys.stderr)
+    return 0

@@ -1,0 +1,189 @@
+"""Stylizing with trained networks: a per-style TransformerNet, or AdaIN with any style image.
+
+Both take RGB images of any size and return an image of exactly the content's size (or of the
+`size` asked for). Inference runs in bf16 where the device has it natively (the networks were
+trained under bf16 autocast), else fp32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from .. import colour, images
+from ..devices import cpu_has_native_bf16, resolve_device
+from ..errors import ConfigError
+from ..options import check_choices
+from ..options import option as _opt
+from .models import ARBITRARY_BUILTIN, ARBITRARY_KIND, STYLE_KIND, StyleModel, load_model
+from .nets import Encoder, adain, channel_stats
+
+PRESERVE = ("none", "luminance", "histogram")
+FAST_PRECISIONS = ("auto", "fp32", "bf16")
+MAX_STYLES = 16
+
+
+@dataclass
+class FastConfig:
+    """Options of one-pass stylization (`stylize --model ...` and `stylize --method arbitrary`)."""
+    size: int = _opt("long side of the output in pixels (0 = the content's own size)", 0)
+    strength: float = _opt("feed-forward: blend of the stylized image with the content (1 = all style)", 1.0)
+    alpha: float = _opt("arbitrary: style strength, interpolating content and style features (0..1)", 1.0)
+    style_size: int = _opt("arbitrary: long side the style images are resized to (sets the stroke scale)", 512)
+    preserve_color: str = _opt("keep the content's colours: none, luminance (keep only the stylized "
+                               "luminance), histogram (match the colours to the content's)", "none",
+                               choices=PRESERVE)
+    device: str = _opt("auto, cpu, cuda, cuda:N or mps", "auto")
+    precision: str = _opt("auto (bf16 where the device has it natively, else fp32), fp32, bf16", "auto",
+                          choices=FAST_PRECISIONS)
+
+    def validate(self) -> FastConfig:
+        check_choices(self)
+        if not 0 <= self.size <= 16384:
+            raise ConfigError(f"--size must be between 0 (the content's size) and 16384, not {self.size}")
+        for name in ("strength", "alpha"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"--{name} must be between 0 and 1, not {value}")
+        if not 16 <= self.style_size <= 4096:
+            raise ConfigError(f"--style-size must be between 16 and 4096, not {self.style_size}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _dtype(device: torch.device, precision: str) -> torch.dtype:
+    if precision == "auto":
+        native = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or \
+                 (device.type == "cpu" and cpu_has_native_bf16())
+        precision = "bf16" if native else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def _content_tensor(content: Image.Image, size: int, device) -> torch.Tensor:
+    img = images.resize_long_side(content, size) if size else images.to_rgb(content)
+    return images.pil_to_tensor(img, device)
+
+
+def _finish(stylized: torch.Tensor, content: torch.Tensor, preserve: str, strength: float = 1.0) -> torch.Tensor:
+    out = stylized.float().clamp(0, 1)
+    if preserve == "luminance":
+        out = colour.luminance_transfer(out, content)
+    elif preserve == "histogram":
+        out = colour.match_histogram(out, content)
+    if strength < 1.0:
+        out = torch.lerp(content, out, strength)
+    return out.clamp(0, 1)
+
+
+class FastStylizer:
+    """A loaded feed-forward style model, ready for many images (the net is loaded once)."""
+
+    def __init__(self, model: str | StyleModel, config: FastConfig | None = None):
+        self.config = (config or FastConfig()).validate()
+        self.device = resolve_device(self.config.device)
+        self.dtype = _dtype(self.device, self.config.precision)
+        self.model = model if isinstance(model, StyleModel) else load_model(model, STYLE_KIND, self.device)
+        self.net = self.model.net.to(self.device, self.dtype)
+
+    @torch.inference_mode()
+    def tensor(self, content: torch.Tensor) -> torch.Tensor:
+        """[N, 3, H, W] in [0, 1] -> stylized, same shape, float32."""
+        y = self.net(content.to(self.device, self.dtype)).float()
+        return _finish(y, content.to(self.device).float(), self.config.preserve_color, self.config.strength)
+
+    def __call__(self, content: Image.Image) -> Image.Image:
+        return images.tensor_to_pil(self.tensor(_content_tensor(content, self.config.size, self.device)))
+
+
+def _quantize_mask(mask: Image.Image, size: tuple[int, int], n_styles: int) -> torch.Tensor:
+    """A region map [H, W] of style indices: the mask's grey levels are split into n_styles
+    evenly spaced bands, black -> the first style, white -> the last."""
+    grey = images.pil_to_tensor(mask.convert("L").convert("RGB").resize(size, Image.Resampling.NEAREST))[0, 0]
+    return (grey * (n_styles - 1)).round().long().clamp(0, n_styles - 1)
+
+
+class ArbitraryStylizer:
+    """AdaIN: the VGG19 encoder (to relu4_1) and a trained decoder; any style image, one pass."""
+
+    def __init__(self, decoder: str | StyleModel = ARBITRARY_BUILTIN, config: FastConfig | None = None):
+        self.config = (config or FastConfig()).validate()
+        self.device = resolve_device(self.config.device)
+        self.dtype = _dtype(self.device, self.config.precision)
+        self.model = decoder if isinstance(decoder, StyleModel) else load_model(decoder, ARBITRARY_KIND, self.device)
+        self.decoder = self.model.net.to(self.device, self.dtype)
+        self.encoder = Encoder().to(self.device, self.dtype)
+        self._stats: dict[int, tuple[Image.Image, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    @torch.inference_mode()
+    def style_stats(self, style: Image.Image, content: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Channel means and stds of a style image at relu4_1. Cached per style image (video
+        frames reuse them), except with histogram colour preservation, which depends on the content."""
+        histogram = self.config.preserve_color == "histogram" and content is not None
+        cached = self._stats.get(id(style))
+        if cached is not None and cached[0] is style and not histogram:
+            return cached[1]
+        s = images.pil_to_tensor(images.resize_long_side(style, self.config.style_size), self.device)
+        if self.config.preserve_color == "histogram" and content is not None:
+            s = colour.match_histogram(s, content)  # the style in the content's colours
+        stats = channel_stats(self.encoder(s.to(self.dtype))["relu4_1"])
+        if not histogram:
+            self._stats[id(style)] = (style, stats)  # the image is kept, so its id stays unique
+        return stats
+
+    @torch.inference_mode()
+    def tensor(self, content: torch.Tensor, styles: Sequence[Image.Image], weights: Sequence[float] | None = None,
+               mask: Image.Image | None = None) -> torch.Tensor:
+        """Content [1, 3, H, W] in [0, 1] styled by `styles` (blended by `weights`, or by region
+        with `mask`) -> [1, 3, H, W] float32."""
+        if not styles:
+            raise ConfigError("the arbitrary method needs at least one style image")
+        if len(styles) > MAX_STYLES:
+            raise ConfigError(f"at most {MAX_STYLES} style images, not {len(styles)}")
+        weights = _normalized(weights, len(styles), mask is not None)
+        content = content.to(self.device).float()
+        h, w = content.shape[-2:]
+        if min(h, w) < 8:
+            raise ConfigError(f"the content image is {w}x{h}: the arbitrary method needs at least 8 pixels a side")
+        # VGG halves three times before relu4_1 and the decoder doubles three times: pad to /8.
+        ph, pw = (-h) % 8, (-w) % 8
+        x = F.pad(content, (0, pw, 0, ph), mode="reflect" if min(h, w) > 8 else "replicate")
+        feats = self.encoder(x.to(self.dtype))["relu4_1"].float()
+        stats = [self.style_stats(s, content) for s in styles]
+        if mask is None:
+            target = sum(wt * adain(feats, m, s) for wt, (m, s) in zip(weights, stats))
+        else:
+            regions = _quantize_mask(mask, (feats.shape[-1], feats.shape[-2]), len(styles)).to(self.device)
+            target = feats.clone()
+            for k, (m, s) in enumerate(stats):
+                sel = regions == k
+                if sel.any():
+                    region = feats[..., sel]                             # [1, C, P]
+                    var, mean = torch.var_mean(region, dim=-1, keepdim=True, unbiased=False)
+                    target[..., sel] = (region - mean) / (var + 1e-5).sqrt() * s[..., 0] + m[..., 0]
+        target = torch.lerp(feats, target, self.config.alpha)
+        y = self.decoder(target.to(self.dtype)).float()[..., :h, :w]
+        return _finish(y, content, "luminance" if self.config.preserve_color == "luminance" else "none")
+
+    def __call__(self, content: Image.Image, styles: Sequence[Image.Image], weights: Sequence[float] | None = None,
+                 mask: Image.Image | None = None) -> Image.Image:
+        x = _content_tensor(content, self.config.size, self.device)
+        return images.tensor_to_pil(self.tensor(x, styles, weights, mask))
+
+
+def _normalized(weights: Sequence[float] | None, n: int, masked: bool) -> list[float]:
+    if weights is None:
+        return [1.0 / n] * n
+    if masked:
+        raise ConfigError("give either --style-blend or --mask, not both: a mask assigns each region one style")
+    if len(weights) != n:
+        raise ConfigError(f"--style-blend has {len(weights)} weight(s) for {n} style image(s)")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError("--style-blend weights must be 0 or more and not all 0")
+    total = float(sum(weights))
+    return [w / total for w in weights]

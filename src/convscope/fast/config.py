@@ -1,0 +1,98 @@
+"""Options of the feed-forward trainers and of fast stylization: one source of truth for the CLI,
+the Python API and the web UI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ..errors import ConfigError
+from ..options import check_choices
+from ..options import option as _opt
+
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+@dataclass
+class _Checked:
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
+
+    def _non_negative(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(self, name)}")
+
+
+@dataclass
+class TrainCommon(_Checked):
+    size: int = _opt("side of the square training crops, in pixels", 256)
+    batch_size: int = _opt("images per step", 4)
+    steps: int = _opt("optimizer steps", 4000)
+    lr: float = _opt("Adam learning rate (halved at 50% and 75% of the steps)", 1e-3)
+    preview_every: int = _opt("write a preview image every N steps (0 = never)", 500)
+    checkpoint_every: int = _opt("save the model and a resume checkpoint every N steps", 250)
+    device: str = _opt("auto, cpu, cuda, cuda:N or mps", "auto")
+    precision: str = _opt("arithmetic: auto (bf16 where the device has it natively, else fp32), fp32, bf16",
+                          "auto", choices=TRAIN_PRECISIONS)
+    seed: int = _opt("random seed (crops, flips, order, initialization)", 0)
+
+    def validate(self):
+        check_choices(self)
+        self._positive("size", "batch_size", "steps", "lr", "checkpoint_every")
+        self._non_negative("preview_every")
+        if self.size < 32 or self.size > 2048:
+            raise ConfigError(f"--size must be between 32 and 2048 pixels, not {self.size}")
+        if self.batch_size > 1024 or self.steps > 10_000_000:
+            raise ConfigError("--batch-size (at most 1024) or --steps (at most 10,000,000) is too large")
+        return self
+
+
+@dataclass
+class TrainStyleConfig(TrainCommon):
+    style_size: int = _opt("long side the style image is resized to for its Gram targets (sets the "
+                           "scale of brush strokes)", 384)
+    content_weight: float = _opt("weight of the content loss (relative feature error)", 1.0)
+    style_weight: float = _opt("weight of the style loss (relative Gram error, averaged over layers)", 3.0)
+    tv_weight: float = _opt("weight of the total-variation loss", 10.0)
+    content_layer: str = _opt("VGG19 layer of the content loss", "relu3_1")
+    style_layers: tuple[str, ...] = _opt("VGG19 layers of the style loss", STYLE_LAYERS)
+    widths: tuple[int, ...] = _opt("channels of the network's three stages (Johnson et al.: 32 64 128)",
+                                   (16, 32, 48))
+    residual_blocks: int = _opt("residual blocks", 5)
+
+    def validate(self):
+        super().validate()
+        self._positive("style_size", "residual_blocks")
+        self._non_negative("content_weight", "style_weight", "tv_weight")
+        if len(self.widths) != 3 or min(self.widths) < 1 or max(self.widths) > 1024:
+            raise ConfigError(f"--widths takes three channel counts between 1 and 1024, not {self.widths}")
+        if self.residual_blocks > 64:
+            raise ConfigError("--residual-blocks must be at most 64")
+        if not self.style_layers:
+            raise ConfigError("--style-layers needs at least one layer")
+        return self
+
+
+@dataclass
+class TrainArbitraryConfig(TrainCommon):
+    style_weight: float = _opt("weight of the style loss (channel means and stds, relu1_1..relu4_1) "
+                               "against the content loss (Huang & Belongie: 10)", 10.0)
+    widths: tuple[int, ...] = _opt("decoder channels where VGG19 has 256 128 64 (the paper's decoder)",
+                                   (128, 64, 32))
+
+    def validate(self):
+        super().validate()
+        self._non_negative("style_weight")
+        if len(self.widths) != 3 or min(self.widths) < 1 or max(self.widths) > 1024:
+            raise ConfigError(f"--widths takes three channel counts between 1 and 1024, not {self.widths}")
+        return self
+
+
+def config_fields(cls) -> list[str]:
+    return [f.name for f in fields(cls)]

@@ -1,0 +1,62 @@
+"""A feed-forward style model as ONNX: input "image" float32 [batch, 3, H, W] RGB in [0, 1] (any
+H and W), output "stylized", same shape. The model card travels in metadata_props["convscope"].
+onnxruntime (when installed) checks the file against PyTorch at two sizes before it is written."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..classify.export import (ExportError, _fd1_to_devnull, _has_dynamo_flag, check_output, onnxruntime_or_none,
+                               require_onnx)
+from ..images import write_atomic
+from .models import STYLE_KIND, load_model
+
+TOLERANCE = 2e-3  # sigmoid outputs in [0, 1]; float32 kernels of two runtimes differ by ~1e-6
+
+
+def export_onnx(model: str, out: str | Path, opset: int = 17) -> dict:
+    onnx = require_onnx()
+    path = check_output(out)
+    if not 11 <= opset <= 30:
+        raise ExportError(f"--opset must be between 11 and 30 (17 is a safe choice), not {opset}")
+    loaded = load_model(model, STYLE_KIND, "cpu")
+    net = loaded.net.float().eval()
+    example = torch.rand(1, 3, 64, 96)
+    buf = io.BytesIO()
+    extra = {"dynamo": False} if _has_dynamo_flag() else {}
+    try:
+        with warnings.catch_warnings(), _fd1_to_devnull():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (example,), buf, input_names=["image"], output_names=["stylized"],
+                              opset_version=opset, do_constant_folding=True,
+                              dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                                            "stylized": {0: "batch", 2: "height", 3: "width"}}, **extra)
+    except Exception as exc:
+        raise ExportError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    proto = onnx.load_from_string(buf.getvalue())
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "convscope", json.dumps({"kind": STYLE_KIND, "source": loaded.source,
+                                                      "card": loaded.card, "input": "float32 RGB [0, 1] NCHW"})
+    data = proto.SerializeToString()
+    diff = None
+    ort = onnxruntime_or_none()
+    if ort is not None:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        diff = 0.0
+        for shape in ((1, 3, 77, 101), (2, 3, 128, 96)):
+            x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+            with torch.inference_mode():
+                want = net(x).numpy()
+            got = session.run(None, {"image": x.numpy()})[0]
+            if got.shape != want.shape:
+                raise ExportError(f"the exported model returned shape {got.shape} for input {shape}")
+            diff = max(diff, float(abs(got - want).max()))
+        if diff > TOLERANCE:
+            raise ExportError(f"onnxruntime disagrees with PyTorch by {diff:.3g} (> {TOLERANCE}); not written")
+    write_atomic(path, lambda f: f.write(data))
+    return {"path": str(path), "max_abs_diff": diff, "bytes": len(data)}

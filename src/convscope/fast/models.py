@@ -1,0 +1,151 @@
+"""Model files of the feed-forward style networks: safetensors weights + JSON in the header.
+
+Two kinds:
+    convscope-fast-style      a TransformerNet trained for one style (`convscope train-style`)
+    convscope-arbitrary-style an AdaIN decoder (`convscope train-arbitrary`); the encoder is the
+                              original VGG19, loaded from its own package, never stored here.
+Built-in models live in `convscope/fast/models/NAME.safetensors` (fp16), each with its model card
+in the header (`card`: the painting, a one-line description, data, steps, losses, time).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..nets.base import suggest
+from .nets import Decoder, TransformerNet
+
+STYLE_KIND = "convscope-fast-style"
+ARBITRARY_KIND = "convscope-arbitrary-style"
+KINDS = {STYLE_KIND: "a feed-forward style network (convscope train-style)",
+         ARBITRARY_KIND: "an arbitrary-style decoder (convscope train-arbitrary)"}
+ARBITRARY_BUILTIN = "adain"  # the built-in arbitrary-style decoder's name
+MAX_MODEL_BYTES = 512 * 2 ** 20
+
+
+class ModelError(UserError):
+    """A style model that cannot be used: unknown name, missing, damaged, or of the wrong kind."""
+
+
+@dataclass
+class StyleModel:
+    kind: str
+    net: torch.nn.Module
+    meta: dict = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def card(self) -> dict:
+        return self.meta.get("card", {})
+
+
+def builtin_folder() -> Path:
+    return Path(str(importlib.resources.files("convscope.fast") / "models"))
+
+
+def builtin_names(kind: str | None = None) -> list[str]:
+    """Names of the shipped models (feed-forward styles, or the arbitrary decoder with ARBITRARY_KIND)."""
+    names = sorted(p.stem for p in builtin_folder().glob("*.safetensors"))
+    if kind == STYLE_KIND:
+        return [n for n in names if n != ARBITRARY_BUILTIN]
+    if kind == ARBITRARY_KIND:
+        return [n for n in names if n == ARBITRARY_BUILTIN]
+    return names
+
+
+def build_net(kind: str, meta: dict) -> torch.nn.Module:
+    arch = meta.get("arch", {})
+    try:
+        if kind == STYLE_KIND:
+            return TransformerNet(tuple(arch.get("widths", (16, 32, 48))), int(arch.get("residual_blocks", 5)))
+        return Decoder(tuple(arch.get("widths", (128, 64, 32))))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"the model's architecture record is damaged ({arch}): {exc}") from None
+
+
+def net_state(net: torch.nn.Module, half: bool = False) -> dict[str, torch.Tensor]:
+    dtype = torch.float16 if half else torch.float32
+    return {k: v.detach().to("cpu", dtype).contiguous() for k, v in net.state_dict().items()}
+
+
+def arch_of(net: torch.nn.Module) -> dict:
+    if isinstance(net, TransformerNet):
+        return {"widths": list(net.widths), "residual_blocks": net.residual_blocks}
+    return {"widths": list(net.widths)}
+
+
+def save_model(path: str | Path, kind: str, net: torch.nn.Module, meta: dict, half: bool = False) -> Path:
+    """Atomically write a model file (weights as fp16 with `half`)."""
+    from ..classify.run import save_tensors
+
+    return save_tensors(Path(path), net_state(net, half), {"kind": kind, "arch": arch_of(net), **meta})
+
+
+def resolve(name_or_file: str, kind: str) -> Path:
+    """A built-in name or a file path -> the model file; ModelError with suggestions otherwise."""
+    text = str(name_or_file)
+    if text in builtin_names():
+        return builtin_folder() / f"{text}.safetensors"
+    p = Path(text).expanduser()
+    if p.suffix or "/" in text or "\\" in text or p.exists():
+        if not p.is_file():
+            raise ModelError(f"model file not found: {p}" if not p.exists() else f"{p} is not a file")
+        return p
+    names = builtin_names(kind)
+    raise ModelError(f"unknown style model {text!r}{suggest(text, names)}; built-in: {', '.join(names) or 'none'} "
+                     "(list them with: convscope styles), or give a .safetensors file")
+
+
+def read_header(path: Path) -> dict:
+    """The JSON metadata of a model file, without loading its weights."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            header = f.metadata() or {}
+        return json.loads(header.get("convscope", "{}"))
+    except Exception as exc:  # not safetensors, truncated, bad JSON ...
+        raise ModelError(f"{path} is damaged or not a convscope model file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
+
+
+def load_model(name_or_file: str, kind: str, device: torch.device | str = "cpu") -> StyleModel:
+    """Load a built-in or trained model of `kind` (fp32 on `device`, in eval mode)."""
+    from safetensors.torch import load_file
+
+    path = resolve(name_or_file, kind)
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise ModelError(f"{path} is {path.stat().st_size / 2**20:.0f} MB: too big to be a style model")
+    meta = read_header(path)
+    found = meta.get("kind")
+    if found != kind:
+        what = KINDS.get(found, "not a convscope style model")
+        hint = ("; use --method arbitrary for it" if found == ARBITRARY_KIND else
+                "; use it with --model" if found == STYLE_KIND else "")
+        raise ModelError(f"{path} is {what}, but {KINDS[kind]} is needed here{hint}")
+    net = build_net(kind, meta)
+    try:
+        state = load_file(str(path))
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+    except Exception as exc:
+        raise ModelError(f"{path} does not hold the weights its header describes ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return StyleModel(kind, net.to(device).eval().requires_grad_(False), meta, str(path))
+
+
+def list_styles() -> list[dict]:
+    """The built-in models with their cards: name, kind, painting, description."""
+    rows = []
+    for name in builtin_names():
+        meta = read_header(builtin_folder() / f"{name}.safetensors")
+        card = meta.get("card", {})
+        rows.append({"name": name, "kind": "arbitrary" if meta.get("kind") == ARBITRARY_KIND else "feed-forward",
+                     "painting": card.get("painting", ""), "description": card.get("description", ""),
+                     "card": card})
+    return rows

@@ -1,0 +1,382 @@
+"""Training the feed-forward networks: one loop for the per-style TransformerNet (Johnson et al.)
+and the arbitrary-style AdaIN decoder (Huang & Belongie).
+
+Each step draws its crops from a generator seeded by (seed, step), so a run resumed from a
+checkpoint makes exactly the steps an uninterrupted run would. Checkpoints (weights, Adam state,
+step, loss history) and the model file are written atomically every `checkpoint_every` steps.
+
+Files, for `-o OUT.safetensors`:
+    OUT.safetensors               the model (what `stylize --model` loads), updated at checkpoints
+    OUT.checkpoint.safetensors    what --resume needs
+    OUT_previews/step_NNNNNN.png  previews: fixed content images through the network as it trains
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from .. import images
+from ..devices import cpu_has_native_bf16, resolve_device
+from ..errors import ConfigError, UserError
+from ..losses import gram, mean_std_loss, tv_loss
+from .config import TrainArbitraryConfig, TrainCommon, TrainStyleConfig
+from .models import ARBITRARY_KIND, STYLE_KIND, save_model
+from .nets import ENCODER_LAYERS, Decoder, Encoder, TransformerNet, adain, channel_stats
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+MAX_IMAGES = 2_000_000
+
+
+class TrainingError(UserError):
+    pass
+
+
+@dataclass
+class TrainProgress:
+    step: int
+    steps: int
+    losses: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    steps: int
+    seconds: float
+    losses: dict[str, float]
+    skipped_images: int
+
+
+# ---- data ------------------------------------------------------------------------------------
+def image_files(folder: str | Path, what: str) -> list[Path]:
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise TrainingError(f"{what} folder not found: {root}" if not root.exists() else f"{root} is not a folder")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / f for f in sorted(filenames)
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
+        if len(found) > MAX_IMAGES:
+            raise TrainingError(f"{root} holds more than {MAX_IMAGES:,} images; use a smaller folder")
+    if not found:
+        raise TrainingError(f"no images in {root} (looked for {', '.join(IMAGE_SUFFIXES)}, in subfolders too)")
+    return found
+
+
+class CropSampler:
+    """Random square crops from a folder of images: each image is scaled so its short side is a
+    random 1-1.5x the crop size (images smaller than that are upsampled), cropped, and flipped half
+    of the time. Decoded images are kept (as uint8, downscaled to at most 1.5x crop) so each file
+    is read once; unreadable files are skipped and counted (all unreadable is an error)."""
+
+    def __init__(self, files: list[Path], size: int, what: str, cache_bytes: int = 2 * 2 ** 30):
+        self.files, self.size, self.what = files, size, what
+        self.cache: dict[int, torch.Tensor | None] = {}
+        self.cache_bytes, self.used = cache_bytes, 0
+        self.skipped: list[Path] = []
+
+    def _decode(self, i: int) -> torch.Tensor | None:
+        if i in self.cache:
+            return self.cache[i]
+        try:
+            img = images.load_image(self.files[i])
+        except UserError:
+            self.skipped.append(self.files[i])
+            self.cache[i] = None
+            if len(self.skipped) == len(self.files):
+                raise TrainingError(f"none of the {len(self.files)} images in the {self.what} folder could be "
+                                    f"read (first: {self.files[0]})") from None
+            return None
+        short = min(img.size)
+        limit = math.ceil(self.size * 1.5)
+        if short > limit:  # keep memory bounded: no need for more pixels than the largest scale
+            img = img.resize((max(1, round(img.width * limit / short)), max(1, round(img.height * limit / short))),
+                             Image.Resampling.LANCZOS)
+        t = torch.from_numpy(__import__("numpy").asarray(img).copy()).permute(2, 0, 1).contiguous()
+        if self.used + t.numel() <= self.cache_bytes:
+            self.cache[i] = t
+            self.used += t.numel()
+        return t
+
+    def sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """[n, 3, size, size] float in [0, 1]."""
+        out = []
+        attempts = 0
+        while len(out) < n:
+            attempts += 1
+            if attempts > 100 * n + len(self.files):
+                raise TrainingError(f"too few readable images in the {self.what} folder")
+            t = self._decode(int(torch.randint(len(self.files), (1,), generator=gen)))
+            if t is None:
+                continue
+            h, w = t.shape[1:]
+            scale = self.size * (1.0 + 0.5 * float(torch.rand((), generator=gen))) / min(h, w)
+            nh, nw = max(self.size, round(h * scale)), max(self.size, round(w * scale))
+            x = F.interpolate(t[None].float() / 255.0, size=(nh, nw), mode="bilinear", antialias=scale < 1,
+                              align_corners=False)[0]
+            top = int(torch.randint(nh - self.size + 1, (1,), generator=gen))
+            left = int(torch.randint(nw - self.size + 1, (1,), generator=gen))
+            x = x[:, top:top + self.size, left:left + self.size]
+            if bool(torch.rand((), generator=gen) < 0.5):
+                x = x.flip(-1)
+            out.append(x.clamp(0, 1))
+        return torch.stack(out)
+
+
+# ---- losses ----------------------------------------------------------------------------------
+class PerceptualLoss:
+    """Johnson et al.'s losses on the original VGG19, each made scale-free: content as the relative
+    feature error at one layer, style as the relative Gram error per layer (divided by the mean
+    squared target Gram, so every layer counts the same), plus total variation."""
+
+    def __init__(self, style: torch.Tensor, config: TrainStyleConfig, device: torch.device, autocast):
+        from ..nets import get_net
+
+        self.vgg = get_net("vgg19", device=device).requires_grad_(False)
+        self.config, self.autocast = config, autocast
+        self.content_layer = self.vgg.resolve(config.content_layer)
+        self.style_layers = [self.vgg.resolve(n) for n in config.style_layers]
+        with torch.no_grad(), autocast():
+            feats = self.vgg.features(style.to(device), self.style_layers)
+        self.targets = {n: gram(feats[n]) for n in self.style_layers}
+        self.scales = {n: 1.0 / float(g.square().mean().clamp_min(1e-12)) for n, g in self.targets.items()}
+
+    def __call__(self, output: torch.Tensor, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        with self.autocast():
+            with torch.no_grad():
+                target = self.vgg.features(content, [self.content_layer])[self.content_layer].float()
+            feats = self.vgg.features(output, [self.content_layer, *self.style_layers])
+        content_loss = F.mse_loss(feats[self.content_layer].float(), target) / target.square().mean().clamp_min(1e-12)
+        style_loss = sum(F.mse_loss(gram(feats[n]), self.targets[n].expand(len(output), -1, -1)) * self.scales[n]
+                         for n in self.style_layers) / len(self.style_layers)
+        tv = tv_loss(output.float())
+        total = cfg.content_weight * content_loss + cfg.style_weight * style_loss + cfg.tv_weight * tv
+        return {"loss": total, "content": content_loss, "style": style_loss, "tv": tv}
+
+
+# ---- the loop --------------------------------------------------------------------------------
+def checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".checkpoint.safetensors")
+
+
+def preview_folder(out: Path) -> Path:
+    return out.with_name(out.stem + "_previews")
+
+
+def _autocast_for(device: torch.device, precision: str):
+    if precision == "auto":
+        native = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or \
+                 (device.type == "cpu" and cpu_has_native_bf16())
+        precision = "bf16" if native else "fp32"
+    enabled = precision == "bf16"
+    return precision, (lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled))
+
+
+def _lr_at(config: TrainCommon, step: int) -> float:
+    return config.lr * (0.5 ** ((step >= config.steps // 2) + (step >= (3 * config.steps) // 4)))
+
+
+# Options that may change on --resume (how often files are written, where and in what arithmetic
+# it runs); every other option defines the run and must match the checkpoint's.
+RESUMABLE_CHANGES = ("preview_every", "checkpoint_every", "device", "precision")
+
+
+def _defining(config: dict) -> dict:
+    import json
+
+    return {k: v for k, v in json.loads(json.dumps(config)).items() if k not in RESUMABLE_CHANGES}
+
+
+def _flat_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, state in opt.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"opt.{i}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return out
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = value
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: TrainCommon, out: Path,
+           device: torch.device, previews: torch.Tensor, meta: dict, resume: bool,
+           callback: Callable[[TrainProgress], None] | None, skipped: Callable[[], int],
+           preview_net: torch.nn.Module | None = None) -> TrainResult:
+    from ..classify.run import load_tensors, save_tensors
+
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    ckpt = checkpoint_path(out)
+    start, history, spent = 0, [], 0.0
+    if resume:
+        if not ckpt.is_file():
+            raise TrainingError(f"nothing to resume: {ckpt} does not exist (start without --resume)")
+        tensors, saved = load_tensors(ckpt)
+        if saved.get("kind") != kind or _defining(saved.get("config") or {}) != _defining(config.to_dict()):
+            raise TrainingError(f"{ckpt} was made by a different training configuration or model kind; "
+                                "resume with the same options, or start a new output file")
+        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        _restore_optimizer(opt, tensors)
+        start, history, spent = int(saved["step"]), list(saved.get("history", [])), float(saved.get("seconds", 0))
+    elif ckpt.exists() or out.exists():
+        raise TrainingError(f"{out if out.exists() else ckpt} already exists; add --resume to continue that run, "
+                            "or choose another output file")
+    net.train()
+    began = time.perf_counter()
+    losses: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    for step in range(start, config.steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(config, step)
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        terms = step_losses(gen)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        if not math.isfinite(values["loss"]):
+            raise TrainingError(f"the loss became {values['loss']} at step {step + 1}; lower --lr or the weights")
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+        done = step + 1
+        elapsed = spent + time.perf_counter() - began
+        if callback is not None:
+            callback(TrainProgress(done, config.steps, values, elapsed))
+        if config.preview_every and (done % config.preview_every == 0 or done == config.steps):
+            _write_preview(preview_net or net, previews, out, done)
+        if done % config.checkpoint_every == 0 or done == config.steps:
+            n = max(1, done - (history[-1]["step"] if history else start))
+            losses = {k: v / n for k, v in sums.items()}
+            history.append({"step": done, **{k: round(v, 6) for k, v in losses.items()}})
+            sums = {}
+            info = {**meta, "steps": done, "seconds": round(elapsed, 1), "final_losses": history[-1]}
+            save_model(out, kind, net, info)
+            save_tensors(ckpt, {**{f"model.{k}": v for k, v in net.state_dict().items()}, **_flat_optimizer(opt)},
+                         {"kind": kind, "config": config.to_dict(), "step": done, "history": history,
+                          "seconds": elapsed})
+    net.eval()
+    return TrainResult(out, config.steps, spent + time.perf_counter() - began,
+                       {k: v for k, v in (history[-1] if history else {}).items() if k != "step"}, skipped())
+
+
+@torch.no_grad()
+def _write_preview(net: torch.nn.Module, previews: torch.Tensor, out: Path, step: int) -> None:
+    if previews is None or not len(previews):
+        return
+    was = net.training
+    net.eval()
+    y = net(previews)
+    net.train(was)
+    row = torch.cat([torch.cat(list(previews), -1), torch.cat(list(y.float().clamp(0, 1)), -1)], -2)
+    folder = preview_folder(out)
+    folder.mkdir(exist_ok=True)
+    images.save_image(row, folder / f"step_{step:06d}.png")
+
+
+def _prepare(config: TrainCommon, out: str | Path) -> tuple[Path, torch.device]:
+    config.validate()
+    path = Path(out).expanduser()
+    if path.suffix != ".safetensors":
+        raise ConfigError(f"the output must be a .safetensors file, not {path.name}")
+    images.check_output_file(path, "style.safetensors")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    return path, device
+
+
+def train_style(style: str | Path | Image.Image, content_dir: str | Path, out: str | Path,
+                config: TrainStyleConfig | None = None, resume: bool = False,
+                callback: Callable[[TrainProgress], None] | None = None, card: dict | None = None) -> TrainResult:
+    """Train a TransformerNet for one style on crops of the images in `content_dir`."""
+    config = config or TrainStyleConfig()
+    path, device = _prepare(config, out)
+    style_img = style if isinstance(style, Image.Image) else images.load_image(style)
+    sampler = CropSampler(image_files(content_dir, "content"), config.size, "content")
+    precision, autocast = _autocast_for(device, config.precision)
+    style_t = images.pil_to_tensor(images.resize_long_side(style_img, config.style_size), device)
+    loss = PerceptualLoss(style_t, config, device, autocast)
+    net = TransformerNet(tuple(config.widths), config.residual_blocks).to(device)
+    previews = sampler.sample(min(3, config.batch_size), torch.Generator().manual_seed(config.seed + 99)).to(device)
+
+    def step_losses(gen):
+        content = sampler.sample(config.batch_size, gen).to(device, non_blocking=True)
+        with autocast():
+            output = net(content)
+        return loss(output, content)
+
+    style_name = "(image)" if isinstance(style, Image.Image) else Path(str(style)).name
+    meta = {"card": {"style_image": style_name, **(card or {})},
+            "config": {**config.to_dict(), "precision": precision, "device": str(device)}}
+    return _train(STYLE_KIND, net, step_losses, config, path, device, previews, meta, resume, callback,
+                  lambda: len(sampler.skipped))
+
+
+class ArbitraryStylizer(torch.nn.Module):
+    """Encoder + decoder as one module for previews: content halves of a batch styled by the
+    other half (used during training only)."""
+
+    def __init__(self, encoder: Encoder, decoder: Decoder, styles: torch.Tensor):
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+        self.styles = styles
+
+    def forward(self, content: torch.Tensor) -> torch.Tensor:
+        s = self.encoder(self.styles[:len(content)])["relu4_1"]
+        c = self.encoder(content)["relu4_1"]
+        return self.decoder(adain(c, *channel_stats(s)))
+
+
+def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | Path,
+                    config: TrainArbitraryConfig | None = None, resume: bool = False,
+                    callback: Callable[[TrainProgress], None] | None = None, card: dict | None = None) -> TrainResult:
+    """Train an AdaIN decoder: content crops restyled with style crops, Huang & Belongie's losses."""
+    config = config or TrainArbitraryConfig()
+    path, device = _prepare(config, out)
+    contents = CropSampler(image_files(content_dir, "content"), config.size, "content")
+    styles = CropSampler(image_files(style_dir, "style"), config.size, "style")
+    precision, autocast = _autocast_for(device, config.precision)
+    encoder = Encoder().to(device)
+    decoder = Decoder(tuple(config.widths)).to(device)
+    gen = torch.Generator().manual_seed(config.seed + 99)
+    k = min(3, config.batch_size)
+    preview_net = ArbitraryStylizer(encoder, decoder, styles.sample(k, gen).to(device))
+    previews = contents.sample(k, gen).to(device)
+
+    def step_losses(gen):
+        c = contents.sample(config.batch_size, gen).to(device, non_blocking=True)
+        s = styles.sample(config.batch_size, gen).to(device, non_blocking=True)
+        with autocast():
+            with torch.no_grad():
+                cf = encoder(c)["relu4_1"]
+                sf = encoder(s)
+                t = adain(cf, *channel_stats(sf["relu4_1"]))
+            output = decoder(t)
+            of = encoder(output)
+        content_loss = F.mse_loss(of["relu4_1"].float(), t.float())
+        style_loss = sum(mean_std_loss(of[n].float(), sf[n].float()) for n in ENCODER_LAYERS)
+        return {"loss": content_loss + config.style_weight * style_loss, "content": content_loss,
+                "style": style_loss}
+
+    meta = {"card": dict(card or {}), "config": {**config.to_dict(), "precision": precision, "device": str(device)}}
+    # Previews run the whole stylizer; training updates only the decoder inside it.
+    return _train(ARBITRARY_KIND, decoder, step_losses, config, path, device, previews, meta, resume, callback,
+                  lambda: len(contents.skipped) + len(styles.skipped), preview_net=preview_net)

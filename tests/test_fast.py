@@ -1,0 +1,346 @@
+"""Feed-forward style transfer: networks, training, model files, one-pass stylization, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import convscope.nets
+from convscope import images
+from convscope.cli import main
+from convscope.fast import models as fast_models
+from convscope.fast.apply import ArbitraryStylizer, FastConfig, FastStylizer
+from convscope.fast.config import TrainArbitraryConfig, TrainStyleConfig
+from convscope.fast.models import ARBITRARY_KIND, STYLE_KIND, ModelError, load_model, save_model
+from convscope.fast.nets import Decoder, TransformerNet, adain, channel_stats
+from convscope.fast.train import TrainingError, checkpoint_path, train_arbitrary, train_style
+from netcache import cached_get_net
+
+NETS: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def shared_vgg(monkeypatch):
+    monkeypatch.setattr(convscope.nets, "get_net", cached_get_net(convscope.nets.get_net, NETS))
+
+
+def _photo(w=48, h=40, seed=0) -> Image.Image:
+    """A smooth random 'photo': blobs of colour, so crops differ and content losses mean something."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC)
+
+
+def _stripes(size=64) -> Image.Image:
+    x = np.arange(size)
+    arr = np.zeros((size, size, 3), np.uint8)
+    arr[..., 0] = ((x[None, :] // 4) % 2) * 255
+    arr[..., 2] = ((x[:, None] // 6) % 2) * 200
+    return Image.fromarray(arr)
+
+
+@pytest.fixture()
+def folders(tmp_path):
+    content = tmp_path / "photos"
+    content.mkdir()
+    for i in range(6):
+        _photo(48 + 4 * i, 40, seed=i).save(content / f"{i}.jpg")
+    styles = tmp_path / "paintings"
+    styles.mkdir()
+    _stripes().save(styles / "a.png")
+    _photo(64, 64, seed=9).save(styles / "b.png")
+    style = tmp_path / "style.png"
+    _stripes().save(style)
+    return content, styles, style
+
+
+def tiny_style_config(**kw) -> TrainStyleConfig:
+    base = dict(size=32, batch_size=2, steps=12, lr=1e-2, style_size=64, widths=(4, 8, 8), residual_blocks=1,
+                preview_every=0, checkpoint_every=4, device="cpu", precision="fp32")
+    return TrainStyleConfig(**{**base, **kw})
+
+
+def tiny_arbitrary_config(**kw) -> TrainArbitraryConfig:
+    base = dict(size=32, batch_size=2, steps=12, lr=1e-3, widths=(8, 8, 8), preview_every=0, checkpoint_every=4,
+                device="cpu", precision="fp32")
+    return TrainArbitraryConfig(**{**base, **kw})
+
+
+def tiny_model_file(path, kind=STYLE_KIND):
+    torch.manual_seed(0)
+    net = TransformerNet((4, 8, 8), 1) if kind == STYLE_KIND else Decoder((8, 8, 8))
+    return save_model(path, kind, net, {"card": {"painting": "test"}})
+
+
+# ---- networks --------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [(301, 199), (17, 33), (64, 64), (5, 7)])
+def test_transformer_keeps_any_size_and_range(size):
+    net = TransformerNet((4, 8, 8), 1).eval()
+    x = torch.rand(2, 3, size[1], size[0])
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == x.shape
+    assert 0.0 <= float(y.min()) and float(y.max()) <= 1.0
+
+
+def test_adain_matches_target_statistics():
+    content, style = torch.randn(2, 8, 9, 11) * 3 + 1, torch.randn(2, 8, 5, 6) * 0.5 - 2
+    out = adain(content, *channel_stats(style))
+    m, s = channel_stats(out)
+    ms, ss = channel_stats(style)
+    assert torch.allclose(m, ms, atol=1e-4) and torch.allclose(s, ss, atol=1e-3)
+
+
+def test_decoder_upsamples_by_eight():
+    y = Decoder((8, 8, 8))(torch.randn(1, 512, 5, 7))
+    assert y.shape == (1, 3, 40, 56)
+
+
+# ---- training --------------------------------------------------------------------------------
+def _losses(callback_log):
+    return [p.losses["loss"] for p in callback_log]
+
+
+def test_train_style_lowers_loss_and_round_trips(folders, tmp_path):
+    content, _, style = folders
+    log = []
+    out = tmp_path / "m.safetensors"
+    result = train_style(style, content, out, tiny_style_config(steps=30), callback=log.append)
+    losses = _losses(log)
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])
+    model = load_model(str(out), STYLE_KIND)
+    assert model.meta["steps"] == 30 and model.meta["config"]["widths"] == [4, 8, 8]
+    assert result.steps == 30 and set(result.losses) == {"loss", "content", "style", "tv"}
+    # The file holds the trained weights: the same outputs as the net that was trained.
+    x = torch.rand(1, 3, 37, 41)
+    reloaded = load_model(str(out), STYLE_KIND).net
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), model.net(x))
+
+
+def test_train_style_resume_ends_where_an_uninterrupted_run_does(folders, tmp_path):
+    content, _, style = folders
+    config = tiny_style_config(steps=8, checkpoint_every=3)
+    full = tmp_path / "full.safetensors"
+    train_style(style, content, full, config)
+
+    part = tmp_path / "part.safetensors"
+
+    def stop_at_5(p):
+        if p.step == 5:
+            raise KeyboardInterrupt  # after the checkpoint at step 3
+
+    with pytest.raises(KeyboardInterrupt):
+        train_style(style, content, part, config, callback=stop_at_5)
+    assert checkpoint_path(part).exists()
+    train_style(style, content, part, config, resume=True)
+    a = load_model(str(full), STYLE_KIND).net.state_dict()
+    b = load_model(str(part), STYLE_KIND).net.state_dict()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_train_refuses_to_overwrite_and_checks_resume(folders, tmp_path):
+    content, _, style = folders
+    out = tmp_path / "m.safetensors"
+    train_style(style, content, out, tiny_style_config(steps=2))
+    with pytest.raises(TrainingError, match="already exists"):
+        train_style(style, content, out, tiny_style_config(steps=2))
+    with pytest.raises(TrainingError, match="different training configuration"):
+        train_style(style, content, out, tiny_style_config(steps=3), resume=True)
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train_style(style, content, tmp_path / "new.safetensors", tiny_style_config(steps=2), resume=True)
+
+
+def test_train_arbitrary_lowers_loss(folders, tmp_path):
+    content, styles, _ = folders
+    log = []
+    out = tmp_path / "dec.safetensors"
+    train_arbitrary(content, styles, out, tiny_arbitrary_config(steps=25, lr=3e-3), callback=log.append)
+    losses = _losses(log)
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    assert load_model(str(out), ARBITRARY_KIND).meta["kind"] == ARBITRARY_KIND
+
+
+def test_unreadable_training_images_are_skipped_and_counted(folders, tmp_path):
+    content, _, style = folders
+    (content / "broken.jpg").write_bytes(b"not a jpeg at all")
+    result = train_style(style, content, tmp_path / "m.safetensors", tiny_style_config(steps=20, batch_size=4))
+    assert result.skipped_images == 1
+
+
+# ---- model files -----------------------------------------------------------------------------
+def test_model_file_errors(tmp_path):
+    with pytest.raises(ModelError, match="unknown style model 'starry_nigth'.*starry_night"):
+        load_model("starry_nigth", STYLE_KIND)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    with pytest.raises(ModelError, match="damaged or not a convscope model"):
+        load_model(str(bad), STYLE_KIND)
+    dec = tiny_model_file(tmp_path / "dec.safetensors", ARBITRARY_KIND)
+    with pytest.raises(ModelError, match="arbitrary-style decoder.*--method arbitrary"):
+        load_model(str(dec), STYLE_KIND)
+    with pytest.raises(ModelError, match="not found"):
+        load_model(str(tmp_path / "missing.safetensors"), STYLE_KIND)
+
+
+def test_builtin_models_are_small_fp16_with_cards():
+    names = fast_models.builtin_names(STYLE_KIND)
+    assert len(names) >= 4 and fast_models.builtin_names(ARBITRARY_KIND) == ["adain"]
+    for name in [*names, "adain"]:
+        path = fast_models.builtin_folder() / f"{name}.safetensors"
+        assert path.stat().st_size < 8 * 2 ** 20
+        meta = fast_models.read_header(path)
+        card = meta["card"]
+        for key in ("painting", "description", "data", "steps", "seconds", "final_losses"):
+            assert card.get(key), (name, key)
+        from safetensors.torch import load_file
+
+        assert {t.dtype for t in load_file(str(path)).values()} == {torch.float16}
+
+
+# ---- stylizing -------------------------------------------------------------------------------
+def test_fast_stylizer_sizes_strength_and_colour(tmp_path):
+    path = tiny_model_file(tmp_path / "m.safetensors")
+    content = _photo(301, 199)
+    out = FastStylizer(str(path), FastConfig(device="cpu"))(content)
+    assert out.size == (301, 199)
+    same = FastStylizer(str(path), FastConfig(device="cpu", strength=0.0))(content)
+    assert np.abs(np.asarray(same, int) - np.asarray(content, int)).max() <= 1
+    resized = FastStylizer(str(path), FastConfig(device="cpu", size=150))(content)
+    assert max(resized.size) == 150
+    lum = FastStylizer(str(path), FastConfig(device="cpu", preserve_color="luminance", precision="fp32"))(content)
+    # Luminance transfer keeps the content's chroma: its I/Q channels follow the content's closely.
+    from convscope.colour import rgb_to_yiq
+
+    iq = rgb_to_yiq(images.pil_to_tensor(lum))[:, 1:]
+    iq_c = rgb_to_yiq(images.pil_to_tensor(content))[:, 1:]
+    assert float((iq - iq_c).abs().mean()) < 0.02
+
+
+def test_arbitrary_alpha_zero_gives_the_content_back():
+    content = images.load_image(_sample_photo())
+    content = images.resize_long_side(content, 160)
+    style = _stripes(128)
+    s = ArbitraryStylizer("adain", FastConfig(device="cpu", precision="fp32", alpha=0.0))
+    out = s(content, [style])
+    assert out.size == content.size
+    err = np.abs(np.asarray(out, float) - np.asarray(content, float)).mean() / 255
+    styled = ArbitraryStylizer("adain", FastConfig(device="cpu", precision="fp32"))(content, [style])
+    err_styled = np.abs(np.asarray(styled, float) - np.asarray(content, float)).mean() / 255
+    assert err < 0.1 and err < 0.6 * err_styled
+
+
+def _sample_photo():
+    from convscope.demo import sample_photo_path
+
+    return sample_photo_path()
+
+
+def test_arbitrary_blend_and_mask():
+    content = images.resize_long_side(images.load_image(_sample_photo()), 96)
+    red = Image.new("RGB", (64, 64), (220, 30, 30))
+    blue = Image.new("RGB", (64, 64), (30, 30, 220))
+    s = ArbitraryStylizer("adain", FastConfig(device="cpu", precision="fp32"))
+    x = images.pil_to_tensor(content)
+    only_red = s.tensor(x, [red, blue], [1.0, 0.0])
+    assert torch.allclose(only_red, s.tensor(x, [red]), atol=1e-5)
+    mask = Image.new("L", content.size, 0)
+    mask.paste(255, (content.width // 2, 0, content.width, content.height))
+    split = s.tensor(x, [red, blue], mask=mask)[0]
+    half = content.width // 2
+    left, right = split[:, :, :half - 8], split[:, :, half + 8:]
+    # black -> first style (red), white -> last (blue)
+    assert float(left[0].mean() - left[2].mean()) > float(right[0].mean() - right[2].mean()) + 0.1
+
+
+# ---- CLI -------------------------------------------------------------------------------------
+def test_cli_stylize_with_a_model_file_and_folder(tmp_path, capsys):
+    path = tiny_model_file(tmp_path / "m.safetensors")
+    src = tmp_path / "in"
+    src.mkdir()
+    _photo(51, 37).save(src / "a.jpg")
+    _photo(40, 60, seed=3).save(src / "b.png")
+    (src / "c.jpg").write_bytes(b"broken")
+    assert main(["stylize", str(src / "a.jpg"), "--model", str(path), "-o", str(tmp_path / "o.png"), "-q"]) == 0
+    assert Image.open(tmp_path / "o.png").size == (51, 37)
+    meta = json.loads((tmp_path / "o.json").read_text())
+    assert meta["config"]["method"] == "fast"
+    assert main(["stylize", str(src), "--model", str(path), "-o", str(tmp_path / "outs")]) == 0
+    assert sorted(p.name for p in (tmp_path / "outs").glob("*.png")) == ["a.png", "b.png"]
+    assert "skipped 1 unreadable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "starry_nigth"], "did you mean"),
+    (["--model", "starry_night", "STYLE"], "give no style images"),
+    (["--method", "arbitrary"], "needs at least one style image"),
+    (["--model", "starry_night", "--strength", "1.5"], "--strength must be between 0 and 1"),
+    (["--method", "arbitrary", "STYLE", "--decoder", "BADFILE"], "damaged or not a convscope model"),
+    (["--method", "arbitrary", "STYLE", "--decoder", "FFMODEL"], "feed-forward style network"),
+])
+def test_cli_stylize_bad_input(tmp_path, capsys, argv, message):
+    content = tmp_path / "c.png"
+    _photo().save(content)
+    style = tmp_path / "s.png"
+    _stripes().save(style)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"nonsense")
+    ff = tiny_model_file(tmp_path / "ff.safetensors")
+    argv = [{"STYLE": str(style), "BADFILE": str(bad), "FFMODEL": str(ff)}.get(a, a) for a in argv]
+    out = tmp_path / "o.png"
+    assert main(["stylize", str(content), *argv, "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_builtin_style_and_styles_listing(tmp_path, capsys):
+    assert main(["styles"]) == 0
+    listing = capsys.readouterr().out
+    assert "starry_night" in listing and "adain" in listing
+    assert main(["styles", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["kind"] for r in rows} == {"feed-forward", "arbitrary"}
+    content = tmp_path / "c.jpg"
+    _photo(301, 199).save(content)
+    out = tmp_path / "o.png"
+    assert main(["stylize", str(content), "--model", "starry_night", "--preserve-color", "luminance",
+                 "-o", str(out), "-q"]) == 0
+    assert Image.open(out).size == (301, 199)
+
+
+def test_cli_train_style_and_export_onnx(folders, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    content, _, style = folders
+    out = tmp_path / "mine.safetensors"
+    argv = ["train-style", str(style), "--content-dir", str(content), "-o", str(out), "--size", "32",
+            "--batch-size", "2", "--steps", "3", "--widths", "4", "8", "8", "--residual-blocks", "1",
+            "--style-size", "64", "--preview-every", "3", "--device", "cpu", "-q"]
+    assert main(argv) == 0
+    assert out.exists() and list((tmp_path / "mine_previews").glob("step_*.png"))
+    assert main(argv) == 2  # exists: needs --resume
+    assert "already exists" in capsys.readouterr().err
+    onnx_path = tmp_path / "mine.onnx"
+    assert main(["export-onnx", "--model", str(out), "-o", str(onnx_path)]) == 0
+    err = capsys.readouterr().err
+    assert onnx_path.exists() and ("matches PyTorch" in err or "not verified" in err)
+    assert main(["export-onnx", "--model", str(tmp_path / "nope.safetensors"), "-o", str(onnx_path) + "x.onnx"]) == 2
+
+
+def test_cli_train_bad_inputs(tmp_path, capsys):
+    style = tmp_path / "s.png"
+    _stripes().save(style)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train-style", str(style), "--content-dir", str(empty), "-o", str(tmp_path / "m.safetensors")]) == 2
+    assert "no images" in capsys.readouterr().err
+    assert main(["train-style", str(style), "--content-dir", str(empty), "-o", str(tmp_path / "m.pt")]) == 2
+    assert ".safetensors" in capsys.readouterr().err
+    assert main(["train-arbitrary", "--content-dir", str(tmp_path / "nope"), "--style-dir", str(empty),
+                 "-o", str(tmp_path / "d.safetensors")]) == 2
+    assert "not found" in capsys.readouterr().err
