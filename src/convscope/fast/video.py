@@ -1,0 +1,504 @@
+"""Stylizing videos frame by frame with a feed-forward or an arbitrary-style network.
+
+The frames are decoded by the ffmpeg binary that the `imageio-ffmpeg` wheel ships (any format
+ffmpeg reads), stylized on the device in batches, and piped to a second ffmpeg that encodes
+H.264 (libx264, yuv420p, BT.709, the source's frame rate). A third, short ffmpeg call copies the
+source's audio tracks next to the new video (re-encoding them to AAC only when the container
+cannot hold them as they are). Everything is written to temporary files in the output folder and
+renamed at the end: a failed or interrupted run leaves no output behind.
+
+Reducing flicker (`temporal` > 0). Feed-forward networks stylize each frame on its own, so noise
+and tiny changes of the input become visible flicker of the brush strokes. Where the content did
+not change, each output frame is blended with the previous output frame:
+
+    D_t = | G * (x_t - x_{t-1}) |, averaged over R, G, B     x: input frames in [0, 1]; G: Gaussian blur, 2 px
+    w_t = temporal * exp(-D_t^2 / temporal_sigma^2)           per pixel, in [0, temporal]
+    y_t = (1 - w_t) * s_t + w_t * y_{t-1}                      s: stylized frame; y: output frame
+
+Blurring the difference first averages sensor and compression noise away, so it does not count as
+change. Static regions thus follow an exponential moving average of the stylized frames (memory
+about 1 / (1 - temporal) frames); moving regions (D_t well above temporal_sigma) take the fresh
+stylized frame, so nothing ghosts. No optical flow: with a moving camera most pixels change, and
+the blend does little there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from .. import images
+from ..errors import ConfigError, OutputError, UserError
+from ..options import check_choices
+from ..options import option as _opt
+from .apply import ArbitraryStylizer, FastStylizer
+
+# Output extension -> ffmpeg muxer. All three hold H.264; the audio copy falls back to AAC.
+VIDEO_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+# Audio codecs that players handle inside MP4; others are re-encoded to AAC there.
+MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac", "opus"}
+# Codecs of still images, which ffmpeg happily reads as a one-frame "video".
+STILL_CODECS = {"png", "mjpeg", "webp", "bmp", "tiff", "gif", "jpeg2000", "jpegls", "jpegxl", "qoi", "ppm",
+                "pgm", "pam", "sgi", "targa", "dds"}
+# Frame rates written as decimals in ffmpeg's log that are really NTSC fractions.
+NTSC_RATES = {23.98: Fraction(24000, 1001), 29.97: Fraction(30000, 1001), 47.95: Fraction(48000, 1001),
+              59.94: Fraction(60000, 1001), 119.88: Fraction(120000, 1001)}
+BLUR_SIGMA = 2.0  # px, of the Gaussian blur of the frame difference in the temporal blend
+
+
+class VideoError(UserError):
+    """A video that cannot be read: missing, not a video, damaged, or without frames."""
+
+
+@dataclass
+class VideoConfig:
+    """Options of `stylize-video` (shared with any other front end)."""
+    size: int = _opt("long side of the output frames in pixels (0 = the source's size)", 0)
+    max_frames: int = _opt("stylize only the first N frames (0 = all)", 0)
+    temporal: float = _opt("reduce flicker: blend each frame with the previous output where the input "
+                           "did not change (0 = off, up to 1 = strongest)", 0.0)
+    temporal_sigma: float = _opt("temporal: how large a change of a pixel (0..1, after a 2-pixel blur) "
+                                 "still counts as the same content", 0.04)
+    batch: int = _opt("frames per forward pass (0 = auto: 1 on CPUs, where batching measured no "
+                      "faster; up to 4 small frames on GPUs)", 0)
+    crf: int = _opt("H.264 quality: 0 (lossless) to 51 (worst); 18 looks transparent, 23 is "
+                    "ffmpeg's default", 18)
+    preset: str = _opt("H.264 encoder speed: slower presets make smaller files", "medium", choices=PRESETS)
+    audio: bool = _opt("keep the source's audio (--no-audio drops it)", True)
+
+    def validate(self) -> VideoConfig:
+        check_choices(self)
+        if self.size != 0 and not 16 <= self.size <= 8192:
+            raise ConfigError(f"--size must be 0 (the source's size) or between 16 and 8192, not {self.size}")
+        if self.max_frames < 0:
+            raise ConfigError(f"--max-frames must be 0 (all) or more, not {self.max_frames}")
+        if not 0.0 <= self.temporal <= 1.0:
+            raise ConfigError(f"--temporal must be between 0 (off) and 1, not {self.temporal}")
+        if not 0.0 < self.temporal_sigma <= 1.0:
+            raise ConfigError(f"--temporal-sigma must be above 0 and at most 1, not {self.temporal_sigma}")
+        if not 0 <= self.batch <= 64:
+            raise ConfigError(f"--batch must be between 0 (auto) and 64, not {self.batch}")
+        if not 0 <= self.crf <= 51:
+            raise ConfigError(f"--crf must be between 0 (lossless) and 51, not {self.crf}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class VideoInfo:
+    """What ffmpeg says about a video before decoding it."""
+    size: tuple[int, int]      # width, height of the decoded frames (rotation applied)
+    fps: Fraction              # 0 when unknown
+    duration: float            # seconds; 0 when unknown
+    codec: str
+    audio_codec: str | None    # None: no audio track
+
+    @property
+    def frames(self) -> int:
+        """Expected number of frames (0 when unknown); a hint for progress, not exact."""
+        return round(self.duration * self.fps) if self.duration > 0 and self.fps > 0 else 0
+
+
+@dataclass
+class VideoProgress:
+    frame: int        # frames done so far (1 .. frames)
+    frames: int       # frames expected in all (from duration x fps; 0 when unknown)
+    elapsed: float    # seconds since the start
+
+
+@dataclass
+class VideoResult:
+    path: Path
+    frames: int
+    size: tuple[int, int]      # width, height of the written frames
+    fps: float
+    seconds: float
+    audio: str                 # "none" (no source audio), "off", "copied", "aac" (re-encoded), or "dropped: why"
+    config: VideoConfig
+
+
+# ---- paths -----------------------------------------------------------------------------------
+def check_video_output(path) -> Path:
+    """Check, before any work, that a video can be written at `path` (.mp4, .mov or .mkv)."""
+    p = Path(path).expanduser()
+    if p.suffix.lower() not in VIDEO_FORMATS:
+        raise OutputError(f"cannot write {p}: unknown video extension {p.suffix!r}; use one of "
+                          f"{', '.join(VIDEO_FORMATS)}")
+    return images.check_output_file(p, "out.mp4")
+
+
+def _readable_video(path) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise VideoError(f"video file not found: {p}")
+    if not p.is_file():
+        raise VideoError(f"{p} is not a file; give a video file")
+    if p.stat().st_size == 0:
+        raise VideoError(f"{p} is empty (0 bytes); give a video file")
+    return p.resolve()  # absolute: a name like '-x.mp4' must never read as an ffmpeg option
+
+
+def _temp_path(folder: Path, name: str) -> Path:
+    """A new empty file beside the output, to be renamed over it (mode from the umask, like any file)."""
+    for _ in range(100):
+        p = folder / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return p
+        except FileExistsError:
+            continue
+    raise OutputError(f"could not create a temporary file in {folder}")
+
+
+# ---- reading ---------------------------------------------------------------------------------
+def _ffmpeg_reason(text: str) -> str:
+    """The line of an ffmpeg log that says what went wrong, without the '[in#0 @ 0x...]' prefix."""
+    lines = [re.sub(r"^\[[^\]]*\]\s*", "", ln).strip() for ln in str(text).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(("===", "libav", "libsw", "libpostproc", "configuration:",
+                                                            "built with", "ffmpeg version"))]
+    for pattern in ("Error opening input:", "Invalid data", "No such file", "Permission denied",
+                    "does not contain any stream", "Error"):
+        for ln in reversed(lines):
+            if pattern in ln:
+                return ln.split("Error opening input:", 1)[-1].strip().rstrip(".")
+    return lines[-1].rstrip(".") if lines else "ffmpeg could not read it"
+
+
+def _open_frames(path: Path, scale: tuple[int, int] | None):
+    """(VideoInfo, generator of rgb24 frame bytes) from imageio-ffmpeg, errors as VideoError."""
+    import imageio_ffmpeg
+
+    output = ["-vf", f"scale={scale[0]}:{scale[1]}:flags=lanczos"] if scale else []
+    gen = imageio_ffmpeg.read_frames(str(path), output_params=output)
+    try:
+        with _quiet_imageio():  # it warns that the frames we asked to be scaled are scaled
+            meta = next(gen)
+    except StopIteration:
+        raise VideoError(f"{path} has no video frames") from None
+    except Exception as exc:  # OSError with ffmpeg's log; parsing errors on odd streams
+        gen.close()
+        text = str(exc)
+        if "Input #0" in text and " Video: " not in text:
+            raise VideoError(f"{path} has no video stream (an audio file?); give a video file") from None
+        raise VideoError(f"cannot read {path} as a video ({_ffmpeg_reason(text)}); is it a complete, "
+                         "undamaged video file?") from None
+    codec = str(meta.get("codec", "")).strip(" ,")
+    audio = meta.get("audio_codec")
+    info = VideoInfo(tuple(meta["size"]), _fps(meta.get("fps", 0)), float(meta.get("duration") or 0.0),
+                     codec, str(audio).strip(" ,") if audio is not None else None)
+    if codec in STILL_CODECS and info.duration == 0:
+        gen.close()
+        raise VideoError(f"{path} is a still image ({codec}), not a video; use convscope stylize for images")
+    return info, gen
+
+
+@contextlib.contextmanager
+def _quiet_imageio():
+    log = logging.getLogger("imageio_ffmpeg")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _fps(value) -> Fraction:
+    value = float(value or 0)
+    if value <= 0 or not math.isfinite(value):
+        return Fraction(0)
+    return NTSC_RATES.get(round(value, 2), Fraction(value).limit_denominator(1001))
+
+
+def _next_frame(frames, path: Path, index: int) -> bytes | None:
+    try:
+        return next(frames)
+    except StopIteration:
+        return None
+    except RuntimeError as exc:  # imageio-ffmpeg: the stream ended inside a frame, or ffmpeg failed
+        raise VideoError(f"cannot read {path} past frame {index} ({_ffmpeg_reason(str(exc))})") from None
+
+
+def probe(path) -> VideoInfo:
+    """Size, frame rate, duration and audio of a video, without decoding its frames."""
+    p = _readable_video(path)
+    info, gen = _open_frames(p, None)
+    gen.close()
+    return info
+
+
+def _scaled_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(w, h) with the long side `long_side`, both even (yuv420p needs even sizes), aspect kept."""
+    w, h = size
+    scale = long_side / max(w, h)
+    even = lambda v: max(2, int(round(v / 2)) * 2)  # noqa: E731
+    return even(w * scale), even(h * scale)
+
+
+# ---- writing ---------------------------------------------------------------------------------
+class _Encoder:
+    """rgb24 frames in, H.264 (yuv420p, BT.709) out, through an ffmpeg process.
+
+    Our own small pipe rather than imageio_ffmpeg.write_frames: that one ignores ffmpeg's exit
+    status (a failed encode would go unnoticed) and lets ffmpeg print to the terminal."""
+
+    def __init__(self, path: Path, muxer: str, size: tuple[int, int], fps: Fraction, config: VideoConfig,
+                 comment: str | None):
+        import imageio_ffmpeg
+
+        w, h = size
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", str(fps), "-i", "-",
+               "-an", "-c:v", "libx264", "-preset", config.preset, "-crf", str(config.crf),
+               # RGB -> YUV with the HD matrix, and say so in the stream, so players convert back
+               # with the same one (untagged, they guess, and colours shift).
+               "-vf", "scale=out_color_matrix=bt709:out_range=tv", "-pix_fmt", "yuv420p",
+               "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
+        cmd += _container_options(muxer, comment) + [str(path)]
+        self.log = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would stall ffmpeg
+        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log,
+                                        start_new_session=True)  # Ctrl-C reaches us, not ffmpeg
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        try:
+            self.process.stdin.write(frame.tobytes())
+        except (BrokenPipeError, OSError):
+            self.process.wait()
+            raise VideoError(f"ffmpeg stopped encoding at frame {self.frames + 1} ({self._reason()})") from None
+        self.frames += 1
+
+    def finish(self) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.process.stdin.close()
+        if self.process.wait() != 0:
+            raise VideoError(f"ffmpeg could not encode the video ({self._reason()})")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        self.log.close()
+
+    def _reason(self) -> str:
+        self.log.seek(0)
+        return _ffmpeg_reason(self.log.read().decode("utf-8", "replace"))
+
+
+def _container_options(muxer: str, comment: str | None) -> list[str]:
+    options = ["-movflags", "+faststart"] if muxer in ("mp4", "mov") else []  # playable while downloading
+    if comment:
+        options += ["-metadata", f"comment={comment}"]
+    return options + ["-f", muxer]
+
+
+def _mux_audio(video: Path, source: Path, out: Path, muxer: str, audio_codec: str, comment: str | None) -> str:
+    """Write `out` = the video of `video` + the audio tracks of `source`, copied (or AAC where the
+    container cannot hold them). Returns "copied" or "aac"; "dropped: why" if neither works."""
+    import imageio_ffmpeg
+
+    reason = ""
+    tries = [("copied", ["-c:a", "copy"]), ("aac", ["-c:a", "aac", "-b:a", "192k"])]
+    if muxer == "mp4" and audio_codec not in MP4_AUDIO:
+        tries = tries[1:]  # MP4 can store e.g. PCM, but few players play it there
+    for audio, codec in tries:
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+               "-i", str(video), "-i", str(source), "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", *codec,
+               "-shortest", *_container_options(muxer, comment), str(out)]
+        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
+        if done.returncode == 0:
+            return audio
+        reason = _ffmpeg_reason(done.stderr.decode("utf-8", "replace"))
+    return f"dropped: {reason}"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the data is on disk before the name points to it
+    finally:
+        os.close(fd)
+
+
+# ---- the temporal blend ----------------------------------------------------------------------
+def _gaussian_kernel(sigma: float, device) -> torch.Tensor:
+    radius = max(1, math.ceil(2 * sigma))
+    x = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    k = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    return k / k.sum()
+
+
+def _blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of [N, C, H, W], edges reflected (replicated on tiny frames)."""
+    r = kernel.numel() // 2
+    n, c, h, w = x.shape
+    mode = "reflect" if min(h, w) > r else "replicate"
+    y = x.reshape(n * c, 1, h, w)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode=mode), kernel.view(1, 1, 1, -1))
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode=mode), kernel.view(1, 1, -1, 1))
+    return y.reshape(n, c, h, w)
+
+
+def temporal_weights(inputs: torch.Tensor, previous: torch.Tensor, strength: float, sigma: float,
+                     kernel: torch.Tensor) -> torch.Tensor:
+    """w_t of the module docstring for frames `inputs` [N, 3, H, W] whose predecessors are
+    `previous` [N, 3, H, W] (all in [0, 1]) -> [N, 1, H, W] in [0, strength]."""
+    d = _blur(inputs - previous, kernel).abs().mean(dim=1, keepdim=True)
+    return strength * torch.exp(-(d / sigma) ** 2)
+
+
+# ---- the engine ------------------------------------------------------------------------------
+def _auto_batch(device: torch.device, size: tuple[int, int]) -> int:
+    if device.type == "cpu":
+        return 1  # measured on CPU (TransformerNet, 320x180 and 640x360): batches were no faster
+    return max(1, min(4, 2 ** 20 // (size[0] * size[1])))
+
+
+def _frame_fn(stylizer, styles: Sequence[Image.Image] | None, weights: Sequence[float] | None) -> Callable:
+    if isinstance(stylizer, ArbitraryStylizer):
+        if not styles:
+            raise ConfigError("the arbitrary method needs at least one style image")
+        return lambda x: stylizer.tensor(x, styles, weights)
+    if styles:
+        raise ConfigError("a feed-forward model takes no style images (use the arbitrary method for them)")
+    return stylizer.tensor
+
+
+def stylize_video(source, output, stylizer: FastStylizer | ArbitraryStylizer, config: VideoConfig | None = None,
+                  styles: Sequence[Image.Image] | None = None, weights: Sequence[float] | None = None,
+                  callback: Callable[[VideoProgress], None] | None = None,
+                  comment: str | None = None) -> VideoResult:
+    """Stylize every frame of the video `source` and write the video `output` (.mp4/.mov/.mkv).
+
+    `stylizer` is a FastStylizer, or an ArbitraryStylizer with `styles` (blended by `weights`).
+    `callback` gets a VideoProgress after each frame; `comment` (e.g. the run's JSON) is stored in
+    the container's comment tag. Odd frame sizes are padded by one repeated row/column to even
+    (H.264 in yuv420p cannot hold odd sizes). Returns a VideoResult; VideoError for a bad video.
+    """
+    config = (config or VideoConfig()).validate()
+    src = _readable_video(source)
+    out = check_video_output(output)
+    if out.exists() and out.resolve() == src:
+        raise ConfigError(f"-o {out} is the input video; write to another file")
+    fn = _frame_fn(stylizer, styles, weights)
+    start = time.perf_counter()
+
+    info, frames = _open_frames(src, None)
+    if config.size and _scaled_size(info.size, config.size) != info.size:
+        frames.close()  # open again, with ffmpeg scaling the frames as it decodes them
+        info, frames = _open_frames(src, _scaled_size(info.size, config.size))
+    try:
+        return _run(src, out, info, frames, fn, stylizer, config, callback, comment, start)
+    finally:
+        frames.close()  # stops the decoding ffmpeg (a no-op when it has finished)
+
+
+def _run(src: Path, out: Path, info: VideoInfo, frames, fn: Callable, stylizer, config: VideoConfig,
+         callback, comment: str | None, start: float) -> VideoResult:
+    """The decode -> stylize -> encode -> mux loop of stylize_video."""
+    muxer = VIDEO_FORMATS[out.suffix.lower()]
+    w, h = info.size
+    out_size = (w + w % 2, h + h % 2)
+    fps = info.fps or Fraction(25)  # unknown rate (rare: raw streams): ffmpeg's own default
+    expected = info.frames
+    if config.max_frames:
+        expected = min(expected, config.max_frames) if expected else config.max_frames
+    device = stylizer.device
+    batch = config.batch or _auto_batch(device, info.size)
+    if isinstance(stylizer, ArbitraryStylizer) and stylizer.config.preserve_color == "histogram":
+        batch = 1  # the style is matched to each frame's colours: one frame at a time
+    kernel = _gaussian_kernel(BLUR_SIGMA, device)
+
+    temps = [_temp_path(out.parent, out.name)]
+    encoder = None
+    try:
+        encoder = _Encoder(temps[0], muxer, out_size, fps, config, comment)
+        done, prev_in, prev_out = 0, None, None
+        pending: list[np.ndarray] = []
+
+        def flush() -> None:
+            nonlocal done, prev_in, prev_out
+            with torch.inference_mode():
+                x = torch.from_numpy(np.stack(pending)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+                y = fn(x).float().clamp_(0.0, 1.0)
+                if config.temporal > 0:
+                    before = torch.cat([x[:1] if prev_in is None else prev_in, x[:-1]])
+                    wts = temporal_weights(x, before, config.temporal, config.temporal_sigma, kernel)
+                    rows = []
+                    for i in range(len(y)):  # y_t depends on y_{t-1}: a short sequential pass
+                        prev_out = y[i:i + 1] if prev_out is None else torch.lerp(y[i:i + 1], prev_out, wts[i:i + 1])
+                        rows.append(prev_out)
+                    y = torch.cat(rows)
+                    prev_in = x[-1:]
+                frames_u8 = y.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            pending.clear()
+            for frame in frames_u8:
+                if out_size != (w, h):
+                    frame = np.pad(frame, ((0, out_size[1] - h), (0, out_size[0] - w), (0, 0)), mode="edge")
+                encoder.write(np.ascontiguousarray(frame))
+                done += 1
+                if callback is not None:
+                    callback(VideoProgress(done, max(expected, done), time.perf_counter() - start))
+
+        while not config.max_frames or done + len(pending) < config.max_frames:
+            raw = _next_frame(frames, src, done + len(pending))
+            if raw is None:
+                break
+            pending.append(np.frombuffer(raw, np.uint8).reshape(h, w, 3))
+            if len(pending) == batch:
+                flush()
+        frames.close()  # done reading (--max-frames stops ffmpeg early)
+        if pending:
+            flush()
+        if done == 0:
+            raise VideoError(f"{src} has no video frames that ffmpeg can decode")
+        encoder.finish()
+
+        audio = "off" if not config.audio else "none" if info.audio_codec is None else ""
+        final = temps[0]
+        if not audio:
+            temps.append(_temp_path(out.parent, out.name))
+            audio = _mux_audio(temps[0], src, temps[1], muxer, info.audio_codec, comment)
+            if not audio.startswith("dropped"):
+                final = temps[1]
+        _fsync(final)
+        os.replace(final, out)
+        temps.remove(final)
+    except OSError as exc:
+        raise OutputError(f"could not write {out} ({exc.strerror or exc}); check free space and "
+                          "permissions") from None
+    finally:
+        if encoder is not None:
+            encoder.close()  # kills ffmpeg if it still runs (an error or Ctrl-C)
+        for t in temps:
+            with contextlib.suppress(OSError):
+                t.unlink()
+    return VideoResult(out, done, out_size, float(fps), time.perf_counter() - start, audio, config)
+
+
+def run_comment(metadata: dict) -> str:
+    """The run's metadata as compact JSON for the container's comment tag."""
+    return json.dumps(metadata, separators=(",", ":"), default=str)
