@@ -58,3 +58,129 @@ def test_model_names_checked_with_suggestions():
         check_model_name("transfer:resnet")
     with pytest.raises(ConfigError, match="at least 2 classes"):
         build_model("simple", 1)
+
+
+# ---- resnet-fast ------------------------------------------------------------------------------
+def _blobs(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """float images in [0, 1] of three classes (a bright square in the red, green or blue channel)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, size, size, generator=g) * 0.25
+    y = torch.arange(n) % 3
+    for i in range(n):
+        r, c = torch.randint(0, size - 8, (2,), generator=g).tolist()
+        x[i, y[i], r:r + 8, c:c + 8] = 0.9
+    return x, y
+
+
+def test_resnet_fast_shape_parameters_and_names():
+    from convscope.classify.models import ResNetFast, model_names
+
+    check_model_name("resnet-fast")
+    assert "resnet-fast" in model_names()
+    torch.manual_seed(0)
+    m = build_model("resnet-fast", 10)
+    assert isinstance(m, ResNetFast)
+    # whitening 2x2 conv 3->24 (288 fixed + 24 bias), stages 24->64, 64->256, 256->256 (two 3x3 convs
+    # and two BN shifts each), linear 256x10 without bias.
+    assert sum(p.numel() for p in m.parameters()) == 1_971_640
+    assert sum(p.numel() for p in m.parameters() if p.requires_grad) == 1_971_352
+    m.eval()
+    assert m(torch.rand(3, 3, 32, 32)).shape == (3, 10)
+    assert m(torch.rand(2, 3, 48, 48)).shape == (2, 10)  # global pooling: any size from 16 px
+    with pytest.raises(ConfigError, match="at least 16 px"):
+        build_model("resnet-fast", 10, input_size=12)
+    with pytest.raises(ConfigError, match="did you mean 'resnet-fast'"):
+        check_model_name("resnet-fats")
+
+
+def test_resnet_fast_whitens_on_its_first_training_batch_only():
+    torch.manual_seed(0)
+    m = build_model("resnet-fast", 3)
+    # Smooth images: neighbouring pixels and channels strongly correlated, as in photos.
+    base = torch.rand(64, 1, 8, 8)
+    x = (0.7 * nn.functional.interpolate(base, size=32, mode="bilinear", align_corners=False)
+         + 0.3 * torch.rand(64, 3, 32, 32)).clamp(0, 1)
+    m.eval()
+    m(x)  # evaluation never whitens
+    assert not bool(m.whiten.whitened)
+    m.train()
+    m(x)
+    assert bool(m.whiten.whitened)
+    w = m.whiten
+    out = nn.functional.conv2d(m.normalize(x), w.weight, w.bias)  # [N, 24, 31, 31], before the GELU
+    half = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12).double()
+    assert half.mean(0).abs().max() < 1e-3                      # zero mean
+    cov = torch.cov(half.T)
+    assert torch.allclose(cov, torch.eye(12, dtype=cov.dtype), atol=0.05)  # white (eigenvalues >> eps)
+    assert torch.equal(out[:, 12:], -out[:, :12])               # and the negated copy
+    assert not w.weight.requires_grad and w.bias.requires_grad
+    # Later batches and a loaded model keep the filters: the flag travels with the weights.
+    before = w.weight.clone()
+    m(torch.rand(8, 3, 32, 32))
+    assert torch.equal(w.weight, before)
+    fresh = build_model("resnet-fast", 3)
+    fresh.load_state_dict(m.state_dict())
+    fresh.train()(torch.rand(8, 3, 32, 32))
+    assert torch.equal(fresh.whiten.weight, before)
+
+
+def test_resnet_fast_training_steps_lower_the_loss():
+    from convscope.classify.models import ResNetFast
+
+    torch.manual_seed(0)
+    m = ResNetFast(3, widths=(16, 32, 32))  # the same code as the registered model, narrower: fast on a CPU
+    x, y = _blobs(48, 0)
+    opt = torch.optim.SGD(m.parameters(), lr=0.2, momentum=0.9, nesterov=True)
+    losses = []
+    m.train()
+    with torch.no_grad():
+        assert m(x).abs().max() < 1.0  # the 1/9 output scale: small logits at the start (features reach ~4)
+    for _ in range(12):
+        loss = nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_resnet_fast_recipe():
+    from convscope.classify.config import TrainConfig
+
+    fast = TrainConfig(model="resnet-fast").resolved()
+    assert (fast.epochs, fast.batch_size, fast.optimizer, fast.schedule) == (10, 1024, "sgd", "onecycle")
+    assert fast.label_smoothing == 0.2 and fast.flip and fast.translate == 2 and fast.input_size == 32
+    assert TrainConfig(model="resnet-fast", label_smoothing=0.0).resolved().label_smoothing == 0.0
+    assert TrainConfig(model="simple").resolved().label_smoothing == 0.0
+
+
+def test_classify_train_resnet_fast_via_the_cli(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from convscope.cli import main
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("test", 3)):
+        for ci, name in enumerate(("red", "green", "blue")):
+            folder = tmp_path / "data" / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                a = rng.integers(0, 60, (32, 32, 3)).astype(np.uint8)
+                a[4:12, 4:12, ci] = 230
+                Image.fromarray(a).save(folder / f"{i}.png")
+    run = tmp_path / "run"
+    code = main(["classify", "train", "--data", str(tmp_path / "data"), "--model", "resnet-fast", "-o", str(run),
+                 "--epochs", "1", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "-q"])
+    assert code == 0
+    info = json.loads((run / "config.json").read_text())
+    assert info["config"]["model"] == "resnet-fast" and info["config"]["batch_size"] == 1024
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2
+    from convscope.classify.predict import load_run
+
+    loaded = load_run(run)
+    assert bool(loaded.model.whiten.whitened)  # whitened during training, saved with the weights
+    assert loaded.model(torch.rand(2, 3, 32, 32)).shape == (2, 3)

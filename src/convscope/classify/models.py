@@ -11,6 +11,10 @@ saved with the weights), so a trained model plugs straight into the vis engines 
 - `transfer:vgg19`, `transfer:efficientnet_lite0`: a frozen pretrained backbone ("bottleneck"
   features) and a small dense head (e.g. 512-256-classes with dropout); `finetune` unfreezes the
   last N blocks of the backbone.
+- `resnet-fast`: a small residual net for CIFAR-10 speed runs (after Page's ResNet-9 and Jordan's
+  airbench): a 2x2 patch-whitening stem computed from the first training batch, three stages of
+  conv-pool-BN-GELU with a residual conv-BN-GELU, global max pooling, a linear head with a fixed
+  output scale; see `ResNetFast`.
 - any torchvision classification model by name (random init; its last layer sized to the classes).
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -26,7 +31,9 @@ from ..errors import ConfigError
 from ..nets.base import suggest
 
 TRANSFER_BACKBONES = ("vgg19", "efficientnet_lite0")
-SCRATCH = ("simple", "vgg19-bn")
+SCRATCH = ("simple", "vgg19-bn", "resnet-fast")
+# CIFAR-10's per-channel mean and standard deviation (training set, RGB in [0, 1]).
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 class Normalize(nn.Module):
@@ -162,6 +169,170 @@ class TransferModel(nn.Module):
         return self.head(self.bottleneck(x))
 
 
+# ---- resnet-fast ------------------------------------------------------------------------------
+class ShiftBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d with a learnable shift but no learnable scale (airbench freezes the scale at 1: in
+    these short runs it adds little but another direction for the large learning rate to push).
+
+    The shift is stored divided by `gain` and multiplied back in forward: plain SGD then moves the
+    effective shift gain**2 times faster than the other weights (64x at gain 8, the BatchNorm-bias
+    learning-rate factor of the airbench recipes), while weight decay shrinks it by the same fraction
+    per step as everything else. This lets one optimizer group (what train.py builds) train it.
+    `momentum` uses PyTorch's convention (weight of the newest batch in the running statistics);
+    0.4 follows the recent batches closely, which suits runs of a few hundred steps."""
+
+    def __init__(self, channels: int, momentum: float = 0.4, gain: float = 8.0):
+        super().__init__(channels, momentum=momentum, affine=False)
+        self.gain = gain
+        self.shift = nn.Parameter(torch.zeros(channels))
+        # Ones as the (fixed) scale keep the common affine kernels; not saved with the weights.
+        self.register_buffer("ones", torch.ones(channels), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        use_batch = self.training or self.running_mean is None
+        return F.batch_norm(x, self.running_mean, self.running_var, self.ones, self.shift * self.gain,
+                            use_batch, self.momentum, self.eps)
+
+
+def identity_start(conv: nn.Conv2d) -> nn.Conv2d:
+    """Make the first min(in, out) filters pass their own input channel through unchanged (a centred
+    1 in an otherwise zero kernel); the others keep their random init. A deep plain stack then starts
+    close to the identity, which trains faster (the "identity/dirac" initialization of airbench)."""
+    n = min(conv.in_channels, conv.out_channels)
+    kh, kw = conv.kernel_size
+    with torch.no_grad():
+        conv.weight[:n].zero_()
+        idx = torch.arange(n)
+        conv.weight[idx, idx, kh // 2, kw // 2] = 1.0
+    return conv
+
+
+class PatchWhitening(nn.Conv2d):
+    """A k x k convolution (no padding) whose 2 * 3k^2 filters whiten the k x k patches of the
+    training images: the eigenvectors of the patches' covariance scaled by 1/sqrt(eigenvalue + eps),
+    each also negated so that the GELU after it passes both signs. The filters are fixed (no
+    gradient); the bias trains.
+
+    They are computed from data, once: by `whiten_from(images)`, or automatically from the first batch
+    the module sees in training mode (train.py builds the model before it sees data). The `whitened`
+    flag travels with the weights, so a loaded or resumed model is never re-whitened. Under
+    torch.distributed, rank 0's filters are broadcast so that every process uses the same ones."""
+
+    def __init__(self, kernel: int = 2, eps: float = 5e-4, max_patches: int = 1 << 20):
+        patch = 3 * kernel * kernel
+        super().__init__(3, 2 * patch, kernel, bias=True)
+        self.weight.requires_grad_(False)
+        self.eps, self.max_patches = eps, max_patches
+        self.register_buffer("whitened", torch.zeros((), dtype=torch.bool))
+        self._checked = False  # the flag was read once (reading a CUDA tensor waits for the GPU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and not self._checked:
+            if not bool(self.whitened):
+                self.whiten_from(x)
+            self._checked = True
+        return super().forward(x)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._checked = False  # the loaded flag decides again
+        super()._load_from_state_dict(*args, **kwargs)
+
+    @torch.no_grad()
+    def whiten_from(self, images: torch.Tensor) -> PatchWhitening:
+        """Set the filters and bias from `images` [N, 3, H, W] (as this layer receives them, i.e. after
+        the model's normalization): outputs on such images have zero mean and (for eigenvalues well
+        above eps) unit variance, uncorrelated across the 3k^2 pairs of channels. Uses at most
+        `max_patches` patches (whole images, from the first)."""
+        k = self.kernel_size[0]
+        h, w = images.shape[-2:]
+        if h < k or w < k:
+            raise ConfigError(f"patch whitening needs images of at least {k} px, not {h}x{w}")
+        per_image = (h - k + 1) * (w - k + 1)
+        count = max(1, min(images.shape[0], self.max_patches // per_image))
+        with torch.autocast(images.device.type, enabled=False):
+            # [n, 3k^2, L] -> [n L, 3k^2]; unfold orders a patch as (channel, row, col) like conv weights.
+            patches = F.unfold(images[:count].float(), k).transpose(1, 2).reshape(-1, 3 * k * k).double()
+            mean = patches.mean(0)
+            centred = patches - mean
+            cov = (centred.T @ centred / max(1, centred.shape[0] - 1)).cpu()
+        values, vectors = torch.linalg.eigh(cov)          # ascending; columns are eigenvectors
+        values, vectors = values.flip(0), vectors.flip(1)  # strongest direction first
+        filters = vectors.T / (values.clamp(min=0) + self.eps).sqrt()[:, None]  # [3k^2, 3k^2]
+        bias = -(filters @ mean.cpu())
+        weight = torch.cat([filters, -filters]).view(-1, 3, k, k)
+        self.weight.copy_(weight.to(self.weight.dtype))
+        self.bias.copy_(torch.cat([bias, -bias]).to(self.bias.dtype))
+        self.whitened.fill_(True)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for t in (self.weight, self.bias):
+                dist.broadcast(t.data, src=0)
+        return self
+
+
+class FastStage(nn.Module):
+    """conv 3x3 -> max pool 2 -> BN -> GELU (x), then x + GELU(BN(conv 3x3 (x))): one stage of
+    `ResNetFast`. Pooling before the BatchNorm normalizes a quarter of the pixels."""
+
+    def __init__(self, cin: int, cout: int, bn_momentum: float = 0.4):
+        super().__init__()
+        self.conv1 = identity_start(nn.Conv2d(cin, cout, 3, padding=1, bias=False))
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = ShiftBatchNorm(cout, bn_momentum)
+        self.act1 = nn.GELU()
+        self.conv2 = identity_start(nn.Conv2d(cout, cout, 3, padding=1, bias=False))
+        self.norm2 = ShiftBatchNorm(cout, bn_momentum)
+        self.act2 = nn.GELU()  # separate modules (not one reused) so each has its own name for the vis tools
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.norm1(self.pool(self.conv1(x))))
+        return x + self.act2(self.norm2(self.conv2(x)))
+
+
+class ResNetFast(nn.Module):
+    """A residual net for CIFAR-10 speed runs (in the spirit of Page's ResNet-9 and Jordan's airbench94).
+
+    normalize -> 2x2 patch-whitening conv (3 -> 24, no padding: 32 -> 31 px) -> GELU ->
+    three `FastStage`s (widths 64, 256, 256 by default; 31 -> 15 -> 7 -> 3 px) ->
+    global max pool -> linear (no bias) -> x `logit_scale`.
+    The fixed 1/9 output scale keeps the initial logits small, so the loss starts near log(classes)
+    with large learning rates. BatchNorms have no learnable scale and a fast-learning shift
+    (`ShiftBatchNorm`); convolutions start near the identity (`identity_start`). Every layer is a
+    plain conv/BN/pool/GELU, so channels_last and autocast apply throughout. Any input of at least
+    16 px works (the global pooling makes the head size-independent)."""
+
+    def __init__(self, num_classes: int, widths: Sequence[int] = (64, 256, 256), whiten_kernel: int = 2,
+                 bn_momentum: float = 0.4, logit_scale: float = 1 / 9):
+        super().__init__()
+        if len(widths) != 3 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+            raise ConfigError(f"resnet-fast needs three positive stage widths, not {tuple(widths)!r}")
+        self.normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
+        self.whiten = PatchWhitening(whiten_kernel)
+        self.act0 = nn.GELU()
+        cin = self.whiten.out_channels
+        self.stage1 = FastStage(cin, widths[0], bn_momentum)
+        self.stage2 = FastStage(widths[0], widths[1], bn_momentum)
+        self.stage3 = FastStage(widths[1], widths[2], bn_momentum)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.fc = nn.Linear(widths[2], num_classes, bias=False)
+        self.logit_scale = logit_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act0(self.whiten(self.normalize(x)))
+        x = self.stage3(self.stage2(self.stage1(x)))
+        return self.fc(self.pool(x).flatten(1)) * self.logit_scale
+
+
+def data_init(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Run the data-dependent initialization of `model` (today: resnet-fast's patch whitening) on
+    training images: float [N, 3, H, W] in [0, 1], on the model's device. A model that needs none is
+    returned unchanged. Calling this before training (and before taking an EMA copy of the weights) is
+    the explicit form of what `PatchWhitening` otherwise does on its first training batch."""
+    if isinstance(model, ResNetFast):
+        with torch.no_grad():
+            model.whiten.whiten_from(model.normalize(images))
+    return model
+
+
 def model_names() -> list[str]:
     return [*SCRATCH, *(f"transfer:{b}" for b in TRANSFER_BACKBONES)]
 
@@ -190,6 +361,10 @@ def build_model(name: str, num_classes: int, input_size: int = 32, pretrained: b
         raise ConfigError(f"a classifier needs at least 2 classes, not {num_classes}")
     if name == "simple":
         return SimpleCNN(num_classes, input_size)
+    if name == "resnet-fast":
+        if input_size < 16:
+            raise ConfigError(f"model resnet-fast needs inputs of at least 16 px, not {input_size}")
+        return ResNetFast(num_classes)
     if name == "vgg19-bn":
         model = VGG19BN(num_classes, input_size, dropout)
         return model.load_imagenet_convs() if pretrained else model

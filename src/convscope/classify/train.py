@@ -237,6 +237,12 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
         steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup * steps_per_epoch)
+    if not cached and not resume:
+        # Data-dependent initialization (resnet-fast's patch whitening) before the EMA copy is taken,
+        # so the average never mixes random and computed filters. The same images on every rank.
+        from .models import data_init
+
+        data_init(model, splits.train.images[:config.batch_size].to(device).float().div_(255))
     ema = ({k: v.detach().clone() for k, v in saved_state(model, config).items() if v.is_floating_point()}
            if config.ema else None)
 
