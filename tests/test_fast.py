@@ -344,3 +344,10 @@ def test_cli_train_bad_inputs(tmp_path, capsys):
     assert main(["train-arbitrary", "--content-dir", str(tmp_path / "nope"), "--style-dir", str(empty),
                  "-o", str(tmp_path / "d.safetensors")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_demo_fast_path(tmp_path):
+    out = tmp_path / "demo.png"
+    assert main(["demo", "--model", "starry_night", "-o", str(out), "-q"]) == 0
+    assert Image.open(out).size == Image.open(_sample_photo()).size
+    assert json.loads((tmp_path / "demo.json").read_text())["config"]["model"] == "starry_night"

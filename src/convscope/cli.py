@@ -196,8 +196,8 @@ def cmd_stylize(args) -> int:
             args.size = FastConfig.size
         return run_one_pass(args, "fast" if args.model is not None else "arbitrary")
     if not args.styles:
-        raise ConfigError("give at least one style image (or --model NAME for a trained style; see: "
-                          "convscope styles)")
+        raise ConfigError("a style image is required: give at least one STYLE (or --model NAME for a "
+                          "trained style; see: convscope styles)")
     if args.mask:
         raise ConfigError("--mask works with --method arbitrary")
     if args.size is None:
