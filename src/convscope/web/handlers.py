@@ -1,0 +1,450 @@
+"""What each tab does when its button is pressed: check the uploads, build the engine's config from
+the form, run the engine (through `jobs.stream`), and turn results into what the page shows.
+
+No Gradio here: handlers take the browser's raw values (file records, numbers, text) and yield
+tuples of plain values (PIL images, text, file paths) in the order of the tab's outputs. The page
+(app.py) wires them to widgets and turns a UserError into the one-line message it shows.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PIL import Image
+
+from .. import images
+from ..errors import ConfigError
+from . import jobs
+from .limits import Limits, check_upload, display_name, upload_path
+from .widgets import Spec, build_config, parse_value
+
+IMAGENET = "efficientnet_lite0"
+RUN_PREFIX = "run: "
+MAX_CLASSIFY = 16          # images per classify request
+MAX_RUNS_LISTED = 200      # run folders offered from --runs
+RUNS_DEPTH = 4             # how deep under --runs they are looked for
+PREVIEWS = 20              # live previews per optimization run (about)
+BUILTIN_PHOTO = "grace_hopper.jpg"
+BUILTIN_STYLE = "swirl_painting.png"
+
+# ---- the options each tab shows: field names of the engines' configs (defaults, help, choices
+# come from the dataclasses). `init` and `net` are narrowed: a browser never names a file or a
+# folder on the server.
+GATYS_MAIN = [Spec("size", slider=(64, 1024, 32)), "iterations", "content_weight", "style_weight", "tv_weight",
+              "preserve_color"]
+GATYS_MORE = ["preset", "optimizer", "lr", "lr_decay", Spec("init", choices=("content", "noise", "style")),
+              "pooling", "style_scale", "scales", "seed", "tv_kind", "style_norm", "range_weight",
+              "lbfgs_history", "content_layers", "style_layers", "style_layer_weights"]
+BLEND = "style_blend"
+FAST = ["size", Spec("strength", slider=(0, 1, 0.05)), Spec("alpha", slider=(0, 1, 0.05)), "style_size",
+        "preserve_color"]
+EXPLAIN_MAIN = [Spec("net", choices=(IMAGENET, "vgg19")), "target",
+                Spec("rules", choices=("guided", "deconvnet", "gradient")), "size", "cmap",
+                Spec("alpha", slider=(0, 1, 0.05))]
+EXPLAIN_MORE = ["layer", "channel", "cam_layer"]
+DREAM_MAIN = ["layer", "channel", Spec("octaves", slider=(1, 8, 1)), "steps", "lr",
+              Spec("size", slider=(64, 1024, 32))]
+DREAM_MORE = ["octave_scale", "jitter", "tile", "pooling", "seed"]
+TEXTURE_MAIN = ["size", "iterations", "source_size", "tileable", "match_histogram"]
+TEXTURE_MORE = ["layers", "layer_weights", "tv_weight", "range_weight", "optimizer", "warmup", "lr",
+                "lbfgs_history", "pooling", "seed"]
+
+
+def _names(specs) -> list[str]:
+    return [s if isinstance(s, str) else s.name for s in specs]
+
+
+@dataclass
+class Settings:
+    limits: Limits
+    concurrency: int = 1
+    runs: Path | None = None     # folder searched for trained classifier runs
+    device: str = "auto"
+
+
+def preview_every(iterations: int) -> int:
+    """Every how many iterations a preview image is sent: about PREVIEWS per run."""
+    return max(1, math.ceil(iterations / PREVIEWS))
+
+
+def find_runs(root: Path | None) -> dict[str, Path]:
+    """Classifier run folders under `root` (their config.json says so), by label: at most
+    MAX_RUNS_LISTED, at most RUNS_DEPTH folders down, hidden folders skipped. Found once at start:
+    the browser picks a label, never a path."""
+    if root is None:
+        return {}
+    from ..classify.run import CONFIG, RunDir, RunError
+
+    found: dict[str, Path] = {}
+    for folder, subfolders, files in os.walk(root):
+        here = Path(folder)
+        depth = len(here.relative_to(root).parts)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")) if depth < RUNS_DEPTH else []
+        if CONFIG not in files:
+            continue
+        try:
+            RunDir(here).info()
+        except (RunError, OSError):
+            continue
+        subfolders[:] = []  # a run's own folders (tensorboard, ...) hold no runs
+        found[RUN_PREFIX + (str(here.relative_to(root)) if depth else root.name)] = here
+        if len(found) >= MAX_RUNS_LISTED:
+            break
+    return found
+
+
+class Handlers:
+    """The tabs' actions, sharing the settings, the device slots, loaded nets and a temp folder."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.limits = settings.limits
+        self.slots = jobs.DeviceSlots(settings.concurrency)
+        self.runs = find_runs(settings.runs)
+        self.tmp = Path(tempfile.mkdtemp(prefix="convscope-web-"))
+        self._nets: dict[str, object] = {}
+        self._nets_lock = threading.Lock()
+
+    def cleanup(self) -> None:
+        """Remove the temp folder (downloads not yet fetched, built-in sample copies)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- shared pieces ---------------------------------------------------------------------
+    def device(self):
+        from ..devices import resolve_device
+
+        return resolve_device(self.settings.device)
+
+    def net(self, name: str):
+        """A loaded net, kept for the next request (the ImageNet net, VGG19, trained runs)."""
+        with self._nets_lock:
+            if name not in self._nets:
+                from ..nets import get_net
+
+                if name in self.runs:
+                    from ..classify.predict import as_net, load_run
+
+                    self._nets[name] = as_net(load_run(self.runs[name], self.device()))
+                else:
+                    self._nets[name] = get_net(name, "max", self.device())
+            return self._nets[name]
+
+    def builtin_photo(self) -> Image.Image:
+        from ..demo import sample_photo_path
+
+        return images.load_image(sample_photo_path())
+
+    def builtin_style(self) -> Image.Image:
+        from ..demo import swirl_painting
+
+        return swirl_painting(512)
+
+    def builtin_photo_file(self) -> str:
+        """A copy of the built-in photo in the temp folder (for file inputs)."""
+        from ..demo import sample_photo_path
+
+        path = self.tmp / BUILTIN_PHOTO
+        if not path.exists():
+            images.write_atomic(path, lambda f: f.write(sample_photo_path().read_bytes()))
+        return str(path)
+
+    def _job_dir(self) -> Path:
+        return Path(tempfile.mkdtemp(prefix="job-", dir=self.tmp))
+
+    def _save(self, image: Image.Image, folder: Path, name: str, meta: dict) -> str:
+        return str(images.save_image(image, folder / name, meta))
+
+    # ---- Stylize -----------------------------------------------------------------------------
+    def stylize(self, method: str, content, style1, style2, blend: str, gatys: dict, fast: dict) -> Iterator[tuple]:
+        """Yields (preview image, status text, download path) as the job goes."""
+        from ..fast.models import ARBITRARY_BUILTIN
+        from ..runinfo import run_metadata
+        from ..style.config import StyleConfig
+
+        if not isinstance(method, str) or method not in self.methods():
+            raise ConfigError(f"unknown method {str(method)[:40]!r}; choose one from the list")
+        blend_values = parse_value(StyleConfig, BLEND, blend)
+        content_img = check_upload(content, self.limits, "content image")
+        names = {"content": display_name(content)}
+        if method in ("gatys", "arbitrary"):
+            records = [r for r in (style1, style2) if r is not None]
+            if not records:
+                raise ConfigError("upload a style image (or use the built-in painting)")
+            styles = [check_upload(r, self.limits, "style image") for r in records]
+            names["styles"] = [display_name(r) for r in records]
+        if method == "gatys":
+            specs = GATYS_MAIN + GATYS_MORE
+            config = build_config(StyleConfig, specs, gatys, {"style_blend": blend_values,
+                                                               "device": self.settings.device})
+            config = replace(config, save_every=preview_every(config.iterations)).validate()
+            config.blend(len(styles))
+            self.limits.check_output(content_img.size, config.size)
+            yield None, "loading the network...", None
+            yield from self._run_gatys(content_img, styles, config, names)
+            return
+        from ..fast.apply import FastConfig
+
+        config = build_config(FastConfig, FAST, fast, {"device": self.settings.device}).validate()
+        self.limits.check_output(content_img.size, config.size or max(content_img.size))
+        if method == "arbitrary":
+            model = ARBITRARY_BUILTIN
+            if blend_values is not None and len(blend_values) != len(styles):
+                raise ConfigError(f"style blend has {len(blend_values)} weight(s) for {len(styles)} style image(s)")
+        else:
+            model = method.removeprefix("model:")
+            styles = []
+            names["model"] = model
+
+        def work(job: jobs.Job):
+            from ..fast.apply import ArbitraryStylizer, FastStylizer
+
+            start = time.perf_counter()
+            if method == "arbitrary":
+                stylizer = ArbitraryStylizer(model, config)
+                job.check()
+                out = stylizer(content_img, styles, blend_values)
+            else:
+                stylizer = FastStylizer(model, config)
+                job.check()
+                out = stylizer(content_img)
+            seconds = time.perf_counter() - start
+            kind = "arbitrary" if method == "arbitrary" else "fast"
+            meta = run_metadata("stylize", {"method": kind, "model": model, **config.to_dict()}, inputs=names,
+                                seconds=round(seconds, 3), model_card=stylizer.model.card)
+            return out, meta, seconds
+
+        yield None, "stylizing...", None
+        folder = self._job_dir()
+        try:
+            for item in jobs.stream(work, self.slots):
+                if isinstance(item, tuple):
+                    out, meta, seconds = item[1]
+                    path = self._save(out, folder, "stylized.png", meta)
+                    yield out, f"done in {seconds:.1f} s: {out.width}x{out.height}", path
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _run_gatys(self, content: Image.Image, styles: list, config, names: dict) -> Iterator[tuple]:
+        from ..runinfo import run_metadata
+        from ..style.gatys import stylize_images
+
+        def work(job: jobs.Job):
+            labels = [names["content"], *names["styles"]]
+            return stylize_images(content, styles, config, job.callback, labels=labels)
+
+        yield from self._optimization(work, "stylized.png",
+                                      lambda r: run_metadata("stylize", r.config.to_dict(), inputs=names,
+                                                             seed=config.seed, seconds=round(r.seconds, 3),
+                                                             final_losses=r.losses,
+                                                             stage_sizes=r.stage_sizes,
+                                                             iterations_run=len(r.history)))
+
+    def _optimization(self, work, filename: str, meta_of) -> Iterator[tuple]:
+        """Stream a job whose progress carries preview images: (preview, status, None) while it
+        runs, then (result, summary, download path)."""
+        folder = self._job_dir()
+        try:
+            for item in jobs.stream(work, self.slots):
+                if isinstance(item, jobs.Tick):
+                    preview = images.tensor_to_pil(item.image) if item.image is not None else SKIP
+                    yield preview, jobs.describe(item), SKIP
+                else:
+                    result = item[1]
+                    path = self._save(result.image, folder, filename, meta_of(result))
+                    terms = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+                    yield (result.image, f"done in {result.seconds:.1f} s: {result.image.width}x"
+                           f"{result.image.height} ({terms})", path)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def methods(self) -> dict[str, str]:
+        """Stylize methods offered: value -> label (built-in models as installed)."""
+        from ..fast.models import ARBITRARY_KIND, STYLE_KIND, builtin_names, list_styles
+
+        paintings = {r["name"]: r["painting"] for r in list_styles()}
+        out = {"gatys": "gatys: optimize the image (slow, best)"}
+        if builtin_names(ARBITRARY_KIND):
+            out["arbitrary"] = "arbitrary: any style image, one pass (AdaIN)"
+        for name in builtin_names(STYLE_KIND):
+            painting = f" ({paintings[name]})" if paintings.get(name) else ""
+            out[f"model:{name}"] = f"built-in style: {name}{painting}, one pass"
+        return out
+
+    # ---- Classify ----------------------------------------------------------------------------
+    def models(self) -> dict[str, str]:
+        return {IMAGENET: "EfficientNet-Lite0 (ImageNet, 1000 classes)", **{k: k for k in self.runs}}
+
+    def classify(self, records, model: str) -> tuple:
+        """(top-5 of the first image as {class: probability}, bar chart, markdown table)."""
+        from ..classify.predict import predict_images
+
+        if model not in self.models():
+            raise ConfigError(f"unknown model {str(model)[:40]!r}; choose one from the list")
+        if records is None or records == []:
+            raise ConfigError("upload at least one image")
+        records = records if isinstance(records, list) else [records]
+        if len(records) > MAX_CLASSIFY:
+            raise ConfigError(f"at most {MAX_CLASSIFY} images at once, not {len(records)}")
+        for r in records:
+            check_upload(r, self.limits)
+        paths = [str(upload_path(r, self.limits)) for r in records]
+        labels = [display_name(r) for r in records]
+
+        def work(job: jobs.Job):
+            net = self.net(model)
+            if net.classes is None:
+                raise ConfigError(f"{model} has no named classifier head")
+            job.check()
+            return predict_images(net, list(net.classes), paths, net.input_size, self.device(), top=5)
+
+        preds = None
+        for item in jobs.stream(work, self.slots):
+            if isinstance(item, tuple):
+                preds = item[1]
+        top = {c: float(p) for c, p in preds[0].top}
+        rows = ["| image | top 5 |", "| --- | --- |"]
+        rows += [f"| {_md(label)} | " + ", ".join(f"{_md(c)} {p:.1%}" for c, p in pred.top) + " |"
+                 for label, pred in zip(labels, preds)]
+        return top, probability_chart(preds, labels), "\n".join(rows)
+
+    # ---- Explain -----------------------------------------------------------------------------
+    def explain(self, record, options: dict) -> Iterator[tuple]:
+        """Yields (figure, gallery [(image, caption)], top-5 {name: score}, status)."""
+        from ..vis.explain import ExplainConfig, explain, explain_figure, panels
+
+        image = check_upload(record, self.limits)
+        config = build_config(ExplainConfig, EXPLAIN_MAIN + EXPLAIN_MORE, options,
+                              {"device": self.settings.device}).validate()
+        self.limits.check_output(image.size, config.size)
+
+        def work(job: jobs.Job):
+            net = self.net(config.net)
+            job.check()
+            result = explain(image, config, net=net)
+            return result, explain_figure(result), panels(result)
+
+        yield SKIP, SKIP, SKIP, "explaining..."
+        for item in jobs.stream(work, self.slots):
+            if isinstance(item, tuple):
+                result, figure, shown = item[1]
+                gallery = [(Image.fromarray((data.clip(0, 1) * 255).round().astype("uint8")), caption)
+                           for caption, data in shown]
+                top = {f"{p.name} ({p.index})": max(0.0, min(1.0, p.score)) for p in result.top} \
+                    if result.kind == "class" else _relative({p.name: p.score for p in result.top})
+                yield figure, gallery, top, f"{result.target_name}: done in {result.seconds:.1f} s"
+
+    # ---- Dream & textures --------------------------------------------------------------------
+    def dream(self, record, options: dict) -> Iterator[tuple]:
+        """Yields (image, status, download path)."""
+        from ..runinfo import run_metadata
+        from ..vis.dream import DreamConfig, Dreamer
+
+        image = check_upload(record, self.limits)
+        config = build_config(DreamConfig, DREAM_MAIN + DREAM_MORE, options,
+                              {"device": self.settings.device}).validate()
+        self.limits.check_output(image.size, config.size)
+        names = {"image": display_name(record)}
+
+        def work(job: jobs.Job):
+            dreamer = Dreamer(config)
+            job.check()
+            return dreamer.run(image, job.callback)
+
+        yield SKIP, "loading the network...", None
+        folder = self._job_dir()
+        try:
+            for item in jobs.stream(work, self.slots):
+                if isinstance(item, jobs.Tick):
+                    # The dream reports the objective per step (no image): progress as text.
+                    p = item.progress
+                    eta = f" · ETA {item.eta:.0f} s" if item.eta is not None else ""
+                    yield SKIP, (f"octave {p.stage}/{p.stages} · step {p.iteration}/{p.iterations} · "
+                                      f"objective {-p.loss:.4g} · {p.elapsed:.0f} s{eta}"), SKIP
+                else:
+                    r = item[1]
+                    meta = run_metadata("dream", r.config.to_dict(), inputs=names, seed=config.seed,
+                                        seconds=round(r.seconds, 3), objective=r.objective,
+                                        start_objective=r.start_objective)
+                    path = self._save(r.image, folder, "dream.png", meta)
+                    yield r.image, (f"done in {r.seconds:.1f} s: objective {r.start_objective:.4g} -> "
+                                    f"{r.objective:.4g}"), path
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def texture(self, record, options: dict) -> Iterator[tuple]:
+        """Yields (preview image, status, download path)."""
+        from ..runinfo import run_metadata
+        from ..vis.texture import TextureConfig, synthesize
+
+        source = check_upload(record, self.limits, "source texture")
+        config = build_config(TextureConfig, TEXTURE_MAIN + TEXTURE_MORE, options,
+                              {"device": self.settings.device})
+        config = replace(config, save_every=preview_every(config.iterations)).validate()
+        self.limits.check_output(config.size, max(config.size))
+        self.limits.check_output(source.size, config.source_size, "source size")
+        names = {"source": display_name(record)}
+
+        def work(job: jobs.Job):
+            return synthesize(source, config, job.callback, label=names["source"])
+
+        yield SKIP, "loading the network...", None
+        yield from self._optimization(work, "texture.png",
+                                      lambda r: run_metadata("texture", r.config.to_dict(), inputs=names,
+                                                             seed=config.seed, seconds=round(r.seconds, 3)))
+
+
+class _Skip:
+    """'Leave this output as it is' (the page turns it into Gradio's skip update)."""
+
+    def __repr__(self) -> str:
+        return "SKIP"
+
+
+SKIP = _Skip()
+
+
+def _relative(scores: dict[str, float]) -> dict[str, float]:
+    """Channel activations as fractions of the largest (a label's bars are 0..1)."""
+    peak = max([abs(v) for v in scores.values()] + [1e-12])
+    return {k: max(0.0, v / peak) for k, v in scores.items()}
+
+
+def _md(text: str) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def probability_chart(preds, labels: list[str]) -> Image.Image:
+    """One row per image: the image, then its top-5 classes as horizontal probability bars."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(preds)
+    fig = Figure(figsize=(7.5, 2.1 * n), dpi=100)
+    for i, (pred, label) in enumerate(zip(preds, labels)):
+        ax_img = fig.add_subplot(n, 2, 2 * i + 1)
+        ax_img.imshow(pred.image)
+        ax_img.set_title(label, fontsize=9)
+        ax_img.axis("off")
+        ax = fig.add_subplot(n, 2, 2 * i + 2)
+        names = [c for c, _ in pred.top][::-1]
+        values = [p for _, p in pred.top][::-1]
+        ax.barh(range(len(values)), values, color="tab:blue")
+        ax.set_yticks(range(len(values)), names, fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("probability", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        for y, v in enumerate(values):
+            ax.text(min(v + 0.02, 0.85), y, f"{v:.1%}", va="center", fontsize=7)
+    fig.tight_layout()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")

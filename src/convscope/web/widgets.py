@@ -1,0 +1,192 @@
+"""Form widgets made from an engine's config dataclass, and values read back into a config.
+
+One source of truth: a widget's default, help text and choices are the field's own (its default,
+metadata["help"], metadata["choices"]); nothing is re-declared here. A page may narrow a field
+(fewer choices, e.g. no file path for `init`) or show it as a slider (a display range), never
+change its default. Values coming back from a browser are untrusted JSON: each is parsed for the
+field's type and, where the field has choices, must be one of the choices offered.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import MISSING, Field, dataclass, fields
+
+from ..errors import ConfigError
+
+MAX_TEXT = 400  # characters of a text option (layer lists are the longest)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one field is shown: `choices` narrows the field's own; `slider` = (low, high, step)."""
+
+    name: str
+    choices: tuple | None = None
+    slider: tuple[float, float, float] | None = None
+    label: str | None = None
+
+
+def field_of(cls, name: str) -> Field:
+    for f in fields(cls):
+        if f.name == name:
+            return f
+    raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def default_of(f: Field):
+    return f.default if f.default is not MISSING else None
+
+
+def _kind(f: Field) -> tuple[str, bool]:
+    """('bool' | 'int' | 'float' | 'str' | 'tuple[...]', optional) from the annotation text."""
+    text = str(f.type).replace(" ", "")
+    optional = text.endswith("|None")
+    return text.removesuffix("|None"), optional
+
+
+def label_of(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _choices(cls, spec: Spec) -> tuple | None:
+    own = field_of(cls, spec.name).metadata.get("choices")
+    if spec.choices is None:
+        return tuple(own) if own else None
+    if own:
+        extra = [c for c in spec.choices if c not in own]
+        if extra:
+            raise ValueError(f"{cls.__name__}.{spec.name}: {extra} are not among the field's choices")
+    return tuple(spec.choices)
+
+
+def _as_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (tuple, list)):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def make_widget(cls, spec: Spec | str, elem_prefix: str = ""):
+    """The Gradio input for one field of `cls`, with the field's default and help."""
+    import gradio as gr
+
+    spec = Spec(spec) if isinstance(spec, str) else spec
+    f = field_of(cls, spec.name)
+    kind, optional = _kind(f)
+    default = default_of(f)
+    info = f.metadata.get("help", "")
+    common = {"label": spec.label or label_of(f.name), "info": info,
+              "elem_id": f"{elem_prefix}{f.name}" if elem_prefix else None}
+    choices = _choices(cls, spec)
+    if kind == "bool":
+        return gr.Checkbox(value=bool(default), **common)
+    if choices and kind.startswith("tuple["):  # several of the choices, in the order of the choices
+        return gr.CheckboxGroup(choices=list(choices), value=list(default or ()), **common)
+    if choices:
+        return gr.Dropdown(choices=list(choices), value=default, **common)
+    if kind in ("int", "float") and spec.slider is not None:
+        low, high, step = spec.slider
+        return gr.Slider(minimum=low, maximum=high, step=step, value=default, **common)
+    if kind == "int":
+        return gr.Number(value=default, precision=0, **common)
+    if kind == "float":
+        return gr.Number(value=default, **common)
+    if kind.startswith("tuple["):
+        common["info"] = f"{info} (separate values with spaces)" + ("; empty = default" if optional else "")
+    return gr.Textbox(value=_as_text(default), max_lines=1, max_length=MAX_TEXT, **common)
+
+
+def make_widgets(cls, specs, elem_prefix: str = "") -> dict:
+    """name -> widget, in the order given."""
+    out = {}
+    for spec in specs:
+        spec = Spec(spec) if isinstance(spec, str) else spec
+        out[spec.name] = make_widget(cls, spec, elem_prefix)
+    return out
+
+
+# ---- values back from the browser ----------------------------------------------------------------
+
+def _flag(name: str) -> str:
+    return label_of(name)
+
+
+def _number(name: str, raw, whole: bool):
+    if isinstance(raw, bool) or raw is None:
+        raise ConfigError(f"{_flag(name)} needs a number")
+    if isinstance(raw, str):
+        raw = raw.strip()
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{_flag(name)} must be a number, not {str(raw)[:40]!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{_flag(name)} must be a finite number, not {raw!r}")
+    if whole:
+        if value != int(value):
+            raise ConfigError(f"{_flag(name)} must be a whole number, not {raw!r}")
+        return int(value)
+    return value
+
+
+_SPLIT = re.compile(r"[\s,]+")
+
+
+def parse_value(cls, spec: Spec | str, raw):
+    """One field's value from what a browser sent (untrusted): typed, and within the offered choices."""
+    spec = Spec(spec) if isinstance(spec, str) else spec
+    f = field_of(cls, spec.name)
+    kind, optional = _kind(f)
+    name = f.name
+    choices = _choices(cls, spec)
+    if choices and kind.startswith("tuple["):
+        if not isinstance(raw, (list, tuple)) or any(v not in choices for v in raw):
+            raise ConfigError(f"{_flag(name)} must be some of {', '.join(map(str, choices))}")
+        picked = tuple(c for c in choices if c in raw)
+        if not picked and not optional:
+            raise ConfigError(f"{_flag(name)}: pick at least one of {', '.join(map(str, choices))}")
+        return picked or None
+    if choices:
+        if raw not in choices:
+            raise ConfigError(f"{_flag(name)} must be one of {', '.join(map(str, choices))}, not {str(raw)[:40]!r}")
+        return raw
+    if kind == "bool":
+        if not isinstance(raw, bool):
+            raise ConfigError(f"{_flag(name)} must be true or false, not {str(raw)[:40]!r}")
+        return raw
+    empty = raw is None or (isinstance(raw, str) and not raw.strip())
+    if empty and optional:
+        return None
+    if kind in ("int", "float"):
+        return _number(name, raw, kind == "int")
+    if not isinstance(raw, str):
+        raise ConfigError(f"{_flag(name)} must be text, not {type(raw).__name__}")
+    if len(raw) > MAX_TEXT:
+        raise ConfigError(f"{_flag(name)} is too long (at most {MAX_TEXT} characters)")
+    if kind == "str":
+        return raw.strip()
+    parts = [p for p in _SPLIT.split(raw.strip()) if p]
+    if not parts:
+        raise ConfigError(f"{_flag(name)} needs at least one value")
+    inner = kind[len("tuple["):-1].split(",")
+    if kind.endswith(",...]"):
+        item = inner[0]
+        values = tuple(_number(name, p, item == "int") if item in ("int", "float") else p for p in parts)
+    else:
+        if len(parts) != len(inner):
+            raise ConfigError(f"{_flag(name)} needs {len(inner)} values, not {len(parts)}")
+        values = tuple(_number(name, p, t == "int") if t in ("int", "float") else p for p, t in zip(parts, inner))
+    return values
+
+
+def build_config(cls, specs, raw: dict, fixed: dict | None = None):
+    """`cls(**parsed values, **fixed)`: fields not shown keep their dataclass defaults."""
+    values = {}
+    for spec in specs:
+        spec = Spec(spec) if isinstance(spec, str) else spec
+        values[spec.name] = parse_value(cls, spec, raw.get(spec.name))
+    values.update(fixed or {})
+    return cls(**values)

@@ -1,0 +1,597 @@
+"""The web UI (`convscope serve`): upload limits, form <-> config, jobs (cancel, errors), the serve
+command, and the real page in headless Chromium (stylize fast + gatys, classify, cancel, errors,
+a screenshot of each tab under test-artifacts/web/)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convscope.cli import main
+from convscope.errors import ConfigError, ImageError
+from convscope.optimize import Progress
+from convscope.web import jobs
+from convscope.web.limits import Limits, check_upload, upload_path
+from convscope.web.widgets import Spec, build_config, parse_value
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("CONVSCOPE_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+
+
+def photo(w=80, h=60, seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / 9.0
+    a = np.stack([np.sin(x + c) * np.cos(y - c) for c in (0.0, 1.0, 2.0)], -1) * 0.35 + 0.5
+    return Image.fromarray(((a + rng.normal(0, 0.03, a.shape)).clip(0, 1) * 255).astype(np.uint8))
+
+
+def record(path: Path, name: str | None = None) -> dict:
+    """What Gradio hands a handler for an uploaded file."""
+    return {"path": str(path), "orig_name": name or path.name, "meta": {"_type": "gradio.FileData"}}
+
+
+# ---- limits ------------------------------------------------------------------------------------
+@pytest.fixture
+def uploads(tmp_path):
+    root = tmp_path / "uploads"
+    root.mkdir()
+    return root
+
+
+def test_upload_accepted_as_rgb(uploads):
+    path = uploads / "x.png"
+    photo().convert("RGBA").save(path)
+    img = check_upload(record(path, "holiday.png"), Limits(upload_root=uploads))
+    assert img.mode == "RGB" and img.size == (80, 60)
+
+
+def test_upload_over_the_byte_cap_names_the_clients_file(uploads):
+    path = uploads / "tmp123.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(path)
+    with pytest.raises(ImageError, match=r"holiday\.png is 0\.1\d* MB, over the upload limit of 0\.05 MB"):
+        check_upload(record(path, "holiday.png"), Limits(max_bytes=2**20 // 20, upload_root=uploads))
+
+
+def test_upload_over_the_pixel_cap(uploads):
+    path = uploads / "tmp9.png"
+    Image.new("RGB", (300, 200)).save(path)
+    with pytest.raises(ImageError) as err:
+        check_upload(record(path, "wide.png"), Limits(max_pixels=50_000, upload_root=uploads))
+    assert "wide.png is 300x200 = 60,000 pixels, over the limit of 50,000" in str(err.value)
+    assert str(uploads) not in str(err.value)  # the server's paths never reach the page
+
+
+@pytest.mark.parametrize("content, fmt, message", [
+    (b"hello, not an image", None, "is not an image"),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'/>", None, "is not an image"),
+    (None, "ICO", "is a ICO file"),
+])
+def test_upload_must_be_an_accepted_image_type(uploads, content, fmt, message):
+    path = uploads / "upload.png"
+    if content is not None:
+        path.write_bytes(content)
+    else:
+        Image.new("RGB", (32, 32)).save(path, format=fmt)
+    with pytest.raises(ImageError, match=message):
+        check_upload(record(path, "x.png"), Limits(upload_root=uploads))
+
+
+def test_client_given_paths_are_refused(uploads, tmp_path):
+    limits = Limits(upload_root=uploads)
+    outside = tmp_path / "secret.png"
+    photo().save(outside)
+    with pytest.raises(ImageError, match="paths and URLs are not accepted"):
+        upload_path(str(outside), limits)                                  # a bare path string
+    with pytest.raises(ImageError, match="paths and URLs are not accepted"):
+        upload_path({"url": "data:image/png;base64,AAAA", "path": None}, limits)
+    with pytest.raises(ImageError, match="was not uploaded to this server"):
+        upload_path(record(outside), limits)                               # outside the upload folder
+    with pytest.raises(ImageError, match="was not uploaded to this server"):
+        upload_path(record(uploads / ".." / "secret.png"), limits)         # climbing out
+    link = uploads / "link.png"
+    link.symlink_to(outside)
+    with pytest.raises(ImageError, match="was not uploaded to this server"):
+        upload_path(record(link), limits)                                  # a link pointing out
+    with pytest.raises(ImageError, match="no image: upload one"):
+        upload_path(None, limits)
+
+
+def test_requested_sizes_are_capped_too():
+    Limits(max_pixels=10_000).check_output((40, 10), 200)  # 200x50
+    with pytest.raises(ConfigError, match=r"size 201 makes a 201x50 image, over this server's limit of "
+                                          r"10,000 pixels; use at most 200"):
+        Limits(max_pixels=10_000).check_output((40, 10), 201)
+    with pytest.raises(ConfigError):
+        Limits(max_bytes=0)
+
+
+# ---- form <-> config -----------------------------------------------------------------------------
+def test_parse_values():
+    from convscope.style.config import StyleConfig
+    from convscope.vis.explain import ExplainConfig
+    from convscope.vis.texture import TextureConfig
+
+    assert parse_value(StyleConfig, "iterations", 12.0) == 12
+    assert parse_value(StyleConfig, "style_blend", "0.7, 0.3") == (0.7, 0.3)
+    assert parse_value(StyleConfig, "style_blend", "  ") is None
+    assert parse_value(StyleConfig, "lr", None) is None
+    assert parse_value(TextureConfig, "size", "96 64") == (96, 64)
+    assert parse_value(ExplainConfig, Spec("rules", choices=("guided", "deconvnet", "gradient")),
+                       ["deconvnet", "guided"]) == ("guided", "deconvnet")
+    for spec, raw, message in [
+        ("iterations", 2.5, "whole number"), ("iterations", "many", "must be a number"),
+        ("iterations", None, "needs a number"), ("content_weight", float("nan"), "finite"),
+        ("preserve_color", "sepia", "must be one of none, luminance, histogram"),
+        (Spec("init", choices=("content", "noise", "style")), "/etc/passwd", "must be one of content"),
+        ("cuda_graph", "yes", "true or false"), ("style_layers", ["a"], "must be text"),
+        ("style_layers", "x" * 500, "too long"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_value(StyleConfig, spec, raw)
+    with pytest.raises(ConfigError, match="needs 2 values"):
+        parse_value(TextureConfig, "size", "64")
+    with pytest.raises(ValueError):  # a page may narrow a field's choices, never add to them
+        parse_value(StyleConfig, Spec("pooling", choices=("max", "median")), "max")
+
+
+def test_widgets_take_defaults_help_and_choices_from_the_configs():
+    pytest.importorskip("gradio")
+    from convscope.fast.apply import FastConfig
+    from convscope.style.config import StyleConfig
+    from convscope.vis.dream import DreamConfig
+    from convscope.vis.explain import ExplainConfig
+    from convscope.vis.texture import TextureConfig
+    from convscope.web import handlers as h
+    from convscope.web.widgets import make_widget
+
+    shown = [(StyleConfig, h.GATYS_MAIN + h.GATYS_MORE + [h.BLEND]), (FastConfig, h.FAST),
+             (ExplainConfig, h.EXPLAIN_MAIN + h.EXPLAIN_MORE), (DreamConfig, h.DREAM_MAIN + h.DREAM_MORE),
+             (TextureConfig, h.TEXTURE_MAIN + h.TEXTURE_MORE)]
+    for cls, specs in shown:
+        defaults = {f.name: f for f in fields(cls)}
+        raw = {}
+        for spec in specs:
+            name = spec if isinstance(spec, str) else spec.name
+            w = make_widget(cls, spec)
+            assert w.info.startswith(defaults[name].metadata["help"]), name
+            raw[name] = w.value
+            if defaults[name].metadata.get("choices") and not isinstance(spec, Spec):
+                assert [c[1] for c in w.choices] == list(defaults[name].metadata["choices"]), name
+        # The form's untouched values give exactly the engine's defaults.
+        assert build_config(cls, specs, raw) == cls(), cls.__name__
+
+
+# ---- jobs ----------------------------------------------------------------------------------------
+def _progress(i, n=1000, image=None):
+    return Progress(i, n, 1.0 / i, {"loss": 1.0 / i}, 0.01 * i, image=image)
+
+
+def test_closing_the_stream_cancels_the_engine(monkeypatch):
+    seen = {}
+    freed = []
+    monkeypatch.setattr(jobs, "free_memory", lambda: freed.append(1))
+
+    def work(job):
+        try:
+            for i in range(1, 100_000):
+                job.callback(_progress(i, image=None if i % 5 else np.zeros(1)))
+                time.sleep(0.002)
+        except jobs.Cancelled:
+            seen["cancelled_at"] = i
+            raise
+
+    slots = jobs.DeviceSlots(1)
+    gen = jobs.stream(work, slots, interval=0.05)
+    tick = next(gen)
+    assert isinstance(tick, jobs.Tick) and 0 < tick.done < 1 and tick.eta is not None
+    gen.close()  # what Gradio does on Cancel
+    deadline = time.monotonic() + 5
+    while "cancelled_at" not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "cancelled_at" in seen
+    assert slots._sem.acquire(timeout=5)  # the device slot was given back
+    assert freed == [1]                   # and the job's memory released
+
+
+def test_stream_results_and_errors(monkeypatch):
+    freed = []
+    monkeypatch.setattr(jobs, "free_memory", lambda: freed.append(1))
+    gen = jobs.stream(lambda job: 42, jobs.DeviceSlots(1))
+    assert list(gen) == [("result", 42)]
+
+    def fail(job):
+        job.callback(_progress(1, 2))
+        raise ImageError("bad image")
+
+    with pytest.raises(ImageError, match="bad image"):
+        list(jobs.stream(fail, jobs.DeviceSlots(1)))
+    assert freed == [1, 1]  # after success and after failure
+
+
+def test_the_page_shows_failures_in_one_line(capsys):
+    gr = pytest.importorskip("gradio")
+    from convscope.web.app import _shown_errors
+
+    def job(exc):
+        yield ("preview", "running", None)
+        raise exc
+
+    for exc, message in [(ImageError("x.png is not an image"), "x.png is not an image"),
+                         (RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"),
+                          "the device ran out of memory; use a smaller size"),
+                         (KeyError("boom"), "internal error (KeyError); the server log has the details")]:
+        gen = _shown_errors((1, 3))(job)(exc)
+        assert next(gen) == ("preview", "running", None)
+        shown = next(gen)
+        assert shown[1] == f"**error:** {message}"
+        with pytest.raises(gr.Error) as err:
+            next(gen)
+        assert err.value.message == message
+    logged = capsys.readouterr().err
+    assert "KeyError: 'boom'" in logged and "ImageError" not in logged  # only the unexpected is logged
+
+
+def test_device_slots_bound_concurrent_jobs():
+    slots = jobs.DeviceSlots(1)
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def work(job):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return 1
+
+    threads = [threading.Thread(target=lambda: list(jobs.stream(work, slots))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert most[0] == 1
+
+
+# ---- handlers (no browser) -------------------------------------------------------------------------
+@pytest.fixture
+def handlers(uploads):
+    from convscope.web.handlers import Handlers, Settings
+
+    h = Handlers(Settings(limits=Limits(upload_root=uploads), device="cpu"))
+    yield h
+    h.cleanup()
+    assert not h.tmp.exists()
+
+
+def test_handlers_refuse_unknown_choices(handlers, uploads):
+    path = uploads / "c.png"
+    photo().save(path)
+    with pytest.raises(ConfigError, match="unknown method"):
+        next(handlers.stylize("../../x", record(path), record(path), None, "", {}, {}))
+    with pytest.raises(ConfigError, match="unknown model"):
+        handlers.classify([record(path)], "/tmp/some/run")
+    with pytest.raises(ConfigError, match="upload a style image"):
+        next(handlers.stylize("gatys", record(path), None, None, "", {}, {}))
+
+
+def test_fast_stylize_yields_a_download_with_metadata_and_cleans_up(handlers, uploads):
+    from convscope.fast.apply import FastConfig
+    from convscope.images import read_png_metadata
+
+    path = uploads / "c.png"
+    photo().save(path)
+    fast = {f.name: getattr(FastConfig(), f.name) for f in fields(FastConfig)}
+    outs = handlers.stylize("model:starry_night", record(path, "mine.png"), None, None, "", {}, fast)
+    assert next(outs)[1] == "stylizing..."
+    image, status, download = next(outs)
+    assert image.size == (80, 60) and status.startswith("done")
+    meta = read_png_metadata(download)  # the page copies it while the job's generator waits
+    assert meta["config"]["strength"] == 1.0 and meta["inputs"]["content"] == "mine.png"
+    assert list(outs) == []
+    assert list(handlers.tmp.iterdir()) == []  # the job's folder is gone once the page has its copy
+
+
+def _form(cls, specs, **values) -> dict:
+    """The values an untouched form sends (the config's defaults), with `values` typed in."""
+    from convscope.web.widgets import make_widget
+
+    return {**{(sp if isinstance(sp, str) else sp.name): make_widget(cls, sp).value for sp in specs}, **values}
+
+
+def test_texture_streams_previews_then_the_result(handlers, uploads):
+    pytest.importorskip("gradio")
+    from convscope.vis.texture import TextureConfig
+    from convscope.web import handlers as h
+
+    path = uploads / "t.png"
+    photo(48, 48).save(path)
+    form = _form(TextureConfig, h.TEXTURE_MAIN + h.TEXTURE_MORE, size="32 24", iterations=6, source_size=48)
+    outs = list(handlers.texture(record(path), form))
+    previews = [o for o in outs[1:-1] if isinstance(o[0], Image.Image)]
+    assert previews and all("iteration" in o[1] and "ETA" in o[1] for o in previews)
+    image, status, download = outs[-1]
+    assert image.size == (32, 24) and status.startswith("done") and download.endswith("texture.png")
+
+
+def test_dream_and_explain_handlers(handlers, uploads):
+    pytest.importorskip("gradio")
+    from convscope.vis.dream import DreamConfig
+    from convscope.vis.explain import ExplainConfig
+    from convscope.web import handlers as h
+
+    path = uploads / "d.png"
+    photo(64, 48).save(path)
+    form = _form(DreamConfig, h.DREAM_MAIN + h.DREAM_MORE, size=64, octaves=1, steps=3, layer="relu2_1")
+    outs = list(handlers.dream(record(path), form))
+    assert any(o[1].startswith("octave 1/1 · step") for o in outs[1:-1])
+    assert outs[-1][0].size == (64, 48) and outs[-1][1].startswith("done")
+
+    form = _form(ExplainConfig, h.EXPLAIN_MAIN + h.EXPLAIN_MORE, size=64)
+    figure, gallery, top, status = list(handlers.explain(record(path), form))[-1]
+    assert figure.width > 300 and len(top) == 5 and status.endswith("s")
+    assert [caption for _, caption in gallery][1].startswith("Grad-CAM")
+
+
+def test_find_runs_offers_only_run_folders(tmp_path):
+    from convscope.web.handlers import find_runs
+
+    (tmp_path / "a" / "run1").mkdir(parents=True)
+    (tmp_path / "a" / "run1" / "config.json").write_text('{"kind": "convscope-classifier"}')
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "config.json").write_text('{"kind": "something else"}')
+    assert find_runs(tmp_path) == {"run: a/run1": tmp_path / "a" / "run1"}
+
+
+# ---- the serve command ---------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_port_in_use_is_a_one_line_error(capsys):
+    pytest.importorskip("gradio")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is in use" in err and "Traceback" not in err
+
+
+def test_serve_without_gradio_says_how_to_install(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
+    assert main(["serve", "--port", str(free_port())]) == 2
+    assert "pip install 'convscope[web]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--runs", "/no/such/folder"], "--runs /no/such/folder: no such folder"),
+    (["--concurrency", "0"], "--concurrency must be from 1 to 64"),
+    (["--max-upload-mb", "0"], "--max-upload-mb must be positive"),
+])
+def test_serve_bad_options(argv, message, capsys):
+    pytest.importorskip("gradio")
+    assert main(["serve", "--port", str(free_port()), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("0.0.0.0", True)])
+def test_serve_prints_the_url_and_warns_off_loopback(monkeypatch, capsys, host, warned):
+    pytest.importorskip("gradio")
+    from convscope.commands import serve
+
+    launched = {}
+    monkeypatch.setattr(serve, "launch", lambda demo, h, p, b: launched.update(host=h, port=p, max_bytes=b))
+    port = free_port()
+    assert main(["serve", "--host", host, "--port", str(port), "--max-upload-mb", "2"]) == 0
+    err = capsys.readouterr().err
+    assert launched == {"host": host, "port": port, "max_bytes": 2 * 2**20}
+    assert f"http://{host}:{port}" in err
+    assert ("warning: listening on 0.0.0.0" in err) == warned
+
+
+# ---- in the browser ------------------------------------------------------------------------------
+def _browser_missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is absent (Debian's chromium package; .ci/run installs it)"
+    for module in ("gradio", "playwright"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{module} is not installed (pip install '.[test]')"
+    return None
+
+
+browser_test = pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The app on a free loopback port, in this process."""
+    import gradio.utils
+
+    from convscope.web.app import build_app
+    from convscope.web.handlers import Settings
+
+    limits = Limits(max_bytes=2 * 2**20, upload_root=Path(gradio.utils.get_upload_folder()))
+    demo = build_app(Settings(limits=limits, device="cpu"))
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                ssr_mode=False, max_file_size=limits.max_bytes)
+    yield demo, f"http://127.0.0.1:{port}/"
+    demo.close()
+    demo.convscope_handlers.cleanup()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        pg = browser.new_page(viewport={"width": 1300, "height": 1000})
+        pg.set_default_timeout(90_000)
+        pg.goto(server[1])
+        pg.wait_for_selector("#stylize-run")
+        yield pg
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pictures")
+    photo(80, 60).save(folder / "content.png")
+    photo(64, 64, seed=3).rotate(90).save(folder / "style.png")
+    (folder / "notes.png").write_bytes(b"this is text, not a picture")
+    return folder
+
+
+def shot(pg, name: str) -> None:
+    folder = ARTIFACTS / "web"
+    folder.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def pick(pg, dropdown: str, text: str) -> None:
+    pg.click(f"{dropdown} input")
+    pg.click(f"li[role=option]:has-text('{text}')")
+
+
+def set_number(pg, elem: str, value) -> None:
+    box = pg.locator(f"{elem} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+    box.blur()
+
+
+def result_size(pg, elem: str) -> tuple[int, int]:
+    img = pg.locator(f"{elem} img")
+    pg.wait_for_function(f"() => {{ const i = document.querySelector('{elem} img'); "
+                         "return i && i.complete && i.naturalWidth > 0; }")
+    return tuple(img.evaluate("i => [i.naturalWidth, i.naturalHeight]"))
+
+
+def wait_status(pg, elem: str, text: str) -> str:
+    pg.wait_for_function(f"() => (document.querySelector('{elem}')?.innerText || '').includes({text!r})")
+    return pg.inner_text(elem)
+
+
+@browser_test
+def test_browser_stylize_fast_then_gatys(page, pictures):
+    pg = page
+    pg.click("button[role=tab]:has-text('Stylize')")
+    pg.set_input_files("#stylize-content input[type=file]", str(pictures / "content.png"))
+    pg.set_input_files("#stylize-style input[type=file]", str(pictures / "style.png"))
+    pg.wait_for_selector("#stylize-content img")
+    pg.wait_for_selector("#stylize-style img")
+
+    pick(pg, "#stylize-method", "starry_night")
+    pg.wait_for_selector("#fast-strength", state="visible")
+    pg.click("#stylize-run")
+    assert wait_status(pg, "#stylize-status", "done").startswith("done")
+    assert result_size(pg, "#stylize-result") == (80, 60)  # fast: the content's own size
+    link = pg.locator("#stylize-download a").first
+    assert link.get_attribute("href").endswith("stylized.png")
+
+    pick(pg, "#stylize-method", "gatys")
+    pg.wait_for_selector("#gatys-iterations", state="visible")
+    set_number(pg, "#gatys-size", 64)
+    pg.locator("#gatys-iterations input").fill("6")
+    pg.locator("#gatys-iterations input").blur()
+    pg.click("#stylize-run")
+    status = wait_status(pg, "#stylize-status", "64x48")  # gatys: long side 64
+    assert status.startswith("done"), status
+    assert result_size(pg, "#stylize-result") == (64, 48)
+    shot(pg, "stylize")
+
+
+@browser_test
+def test_browser_cancel_frees_the_device_for_the_next_job(page, pictures, server):
+    pg = page
+    pg.click("button[role=tab]:has-text('Stylize')")
+    pg.set_input_files("#stylize-content input[type=file]", str(pictures / "content.png"))
+    pg.set_input_files("#stylize-style input[type=file]", str(pictures / "style.png"))
+    pick(pg, "#stylize-method", "gatys")
+    set_number(pg, "#gatys-size", 64)
+    pg.locator("#gatys-iterations input").fill("100000")
+    pg.locator("#gatys-iterations input").blur()
+    pg.click("#stylize-run")
+    wait_status(pg, "#stylize-status", "iteration")  # live progress: iteration, loss, ETA
+    assert "ETA" in pg.inner_text("#stylize-status")
+    pg.click("#stylize-cancel")
+    wait_status(pg, "#stylize-status", "cancelled")
+    deadline = time.monotonic() + 20
+    while any(t.name == "convscope-web-job" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(t.name == "convscope-web-job" for t in threading.enumerate())
+    # The device slot is free again: a fast job runs at once.
+    pick(pg, "#stylize-method", "starry_night")
+    pg.click("#stylize-run")
+    assert wait_status(pg, "#stylize-status", "done").startswith("done")
+
+
+@browser_test
+def test_browser_classify_shows_class_names(page, pictures):
+    from convscope.nets import imagenet_classes
+
+    pg = page
+    pg.click("button[role=tab]:has-text('Classify')")
+    pg.set_input_files("#classify-files input[type=file]",
+                       [str(pictures / "content.png"), str(pictures / "style.png")])
+    pg.wait_for_selector("#classify-files td[aria-label='style.png']")
+    pg.click("#classify-run")
+    pg.wait_for_selector("#classify-table table")
+    table = pg.inner_text("#classify-table")
+    assert "content.png" in table and "style.png" in table
+    label = pg.inner_text("#classify-label")
+    shown = [name for name in imagenet_classes() if name in label]
+    assert shown, label
+    assert result_size(pg, "#classify-chart")[0] > 300  # the probability bar chart
+    shot(pg, "classify")
+
+
+@browser_test
+def test_browser_screenshots_of_the_other_tabs(page):
+    pg = page
+    pg.click("button[role=tab]:has-text('Explain')")
+    pg.wait_for_selector("#explain-run", state="visible")
+    shot(pg, "explain")
+    pg.click("button[role=tab]:has-text('Dream & textures')")
+    pg.wait_for_selector("#dream-run", state="visible")
+    shot(pg, "dream")
+    pg.click("button[role=tab]:has-text('Texture synthesis')")
+    pg.wait_for_selector("#texture-run", state="visible")
+    shot(pg, "texture")
+    for name in ("explain", "dream", "texture"):
+        assert Image.open(ARTIFACTS / "web" / f"{name}.png").size[0] >= 1000
+
+
+@browser_test
+def test_browser_shows_a_users_mistake_in_one_line(page, pictures):
+    pg = page
+    pg.click("button[role=tab]:has-text('Stylize')")
+    pg.set_input_files("#stylize-content input[type=file]", str(pictures / "notes.png"))
+    pg.set_input_files("#stylize-style input[type=file]", str(pictures / "style.png"))
+    pick(pg, "#stylize-method", "starry_night")
+    pg.click("#stylize-run")
+    text = wait_status(pg, "#stylize-status", "error")
+    assert "notes.png is not an image" in text and "Traceback" not in pg.content()
+    # Over the server's byte cap (2 MB here): refused at upload, with Gradio's message.
+    big = pictures / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1000, 1000, 3), dtype=np.uint8)).save(big)
+    pg.set_input_files("#stylize-content input[type=file]", str(big))
+    pg.wait_for_selector(".toast-body:has-text('exceed the maximum allowed size of 2.0 Mb')")
