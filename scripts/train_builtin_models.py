@@ -57,7 +57,13 @@ def machine() -> str:
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} CPU, {torch.get_num_threads()} threads"
 
 
 def unpack(data: Path, scratch: Path, name: str) -> Path:
@@ -94,6 +100,8 @@ def finish(kind: str, work: Path, name: str, card: dict) -> None:
                     "recipe": "scripts/train_builtin_models.py"}
     for key in ("kind", "arch"):
         meta.pop(key, None)
+    if meta["card"].get("style_image") == "(image)":  # written by an earlier version of train_style
+        del meta["card"]["style_image"]
     path = save_model(OUT / f"{name}.safetensors", kind, model.net, meta, half=True)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
 
@@ -105,6 +113,8 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help=f"names to train: {', '.join([*STYLES, 'adain'])}")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--steps", type=int, default=None, help="override the steps (quick checks)")
+    ap.add_argument("--cards-only", action="store_true", help="rewrite the shipped files and cards from the "
+                    "trained models in --work without training")
     args = ap.parse_args()
     data, work = Path(args.data), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -113,6 +123,10 @@ def main() -> None:
     names = args.only or [*STYLES, "adain"]
     for name in names:
         out = work / f"{name}.safetensors"
+        if args.cards_only:
+            kind = ARBITRARY_KIND if name == "adain" else STYLE_KIND
+            finish(kind, out, name, load_model(str(out), kind).card)
+            continue
         resume = (work / f"{name}.checkpoint.safetensors").exists()
         if name == "adain":
             recipe = {**ARBITRARY_RECIPE, **({"steps": args.steps} if args.steps else {}), "device": args.device}

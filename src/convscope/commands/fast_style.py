@@ -117,30 +117,31 @@ def _interrupted(args) -> int:
     return EXIT_INTERRUPTED
 
 
+def _run_training(args, config_cls, train) -> int:
+    """Parse the trainer's config, run `train(config, resume, callback)` with a bar, report."""
+    config = config_from_args(args, config_cls).validate()
+    bar, callback = _train_bar(args, config.steps)
+    try:
+        result = train(config, args.resume, callback)
+    except KeyboardInterrupt:
+        return _interrupted(args)
+    return _finish_training(args, result, bar)
+
+
 def run_train_style(args) -> int:
     from ..fast.config import TrainStyleConfig
     from ..fast.train import train_style
 
-    config = config_from_args(args, TrainStyleConfig).validate()
-    bar, callback = _train_bar(args, config.steps)
-    try:
-        result = train_style(args.style, args.content_dir, args.output, config, args.resume, callback)
-    except KeyboardInterrupt:
-        return _interrupted(args)
-    return _finish_training(args, result, bar)
+    return _run_training(args, TrainStyleConfig, lambda config, resume, callback: train_style(
+        args.style, args.content_dir, args.output, config, resume, callback))
 
 
 def run_train_arbitrary(args) -> int:
     from ..fast.config import TrainArbitraryConfig
     from ..fast.train import train_arbitrary
 
-    config = config_from_args(args, TrainArbitraryConfig).validate()
-    bar, callback = _train_bar(args, config.steps)
-    try:
-        result = train_arbitrary(args.content_dir, args.style_dir, args.output, config, args.resume, callback)
-    except KeyboardInterrupt:
-        return _interrupted(args)
-    return _finish_training(args, result, bar)
+    return _run_training(args, TrainArbitraryConfig, lambda config, resume, callback: train_arbitrary(
+        args.content_dir, args.style_dir, args.output, config, resume, callback))
 
 
 # ---- export ----------------------------------------------------------------------------------

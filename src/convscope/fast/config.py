@@ -23,6 +23,11 @@ class _Checked:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
 
+    def _check_widths(self) -> None:
+        widths = getattr(self, "widths")
+        if len(widths) != 3 or min(widths) < 1 or max(widths) > 1024:
+            raise ConfigError(f"--widths takes three channel counts between 1 and 1024, not {widths}")
+
     def _non_negative(self, *names: str) -> None:
         for name in names:
             if getattr(self, name) < 0:
@@ -70,8 +75,7 @@ class TrainStyleConfig(TrainCommon):
         super().validate()
         self._positive("style_size", "residual_blocks")
         self._non_negative("content_weight", "style_weight", "tv_weight")
-        if len(self.widths) != 3 or min(self.widths) < 1 or max(self.widths) > 1024:
-            raise ConfigError(f"--widths takes three channel counts between 1 and 1024, not {self.widths}")
+        self._check_widths()
         if self.residual_blocks > 64:
             raise ConfigError("--residual-blocks must be at most 64")
         if not self.style_layers:
@@ -89,8 +93,7 @@ class TrainArbitraryConfig(TrainCommon):
     def validate(self):
         super().validate()
         self._non_negative("style_weight")
-        if len(self.widths) != 3 or min(self.widths) < 1 or max(self.widths) > 1024:
-            raise ConfigError(f"--widths takes three channel counts between 1 and 1024, not {self.widths}")
+        self._check_widths()
         return self
 
 

@@ -129,7 +129,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """relu4_1 features (512 channels) -> RGB [0, 1]; mirrors the encoder with `widths` channels
+    """relu4_1 features (512 channels) -> RGB (about [0, 1]; clamp for display); mirrors the encoder with `widths` channels
     where VGG19 has (256, 128, 64) (the paper's decoder; the built-in one is half as wide)."""
 
     def __init__(self, widths: tuple[int, int, int] = (128, 64, 32)):
@@ -151,4 +151,7 @@ class Decoder(nn.Module):
             *conv(c1, c1), *conv(c1, 3, relu=False))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.layers(features))
+        # Linear output, as in the paper: relu4_1 features are in the hundreds (Caffe pixel scale),
+        # and a sigmoid here saturates from the first step (black images, no gradient). Training
+        # sees the raw output; stylizers clamp it to [0, 1].
+        return self.layers(features)

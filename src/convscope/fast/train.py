@@ -323,8 +323,8 @@ def train_style(style: str | Path | Image.Image, content_dir: str | Path, out: s
             output = net(content)
         return loss(output, content)
 
-    style_name = "(image)" if isinstance(style, Image.Image) else Path(str(style)).name
-    meta = {"card": {"style_image": style_name, **(card or {})},
+    named = {} if isinstance(style, Image.Image) else {"style_image": Path(str(style)).name}
+    meta = {"card": {**named, **(card or {})},
             "config": {**config.to_dict(), "precision": precision, "device": str(device)}}
     return _train(STYLE_KIND, net, step_losses, config, path, device, previews, meta, resume, callback,
                   lambda: len(sampler.skipped))
