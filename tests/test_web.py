@@ -294,7 +294,8 @@ def test_fast_stylize_yields_a_download_with_metadata_and_cleans_up(handlers, up
     outs = handlers.stylize("model:starry_night", record(path, "mine.png"), None, None, "", {}, fast)
     assert next(outs)[1] == "stylizing..."
     image, status, download = next(outs)
-    assert image.size == (80, 60) and status.startswith("done")
+    assert image == download  # the saved PNG serves as the result image too (unique per job)
+    assert Image.open(image).size == (80, 60) and status.startswith("done")
     meta = read_png_metadata(download)  # the page copies it while the job's generator waits
     assert meta["config"]["strength"] == 1.0 and meta["inputs"]["content"] == "mine.png"
     assert list(outs) == []

@@ -166,8 +166,14 @@ class ArbitraryStylizer:
                     region = feats[..., sel]                             # [1, C, P]
                     var, mean = torch.var_mean(region, dim=-1, keepdim=True, unbiased=False)
                     target[..., sel] = (region - mean) / (var + 1e-5).sqrt() * s[..., 0] + m[..., 0]
-        target = torch.lerp(feats, target, self.config.alpha)
-        y = self.decoder(target.to(self.dtype)).float()[..., :h, :w]
+        alpha = self.config.alpha
+        y = self.decoder(torch.lerp(feats, target, alpha).to(self.dtype)).float()
+        if alpha < 1.0:
+            # Put back (1 - alpha) of what the decoder loses when it only reconstructs the photo, so
+            # alpha 0 gives the photo itself and small alphas stay close to it, whatever the
+            # decoder's reconstruction error (one more decoder pass; none at alpha 1).
+            y = y + (1.0 - alpha) * (x - self.decoder(feats.to(self.dtype)).float())
+        y = y[..., :h, :w]
         return _finish(y, content, "luminance" if self.config.preserve_color == "luminance" else "none")
 
     def __call__(self, content: Image.Image, styles: Sequence[Image.Image], weights: Sequence[float] | None = None,

@@ -228,7 +228,11 @@ class Handlers:
                 if isinstance(item, tuple):
                     out, meta, seconds = item[1]
                     path = self._save(out, folder, "stylized.png", meta)
-                    yield out, f"done in {seconds:.1f} s: {out.width}x{out.height}", path
+                    # The saved PNG (unique per job: its metadata holds the job's time) rather than
+                    # the PIL image: Gradio names cached images by their pixels, so simultaneous jobs
+                    # with identical results shared one cache file, rewritten while another client
+                    # downloaded it (bench/web_load.py: 1 of 20 downloads cut short).
+                    yield path, f"done in {seconds:.1f} s: {out.width}x{out.height}", path
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
