@@ -16,7 +16,6 @@ import argparse
 import platform
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 

@@ -9,8 +9,6 @@ from pathlib import Path
 
 from ..cli import add_config_options, config_from_args
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-
 
 def register(subparsers) -> None:
     from ..fast.config import TrainArbitraryConfig, TrainStyleConfig
@@ -159,22 +157,16 @@ def run_export(args) -> int:
 
 
 # ---- stylize --model / --method arbitrary -----------------------------------------------------
-def fast_config_from(args):
-    from ..fast.apply import FastConfig
-
-    values = config_from_args(args, FastConfig)
-    return values.validate()
-
-
 def _inputs(content: str) -> tuple[list[Path], bool]:
+    from ..classify.data import IMAGE_EXTENSIONS
     from ..errors import ConfigError
 
     p = Path(content).expanduser()
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
-                       and f.suffix.lower() in IMAGE_SUFFIXES)
+                       and f.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
-            raise ConfigError(f"no images in {p} (looked for {', '.join(IMAGE_SUFFIXES)})")
+            raise ConfigError(f"no images in {p} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         return files, True
     return [p], False
 
@@ -186,7 +178,9 @@ def run_one_pass(args, method: str) -> int:
     from ..fast.apply import ArbitraryStylizer, FastStylizer
     from ..runinfo import run_metadata
 
-    config = fast_config_from(args)
+    from ..fast.apply import FastConfig
+
+    config = config_from_args(args, FastConfig).validate()
     files, folder = _inputs(args.content)
     if folder:
         out_dir = Path(args.output).expanduser()

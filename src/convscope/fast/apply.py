@@ -57,12 +57,18 @@ class FastConfig:
         return asdict(self)
 
 
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """"auto" -> "bf16" where the device computes bf16 natively (CUDA with bf16, CPUs with AVX512-BF16
+    or AMX), else "fp32"; other values as given. Training and inference resolve it the same way."""
+    if precision != "auto":
+        return precision
+    native = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or \
+             (device.type == "cpu" and cpu_has_native_bf16())
+    return "bf16" if native else "fp32"
+
+
 def _dtype(device: torch.device, precision: str) -> torch.dtype:
-    if precision == "auto":
-        native = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or \
-                 (device.type == "cpu" and cpu_has_native_bf16())
-        precision = "bf16" if native else "fp32"
-    return torch.bfloat16 if precision == "bf16" else torch.float32
+    return torch.bfloat16 if resolve_precision(device, precision) == "bf16" else torch.float32
 
 
 def _content_tensor(content: Image.Image, size: int, device) -> torch.Tensor:

@@ -3,7 +3,7 @@ the Python API and the web UI."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
 from ..options import check_choices
@@ -95,7 +95,3 @@ class TrainArbitraryConfig(TrainCommon):
         self._non_negative("style_weight")
         self._check_widths()
         return self
-
-
-def config_fields(cls) -> list[str]:
-    return [f.name for f in fields(cls)]

@@ -17,22 +17,24 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.nn import functional as F
 
 from .. import images
-from ..devices import cpu_has_native_bf16, resolve_device
+from ..classify.data import IMAGE_EXTENSIONS
+from ..devices import resolve_device
 from ..errors import ConfigError, UserError
 from ..losses import gram, mean_std_loss, tv_loss
+from .apply import resolve_precision
 from .config import TrainArbitraryConfig, TrainCommon, TrainStyleConfig
 from .models import ARBITRARY_KIND, STYLE_KIND, save_model
 from .nets import ENCODER_LAYERS, Decoder, Encoder, TransformerNet, adain, channel_stats
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 MAX_IMAGES = 2_000_000
 
 
@@ -66,11 +68,11 @@ def image_files(folder: str | Path, what: str) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found += [Path(dirpath) / f for f in sorted(filenames)
-                  if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
+                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
         if len(found) > MAX_IMAGES:
             raise TrainingError(f"{root} holds more than {MAX_IMAGES:,} images; use a smaller folder")
     if not found:
-        raise TrainingError(f"no images in {root} (looked for {', '.join(IMAGE_SUFFIXES)}, in subfolders too)")
+        raise TrainingError(f"no images in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, in subfolders too)")
     return found
 
 
@@ -103,7 +105,7 @@ class CropSampler:
         if short > limit:  # keep memory bounded: no need for more pixels than the largest scale
             img = img.resize((max(1, round(img.width * limit / short)), max(1, round(img.height * limit / short))),
                              Image.Resampling.LANCZOS)
-        t = torch.from_numpy(__import__("numpy").asarray(img).copy()).permute(2, 0, 1).contiguous()
+        t = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
         if self.used + t.numel() <= self.cache_bytes:
             self.cache[i] = t
             self.used += t.numel()
@@ -176,10 +178,7 @@ def preview_folder(out: Path) -> Path:
 
 
 def _autocast_for(device: torch.device, precision: str):
-    if precision == "auto":
-        native = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or \
-                 (device.type == "cpu" and cpu_has_native_bf16())
-        precision = "bf16" if native else "fp32"
+    precision = resolve_precision(device, precision)
     enabled = precision == "bf16"
     return precision, (lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled))
 
