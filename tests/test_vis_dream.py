@@ -56,6 +56,19 @@ def test_objective_increases_and_size_is_kept(plain):
     assert plain.objective > 1.5 * plain.start_objective, (plain.start_objective, plain.objective)
 
 
+def test_previews_carry_the_full_size_dream_every_n_steps_and_at_each_octave_end():
+    seen = []
+    result = Dreamer(tiny(steps=5)).run(photo(), lambda p: seen.append(p), preview_every=2)
+    shown = [(p.stage, p.iteration) for p in seen if p.image is not None]
+    assert shown == [(1, 2), (1, 4), (1, 5), (2, 2), (2, 4), (2, 5)]
+    assert all(p.image.shape == (1, 3, 48, 64) and p.image.device.type == "cpu" for p in seen if p.image is not None)
+    last = seen[-1].image
+    assert torch.allclose(last, images.pil_to_tensor(result.image), atol=1 / 255 + 1e-6)
+    quiet = []
+    Dreamer(tiny(steps=2)).run(photo(), quiet.append)  # no previews unless asked for
+    assert quiet and all(p.image is None for p in quiet)
+
+
 def test_channel_objective_grows_that_channel():
     d = Dreamer(tiny(channel=5))
     x = images.pil_to_tensor(photo())

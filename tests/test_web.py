@@ -335,6 +335,8 @@ def test_dream_and_explain_handlers(handlers, uploads):
     form = _form(DreamConfig, h.DREAM_MAIN + h.DREAM_MORE, size=64, octaves=1, steps=3, layer="relu2_1")
     outs = list(handlers.dream(record(path), form))
     assert any(o[1].startswith("octave 1/1 · step") for o in outs[1:-1])
+    previews = [o[0] for o in outs[1:-1] if isinstance(o[0], Image.Image)]
+    assert previews and all(p.size == (64, 48) for p in previews)
     assert outs[-1][0].size == (64, 48) and outs[-1][1].startswith("done")
 
     form = _form(ExplainConfig, h.EXPLAIN_MAIN + h.EXPLAIN_MORE, size=64)

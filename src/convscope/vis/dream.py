@@ -179,8 +179,11 @@ class Dreamer:
         return self.gradient(x)[1]
 
     def _ascend(self, x: torch.Tensor, steps: int, octave: int, octaves: int, history: list,
-                callback, start: float, on_stop: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+                callback, start: float, on_stop: Callable[[torch.Tensor], torch.Tensor],
+                preview_every: int = 0) -> torch.Tensor:
         """`steps` normalized, jittered ascent steps on x [1, 3, H, W], clamped to [0, 1].
+        Every `preview_every` steps and at the octave's last step, the Progress record carries
+        on_stop(x) on the CPU (the dream so far at full size).
 
         Not optimize.optimize_image: that loop minimizes a fixed objective with L-BFGS/Adam and
         tracks a best image, while DeepDream's step is a different rule (a fresh random shift every
@@ -199,8 +202,9 @@ class Dreamer:
                 done = i
                 history.append({"objective": value, "octave": octave})
                 if callback is not None:
+                    shown = preview_every and (i % preview_every == 0 or i == steps)
                     callback(Progress(i, steps, -value, {"objective": value}, time.perf_counter() - start,
-                                      octave, octaves))
+                                      octave, octaves, on_stop(x).detach().cpu() if shown else None))
         except KeyboardInterrupt:
             raise Interrupted(on_stop(x).cpu(), done, octave) from None
         return x
@@ -217,9 +221,12 @@ class Dreamer:
                 sizes.append(size)
         return sizes
 
-    def run(self, image: Image.Image, callback: Callable[[Progress], None] | None = None) -> DreamResult:
+    def run(self, image: Image.Image, callback: Callable[[Progress], None] | None = None,
+            preview_every: int = 0) -> DreamResult:
         """Dream on `image` (PIL RGB) resized to config.size. Raises Interrupted on Ctrl-C with the
-        dream so far at full size (the current octave's detail on the full-size image)."""
+        dream so far at full size (the current octave's detail on the full-size image). With
+        `preview_every` N > 0, every Nth step's Progress (and each octave's last) carries that
+        full-size dream so far as `image` ([1, 3, H, W] on the CPU), for live previews."""
         c = self.config
         img = images.resize_long_side(image, c.size)
         if min(img.size) < self.stride:
@@ -241,7 +248,7 @@ class Dreamer:
             def full(x, octave_base=octave_base):
                 return (base + _resize(x - octave_base, *base.shape[-2:])).clamp(0, 1)
 
-            x = self._ascend(x, c.steps, k, len(sizes), history, callback, start, full)
+            x = self._ascend(x, c.steps, k, len(sizes), history, callback, start, full, preview_every)
             detail = x - octave_base
         x = x.detach()
         objective = self.measure(x)

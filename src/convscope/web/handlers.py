@@ -360,18 +360,19 @@ class Handlers:
         def work(job: jobs.Job):
             dreamer = Dreamer(config)
             job.check()
-            return dreamer.run(image, job.callback)
+            return dreamer.run(image, job.callback, preview_every(config.steps))
 
         yield SKIP, "loading the network...", None
         folder = self._job_dir()
         try:
             for item in jobs.stream(work, self.slots):
                 if isinstance(item, jobs.Tick):
-                    # The dream reports the objective per step (no image): progress as text.
+                    # The objective every step; the full-size dream so far every few steps.
                     p = item.progress
                     eta = f" · ETA {item.eta:.0f} s" if item.eta is not None else ""
-                    yield SKIP, (f"octave {p.stage}/{p.stages} · step {p.iteration}/{p.iterations} · "
-                                      f"objective {-p.loss:.4g} · {p.elapsed:.0f} s{eta}"), SKIP
+                    shown = images.tensor_to_pil(item.image) if item.image is not None else SKIP
+                    yield shown, (f"octave {p.stage}/{p.stages} · step {p.iteration}/{p.iterations} · "
+                                  f"objective {-p.loss:.4g} · {p.elapsed:.0f} s{eta}"), SKIP
                 else:
                     r = item[1]
                     meta = run_metadata("dream", r.config.to_dict(), inputs=names, seed=config.seed,
