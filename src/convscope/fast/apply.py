@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..options import check_choices
 from ..options import option as _opt
 from .models import ARBITRARY_BUILTIN, ARBITRARY_KIND, STYLE_KIND, StyleModel, load_model
-from .nets import Encoder, adain, channel_stats
+from .nets import Encoder, HalfResTransformerNet, adain, channel_stats
 
 PRESERVE = ("none", "luminance", "histogram")
 FAST_PRECISIONS = ("auto", "fp32", "bf16")
@@ -96,11 +96,14 @@ class FastStylizer:
         self.dtype = _dtype(self.device, self.config.precision)
         self.model = model if isinstance(model, StyleModel) else load_model(model, STYLE_KIND, self.device)
         self.net = self.model.net.to(self.device, self.dtype)
+        # On the CPU the same function computed on half-resolution grids is ~1.3x faster (see
+        # HalfResTransformerNet); GPUs keep the plain network, whose speed there is the measured one.
+        self.runner = HalfResTransformerNet(self.net).eval() if self.device.type == "cpu" else self.net
 
     @torch.inference_mode()
     def tensor(self, content: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] -> stylized, same shape, float32."""
-        y = self.net(content.to(self.device, self.dtype)).float()
+        y = self.runner(content.to(self.device, self.dtype)).float()
         return _finish(y, content.to(self.device).float(), self.config.preserve_color, self.config.strength)
 
     def __call__(self, content: Image.Image) -> Image.Image:
