@@ -125,9 +125,15 @@ class ArbitraryStylizer:
         self.device = resolve_device(self.config.device)
         self.dtype = _dtype(self.device, self.config.precision)
         self.model = decoder if isinstance(decoder, StyleModel) else load_model(decoder, ARBITRARY_KIND, self.device)
-        self.decoder = self.model.net.to(self.device, self.dtype)
-        self.encoder = Encoder().to(self.device, self.dtype)
+        # Channels-last on the CPU: oneDNN runs VGG19 and the decoder faster that way (max pooling above
+        # all: 2 ms instead of 37 ms for 64x384x512 in bf16); 1.1x at 512 px, 1.45x at 1024 px measured.
+        self.layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.decoder = self.model.net.to(self.device, self.dtype, memory_format=self.layout)
+        self.encoder = Encoder().to(self.device, self.dtype, memory_format=self.layout)
         self._stats: dict[int, tuple[Image.Image, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def _net_input(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.dtype, memory_format=self.layout)
 
     @torch.inference_mode()
     def style_stats(self, style: Image.Image, content: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,7 +146,7 @@ class ArbitraryStylizer:
         s = images.pil_to_tensor(images.resize_long_side(style, self.config.style_size), self.device)
         if self.config.preserve_color == "histogram" and content is not None:
             s = colour.match_histogram(s, content)  # the style in the content's colours
-        stats = channel_stats(self.encoder(s.to(self.dtype))["relu4_1"])
+        stats = channel_stats(self.encoder(self._net_input(s))["relu4_1"])
         if not histogram:
             self._stats[id(style)] = (style, stats)  # the image is kept, so its id stays unique
         return stats
@@ -162,7 +168,7 @@ class ArbitraryStylizer:
         # VGG halves three times before relu4_1 and the decoder doubles three times: pad to /8.
         ph, pw = (-h) % 8, (-w) % 8
         x = F.pad(content, (0, pw, 0, ph), mode="reflect" if min(h, w) > 8 else "replicate")
-        feats = self.encoder(x.to(self.dtype))["relu4_1"].float()
+        feats = self.encoder(self._net_input(x))["relu4_1"].float()
         stats = [self.style_stats(s, content) for s in styles]
         if mask is None:
             target = sum(wt * adain(feats, m, s) for wt, (m, s) in zip(weights, stats))
@@ -176,12 +182,12 @@ class ArbitraryStylizer:
                     var, mean = torch.var_mean(region, dim=-1, keepdim=True, unbiased=False)
                     target[..., sel] = (region - mean) / (var + 1e-5).sqrt() * s[..., 0] + m[..., 0]
         alpha = self.config.alpha
-        y = self.decoder(torch.lerp(feats, target, alpha).to(self.dtype)).float()
+        y = self.decoder(self._net_input(torch.lerp(feats, target, alpha))).float()
         if alpha < 1.0:
             # Put back (1 - alpha) of what the decoder loses when it only reconstructs the photo, so
             # alpha 0 gives the photo itself and small alphas stay close to it, whatever the
             # decoder's reconstruction error (one more decoder pass; none at alpha 1).
-            y = y + (1.0 - alpha) * (x - self.decoder(feats.to(self.dtype)).float())
+            y = y + (1.0 - alpha) * (x - self.decoder(self._net_input(feats)).float())
         y = y[..., :h, :w]
         return _finish(y, content, "luminance" if self.config.preserve_color == "luminance" else "none")
 
