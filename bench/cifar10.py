@@ -19,7 +19,8 @@ validation: the sum of metrics.csv's epoch seconds; for airbench its own definit
 ratio of `train s` to airbench94's. For time-to-accuracy next to airbench, use `--in-process`:
 convscope then trains in this process after an untimed one-epoch warm-up of each row (CUDA context,
 kernels), as airbench is measured, instead of in a fresh process whose first epoch pays those costs.
-`--tta` adds each convscope run's accuracy with mirror test-time augmentation (as `classify evaluate --tta`).
+`--tta` adds each convscope run's accuracy with test-time augmentation: `shift` (the default when given
+alone: mirror + 1 px translations, as `classify evaluate --tta shift`, the level airbench reports) or `flip`.
 
     python bench/cifar10.py --rows resnet-fast airbench94 airbench96 --seeds 5 --in-process --tta --device cuda
 """
@@ -149,13 +150,13 @@ class Convscope:
         table = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
         result = {"seed": seed, "accuracy": float(table[-1]["val_acc"]), "seconds": seconds,
                   "train_seconds": sum(float(r["seconds"]) for r in table), "epochs": int(table[-1]["epoch"])}
-        if self.a.tta:  # untimed; on the test images decoded here (`classify evaluate` would decode them again)
+        if self.a.tta != "none":  # untimed; on the test images decoded here (`classify evaluate` would decode them again)
             from convscope.classify.predict import evaluate, load_run
             from convscope.devices import resolve_device
 
             device = resolve_device(self.a.device)
             result["tta_accuracy"] = evaluate(load_run(run, device), splits.val.images, splits.val.labels, device,
-                                              flip_tta=True).accuracy
+                                              tta=self.a.tta).accuracy
         if not self.a.keep_runs:
             shutil.rmtree(run, ignore_errors=True)
         return result
@@ -254,7 +255,7 @@ def best(r: dict) -> float:
     return max(v for v in (r["accuracy"], r["tta_accuracy"], -1.0) if not math.isnan(v))
 
 
-def print_table(rows: list[dict]) -> None:
+def print_table(rows: list[dict], tta: str) -> None:
     ref = next((r for r in rows if r["row"] == "airbench94"), None)
     print("\n| model | seeds | test accuracy | with TTA | train s | wall s | train s / airbench94 | "
           "best acc. - airbench94 | epochs | reference |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -264,7 +265,7 @@ def print_table(rows: list[dict]) -> None:
         print(f"| {r['row']} | {r['seeds']} | {percent(r['accuracy'], r['accuracy_std'])} | "
               f"{percent(r['tta_accuracy'], r['tta_accuracy_std'])} | {r['train_seconds']:.1f} | {r['seconds']:.1f} | "
               f"{ratio} | {gap} | {r['epochs']} | {r['reference']} |")
-    print("\nTTA: convscope mirror (as classify evaluate --tta); airbench mirror + 1 px translations (its level 2). "
+    print(f"\nTTA: convscope {tta} (as classify evaluate --tta {tta}); airbench mirror + 1 px translations (its level 2). "
           "train s: convscope's loop with per-epoch validation; airbench's whitening init + training + TTA eval.")
 
 
@@ -275,7 +276,8 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--in-process", action="store_true",
                         help="train convscope rows in this process after an untimed 1-epoch warm-up")
-    parser.add_argument("--tta", action="store_true", help="also evaluate convscope runs with mirror TTA")
+    parser.add_argument("--tta", nargs="?", const="shift", default="none", choices=("none", "flip", "shift"),
+                        help="also evaluate convscope runs with test-time augmentation (alone: shift, airbench's level)")
     parser.add_argument("--keep-runs", action="store_true", help="keep the run folders (in --cache)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "convscope-bench")
     parser.add_argument("--json", type=Path)
@@ -309,7 +311,7 @@ def main() -> int:
                           f"{result['train_seconds']:7.1f} s train  {result['epochs']:3d} epochs", flush=True)
         if runs:
             rows.append(summarize(row, runs))
-    print_table(rows)
+    print_table(rows, a.tta)
     finish(rows, a.json)
     return 0
 

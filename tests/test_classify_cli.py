@@ -58,6 +58,12 @@ def test_evaluate_and_predict(trained, capsys, tmp_path):
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["accuracy"] > 0.6 and metrics["count"] == 18 and len(metrics["confusion"]) == 3
     assert (tmp_path / "cm.png").exists() and sidecar_path(tmp_path / "cm.png").exists()
+    assert metrics["tta"] == "none"
+    for mode in ("flip", "shift"):
+        argv = ["classify", "evaluate", str(run), "--json", "--device", "cpu", "--tta"] + ([mode] if mode != "flip" else [])
+        assert main(argv) == 0
+        tta = json.loads(capsys.readouterr().out)
+        assert tta["tta"] == mode and tta["count"] == 18 and tta["accuracy"] > 0.6
     assert main(["classify", "predict", str(run), str(data / "test" / "blue"), "--json", "--top", "2",
                  "--figure", str(tmp_path / "p.png"), "--device", "cpu"]) == 0
     preds = json.loads(capsys.readouterr().out)

@@ -10,7 +10,8 @@ import torch
 from convscope.classify.config import TrainConfig
 from convscope.classify.data import DataSplits, ImageData
 from convscope.classify.run import RunDir, RunError
-from convscope.classify.train import lr_factor, train
+from convscope.errors import ConfigError
+from convscope.classify.train import _shifted, lr_factor, train, tta_logits
 
 
 def blobs(n: int, seed: int, size: int = 16) -> ImageData:
@@ -125,3 +126,30 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, monke
     assert not [p for p in os.listdir(run.path) if p.startswith(".")]  # no temp file left
     resumed = train(splits(), config(epochs=2), run, resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
+
+
+def test_tta_views_move_and_average():
+    x = torch.zeros(1, 1, 6, 6)
+    x[0, 0, 2, 3] = 1.0
+    assert _shifted(x, 1, 1)[0, 0, 3, 4] == 1.0 and _shifted(x, 1, 1).sum() == 1.0
+    assert _shifted(x, -1, -1)[0, 0, 1, 2] == 1.0
+    edge = torch.arange(6.0).repeat(6, 1)[None, None]  # columns 0..5: the uncovered column repeats the edge
+    assert torch.equal(_shifted(edge, 0, 1)[0, 0, 0], torch.tensor([0.0, 0, 1, 2, 3, 4]))
+
+    class MaxPerChannel(torch.nn.Module):  # unchanged by mirroring and by 1 px edge-repeating shifts
+        def forward(self, v):
+            return v.amax(dim=(2, 3))
+
+    class LeftMinusRight(torch.nn.Module):  # mirroring negates it
+        def forward(self, v):
+            half = v.shape[-1] // 2
+            return v[..., :half].sum(dim=(2, 3)) - v[..., half:].sum(dim=(2, 3))
+
+    imgs = torch.nn.functional.pad(torch.rand(4, 3, 6, 6), (1, 1, 1, 1))  # a 1 px zero frame: shifts lose nothing
+    for mode in ("none", "flip", "shift"):
+        assert torch.allclose(tta_logits(MaxPerChannel(), imgs, mode), imgs.amax(dim=(2, 3)))
+    plain = tta_logits(LeftMinusRight(), imgs, "none")
+    assert plain.abs().max() > 0.1
+    assert tta_logits(LeftMinusRight(), imgs, "flip").abs().max() < 1e-5
+    with pytest.raises(ConfigError, match="test-time augmentation"):
+        tta_logits(MaxPerChannel(), imgs, "rotate")

@@ -64,12 +64,12 @@ class Evaluation:
     per_class: dict[str, float]              # class -> accuracy (recall)
     confusion: torch.Tensor                  # [C, C] counts, rows = true class
     count: int
-    flip_tta: bool
+    tta: str                                 # none, flip or shift (see train.tta_logits)
 
 
-def evaluate(loaded: LoadedRun, images_u8: torch.Tensor, labels: torch.Tensor, device, flip_tta: bool = False,
+def evaluate(loaded: LoadedRun, images_u8: torch.Tensor, labels: torch.Tensor, device, tta: str = "none",
              ks: tuple[int, ...] = (1, 5)) -> Evaluation:
-    logits = predict_logits(loaded.model, images_u8, device, flip_tta=flip_tta)
+    logits = predict_logits(loaded.model, images_u8, device, tta=tta)
     c = len(loaded.classes)
     top = logits.topk(min(max(ks), c), dim=1).indices
     hits = top == labels[:, None]
@@ -78,7 +78,7 @@ def evaluate(loaded: LoadedRun, images_u8: torch.Tensor, labels: torch.Tensor, d
     confusion = torch.bincount(labels * c + pred, minlength=c * c).view(c, c)
     totals = confusion.sum(1).clamp(min=1)
     per_class = {name: (confusion[i, i] / totals[i]).item() for i, name in enumerate(loaded.classes)}
-    return Evaluation(topk[1], topk, per_class, confusion, int(labels.numel()), flip_tta)
+    return Evaluation(topk[1], topk, per_class, confusion, int(labels.numel()), tta)
 
 
 @dataclass

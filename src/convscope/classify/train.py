@@ -29,7 +29,7 @@ from torch import nn
 
 from ..devices import resolve_device
 from ..errors import ConfigError, NumericalError
-from .config import TrainConfig
+from .config import TTA_MODES, TrainConfig
 from .data import DataSplits, DeviceLoader, ImageData
 from .models import TransferModel, build_model
 from .run import RunDir, RunError, load_tensors, save_tensors
@@ -179,20 +179,42 @@ def bottleneck_features(model: TransferModel, data: ImageData, device, batch: in
 
 
 # ---- evaluation --------------------------------------------------------------------------------
+def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """x moved dy px down and dx px right, the uncovered border repeating the edge pixels."""
+    pad = max(abs(dy), abs(dx))
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    return padded[..., pad - dy:pad - dy + h, pad - dx:pad - dx + w]
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """Logits of a batch with test-time augmentation: "flip" averages the image and its mirror;
+    "shift" adds both of those moved 1 px down-right and 1 px up-left (weights 1/2 unmoved, 1/4 each
+    shifted pair; the level airbench calls 2)."""
+    if tta not in TTA_MODES:
+        raise ConfigError(f"test-time augmentation must be one of {', '.join(TTA_MODES)}, not {tta!r}")
+
+    def pair(v: torch.Tensor) -> torch.Tensor:
+        return (model(v).float() + model(v.flip(3)).float()) / 2
+
+    if tta == "none":
+        return model(x).float()
+    if tta == "flip":
+        return pair(x)
+    return pair(x) / 2 + (pair(_shifted(x, 1, 1)) + pair(_shifted(x, -1, -1))) / 4
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, device, batch: int = 500,
-                   channels_last: bool = False, flip_tta: bool = False) -> torch.Tensor:
-    """Logits for uint8 images [N, 3, H, W] (float32, on the CPU)."""
+                   channels_last: bool = False, tta: str = "none") -> torch.Tensor:
+    """Logits for uint8 images [N, 3, H, W] (float32, on the CPU); `tta` as in `tta_logits`."""
     model.eval()
     out = []
     for start in range(0, images.shape[0], batch):
         x = images[start:start + batch].to(device).float().div_(255)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        logits = model(x).float()
-        if flip_tta:
-            logits = (logits + model(x.flip(3)).float()) / 2
-        out.append(logits.cpu())
+        out.append(tta_logits(model, x, tta).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -272,6 +294,9 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
 
         forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     result = TrainResult(config, classes, history)
+    # The averaged tensors and the live ones they follow (the same storage all run long).
+    live = model.state_dict(keep_vars=True)
+    ema_pairs = ([ema[k] for k in ema if k in live], [live[k].detach() for k in ema if k in live]) if ema else None
     clock = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         if config.early_stopping and epoch - best_epoch >= config.early_stopping and best_acc >= 0:
@@ -305,11 +330,9 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
             else:
                 loss.backward()
                 optimizer.step()
-            if ema is not None:
+            if ema_pairs:
                 with torch.no_grad():
-                    for k, v in model.state_dict().items():
-                        if k in ema:
-                            ema[k].lerp_(v.detach(), 1 - config.ema)
+                    torch._foreach_lerp_(ema_pairs[0], ema_pairs[1], 1 - config.ema)
             loss_sum += loss.detach() * y.shape[0]
             correct_sum += (logits.detach().argmax(1) == y).sum()
             seen += y.shape[0]

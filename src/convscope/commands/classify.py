@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..classify.config import TTA_MODES
 from ..cli import add_config_options
 
 
@@ -37,7 +38,9 @@ def register(subparsers) -> None:
     e.add_argument("run_dir", help="a run folder written by classify train")
     e.add_argument("--data", default=None, help="data set to evaluate on (default: the run's own validation split)")
     e.add_argument("--data-root", default=None, help="where CIFAR-10 is")
-    e.add_argument("--tta", action="store_true", help="average the predictions of the image and its mirror")
+    e.add_argument("--tta", nargs="?", const="flip", default="none", choices=TTA_MODES, metavar="MODE",
+                   help="test-time augmentation: flip (the default when given alone) averages the image and its "
+                        "mirror; shift adds both moved by 1 px diagonally each way; none (default)")
     e.add_argument("-o", "--output", default=None, help="confusion-matrix figure (PNG)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.add_argument("--device", default="auto", help="device: auto, cpu, cuda, cuda:N, mps (default: auto)")
@@ -225,10 +228,10 @@ def run_evaluate(args) -> int:
         from ..errors import ConfigError
         raise ConfigError(f"the data's classes ({', '.join(splits.val.classes[:5])}, ...) differ from the run's "
                           f"({', '.join(loaded.classes[:5])}, ...)")
-    ev = evaluate(loaded, splits.val.images, splits.val.labels, device, flip_tta=args.tta)
+    ev = evaluate(loaded, splits.val.images, splits.val.labels, device, tta=args.tta)
     if args.json:
         print(json.dumps({"accuracy": ev.accuracy, "top_k": ev.top_k, "per_class": ev.per_class,
-                          "count": ev.count, "tta": ev.flip_tta, "confusion": ev.confusion.tolist()}, indent=2))
+                          "count": ev.count, "tta": ev.tta, "confusion": ev.confusion.tolist()}, indent=2))
     else:
         print(f"accuracy {ev.accuracy:.4f} on {ev.count} images ({splits.val_kind})"
               + "".join(f", top-{k} {v:.4f}" for k, v in ev.top_k.items() if k > 1))
