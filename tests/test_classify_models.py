@@ -154,6 +154,15 @@ def test_resnet_fast_recipe():
     assert TrainConfig(model="simple").resolved().label_smoothing == 0.0
 
 
+def test_finetuning_recipe_runs_few_epochs():
+    from convscope.classify.config import TrainConfig
+
+    frozen = TrainConfig(model="transfer:efficientnet_lite0").resolved()
+    tuned = TrainConfig(model="transfer:efficientnet_lite0", finetune=18).resolved()
+    assert (frozen.epochs, tuned.epochs) == (30, 4) and tuned.input_size == frozen.input_size == 224
+    assert TrainConfig(model="transfer:vgg19", finetune=2, epochs=7).resolved().epochs == 7
+
+
 def test_classify_train_resnet_fast_via_the_cli(tmp_path):
     import json
 

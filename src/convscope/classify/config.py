@@ -30,6 +30,10 @@ RECIPES: dict[str, dict] = {
                      flip=True, translate=4, input_size=32),
     "transfer": dict(epochs=30, batch_size=256, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="cosine",
                      flip=False, translate=0, input_size=None),
+    # --finetune N: the same, but each epoch runs the backbone at full input size (no cached features),
+    # and a few epochs suffice (CIFAR-10, EfficientNet-Lite0 at 224 px, all 18 blocks: 91.8% in 4).
+    "transfer-finetune": dict(epochs=4, batch_size=256, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                              schedule="cosine", flip=False, translate=0, input_size=None),
     "torchvision": dict(epochs=60, batch_size=128, optimizer="sgd", lr=0.05, weight_decay=5e-4, schedule="cosine",
                         flip=True, translate=4, input_size=32),
     # A speed run (airbench94's hyperparameters, translated to this loop): 10 epochs of 1024 images,
@@ -46,10 +50,12 @@ RECIPE_DEFAULTS: dict = dict(label_smoothing=0.0)
 TRANSFER_INPUT = {"vgg19": 32, "efficientnet_lite0": 224}
 
 
-def recipe_of(model: str) -> dict:
+def recipe_of(model: str, finetune: int = 0) -> dict:
     if model in RECIPES:
         return RECIPES[model]
-    return RECIPES["transfer"] if model.startswith("transfer:") else RECIPES["torchvision"]
+    if model.startswith("transfer:"):
+        return RECIPES["transfer-finetune" if finetune else "transfer"]
+    return RECIPES["torchvision"]
 
 
 @dataclass
@@ -99,7 +105,7 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """Every None replaced by the model's recipe."""
-        recipe = {**RECIPE_DEFAULTS, **recipe_of(self.model)}
+        recipe = {**RECIPE_DEFAULTS, **recipe_of(self.model, self.finetune)}
         values = {k: v for k, v in recipe.items() if getattr(self, k) is None}
         if self.input_size is None and values.get("input_size", 1) is None:
             values["input_size"] = TRANSFER_INPUT.get(self.model.split(":", 1)[-1], 224)
