@@ -64,7 +64,7 @@ class TrainStyleConfig(TrainCommon):
                            "scale of brush strokes)", 384)
     content_weight: float = _opt("weight of the content loss (relative feature error)", 1.0)
     style_weight: float = _opt("weight of the style loss (relative Gram error, averaged over layers)", 10.0)
-    tv_weight: float = _opt("weight of the total-variation loss", 10.0)
+    tv_weight: float = _opt("weight of the total-variation loss", 1.0)
     content_layer: str = _opt("VGG19 layer of the content loss", "relu3_1")
     style_layers: tuple[str, ...] = _opt("VGG19 layers of the style loss", STYLE_LAYERS)
     widths: tuple[int, ...] = _opt("channels of the network's three stages (Johnson et al.: 32 64 128)",
