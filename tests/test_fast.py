@@ -17,8 +17,8 @@ from convscope.fast import models as fast_models
 from convscope.fast.apply import ArbitraryStylizer, FastConfig, FastStylizer
 from convscope.fast.config import TrainArbitraryConfig, TrainStyleConfig
 from convscope.fast.models import ARBITRARY_KIND, STYLE_KIND, ModelError, load_model, save_model
-from convscope.fast.nets import (Decoder, HalfResTransformerNet, TransformerNet, adain, channel_stats,
-                                 space_to_depth_conv_weight, subpixel_upconv_weight)
+from convscope.fast.nets import (Decoder, HalfResTransformerNet, InstanceNorm, TransformerNet, adain, channel_stats,
+                                 reduced_instance_norm, space_to_depth_conv_weight, subpixel_upconv_weight)
 from convscope.fast.train import TrainingError, checkpoint_path, train_arbitrary, train_style
 from netcache import cached_get_net
 
@@ -115,6 +115,19 @@ def test_half_resolution_network_computes_the_same_function(size):
                 m.bias.uniform_(-0.5, 0.5)
         x = torch.rand(2, 3, *size)
         assert torch.allclose(HalfResTransformerNet(net).eval()(x), net(x), atol=1e-5)
+
+
+def test_reduced_instance_norm_is_instance_norm():
+    torch.manual_seed(2)
+    for shape in [(1, 16, 37, 29), (3, 5, 8, 8)]:
+        x = torch.randn(*shape, dtype=torch.float64) * 4 + 3
+        w, b = torch.rand(shape[1], dtype=torch.float64) + 0.5, torch.randn(shape[1], dtype=torch.float64)
+        assert torch.allclose(reduced_instance_norm(x, w, b, 1e-5), F.instance_norm(x, weight=w, bias=b, eps=1e-5),
+                              atol=1e-10)
+    norm = InstanceNorm(4, affine=True).eval()
+    assert set(norm.state_dict()) == set(torch.nn.InstanceNorm2d(4, affine=True).state_dict())
+    x = torch.randn(2, 4, 6, 5)
+    assert torch.allclose(norm(x), F.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps), atol=1e-6)
 
 
 def test_fast_stylizer_runs_the_half_resolution_network_on_the_cpu():
