@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from convscope.classify import data as data_mod
-from convscope.classify.data import DataError, DeviceLoader, ImageData, load_data
+from convscope.classify.data import DataError, ImageData, load_data
+from convscope.classify.loader import DeviceLoader
 from convscope.errors import ConfigError, UserError
 
 

@@ -30,7 +30,8 @@ from torch import nn
 from ..devices import resolve_device
 from ..errors import ConfigError, NumericalError
 from .config import TTA_MODES, TrainConfig
-from .data import DataSplits, DeviceLoader, ImageData
+from .data import DataSplits, ImageData
+from .loader import DeviceLoader
 from .models import TransferModel, build_model
 from .run import RunDir, RunError, load_tensors, save_tensors
 
