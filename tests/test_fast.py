@@ -130,6 +130,19 @@ def test_reduced_instance_norm_is_instance_norm():
     assert torch.allclose(norm(x), F.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps), atol=1e-6)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the reduced form runs there only)")
+def test_instance_norm_on_a_gpu_takes_the_reduced_form():
+    torch.manual_seed(3)
+    norm = InstanceNorm(16, affine=True).cuda().eval()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+        x = torch.randn(1, 16, 96, 128, device="cuda") * 2 + 1
+        expected = F.instance_norm(x, weight=norm.weight, bias=norm.bias, eps=norm.eps)
+        assert torch.allclose(norm(x), expected, atol=1e-4)
+        assert torch.allclose(norm(x.bfloat16()).float(), expected, atol=0.1)
+
+
 def test_fast_stylizer_runs_the_half_resolution_network_on_the_cpu():
     st = FastStylizer("starry_night", FastConfig(device="cpu", precision="fp32"))
     assert isinstance(st.runner, HalfResTransformerNet)
