@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,7 +89,6 @@ def ms_per_image(fn, x: torch.Tensor, calls: int, repeats: int, device: torch.de
             torch.cuda.synchronize()
             rounds.append(start.elapsed_time(end) / calls / x.shape[0])
         else:
-            import time
             t = time.perf_counter()
             for _ in range(calls):
                 fn(x)
