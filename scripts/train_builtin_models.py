@@ -124,10 +124,12 @@ def parse_sets(pairs: list[str]) -> dict:
         if "," in value:
             out[key] = tuple(int(v) for v in value.split(","))
         else:
-            try:
-                out[key] = int(value)
-            except ValueError:
-                out[key] = float(value)
+            for parse in (int, float, str):  # init=starry_night stays a string
+                try:
+                    out[key] = parse(value)
+                    break
+                except ValueError:
+                    continue
     return out
 
 

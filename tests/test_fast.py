@@ -220,6 +220,36 @@ def test_train_refuses_to_overwrite_and_checks_resume(folders, tmp_path):
         train_style(style, content, tmp_path / "new.safetensors", tiny_style_config(steps=2), resume=True)
 
 
+def test_train_style_init_starts_from_a_trained_model(folders, tmp_path):
+    content, _, style = folders
+    first = tmp_path / "first.safetensors"
+    train_style(style, content, first, tiny_style_config(steps=4))
+    start = load_model(str(first), STYLE_KIND).net.state_dict()
+    # lr ~0: the continued model's weights are the initial model's (fp32 file; a random start differs)
+    again = tmp_path / "again.safetensors"
+    train_style(style, content, again, tiny_style_config(steps=1, lr=1e-12, init=str(first)))
+    after = load_model(str(again), STYLE_KIND).net.state_dict()
+    assert all(torch.allclose(start[k], after[k], atol=1e-6) for k in start)
+    fresh = tmp_path / "fresh.safetensors"
+    train_style(style, content, fresh, tiny_style_config(steps=1, lr=1e-12))
+    assert not torch.allclose(load_model(str(fresh), STYLE_KIND).net.state_dict()["layers.conv1.conv.weight"],
+                              start["layers.conv1.conv.weight"])
+
+
+def test_cli_train_init_of_another_architecture_or_kind_is_refused(folders, tmp_path, capsys):
+    content, styles, style = folders
+    init = tiny_model_file(tmp_path / "init.safetensors")  # widths 4 8 8, one residual block
+    argv = ["train-style", str(style), "--content-dir", str(content), "--size", "32", "--batch-size", "2",
+            "--steps", "1", "--style-size", "64", "--device", "cpu", "-q", "--init", str(init)]
+    assert main([*argv, "-o", str(tmp_path / "a.safetensors")]) == 2  # default widths 16 32 48
+    assert "architecture" in capsys.readouterr().err
+    assert not (tmp_path / "a.safetensors").exists()
+    decoder = tiny_model_file(tmp_path / "dec.safetensors", ARBITRARY_KIND)
+    assert main([*argv[:-1], str(decoder), "-o", str(tmp_path / "b.safetensors")]) == 2
+    assert "arbitrary-style decoder" in capsys.readouterr().err
+    assert main([*argv, "--widths", "4", "8", "8", "--residual-blocks", "1", "-o", str(tmp_path / "c.safetensors")]) == 0
+
+
 def test_train_arbitrary_lowers_loss(folders, tmp_path):
     content, styles, _ = folders
     log = []

@@ -46,6 +46,9 @@ class TrainCommon(_Checked):
     precision: str = _opt("arithmetic: auto (bf16 where the device has it natively, else fp32), fp32, bf16",
                           "auto", choices=TRAIN_PRECISIONS)
     seed: int = _opt("random seed (crops, flips, order, initialization)", 0)
+    init: str | None = _opt("start from this trained model's weights (a built-in name or a .safetensors file "
+                            "of the same kind and architecture) instead of random ones: training continues "
+                            "it with a fresh optimizer and schedule", None)
 
     def validate(self):
         check_choices(self)

@@ -239,6 +239,8 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
     elif ckpt.exists() or out.exists():
         raise TrainingError(f"{out if out.exists() else ckpt} already exists; add --resume to continue that run, "
                             "or choose another output file")
+    elif config.init:
+        _load_init(net, kind, config.init)
     net.train()
     began = time.perf_counter()
     losses: dict[str, float] = {}
@@ -275,6 +277,18 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
     net.eval()
     return TrainResult(out, config.steps, spent + time.perf_counter() - began,
                        {k: v for k, v in (history[-1] if history else {}).items() if k != "step"}, skipped())
+
+
+def _load_init(net: torch.nn.Module, kind: str, init: str) -> None:
+    """Copy the weights of model `init` (built-in name or file, of `kind`) into `net`; ConfigError when
+    its architecture differs."""
+    from .models import arch_of, load_model
+
+    source = load_model(init, kind)
+    if arch_of(source.net) != arch_of(net):
+        raise ConfigError(f"--init {init}: its architecture {arch_of(source.net)} differs from this training's "
+                          f"{arch_of(net)}; set the same --widths (and --residual-blocks)")
+    net.load_state_dict(source.net.state_dict())
 
 
 @torch.no_grad()
