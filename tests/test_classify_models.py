@@ -93,6 +93,31 @@ def test_resnet_fast_shape_parameters_and_names():
         check_model_name("resnet-fats")
 
 
+def test_global_max_pool_is_adaptive_max_pool():
+    from convscope.classify.models import GlobalMaxPool
+
+    x = torch.randn(4, 6, 3, 5, requires_grad=True)
+    ours, ref = GlobalMaxPool(), torch.nn.AdaptiveMaxPool2d(1)
+    assert isinstance(ours, torch.nn.AdaptiveMaxPool2d)  # what explain's max-pooling note looks for
+    y = ours(x)
+    assert torch.equal(y, ref(x)) and y.shape == (4, 6, 1, 1)
+    g = torch.randn_like(y)
+    (a,) = torch.autograd.grad(y, x, g)
+    (b,) = torch.autograd.grad(ref(x), x, g)
+    assert torch.equal(a, b)  # no ties in random data: the gradient goes to the same element
+
+
+def test_training_turns_cudnn_autotuning_on_and_restores_it():
+    from convscope.classify.train import cudnn_autotuning
+
+    before = torch.backends.cudnn.benchmark
+    with pytest.raises(RuntimeError):
+        with cudnn_autotuning():
+            assert torch.backends.cudnn.benchmark
+            raise RuntimeError("stop")
+    assert torch.backends.cudnn.benchmark == before
+
+
 def test_resnet_fast_whitens_on_its_first_training_batch_only():
     torch.manual_seed(0)
     m = build_model("resnet-fast", 3)

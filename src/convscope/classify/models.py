@@ -288,6 +288,17 @@ class FastStage(nn.Module):
         return x + self.act2(self.norm2(self.conv2(x)))
 
 
+class GlobalMaxPool(nn.AdaptiveMaxPool2d):
+    """nn.AdaptiveMaxPool2d(1) computed as one amax over H and W: the same values, but on an H100 the
+    adaptive kernels (forward and backward) took 7% of resnet-fast's GPU time for 3x3 maps."""
+
+    def __init__(self):
+        super().__init__(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=(-2, -1), keepdim=True)
+
+
 class ResNetFast(nn.Module):
     """A residual net for CIFAR-10 speed runs (in the spirit of Page's ResNet-9 and Jordan's airbench94).
 
@@ -312,7 +323,7 @@ class ResNetFast(nn.Module):
         self.stage1 = FastStage(cin, widths[0], bn_momentum)
         self.stage2 = FastStage(widths[0], widths[1], bn_momentum)
         self.stage3 = FastStage(widths[1], widths[2], bn_momentum)
-        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.pool = GlobalMaxPool()
         self.fc = nn.Linear(widths[2], num_classes, bias=False)
         self.logit_scale = logit_scale
 

@@ -220,12 +220,31 @@ def predict_logits(model: nn.Module, images: torch.Tensor, device, batch: int = 
 
 
 # ---- the loop ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def cudnn_autotuning():
+    """cuDNN's algorithm search on for the block (restored after): training runs the same few input
+    shapes thousands of times, so the one-off search per shape pays for itself. On an H100 without it,
+    resnet-fast's convolutions partly ran in cuDNN's generic fallback kernels."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool = False,
           callback: Callable[[EpochReport], None] | None = None, cache_dir: str | Path | None = None) -> TrainResult:
     """Train `config.model` on `splits`, writing every epoch's checkpoint and metrics to `run`.
 
     Under `torchrun` (WORLD_SIZE > 1) each process trains on its shard with DistributedDataParallel
     and only rank 0 writes (see classify/distributed.py)."""
+    with cudnn_autotuning():
+        return _train(splits, config, run, resume, callback, cache_dir)
+
+
+def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
+           callback: Callable[[EpochReport], None] | None, cache_dir: str | Path | None) -> TrainResult:
     from . import distributed
 
     world = distributed.from_env()
