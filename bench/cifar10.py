@@ -7,7 +7,7 @@ computed inside every timed run, as a user would see them the first time.
 
     python bench/cifar10.py [--rows simple transfer:vgg19@32 ...] [--seeds N] [--device cuda] [--json FILE]
 
-A row is MODEL[@INPUT_SIZE][+OPTION=VALUE...], e.g. `transfer:vgg19@64`, `vgg19-bn+epochs=30`, or
+A row is MODEL[@INPUT_SIZE][+OPTION=VALUE...] (switches as =true or =false), e.g. `transfer:vgg19@64`, `vgg19-bn+epochs=30`, or
 `airbench94` / `airbench96`: Keller Jordan's speed-run trainings from the `airbench` package
 (`pip install airbench`; CUDA only), fed the same JPEG images (as the `train.pt` / `test.pt` its
 CifarLoader reads) and timed as airbench times itself: after its one-step warm-up, from the
@@ -76,7 +76,11 @@ def parse_row(row: str) -> tuple[str, list[str]]:
         args += ["--input-size", size]
     for opt in options:
         key, value = opt.split("=", 1)
-        args += [f"--{key.replace('_', '-')}", value]
+        flag = key.replace("_", "-")
+        if value.lower() in ("true", "false"):  # switches: +alternate_flip=true -> --alternate-flip
+            args.append(f"--{flag}" if value.lower() == "true" else f"--no-{flag}")
+        else:
+            args += [f"--{flag}", value]
     return model, args
 
 

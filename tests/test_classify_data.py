@@ -409,6 +409,29 @@ def test_flip_flips_about_half():
     assert (torch.cat([b for b, _ in DeviceLoader(d, 512, flip=False)])[..., :3] == 1).all()
 
 
+def test_alternate_flip_mirrors_each_image_every_other_epoch():
+    n = 400
+    images = torch.zeros(n, 3, 4, 6, dtype=torch.uint8)
+    images[..., :3] = 255
+    d = ImageData(images, torch.arange(n), [str(i) for i in range(n)], None, [])
+
+    def flipped_per_image(loader):  # epoch by epoch: bool [n], indexed by image (label)
+        state = torch.zeros(n, dtype=torch.bool)
+        for x, y in loader:
+            state[y] = x[..., :3].mean((1, 2, 3)) == 0
+        return state
+
+    loader = DeviceLoader(d, 64, flip=True, alternate_flip=True, seed=7)
+    e0, e1, e2 = (flipped_per_image(loader) for _ in range(3))
+    assert 0.4 < e0.float().mean() < 0.6
+    assert torch.equal(e1, ~e0) and torch.equal(e2, e0)
+    loader.set_epoch(1)  # a resumed run sees the same flips
+    assert torch.equal(flipped_per_image(loader), e1)
+    plain = DeviceLoader(d, 64, flip=True, seed=7)
+    p0, p1 = flipped_per_image(plain), flipped_per_image(plain)
+    assert not torch.equal(p1, ~p0)  # random flips: about half the images repeat their view
+
+
 @pytest.mark.parametrize("pad_mode", ["reflect", "zeros"])
 def test_translate_moves_a_bright_pixel_by_at_most_translate(pad_mode):
     n, t = 400, 3

@@ -46,7 +46,7 @@ RECIPES: dict[str, dict] = {
                         schedule="onecycle", label_smoothing=0.2, flip=True, translate=2, input_size=32),
 }
 # What a recipe that does not name them uses.
-RECIPE_DEFAULTS: dict = dict(label_smoothing=0.0)
+RECIPE_DEFAULTS: dict = dict(label_smoothing=0.0, alternate_flip=False)
 TRANSFER_INPUT = {"vgg19": 32, "efficientnet_lite0": 224}
 
 
@@ -77,6 +77,8 @@ class TrainConfig:
     label_smoothing: float | None = _opt("label smoothing of the cross-entropy (default: the model's recipe, "
                                          "0 unless it says otherwise)", None)
     flip: bool | None = _opt("random horizontal flips (default: the model's recipe)", None)
+    alternate_flip: bool | None = _opt("with flips: mirror each image in every other epoch (a random half first) "
+                                       "instead of at random each epoch (default: the model's recipe)", None)
     translate: int | None = _opt("random shifts of up to N pixels (default: the model's recipe)", None)
     cutout: int = _opt("zero a random square of N pixels per image (0 = off)", 0)
     ema: float = _opt("exponential moving average of the weights, decay per step (0 = off; e.g. 0.999)", 0.0)

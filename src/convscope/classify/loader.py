@@ -34,7 +34,8 @@ class DeviceLoader:
     """Batches (x, y) of an ImageData whose uint8 pixels live on `device` (moved there once).
 
     Augmentation runs on the device for a whole batch with tensor ops (no per-image Python):
-    random horizontal flip; random translation by up to `translate` px in each axis (the same as
+    random horizontal flip (or, with `alternate_flip`, each image mirrored in every other epoch:
+    Jordan 2024's alternating flip); random translation by up to `translate` px in each axis (the same as
     padding by `translate` px, reflect or zeros, and cropping back at a random place); cutout (a
     `cutout` x `cutout` square, inside the image, set to 0). x: `dtype` in [0, 1], [B, 3, H, W]
     (channels_last memory when asked); y: int64 [B].
@@ -47,6 +48,7 @@ class DeviceLoader:
 
     def __init__(self, data: ImageData, batch_size: int, *, shuffle: bool = True, drop_last: bool = False,
                  flip: bool = False, translate: int = 0, cutout: int = 0, pad_mode: str = "reflect",
+                 alternate_flip: bool = False,
                  device="cpu", dtype: torch.dtype = torch.float32, channels_last: bool = False,
                  seed: int = 0, start_batch: int = 0):
         n, _, h, w = data.images.shape
@@ -63,6 +65,7 @@ class DeviceLoader:
             raise DataError("no images to load: the split is empty")
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), bool(shuffle), bool(drop_last)
         self.flip, self.translate, self.cutout, self.pad_mode = bool(flip), int(translate), int(cutout), pad_mode
+        self.alternate_flip = bool(alternate_flip)
         self.dtype, self.channels_last, self.seed = dtype, bool(channels_last), int(seed)
         if len(self) == 0:
             raise ConfigError(f"batch size {batch_size} is larger than the {n} images and the last partial "
@@ -110,6 +113,12 @@ class DeviceLoader:
         order = (torch.randperm(n, generator=g, device=dev) if self.shuffle
                  else torch.arange(n, device=dev))
         flip = torch.randint(0, 2, (n,), generator=g, device=dev).bool() if self.flip else None
+        if flip is not None and self.alternate_flip:
+            # Each image mirrored in every other epoch: a random half in even epochs, the other half in
+            # odd ones (per image, not per position), so consecutive epochs never repeat a view.
+            first = torch.Generator(device=dev).manual_seed(self.seed + 0x5EED)
+            per_image = torch.randint(0, 2, (n,), generator=first, device=dev).bool() ^ bool(epoch % 2)
+            flip = per_image[order]
         t = self.translate
         shift = torch.randint(-t, t + 1, (2, n), generator=g, device=dev) if t else None
         corner = None

@@ -274,7 +274,8 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
         shard = splits.train if not world.active else \
             splits.train.subset(torch.arange(world.rank, len(splits.train), world.size))
         loader = DeviceLoader(shard, config.batch_size, shuffle=True, drop_last=len(shard) > config.batch_size,
-                              flip=config.flip, translate=config.translate, cutout=config.cutout, device=device,
+                              flip=config.flip, alternate_flip=config.alternate_flip, translate=config.translate,
+                              cutout=config.cutout, device=device,
                               channels_last=config.channels_last and device.type != "cpu", seed=config.seed)
         steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * config.epochs
