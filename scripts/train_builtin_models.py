@@ -62,7 +62,7 @@ ARBITRARY_RECIPE = dict(size=256, batch_size=8, steps=1800, lr=5e-4, style_weigh
 # AdaIN-lite: the encoder is distilled from VGG19 while the decoder learns, so it needs more steps.
 # Its decoder is a quarter of the paper's widths (the half-width one alone costs ~0.1 s at 512 px on
 # a 2-core CPU); it warm-starts from the built-in adain's decoder only when the widths match.
-LITE_RECIPE = dict(size=256, batch_size=8, steps=6000, lr=5e-4, style_weight=10.0, mimic_weight=10.0,
+LITE_RECIPE = dict(size=256, batch_size=8, steps=6000, lr=5e-4, style_weight=10.0, mimic_weight=100.0,
                    encoder="lite", encoder_widths=(16, 32, 64, 128), widths=(64, 32, 16), init="adain",
                    preview_every=1000, checkpoint_every=250)
 ARBITRARY = {  # name: (recipe, card)

@@ -102,7 +102,7 @@ class TrainArbitraryConfig(TrainCommon):
                                            (16, 32, 64, 128))
     mimic_weight: float = _opt("lite: weight of the distillation loss (the encoder's relative relu4_1 error "
                                "against VGG19's on the content and style crops; 1 weighs it like the same "
-                               "relative error of the content loss)", 10.0)
+                               "relative error of the content loss)", 100.0)
 
     def validate(self):
         super().validate()

@@ -69,7 +69,7 @@ def builtin_kind(path: Path) -> str | None:
 
 def builtin_names(kind: str | None = None) -> list[str]:
     """Names of the shipped models, all or those of one kind (by the kind in each file's header)."""
-    paths = sorted(builtin_folder().glob("*.safetensors"))
+    paths = sorted(builtin_folder().glob("*.safetensors"), key=lambda p: p.stem)
     return [p.stem for p in paths if kind is None or builtin_kind(p) == kind]
 
 

@@ -304,9 +304,8 @@ class LiteEncoder(nn.Module):
                 cin = width
         layers += [nn.Conv2d(cin, 512, 1), nn.ReLU(inplace=True)]
         self.layers = nn.Sequential(*layers)
-        # He initialization keeps the preprocessed input's scale (Caffe pixels, like relu4_1's
-        # hundreds) through the ReLUs; PyTorch's default shrinks it ~100x over ten layers, which the
-        # distillation then spends its first thousands of steps undoing.
+        # He initialization keeps the preprocessed input's scale (Caffe pixels) through the ReLUs;
+        # PyTorch's default init shrank it ~100x, and the distillation stalled (relative error ~1).
         for m in self.layers:
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")

@@ -403,10 +403,12 @@ def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | P
     contents = CropSampler(image_files(content_dir, "content"), config.size, "content")
     styles = CropSampler(image_files(style_dir, "style"), config.size, "style")
     precision, autocast = _autocast_for(device, config.precision)
-    encoder = Encoder().to(device)
     lite = config.encoder == "lite"
-    net = (LiteAdaIN(tuple(config.widths), tuple(config.encoder_widths)) if lite
-           else Decoder(tuple(config.widths))).to(device)
+    # The lite model is built first: its initialization then depends on the seed alone, not on whether
+    # VGG19 was loaded already (the VGG19 decoder keeps its order, so earlier runs stay reproducible).
+    net = LiteAdaIN(tuple(config.widths), tuple(config.encoder_widths)).to(device) if lite else None
+    encoder = Encoder().to(device)
+    net = net if lite else Decoder(tuple(config.widths)).to(device)
     gen = torch.Generator().manual_seed(config.seed + 99)
     k = min(3, config.batch_size)
     # Previews run the whole stylizer (the lite model's own encoder, or VGG19 and the decoder).
