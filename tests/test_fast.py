@@ -17,8 +17,9 @@ from convscope.fast import models as fast_models
 from convscope.fast.apply import ArbitraryStylizer, FastConfig, FastStylizer
 from convscope.fast.config import TrainArbitraryConfig, TrainStyleConfig
 from convscope.fast.models import ARBITRARY_KIND, STYLE_KIND, ModelError, load_model, save_model
-from convscope.fast.nets import (Decoder, HalfResTransformerNet, InstanceNorm, TransformerNet, adain, channel_stats,
-                                 reduced_instance_norm, space_to_depth_conv_weight, subpixel_upconv_weight)
+from convscope.fast.nets import (LITE_WIDTHS, Decoder, HalfResTransformerNet, InstanceNorm, LiteAdaIN, LiteEncoder,
+                                 TransformerNet, adain, channel_stats, reduced_instance_norm,
+                                 space_to_depth_conv_weight, subpixel_upconv_weight)
 from convscope.fast.train import TrainingError, checkpoint_path, train_arbitrary, train_style
 from netcache import cached_get_net
 
@@ -70,6 +71,15 @@ def tiny_arbitrary_config(**kw) -> TrainArbitraryConfig:
     base = dict(size=32, batch_size=2, steps=12, lr=1e-3, widths=(8, 8, 8), preview_every=0, checkpoint_every=4,
                 device="cpu", precision="fp32")
     return TrainArbitraryConfig(**{**base, **kw})
+
+
+def tiny_lite_config(**kw) -> TrainArbitraryConfig:
+    return tiny_arbitrary_config(**{"encoder": "lite", "encoder_widths": (4, 4, 8, 8), **kw})
+
+
+def tiny_lite_file(path, widths=(8, 8, 8), encoder_widths=(4, 4, 8, 8)):
+    torch.manual_seed(0)
+    return save_model(path, ARBITRARY_KIND, LiteAdaIN(widths, encoder_widths), {"card": {"painting": "test"}})
 
 
 def tiny_model_file(path, kind=STYLE_KIND):
@@ -445,3 +455,98 @@ def test_demo_fast_path(tmp_path):
     assert main(["demo", "--model", "starry_night", "-o", str(out), "-q"]) == 0
     assert Image.open(out).size == Image.open(_sample_photo()).size
     assert json.loads((tmp_path / "demo.json").read_text())["config"]["model"] == "starry_night"
+
+
+# ---- AdaIN-lite ------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [(64, 64), (40, 56), (24, 16)])
+def test_lite_encoder_imitates_relu4_1s_shape(size):
+    enc = LiteEncoder((4, 4, 8, 8)).eval()
+    with torch.no_grad():
+        y = enc(torch.rand(2, 3, *size))["relu4_1"]
+    assert y.shape == (2, 512, size[0] // 8, size[1] // 8) and float(y.min()) >= 0.0
+    # The same input preprocessing as the VGG19 it imitates
+    assert type(enc.preprocess) is type(convscope.nets.get_net("vgg19").preprocess)
+    assert LiteEncoder().widths == LITE_WIDTHS == TrainArbitraryConfig().encoder_widths
+
+
+def test_train_lite_lowers_loss_round_trips_and_stylizes(folders, tmp_path):
+    content, styles, _ = folders
+    log = []
+    out = tmp_path / "lite.safetensors"
+    result = train_arbitrary(content, styles, out, tiny_lite_config(steps=20, lr=3e-3, mimic_weight=1.0, preview_every=20),
+                             callback=log.append)
+    losses = _losses(log)
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    assert set(result.losses) == {"loss", "content", "style", "mimic"}
+    assert list((tmp_path / "lite_previews").glob("step_*.png"))
+    model = load_model(str(out), ARBITRARY_KIND)
+    assert isinstance(model.net, LiteAdaIN)
+    assert model.net.encoder.widths == (4, 4, 8, 8) and model.net.widths == (8, 8, 8)
+    assert model.meta["arch"]["encoder"]["widths"] == [4, 4, 8, 8]
+    assert fast_models.arch_of(model.net) == model.meta["arch"]
+    st = ArbitraryStylizer(str(out), FastConfig(device="cpu", precision="fp32"))
+    assert st.encoder is model.net.encoder or isinstance(st.encoder, LiteEncoder)
+    photo = _photo(61, 37)
+    assert st(photo, [_stripes()]).size == (61, 37)
+    same = ArbitraryStylizer(str(out), FastConfig(device="cpu", precision="fp32", alpha=0.0))(photo, [_stripes()])
+    assert np.abs(np.asarray(same, int) - np.asarray(photo, int)).max() <= 1
+
+
+def test_train_lite_init_from_a_plain_decoder(folders, tmp_path, capsys):
+    content, styles, _ = folders
+    dec = tiny_model_file(tmp_path / "dec.safetensors", ARBITRARY_KIND)  # widths 8 8 8
+    argv = ["train-arbitrary", "--content-dir", str(content), "--style-dir", str(styles), "--size", "32",
+            "--batch-size", "2", "--steps", "1", "--device", "cpu", "-q", "--encoder", "lite",
+            "--encoder-widths", "4", "4", "8", "8", "--init", str(dec)]
+    assert main([*argv, "-o", str(tmp_path / "a.safetensors")]) == 2  # default decoder widths 128 64 32
+    err = capsys.readouterr().err
+    assert "decoder widths" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a.safetensors").exists()
+    other = tiny_lite_file(tmp_path / "other.safetensors", encoder_widths=(4, 4, 4, 4))
+    assert main([*argv[:-1], str(other), "--widths", "8", "8", "8", "-o", str(tmp_path / "b.safetensors")]) == 2
+    assert "architecture" in capsys.readouterr().err
+    # Same widths: the decoder starts from the file's weights (lr ~0 keeps them)
+    out = tmp_path / "c.safetensors"
+    assert main([*argv, "--widths", "8", "8", "8", "--lr", "1e-12", "-o", str(out)]) == 0
+    start, after = load_model(str(dec), ARBITRARY_KIND).net.state_dict(), load_model(str(out), ARBITRARY_KIND).net
+    assert all(torch.allclose(start[k], after.decoder.state_dict()[k], atol=1e-6) for k in start)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--encoder-widths", "4", "4", "4"], "--encoder-widths takes four"),
+    (["--mimic-weight", "-1"], "--mimic-weight must be 0 or more"),
+])
+def test_cli_train_lite_bad_options(folders, tmp_path, capsys, argv, message):
+    content, styles, _ = folders
+    out = tmp_path / "m.safetensors"
+    assert main(["train-arbitrary", "--content-dir", str(content), "--style-dir", str(styles), "--encoder", "lite",
+                 "--device", "cpu", "-q", *argv, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_shipped_adain_stays_a_plain_decoder():
+    model = load_model("adain", ARBITRARY_KIND)
+    assert type(model.net) is Decoder and model.net.widths == (128, 64, 32)
+
+
+def test_lite_builtin_is_listed_and_used_as_arbitrary(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("adain", "starry_night"):
+        (folder / f"{name}.safetensors").write_bytes((fast_models.builtin_folder() / f"{name}.safetensors").read_bytes())
+    tiny_lite_file(folder / "adain-lite.safetensors")
+    monkeypatch.setattr(fast_models, "builtin_folder", lambda: folder)
+    assert fast_models.builtin_names(ARBITRARY_KIND) == ["adain", "adain-lite"]
+    assert fast_models.builtin_names(STYLE_KIND) == ["starry_night"]
+    assert main(["styles", "--json"]) == 0
+    kinds = {r["name"]: r["kind"] for r in json.loads(capsys.readouterr().out)}
+    assert kinds == {"adain": "arbitrary", "adain-lite": "arbitrary", "starry_night": "feed-forward"}
+    content, style, out = tmp_path / "c.png", tmp_path / "s.png", tmp_path / "o.png"
+    _photo(61, 37).save(content)
+    _stripes().save(style)
+    assert main(["stylize", str(content), str(style), "--method", "arbitrary", "--decoder", "adain-lite",
+                 "-o", str(out), "-q"]) == 0
+    assert Image.open(out).size == (61, 37)
+    with pytest.raises(ModelError, match="adain-lite"):
+        load_model("adain-lit", ARBITRARY_KIND)

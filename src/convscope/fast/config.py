@@ -86,15 +86,29 @@ class TrainStyleConfig(TrainCommon):
         return self
 
 
+ARBITRARY_ENCODERS = ("vgg19", "lite")
+
+
 @dataclass
 class TrainArbitraryConfig(TrainCommon):
     style_weight: float = _opt("weight of the style loss (channel means and stds, relu1_1..relu4_1) "
                                "against the content loss (Huang & Belongie: 10)", 10.0)
-    widths: tuple[int, ...] = _opt("decoder channels where VGG19 has 256 128 64 (the paper's decoder)",
-                                   (128, 64, 32))
+    widths: tuple[int, ...] = _opt("decoder channels where VGG19 has 256 128 64 (the paper's decoder; "
+                                   "the built-in adain-lite's: 64 32 16)", (128, 64, 32))
+    encoder: str = _opt("vgg19: train a decoder for the frozen VGG19 encoder; lite: AdaIN-lite, a small "
+                        "encoder distilled from VGG19's relu4_1 trained together with the decoder "
+                        "(much faster on a CPU; one model file holds both)", "vgg19", choices=ARBITRARY_ENCODERS)
+    encoder_widths: tuple[int, ...] = _opt("lite: channels of the encoder's four stages (VGG19: 64 128 256 512)",
+                                           (16, 32, 64, 128))
+    mimic_weight: float = _opt("lite: weight of the distillation loss (the encoder's relative relu4_1 error "
+                               "against VGG19's on the content and style crops; 1 weighs it like the same "
+                               "relative error of the content loss)", 100.0)
 
     def validate(self):
         super().validate()
-        self._non_negative("style_weight")
+        self._non_negative("style_weight", "mimic_weight")
         self._check_widths()
+        widths = self.encoder_widths
+        if len(widths) != 4 or min(widths) < 1 or max(widths) > 1024:
+            raise ConfigError(f"--encoder-widths takes four channel counts between 1 and 1024, not {widths}")
         return self

@@ -3,7 +3,10 @@
 Two kinds:
     convscope-fast-style      a TransformerNet trained for one style (`convscope train-style`)
     convscope-arbitrary-style an AdaIN decoder (`convscope train-arbitrary`); the encoder is the
-                              original VGG19, loaded from its own package, never stored here.
+                              original VGG19, loaded from its own package, never stored here;
+                              or, when the `arch` has an `encoder` entry, an AdaIN-lite model
+                              (LiteAdaIN: its distilled encoder and its decoder, keys encoder.* and
+                              decoder.*; `train-arbitrary --encoder lite`).
 Built-in models live in `convscope/fast/models/NAME.safetensors` (fp16), each with its model card
 in the header (`card`: the painting, a one-line description, data, steps, losses, time).
 """
@@ -19,13 +22,13 @@ import torch
 
 from ..errors import UserError
 from ..nets.base import suggest
-from .nets import Decoder, TransformerNet
+from .nets import LITE_CONVS, Decoder, LiteAdaIN, TransformerNet
 
 STYLE_KIND = "convscope-fast-style"
 ARBITRARY_KIND = "convscope-arbitrary-style"
 KINDS = {STYLE_KIND: "a feed-forward style network (convscope train-style)",
          ARBITRARY_KIND: "an arbitrary-style decoder (convscope train-arbitrary)"}
-ARBITRARY_BUILTIN = "adain"  # the built-in arbitrary-style decoder's name
+ARBITRARY_BUILTIN = "adain"  # the default built-in arbitrary-style model
 MAX_MODEL_BYTES = 512 * 2 ** 20
 
 
@@ -49,14 +52,33 @@ def builtin_folder() -> Path:
     return Path(str(importlib.resources.files("convscope.fast") / "models"))
 
 
+_KIND_CACHE: dict[tuple[str, int, int], str | None] = {}
+
+
+def builtin_kind(path: Path) -> str | None:
+    """The kind in a shipped file's header (cached per file version); None when unreadable."""
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _KIND_CACHE:
+        try:
+            _KIND_CACHE[key] = read_header(path).get("kind")
+        except ModelError:
+            _KIND_CACHE[key] = None
+    return _KIND_CACHE[key]
+
+
 def builtin_names(kind: str | None = None) -> list[str]:
-    """Names of the shipped models (feed-forward styles, or the arbitrary decoder with ARBITRARY_KIND)."""
-    names = sorted(p.stem for p in builtin_folder().glob("*.safetensors"))
-    if kind == STYLE_KIND:
-        return [n for n in names if n != ARBITRARY_BUILTIN]
-    if kind == ARBITRARY_KIND:
-        return [n for n in names if n == ARBITRARY_BUILTIN]
-    return names
+    """Names of the shipped models, all or those of one kind (by the kind in each file's header)."""
+    paths = sorted(builtin_folder().glob("*.safetensors"), key=lambda p: p.stem)
+    return [p.stem for p in paths if kind is None or builtin_kind(p) == kind]
+
+
+def _lite_arch(arch: dict) -> dict:
+    encoder = arch["encoder"]
+    if not isinstance(encoder, dict) or "widths" not in encoder:
+        raise ValueError("its encoder entry has no widths")
+    return {"encoder_widths": tuple(int(w) for w in encoder["widths"]),
+            "encoder_convs": tuple(int(c) for c in encoder.get("convs", LITE_CONVS))}
 
 
 def build_net(kind: str, meta: dict) -> torch.nn.Module:
@@ -64,8 +86,11 @@ def build_net(kind: str, meta: dict) -> torch.nn.Module:
     try:
         if kind == STYLE_KIND:
             return TransformerNet(tuple(arch.get("widths", (16, 32, 48))), int(arch.get("residual_blocks", 5)))
-        return Decoder(tuple(arch.get("widths", (128, 64, 32))))
-    except (TypeError, ValueError) as exc:
+        widths = tuple(arch.get("widths", (128, 64, 32)))
+        if "encoder" in arch:
+            return LiteAdaIN(widths, **_lite_arch(arch))
+        return Decoder(widths)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise ModelError(f"the model's architecture record is damaged ({arch}): {exc}") from None
 
 
@@ -77,6 +102,9 @@ def net_state(net: torch.nn.Module, half: bool = False) -> dict[str, torch.Tenso
 def arch_of(net: torch.nn.Module) -> dict:
     if isinstance(net, TransformerNet):
         return {"widths": list(net.widths), "residual_blocks": net.residual_blocks}
+    if isinstance(net, LiteAdaIN):
+        return {"widths": list(net.widths),
+                "encoder": {"widths": list(net.encoder.widths), "convs": list(net.encoder.convs)}}
     return {"widths": list(net.widths)}
 
 

@@ -1,5 +1,6 @@
 """Training the feed-forward networks: one loop for the per-style TransformerNet (Johnson et al.)
-and the arbitrary-style AdaIN decoder (Huang & Belongie).
+and the arbitrary-style AdaIN decoder (Huang & Belongie), or AdaIN-lite (a small encoder distilled
+from VGG19's relu4_1, trained together with its decoder).
 
 Each step draws its crops from a generator seeded by (seed, step), so a run resumed from a
 checkpoint makes exactly the steps an uninterrupted run would. Checkpoints (weights, Adam state,
@@ -33,7 +34,7 @@ from ..losses import gram, mean_std_loss, tv_loss
 from .apply import resolve_precision
 from .config import TrainArbitraryConfig, TrainCommon, TrainStyleConfig
 from .models import ARBITRARY_KIND, STYLE_KIND, save_model
-from .nets import ENCODER_LAYERS, Decoder, Encoder, TransformerNet, adain, channel_stats
+from .nets import ENCODER_LAYERS, Decoder, Encoder, LiteAdaIN, TransformerNet, adain, channel_stats
 
 MAX_IMAGES = 2_000_000
 
@@ -230,7 +231,9 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
         if not ckpt.is_file():
             raise TrainingError(f"nothing to resume: {ckpt} does not exist (start without --resume)")
         tensors, saved = load_tensors(ckpt)
-        if saved.get("kind") != kind or _defining(saved.get("config") or {}) != _defining(config.to_dict()):
+        # Options added since the checkpoint was written count as their defaults.
+        saved_config = {**type(config)().to_dict(), **(saved.get("config") or {})}
+        if saved.get("kind") != kind or _defining(saved_config) != _defining(config.to_dict()):
             raise TrainingError(f"{ckpt} was made by a different training configuration or model kind; "
                                 "resume with the same options, or start a new output file")
         net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -281,10 +284,17 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
 
 def _load_init(net: torch.nn.Module, kind: str, init: str) -> None:
     """Copy the weights of model `init` (built-in name or file, of `kind`) into `net`; ConfigError when
-    its architecture differs."""
+    its architecture differs. An AdaIN-lite model may also start from a plain decoder of its decoder's
+    widths (e.g. the built-in adain): the decoder is copied, the encoder starts from random weights."""
     from .models import arch_of, load_model
 
     source = load_model(init, kind)
+    if isinstance(net, LiteAdaIN) and isinstance(source.net, Decoder):
+        if source.net.widths != net.decoder.widths:
+            raise ConfigError(f"--init {init}: its decoder widths {list(source.net.widths)} differ from this "
+                              f"training's {list(net.decoder.widths)}; set the same --widths, or leave out --init")
+        net.decoder.load_state_dict(source.net.state_dict())
+        return
     if arch_of(source.net) != arch_of(net):
         raise ConfigError(f"--init {init}: its architecture {arch_of(source.net)} differs from this training's "
                           f"{arch_of(net)}; set the same --widths (and --residual-blocks)")
@@ -358,31 +368,65 @@ class ArbitraryStylizer(torch.nn.Module):
         return self.decoder(adain(c, *channel_stats(s)))
 
 
+def _lite_losses(net: LiteAdaIN, teacher: Encoder, c: torch.Tensor, s: torch.Tensor, config: TrainArbitraryConfig,
+                 autocast) -> dict[str, torch.Tensor]:
+    """AdaIN-lite's losses for content batch c and style batch s. VGG19 (frozen) is teacher and loss
+    network: `mimic` is the student's relative relu4_1 error on c and s (the mean of the two), the
+    content and style losses are Huang & Belongie's, with the target built from VGG19's own features.
+    The mimic term enters the total times the content target's mean square, so that mimic_weight 1
+    weighs a relative feature error of the encoder like the same relative error of the content loss."""
+    with autocast():
+        with torch.no_grad():
+            tc = teacher(c)["relu4_1"]
+            ts = teacher(s)
+            target = adain(tc, *channel_stats(ts["relu4_1"])).float()
+        sc = net.encoder(c)["relu4_1"]
+        ss = net.encoder(s)["relu4_1"]
+        output = net.decoder(adain(sc, *channel_stats(ss)))
+        of = teacher(output)
+    mimic = sum(F.mse_loss(x.float(), t.float()) / t.float().square().mean().clamp_min(1e-12)
+                for x, t in ((sc, tc), (ss, ts["relu4_1"]))) / 2
+    content_loss = F.mse_loss(of["relu4_1"].float(), target)
+    style_loss = sum(mean_std_loss(of[n].float(), ts[n].float()) for n in ENCODER_LAYERS)
+    total = (content_loss + config.style_weight * style_loss
+             + config.mimic_weight * mimic * target.square().mean())
+    return {"loss": total, "content": content_loss, "style": style_loss, "mimic": mimic}
+
+
 def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | Path,
                     config: TrainArbitraryConfig | None = None, resume: bool = False,
                     callback: Callable[[TrainProgress], None] | None = None, card: dict | None = None) -> TrainResult:
-    """Train an AdaIN decoder: content crops restyled with style crops, Huang & Belongie's losses."""
+    """Train an AdaIN decoder (or, with encoder "lite", an AdaIN-lite encoder and decoder): content
+    crops restyled with style crops, Huang & Belongie's losses on VGG19."""
     config = config or TrainArbitraryConfig()
     path, device = _prepare(config, out)
     contents = CropSampler(image_files(content_dir, "content"), config.size, "content")
     styles = CropSampler(image_files(style_dir, "style"), config.size, "style")
     precision, autocast = _autocast_for(device, config.precision)
+    lite = config.encoder == "lite"
+    # The lite model is built first: its initialization then depends on the seed alone, not on whether
+    # VGG19 was loaded already (the VGG19 decoder keeps its order, so earlier runs stay reproducible).
+    net = LiteAdaIN(tuple(config.widths), tuple(config.encoder_widths)).to(device) if lite else None
     encoder = Encoder().to(device)
-    decoder = Decoder(tuple(config.widths)).to(device)
+    net = net if lite else Decoder(tuple(config.widths)).to(device)
     gen = torch.Generator().manual_seed(config.seed + 99)
     k = min(3, config.batch_size)
-    preview_net = ArbitraryStylizer(encoder, decoder, styles.sample(k, gen).to(device))
+    # Previews run the whole stylizer (the lite model's own encoder, or VGG19 and the decoder).
+    preview_net = ArbitraryStylizer(net.encoder if lite else encoder, net.decoder if lite else net,
+                                    styles.sample(k, gen).to(device))
     previews = contents.sample(k, gen).to(device)
 
     def step_losses(gen):
         c = contents.sample(config.batch_size, gen).to(device, non_blocking=True)
         s = styles.sample(config.batch_size, gen).to(device, non_blocking=True)
+        if lite:
+            return _lite_losses(net, encoder, c, s, config, autocast)
         with autocast():
             with torch.no_grad():
                 cf = encoder(c)["relu4_1"]
                 sf = encoder(s)
                 t = adain(cf, *channel_stats(sf["relu4_1"]))
-            output = decoder(t)
+            output = net(t)
             of = encoder(output)
         content_loss = F.mse_loss(of["relu4_1"].float(), t.float())
         style_loss = sum(mean_std_loss(of[n].float(), sf[n].float()) for n in ENCODER_LAYERS)
@@ -390,6 +434,6 @@ def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | P
                 "style": style_loss}
 
     meta = {"card": dict(card or {}), "config": {**config.to_dict(), "precision": precision, "device": str(device)}}
-    # Previews run the whole stylizer; training updates only the decoder inside it.
-    return _train(ARBITRARY_KIND, decoder, step_losses, config, path, device, previews, meta, resume, callback,
+    # Training updates the decoder (and the lite encoder); VGG19 stays frozen.
+    return _train(ARBITRARY_KIND, net, step_losses, config, path, device, previews, meta, resume, callback,
                   lambda: len(contents.skipped) + len(styles.skipped), preview_net=preview_net)
