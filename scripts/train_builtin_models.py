@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from convscope.fast.config import TrainArbitraryConfig, TrainStyleConfig  # noqa: E402
-from convscope.fast.models import ARBITRARY_KIND, STYLE_KIND, load_model, read_header, save_model  # noqa: E402
+from convscope.fast.models import ARBITRARY_KIND, STYLE_KIND, load_model, save_model  # noqa: E402
 from convscope.fast.train import train_arbitrary, train_style  # noqa: E402
 
 OUT = ROOT / "src" / "convscope" / "fast" / "models"
@@ -61,9 +61,9 @@ ARBITRARY_RECIPE = dict(size=256, batch_size=8, steps=1800, lr=5e-4, style_weigh
                         checkpoint_every=100)
 # AdaIN-lite: the encoder is distilled from VGG19 while the decoder learns, so it needs more steps.
 # Its decoder is a quarter of the paper's widths (the half-width one alone costs ~0.1 s at 512 px on
-# a 2-core CPU); it warm-starts from the built-in adain's decoder only when the widths match.
+# a 2-core CPU), so it starts from random weights (--set init=FILE continues a trained one).
 LITE_RECIPE = dict(size=256, batch_size=8, steps=6000, lr=5e-4, style_weight=10.0, mimic_weight=100.0,
-                   encoder="lite", encoder_widths=(16, 32, 64, 128), widths=(64, 32, 16), init="adain",
+                   encoder="lite", encoder_widths=(16, 32, 64, 128), widths=(64, 32, 16),
                    preview_every=1000, checkpoint_every=250)
 ARBITRARY = {  # name: (recipe, card)
     "adain": (ARBITRARY_RECIPE, {
@@ -130,12 +130,6 @@ def finish(kind: str, work: Path, name: str, card: dict, out_dir: Path = OUT, no
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
 
 
-def builtin_widths(name: str) -> tuple[int, ...] | None:
-    """The decoder widths of a shipped arbitrary-style model (None when it is not there)."""
-    path = OUT / f"{name}.safetensors"
-    return tuple(read_header(path).get("arch", {}).get("widths", ())) if path.exists() else None
-
-
 def parse_sets(pairs: list[str]) -> dict:
     """`--set key=value` recipe overrides; tuples as comma lists (widths=32,64,128)."""
     out = {}
@@ -189,8 +183,6 @@ def main() -> None:
         if name in ARBITRARY:
             base, card = ARBITRARY[name]
             recipe = {**base, **overrides, **({"steps": args.steps} if args.steps else {}), "device": args.device}
-            if recipe.get("init") == "adain" and tuple(recipe["widths"]) != builtin_widths("adain"):
-                recipe["init"] = None  # the shipped decoder's widths differ: start from random weights
             card = {**card, "data": "content: photos-256 (1,000 ImageNet photos); styles: paintings-256 (500 "
                                     f"WikiArt paintings, 37 movements); {recipe['size']} px random crops"}
             train_arbitrary(photos, paintings, out, TrainArbitraryConfig(**recipe), resume, progress(name), card)
