@@ -465,20 +465,23 @@ def test_translate_and_flip_equal_pad_then_crop(pad_mode):
         assert torch.equal((x[k] * 255).round(), want)
 
 
-def test_cutout_zeros_one_square_of_the_right_side():
+def test_cutout_fills_one_square_of_the_right_side_with_the_mean_colour():
     n, k = 64, 5
-    d = ImageData(torch.full((n, 3, 12, 12), 255, dtype=torch.uint8), torch.zeros(n, dtype=torch.int64),
-                  ["a", "b"], None, [])
-    x = torch.cat([b for b, _ in DeviceLoader(d, 32, cutout=k, seed=1)])
-    zero = x == 0
-    assert torch.equal(zero[:, 0], zero[:, 1]) and torch.equal(zero[:, 0], zero[:, 2])
+    images = torch.zeros((n, 3, 12, 12), dtype=torch.uint8)
+    images[::2] = 255
+    images[:, 2] = 40  # channel means 127.5, 127.5, 40 -> fill (128, 128, 40)
+    d = ImageData(images, torch.zeros(n, dtype=torch.int64), ["a", "b"], None, [])
+    x = torch.cat([b for b, _ in DeviceLoader(d, 32, cutout=k, shuffle=False, seed=1)])
+    fill = torch.tensor([128, 128, 40]) / 255
+    changed = (x != images / 255).any(1)  # [N, H, W]: pixels cutout replaced
     corners = set()
-    for z in zero[:, 0]:
+    for i, z in enumerate(changed):
         ys, xs = z.nonzero(as_tuple=True)
         assert len(ys) == k * k and ys.max() - ys.min() == k - 1 and xs.max() - xs.min() == k - 1
+        square = x[i][:, ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+        assert torch.allclose(square, fill.view(3, 1, 1).expand_as(square))
         corners.add((ys.min().item(), xs.min().item()))
     assert len(corners) > 20  # random places, not one
-    assert (x[~zero] == 1).all()
 
 
 def test_determinism_seeds_and_set_epoch():

@@ -37,7 +37,8 @@ class DeviceLoader:
     random horizontal flip (or, with `alternate_flip`, each image mirrored in every other epoch:
     Jordan 2024's alternating flip); random translation by up to `translate` px in each axis (the same as
     padding by `translate` px, reflect or zeros, and cropping back at a random place); cutout (a
-    `cutout` x `cutout` square, inside the image, set to 0). x: `dtype` in [0, 1], [B, 3, H, W]
+    `cutout` x `cutout` square, inside the image, set to the training images' mean colour: DeVries &
+    Taylor's zero after normalization; black squares destabilized vgg19-bn fine-tuning on CIFAR-10). x: `dtype` in [0, 1], [B, 3, H, W]
     (channels_last memory when asked); y: int64 [B].
 
     Deterministic: epoch e draws from a generator seeded with seed + e, all draws of the epoch at
@@ -74,6 +75,10 @@ class DeviceLoader:
         self.images = data.images.to(self.device).contiguous()  # uint8, moved once (4x less than float)
         self.labels = data.labels.to(self.device)
         self._rows = _wide_rows(self.images)
+        # Cutout's fill: the mean colour of (up to) the first 1024 images, uint8 [1, C, 1, 1].
+        sample = self.images[:1024]
+        self._fill = sample.sum((0, 2, 3), dtype=torch.int64).div(sample[:, 0].numel()).round().to(torch.uint8)
+        self._fill = self._fill.view(1, -1, 1, 1)
         self.generator = torch.Generator(device=self.device)
         self.epoch = 0
         self.start_batch = 0
@@ -156,8 +161,9 @@ class DeviceLoader:
             ys, xs = torch.arange(h, device=dev), torch.arange(w, device=dev)
             in_y = (ys >= y0[:, None]) & (ys < y0[:, None] + k)  # [B, H]
             in_x = (xs >= x0[:, None]) & (xs < x0[:, None] + k)  # [B, W]
-            keep = ~(in_y[:, :, None] & in_x[:, None, :])
-            x = x * keep[:, None]  # uint8 * bool stays uint8; measured ~10x faster than masked_fill on a CPU
+            cut = (in_y[:, :, None] & in_x[:, None, :])[:, None]
+            # uint8 * bool stays uint8 (one term is 0 at each pixel); measured ~10x faster than masked_fill on a CPU
+            x = x * ~cut + self._fill * cut
         return x
 
 
