@@ -173,10 +173,13 @@ def test_resnet_fast_recipe():
     from convscope.classify.config import TrainConfig
 
     fast = TrainConfig(model="resnet-fast").resolved()
-    assert (fast.epochs, fast.batch_size, fast.optimizer, fast.schedule) == (10, 1024, "sgd", "onecycle")
+    assert (fast.epochs, fast.batch_size, fast.optimizer, fast.schedule) == (12, 1024, "sgd", "onecycle")
     assert fast.label_smoothing == 0.2 and fast.flip and fast.translate == 2 and fast.input_size == 32
+    assert fast.alternate_flip
     assert TrainConfig(model="resnet-fast", label_smoothing=0.0).resolved().label_smoothing == 0.0
+    assert not TrainConfig(model="resnet-fast", alternate_flip=False).resolved().alternate_flip
     assert TrainConfig(model="simple").resolved().label_smoothing == 0.0
+    assert not TrainConfig(model="vgg19-bn").resolved().alternate_flip
 
 
 def test_finetuning_recipe_runs_few_epochs():

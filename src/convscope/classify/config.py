@@ -41,9 +41,12 @@ RECIPES: dict[str, dict] = {
     # is, for a mean loss with Nesterov momentum 0.9 (same step size lr * (1 + 1/(1 - momentum))),
     # lr ~1.0; its decoupled weight decay 0.0153 per 1024 examples is 1.33e-3 relative to that lr (the
     # fraction of each weight removed per step, lr * wd, stays the same). A triangle schedule (one-cycle)
-    # anneals to 0 instead of airbench's Lookahead averaging; no EMA.
-    "resnet-fast": dict(epochs=10, batch_size=1024, optimizer="sgd", lr=1.0, weight_decay=1.33e-3,
-                        schedule="onecycle", label_smoothing=0.2, flip=True, translate=2, input_size=32),
+    # anneals to 0 instead of airbench's Lookahead averaging; no EMA. 12 epochs with alternating flips:
+    # on an H100 (3 seeds, bench/cifar10.py) 89.69% in 3.6 s, against 89.14% in 3.3 s for 10 epochs
+    # of random flips (alternating flips alone gained nothing at 10 epochs, 0.4 points at 12).
+    "resnet-fast": dict(epochs=12, batch_size=1024, optimizer="sgd", lr=1.0, weight_decay=1.33e-3,
+                        schedule="onecycle", label_smoothing=0.2, flip=True, alternate_flip=True, translate=2,
+                        input_size=32),
 }
 # What a recipe that does not name them uses.
 RECIPE_DEFAULTS: dict = dict(label_smoothing=0.0, alternate_flip=False)
@@ -80,7 +83,7 @@ class TrainConfig:
     alternate_flip: bool | None = _opt("with flips: mirror each image in every other epoch (a random half first) "
                                        "instead of at random each epoch (default: the model's recipe)", None)
     translate: int | None = _opt("random shifts of up to N pixels (default: the model's recipe)", None)
-    cutout: int = _opt("zero a random square of N pixels per image (0 = off)", 0)
+    cutout: int = _opt("fill a random square of N pixels per image with the mean colour (0 = off)", 0)
     ema: float = _opt("exponential moving average of the weights, decay per step (0 = off; e.g. 0.999)", 0.0)
     early_stopping: int = _opt("stop after N epochs without a better validation accuracy (0 = off)", 0)
     val_split: float = _opt("fraction of each class held out for validation when the folder has no "
