@@ -294,8 +294,8 @@ def test_model_file_errors(tmp_path):
 
 def test_builtin_models_are_small_fp16_with_cards():
     names = fast_models.builtin_names(STYLE_KIND)
-    assert len(names) >= 4 and fast_models.builtin_names(ARBITRARY_KIND) == ["adain"]
-    for name in [*names, "adain"]:
+    assert len(names) >= 4 and fast_models.builtin_names(ARBITRARY_KIND) == ["adain", "adain-lite"]
+    for name in [*names, "adain", "adain-lite"]:
         path = fast_models.builtin_folder() / f"{name}.safetensors"
         assert path.stat().st_size < 8 * 2 ** 20
         meta = fast_models.read_header(path)

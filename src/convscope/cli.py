@@ -219,7 +219,7 @@ def cmd_demo(args) -> int:
         from .commands.fast_style import run_one_pass
         from .fast.apply import FastConfig
 
-        args.content, args.styles, args.mask, args.decoder = str(sample_photo_path()), [], None, "adain"
+        args.content, args.styles, args.mask, args.decoder = str(sample_photo_path()), [], None, None
         args.size = FastConfig.size if args.size is None else args.size
         return run_one_pass(args, "fast")
     args.size = DEMO_DEFAULTS["size"] if args.size is None else args.size
@@ -283,8 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gatys: optimize the image (slow, best); arbitrary: AdaIN, one pass (default: gatys)")
     p.add_argument("--model", default=None, help="a feed-forward style: built-in name (see: convscope styles) "
                    "or a file from train-style; stylizes in one pass")
-    p.add_argument("--decoder", default="adain", help="arbitrary: the decoder, built-in name or a file from "
-                   "train-arbitrary (default: adain)")
+    p.add_argument("--decoder", default="adain-lite", help="arbitrary: the model, built-in name (adain-lite: fast "
+                   "on a CPU; adain: VGG19's encoder) or a file from train-arbitrary (default: adain-lite)")
     p.add_argument("--mask", default=None, metavar="IMAGE", help="arbitrary: a region mask; its grey levels "
                    "pick the style per region (black: first style, white: last)")
     p.add_argument("--size", type=int, default=None, help="long side of the output in pixels (default: 512 "

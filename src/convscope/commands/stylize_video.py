@@ -33,8 +33,8 @@ def register(subparsers) -> None:
                    help="arbitrary: style image(s)")
     p.add_argument("--style-blend", type=float, nargs="+", default=None, metavar="W",
                    help="arbitrary: one weight per style image (default: equal)")
-    p.add_argument("--decoder", default="adain", help="arbitrary: the decoder, built-in name or a file from "
-                   "train-arbitrary (default: adain)")
+    p.add_argument("--decoder", default="adain-lite", help="arbitrary: the model, built-in name (adain-lite: fast "
+                   "on a CPU; adain: VGG19's encoder) or a file from train-arbitrary (default: adain-lite)")
     add_config_options(p, VideoConfig)
     add_config_options(p, FastConfig, skip=("size",))  # --size is the video's (frames are sized on decoding)
     p.set_defaults(func=run)

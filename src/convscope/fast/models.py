@@ -28,7 +28,7 @@ STYLE_KIND = "convscope-fast-style"
 ARBITRARY_KIND = "convscope-arbitrary-style"
 KINDS = {STYLE_KIND: "a feed-forward style network (convscope train-style)",
          ARBITRARY_KIND: "an arbitrary-style decoder (convscope train-arbitrary)"}
-ARBITRARY_BUILTIN = "adain"  # the default built-in arbitrary-style model
+ARBITRARY_BUILTIN = "adain-lite"  # the default built-in arbitrary-style model (the VGG19 one: "adain")
 MAX_MODEL_BYTES = 512 * 2 ** 20
 
 
