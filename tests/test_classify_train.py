@@ -11,7 +11,8 @@ from convscope.classify.config import TrainConfig
 from convscope.classify.data import DataSplits, ImageData
 from convscope.classify.run import RunDir, RunError
 from convscope.errors import ConfigError
-from convscope.classify.train import _shifted, lr_factor, train, tta_logits
+from convscope.classify.infer import _shifted, tta_logits
+from convscope.classify.train import lr_factor, train
 
 
 def blobs(n: int, seed: int, size: int = 16) -> ImageData:

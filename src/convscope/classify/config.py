@@ -18,7 +18,7 @@ from ..options import option as _opt
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-TTA_MODES = ("none", "flip", "shift")  # test-time augmentation of evaluate (train.tta_logits)
+TTA_MODES = ("none", "flip", "shift")  # test-time augmentation of evaluate (infer.tta_logits)
 
 RECIPES: dict[str, dict] = {
     # The reference: Keras' CIFAR CNN example as in the issue, Adadelta at its Keras defaults.

@@ -18,7 +18,8 @@ from ..errors import ConfigError
 from .config import TrainConfig
 from .models import build_model
 from .run import RunDir, RunError
-from .train import load_state, predict_logits
+from .infer import predict_logits
+from .train import load_state
 
 
 @dataclass
@@ -64,7 +65,7 @@ class Evaluation:
     per_class: dict[str, float]              # class -> accuracy (recall)
     confusion: torch.Tensor                  # [C, C] counts, rows = true class
     count: int
-    tta: str                                 # none, flip or shift (see train.tta_logits)
+    tta: str                                 # none, flip or shift (see infer.tta_logits)
 
 
 def evaluate(loaded: LoadedRun, images_u8: torch.Tensor, labels: torch.Tensor, device, tta: str = "none",

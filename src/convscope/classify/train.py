@@ -15,7 +15,6 @@ advice for small data sets, while their scale and shift still learn.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -29,8 +28,10 @@ from torch import nn
 
 from ..devices import resolve_device
 from ..errors import ConfigError, NumericalError
-from .config import TTA_MODES, TrainConfig
+from .config import TrainConfig
 from .data import DataSplits, ImageData
+from .features import bottleneck_features
+from .infer import predict_logits
 from .loader import DeviceLoader
 from .models import TransferModel, build_model
 from .run import RunDir, RunError, load_tensors, save_tensors
@@ -142,81 +143,6 @@ def train_mode(model: nn.Module) -> None:
     model.train()
     if isinstance(model, TransferModel):
         model.backbone.eval()  # frozen statistics; dropout-free anyway
-
-
-# ---- bottleneck features -----------------------------------------------------------------------
-def data_digest(data: ImageData) -> str:
-    h = hashlib.sha256()
-    h.update(str(tuple(data.images.shape)).encode())
-    h.update(data.labels.numpy().tobytes())
-    h.update(data.images.contiguous().numpy().tobytes())
-    return h.hexdigest()[:24]
-
-
-@torch.no_grad()
-def bottleneck_features(model: TransferModel, data: ImageData, device, batch: int, cache_dir: Path | None,
-                        report: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    key = hashlib.sha256(f"{model.backbone_name}|{model.feature_layer}|{model.input_size}|{model.pool}|"
-                         f"{data_digest(data)}".encode()).hexdigest()[:32]
-    path = cache_dir / f"{model.backbone_name}-{model.input_size}px-{key}.safetensors" if cache_dir else None
-    if path is not None and path.exists():
-        try:
-            tensors, _ = load_tensors(path)
-            return tensors["features"]
-        except RunError:
-            pass  # damaged: recompute and overwrite
-    model.eval()
-    out = []
-    n = len(data)
-    for start in range(0, n, batch):
-        x = data.images[start:start + batch].to(device).float().div_(255)
-        out.append(model.bottleneck(x).float().cpu())
-        if report:
-            report(min(start + batch, n), n)
-    feats = torch.cat(out)
-    if path is not None:
-        save_tensors(path, {"features": feats}, {"backbone": model.backbone_name, "size": model.input_size})
-    return feats
-
-
-# ---- evaluation --------------------------------------------------------------------------------
-def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """x moved dy px down and dx px right, the uncovered border repeating the edge pixels."""
-    pad = max(abs(dy), abs(dx))
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    return padded[..., pad - dy:pad - dy + h, pad - dx:pad - dx + w]
-
-
-def tta_logits(model: nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
-    """Logits of a batch with test-time augmentation: "flip" averages the image and its mirror;
-    "shift" adds both of those moved 1 px down-right and 1 px up-left (weights 1/2 unmoved, 1/4 each
-    shifted pair; the level airbench calls 2)."""
-    if tta not in TTA_MODES:
-        raise ConfigError(f"test-time augmentation must be one of {', '.join(TTA_MODES)}, not {tta!r}")
-
-    def pair(v: torch.Tensor) -> torch.Tensor:
-        return (model(v).float() + model(v.flip(3)).float()) / 2
-
-    if tta == "none":
-        return model(x).float()
-    if tta == "flip":
-        return pair(x)
-    return pair(x) / 2 + (pair(_shifted(x, 1, 1)) + pair(_shifted(x, -1, -1))) / 4
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, device, batch: int = 500,
-                   channels_last: bool = False, tta: str = "none") -> torch.Tensor:
-    """Logits for uint8 images [N, 3, H, W] (float32, on the CPU); `tta` as in `tta_logits`."""
-    model.eval()
-    out = []
-    for start in range(0, images.shape[0], batch):
-        x = images[start:start + batch].to(device).float().div_(255)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out.append(tta_logits(model, x, tta).cpu())
-    return torch.cat(out) if out else torch.zeros(0)
 
 
 # ---- the loop ----------------------------------------------------------------------------------
