@@ -530,6 +530,15 @@ def test_shipped_adain_stays_a_plain_decoder():
     assert type(model.net) is Decoder and model.net.widths == (128, 64, 32)
 
 
+def test_shipped_adain_lite_is_the_default_arbitrary_model():
+    model = load_model("adain-lite", ARBITRARY_KIND)
+    assert isinstance(model.net, LiteAdaIN)
+    assert model.net.encoder.widths == (16, 32, 64, 128) and model.net.widths == (64, 32, 16)
+    assert fast_models.ARBITRARY_BUILTIN == "adain-lite" and "distilled" in model.card["painting"]
+    st = ArbitraryStylizer(config=FastConfig(device="cpu", precision="fp32"))
+    assert isinstance(st.encoder, LiteEncoder) and st.model.source == model.source
+
+
 def test_lite_builtin_is_listed_and_used_as_arbitrary(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "models"
     folder.mkdir()
