@@ -407,6 +407,7 @@ def test_cli_builtin_style_and_styles_listing(tmp_path, capsys):
     assert main(["styles"]) == 0
     listing = capsys.readouterr().out
     assert "starry_night" in listing and "adain" in listing
+    assert "--decoder adain)" in listing and "arbitrary, the default)" in listing  # how to use each arbitrary one
     assert main(["styles", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["kind"] for r in rows} == {"feed-forward", "arbitrary"}

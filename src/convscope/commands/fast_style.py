@@ -70,9 +70,12 @@ def run_styles(args) -> int:
     if not rows:
         print("no built-in style models are installed", file=sys.stderr)
         return 0
+    from ..fast.models import ARBITRARY_BUILTIN
+
     wide = max(len(r["name"]) for r in rows)
     for r in rows:
-        kind = "  (arbitrary: stylize --method arbitrary)" if r["kind"] == "arbitrary" else ""
+        how = "the default" if r["name"] == ARBITRARY_BUILTIN else f"--decoder {r['name']}"
+        kind = f"  (arbitrary: stylize --method arbitrary, {how})" if r["kind"] == "arbitrary" else ""
         print(f"{r['name']:<{wide}}  {r['painting']}{kind}")
         if r["description"]:
             print(f"{'':<{wide}}  {r['description']}")
