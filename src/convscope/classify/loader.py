@@ -35,11 +35,12 @@ class DeviceLoader:
 
     Augmentation runs on the device for a whole batch with tensor ops (no per-image Python):
     random horizontal flip (or, with `alternate_flip`, each image mirrored in every other epoch:
-    Jordan 2024's alternating flip); random translation by up to `translate` px in each axis (the same as
-    padding by `translate` px, reflect or zeros, and cropping back at a random place); cutout (a
-    `cutout` x `cutout` square, inside the image, set to the training images' mean colour: DeVries &
-    Taylor's zero after normalization; black squares destabilized vgg19-bn fine-tuning on CIFAR-10). x: `dtype` in [0, 1], [B, 3, H, W]
-    (channels_last memory when asked); y: int64 [B].
+    Jordan 2024's alternating flip); random translation by up to `translate` px in each axis (the
+    same as padding by `translate` px, reflect or zeros, and cropping back at a random place);
+    cutout (a `cutout` x `cutout` square, inside the image, set to the training images' mean
+    colour: DeVries & Taylor's zero after normalization; black squares destabilized vgg19-bn
+    fine-tuning on CIFAR-10). x: `dtype` in [0, 1], [B, 3, H, W] (channels_last memory when asked);
+    y: int64 [B].
 
     Deterministic: epoch e draws from a generator seeded with seed + e, all draws of the epoch at
     once. Each iteration runs the next epoch (0, 1, ...); `set_epoch(e)` picks it, and
@@ -75,10 +76,7 @@ class DeviceLoader:
         self.images = data.images.to(self.device).contiguous()  # uint8, moved once (4x less than float)
         self.labels = data.labels.to(self.device)
         self._rows = _wide_rows(self.images)
-        # Cutout's fill: the mean colour of (up to) the first 1024 images, uint8 [1, C, 1, 1].
-        sample = self.images[:1024]
-        self._fill = sample.sum((0, 2, 3), dtype=torch.int64).div(sample[:, 0].numel()).round().to(torch.uint8)
-        self._fill = self._fill.view(1, -1, 1, 1)
+        self._fill = _mean_colour(self.images[:1024]) if self.cutout else None  # cutout's fill
         self.generator = torch.Generator(device=self.device)
         self.epoch = 0
         self.start_batch = 0
@@ -117,6 +115,7 @@ class DeviceLoader:
         n, (h, w), dev = len(self.labels), self.images.shape[2:], self.device
         order = (torch.randperm(n, generator=g, device=dev) if self.shuffle
                  else torch.arange(n, device=dev))
+        # Drawn in both flip modes, so the shifts and cutouts after it are the same draws either way.
         flip = torch.randint(0, 2, (n,), generator=g, device=dev).bool() if self.flip else None
         if flip is not None and self.alternate_flip:
             # Each image mirrored in every other epoch: a random half in even epochs, the other half in
@@ -165,6 +164,12 @@ class DeviceLoader:
             # uint8 * bool stays uint8 (one term is 0 at each pixel); measured ~10x faster than masked_fill on a CPU
             x = x * ~cut + self._fill * cut
         return x
+
+
+def _mean_colour(images: torch.Tensor) -> torch.Tensor:
+    """The mean colour of uint8 images [N, C, H, W], rounded, as uint8 [1, C, 1, 1]."""
+    total = images.sum((0, 2, 3), dtype=torch.int64)
+    return total.div(images[:, 0].numel()).round().to(torch.uint8).view(1, -1, 1, 1)
 
 
 def _wide_rows(images: torch.Tensor) -> torch.Tensor:
