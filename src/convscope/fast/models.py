@@ -115,8 +115,9 @@ def save_model(path: str | Path, kind: str, net: torch.nn.Module, meta: dict, ha
     return save_tensors(Path(path), net_state(net, half), {"kind": kind, "arch": arch_of(net), **meta})
 
 
-def resolve(name_or_file: str, kind: str) -> Path:
-    """A built-in name or a file path -> the model file; ModelError with suggestions otherwise."""
+def resolve(name_or_file: str, kind: str | None = None) -> Path:
+    """A built-in name or a file path -> the model file; ModelError with suggestions (among the
+    built-ins of `kind`, or all of them) otherwise."""
     text = str(name_or_file)
     if text in builtin_names():
         return builtin_folder() / f"{text}.safetensors"

@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..losses import content_loss, gram, range_penalty, style_loss, tv_loss
 from ..nets import Backbone, get_net
 from ..optimize import Interrupted, Progress, optimize_image, precision_mode
-from .config import StyleConfig
+from .config import INITS, StyleConfig, fast_init_model
 
 
 @dataclass
@@ -124,7 +124,8 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
     if not styles:
         raise ConfigError("give at least one style image")
     blend = config.blend(len(styles))
-    if config.init not in ("content", "noise", "style") and init_image is None:
+    fast_model = fast_init_model(config.init)
+    if config.init not in INITS and fast_model is None and init_image is None:
         init_image = images.load_image(config.init)
     device = resolve_device(config.device)
     precision = default_precision(device) if config.precision == "auto" else config.precision
@@ -146,6 +147,10 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
 
     start = time.perf_counter()
     sizes, iters = _usable_stages(config, content, styles, min_side)
+    if fast_model is not None and init_image is None:
+        from ..fast.apply import one_pass_image  # the one-pass engines load only when asked for
+
+        init_image = one_pass_image(fast_model, content, styles, blend, sizes[0], str(device), config.preserve_color)
     history: list[dict[str, float]] = []
     snapshots: list[tuple[str, Image.Image]] = []
     stage_sizes: list[tuple[int, int]] = []

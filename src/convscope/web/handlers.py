@@ -40,9 +40,9 @@ BUILTIN_STYLE = "swirl_painting.png"
 # folder on the server.
 GATYS_MAIN = [Spec("size", slider=(64, 1024, 32)), "iterations", "content_weight", "style_weight", "tv_weight",
               "preserve_color"]
-GATYS_MORE = ["preset", "optimizer", "lr", "lr_decay", Spec("init", choices=("content", "noise", "style")),
-              "pooling", "style_scale", "scales", "seed", "tv_kind", "style_norm", "range_weight",
-              "lbfgs_history", "content_layers", "style_layers", "style_layer_weights"]
+GATYS_MORE = ["preset", "optimizer", "lr", "lr_decay", Spec("init", choices=("content", "noise", "style", "fast")),
+              "pooling", "style_scale", "scales", "seed", "tv_kind", "style_norm", "range_weight", "lbfgs_history",
+              "content_layers", "style_layers", "style_layer_weights"]
 BLEND = "style_blend"
 FAST = ["size", Spec("strength", slider=(0, 1, 0.05)), Spec("alpha", slider=(0, 1, 0.05)), "style_size",
         "preserve_color"]
