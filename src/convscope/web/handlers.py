@@ -1,5 +1,6 @@
 """What each tab does when its button is pressed: check the uploads, build the engine's config from
-the form (its fields: `forms`), run the engine (through `jobs.stream`), and turn results into what the page shows.
+the form (its fields: `forms`), run the engine (through `jobs.stream`), and turn results into what
+the page shows.
 
 No Gradio here: handlers take the browser's raw values (file records, numbers, text) and yield
 tuples of plain values (PIL images, text, file paths) in the order of the tab's outputs. The page
