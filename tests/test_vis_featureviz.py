@@ -25,9 +25,10 @@ from convscope.errors import ConfigError
 from convscope.images import read_png_metadata
 from convscope.nets import hook_count, imagenet_classes
 from convscope.vis import featureviz as engine
-from convscope.vis.featureviz import (ClassVizConfig, FeatureVisualizer, FeatureVizConfig, ImageParam,
-                                      classviz, featureviz, parse_indices, random_transform,
-                                      resolve_classes, sheet)
+from convscope.vis.featureviz import (ClassVizConfig, FeatureVisualizer, FeatureVizConfig, classviz, featureviz,
+                                      parse_indices, resolve_classes)
+from convscope.vis.featureviz_sheet import sheet
+from convscope.vis.imageprior import ImageParam, random_transform
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -1,4 +1,4 @@
-"""Top activations over a folder (convscope.vis.topact) and `convscope top-activations`.
+"""Top activations over a folder (convscope.vis.topact, imagefolder, topact_sheet) and `convscope top-activations`.
 
 The oracle is a hand-built HookedNet whose channel 0 fires on red and channel 1 on blue: over a
 folder of tiny images, the top images of channel 0 must be exactly the red ones. Real nets are
@@ -25,10 +25,12 @@ from convscope.cli import main
 from convscope.errors import ConfigError
 from convscope.images import pil_to_tensor, read_png_metadata
 from convscope.nets import HookedNet, get_net, hook_count
-from convscope.vis import topact
+from convscope.vis import imagefolder, topact
 from convscope.vis.attribution import Target, backproject
-from convscope.vis.topact import (RunningTopK, TopActConfig, TopActivations, projections, find_images,
-                                  load_square, parse_channels, receptive_field, sheet_figure, top_activations)
+from convscope.vis.imagefolder import find_images, load_square
+from convscope.vis.topact import (RunningTopK, TopActConfig, TopActivations, projections, parse_channels,
+                                  receptive_field, top_activations)
+from convscope.vis.topact_sheet import sheet_figure
 
 CLASSES = [f"class{i}" for i in range(10)]
 
@@ -153,7 +155,7 @@ def test_running_top_k_equals_a_brute_force_sort():
 def test_scan_holds_at_most_two_batches_of_pixels(colour_folder, monkeypatch):
     root, _ = colour_folder
     live, peak = [0], [0]
-    real = topact._load_batch
+    real = imagefolder._load_batch
 
     def counting(*args, **kwargs):
         batch = real(*args, **kwargs)
@@ -162,7 +164,7 @@ def test_scan_holds_at_most_two_batches_of_pixels(colour_folder, monkeypatch):
         weakref.finalize(batch.pixels, lambda: live.__setitem__(0, live[0] - 1))
         return batch
 
-    monkeypatch.setattr(topact, "_load_batch", counting)
+    monkeypatch.setattr(imagefolder, "_load_batch", counting)
     engine = TopActivations(fast(layer="4", batch_size=3), color_net())
     scan = engine.scan(find_images(root))
     assert scan.scanned == 32 and len(scan.skipped) == 2

@@ -150,12 +150,13 @@ def test_widgets_take_defaults_help_and_choices_from_the_configs():
     from convscope.vis.dream import DreamConfig
     from convscope.vis.explain import ExplainConfig
     from convscope.vis.texture import TextureConfig
-    from convscope.web import handlers as h
+    from convscope.web import forms
     from convscope.web.widgets import make_widget
 
-    shown = [(StyleConfig, h.GATYS_MAIN + h.GATYS_MORE + [h.BLEND]), (FastConfig, h.FAST),
-             (ExplainConfig, h.EXPLAIN_MAIN + h.EXPLAIN_MORE), (DreamConfig, h.DREAM_MAIN + h.DREAM_MORE),
-             (TextureConfig, h.TEXTURE_MAIN + h.TEXTURE_MORE)]
+    shown = [(StyleConfig, forms.GATYS_MAIN + forms.GATYS_MORE + [forms.BLEND]), (FastConfig, forms.FAST),
+             (ExplainConfig, forms.EXPLAIN_MAIN + forms.EXPLAIN_MORE),
+             (DreamConfig, forms.DREAM_MAIN + forms.DREAM_MORE),
+             (TextureConfig, forms.TEXTURE_MAIN + forms.TEXTURE_MORE)]
     for cls, specs in shown:
         defaults = {f.name: f for f in fields(cls)}
         raw = {}
@@ -312,11 +313,11 @@ def _form(cls, specs, **values) -> dict:
 def test_texture_streams_previews_then_the_result(handlers, uploads):
     pytest.importorskip("gradio")
     from convscope.vis.texture import TextureConfig
-    from convscope.web import handlers as h
+    from convscope.web import forms
 
     path = uploads / "t.png"
     photo(48, 48).save(path)
-    form = _form(TextureConfig, h.TEXTURE_MAIN + h.TEXTURE_MORE, size="32 24", iterations=6, source_size=48)
+    form = _form(TextureConfig, forms.TEXTURE_MAIN + forms.TEXTURE_MORE, size="32 24", iterations=6, source_size=48)
     outs = list(handlers.texture(record(path), form))
     previews = [o for o in outs[1:-1] if isinstance(o[0], Image.Image)]
     assert previews and all("iteration" in o[1] and "ETA" in o[1] for o in previews)
@@ -328,18 +329,18 @@ def test_dream_and_explain_handlers(handlers, uploads):
     pytest.importorskip("gradio")
     from convscope.vis.dream import DreamConfig
     from convscope.vis.explain import ExplainConfig
-    from convscope.web import handlers as h
+    from convscope.web import forms
 
     path = uploads / "d.png"
     photo(64, 48).save(path)
-    form = _form(DreamConfig, h.DREAM_MAIN + h.DREAM_MORE, size=64, octaves=1, steps=3, layer="relu2_1")
+    form = _form(DreamConfig, forms.DREAM_MAIN + forms.DREAM_MORE, size=64, octaves=1, steps=3, layer="relu2_1")
     outs = list(handlers.dream(record(path), form))
     assert any(o[1].startswith("octave 1/1 · step") for o in outs[1:-1])
     previews = [o[0] for o in outs[1:-1] if isinstance(o[0], Image.Image)]
     assert previews and all(p.size == (64, 48) for p in previews)
     assert outs[-1][0].size == (64, 48) and outs[-1][1].startswith("done")
 
-    form = _form(ExplainConfig, h.EXPLAIN_MAIN + h.EXPLAIN_MORE, size=64)
+    form = _form(ExplainConfig, forms.EXPLAIN_MAIN + forms.EXPLAIN_MORE, size=64)
     figure, gallery, top, status = list(handlers.explain(record(path), form))[-1]
     assert figure.width > 300 and len(top) == 5 and status.endswith("s")
     assert [caption for _, caption in gallery][1].startswith("Grad-CAM")

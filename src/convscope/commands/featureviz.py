@@ -56,7 +56,8 @@ def metadata(result, **extra) -> dict:
 def run(args) -> int:
     from .. import images
     from ..optimize import Interrupted
-    from ..vis.featureviz import FeatureVisualizer, FeatureVizConfig, sheet
+    from ..vis.featureviz import FeatureVisualizer, FeatureVizConfig
+    from ..vis.featureviz_sheet import sheet
 
     out = images.check_output_path(args.output)
     config = config_from_args(args, FeatureVizConfig).validate()

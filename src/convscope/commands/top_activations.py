@@ -52,7 +52,9 @@ def progress_bar():
 def run(args) -> int:
     from .. import images
     from ..runinfo import run_metadata
-    from ..vis.topact import TopActConfig, TopActivations, find_images, metadata_dict, relative_name, sheet_figure
+    from ..vis.imagefolder import find_images, relative_name
+    from ..vis.topact import TopActConfig, TopActivations
+    from ..vis.topact_sheet import metadata_dict, sheet_figure
 
     out = images.check_output_path(args.output)
     config = config_from_args(args, TopActConfig).validate()

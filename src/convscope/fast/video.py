@@ -1,11 +1,9 @@
 """Stylizing videos frame by frame with a feed-forward or an arbitrary-style network.
 
-The frames are decoded by the ffmpeg binary that the `imageio-ffmpeg` wheel ships (any format
-ffmpeg reads), stylized on the device in batches, and piped to a second ffmpeg that encodes
-H.264 (libx264, yuv420p, BT.709, the source's frame rate). A third, short ffmpeg call copies the
-source's audio tracks next to the new video (re-encoding them to AAC only when the container
-cannot hold them as they are). Everything is written to temporary files in the output folder and
-renamed at the end: a failed or interrupted run leaves no output behind.
+The frames are decoded by ffmpeg, stylized on the device in batches, and encoded to H.264 at the
+source's frame rate, with the source's audio copied next to them (the ffmpeg processes are in
+`videoio`). Everything is written to temporary files in the output folder and renamed at the end:
+a failed or interrupted run leaves no output behind.
 
 Reducing flicker (`temporal` > 0). Feed-forward networks stylize each frame on its own, so noise
 and tiny changes of the input become visible flicker of the brush strokes. Where the content did
@@ -26,13 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
-import re
 import secrets
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -45,27 +39,16 @@ from PIL import Image
 from torch.nn import functional as F
 
 from .. import images
-from ..errors import ConfigError, OutputError, UserError
+from ..errors import ConfigError, OutputError
 from ..options import check_choices
 from ..options import option as _opt
 from .apply import ArbitraryStylizer, FastStylizer
+from .videoio import Encoder, VideoError, VideoInfo, mux_audio, next_frame, open_frames
 
 # Output extension -> ffmpeg muxer. All three hold H.264; the audio copy falls back to AAC.
 VIDEO_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-# Audio codecs that players handle inside MP4; others are re-encoded to AAC there.
-MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac", "opus"}
-# Codecs of still images, which ffmpeg happily reads as a one-frame "video".
-STILL_CODECS = {"png", "mjpeg", "webp", "bmp", "tiff", "gif", "jpeg2000", "jpegls", "jpegxl", "qoi", "ppm",
-                "pgm", "pam", "sgi", "targa", "dds"}
-# Frame rates written as decimals in ffmpeg's log that are really NTSC fractions.
-NTSC_RATES = {23.98: Fraction(24000, 1001), 29.97: Fraction(30000, 1001), 47.95: Fraction(48000, 1001),
-              59.94: Fraction(60000, 1001), 119.88: Fraction(120000, 1001)}
 BLUR_SIGMA = 2.0  # px, of the Gaussian blur of the frame difference in the temporal blend
-
-
-class VideoError(UserError):
-    """A video that cannot be read: missing, not a video, damaged, or without frames."""
 
 
 @dataclass
@@ -102,21 +85,6 @@ class VideoConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class VideoInfo:
-    """What ffmpeg says about a video before decoding it."""
-    size: tuple[int, int]      # width, height of the decoded frames (rotation applied)
-    fps: Fraction              # 0 when unknown
-    duration: float            # seconds; 0 when unknown
-    codec: str
-    audio_codec: str | None    # None: no audio track
-
-    @property
-    def frames(self) -> int:
-        """Expected number of frames (0 when unknown); a hint for progress, not exact."""
-        return round(self.duration * self.fps) if self.duration > 0 and self.fps > 0 else 0
 
 
 @dataclass
@@ -170,79 +138,19 @@ def _temp_path(folder: Path, name: str) -> Path:
     raise OutputError(f"could not create a temporary file in {folder}")
 
 
-# ---- reading ---------------------------------------------------------------------------------
-def _ffmpeg_reason(text: str) -> str:
-    """The line of an ffmpeg log that says what went wrong, without the '[in#0 @ 0x...]' prefix."""
-    lines = [re.sub(r"^\[[^\]]*\]\s*", "", ln).strip() for ln in str(text).splitlines()]
-    lines = [ln for ln in lines if ln and not ln.startswith(("===", "libav", "libsw", "libpostproc", "configuration:",
-                                                            "built with", "ffmpeg version"))]
-    for pattern in ("Error opening input:", "Invalid data", "No such file", "Permission denied",
-                    "does not contain any stream", "Error"):
-        for ln in reversed(lines):
-            if pattern in ln:
-                return ln.split("Error opening input:", 1)[-1].strip().rstrip(".")
-    return lines[-1].rstrip(".") if lines else "ffmpeg could not read it"
-
-
-def _open_frames(path: Path, scale: tuple[int, int] | None):
-    """(VideoInfo, generator of rgb24 frame bytes) from imageio-ffmpeg, errors as VideoError."""
-    import imageio_ffmpeg
-
-    output = ["-vf", f"scale={scale[0]}:{scale[1]}:flags=lanczos"] if scale else []
-    gen = imageio_ffmpeg.read_frames(str(path), output_params=output)
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        with _quiet_imageio():  # it warns that the frames we asked to be scaled are scaled
-            meta = next(gen)
-    except StopIteration:
-        raise VideoError(f"{path} has no video frames") from None
-    except Exception as exc:  # OSError with ffmpeg's log; parsing errors on odd streams
-        gen.close()
-        text = str(exc)
-        if "Input #0" in text and " Video: " not in text:
-            raise VideoError(f"{path} has no video stream (an audio file?); give a video file") from None
-        raise VideoError(f"cannot read {path} as a video ({_ffmpeg_reason(text)}); is it a complete, "
-                         "undamaged video file?") from None
-    codec = str(meta.get("codec", "")).strip(" ,")
-    audio = meta.get("audio_codec")
-    info = VideoInfo(tuple(meta["size"]), _fps(meta.get("fps", 0)), float(meta.get("duration") or 0.0),
-                     codec, str(audio).strip(" ,") if audio is not None else None)
-    if codec in STILL_CODECS and info.duration == 0:
-        gen.close()
-        raise VideoError(f"{path} is a still image ({codec}), not a video; use convscope stylize for images")
-    return info, gen
-
-
-@contextlib.contextmanager
-def _quiet_imageio():
-    log = logging.getLogger("imageio_ffmpeg")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
+        os.fsync(fd)  # the data is on disk before the name points to it
     finally:
-        log.setLevel(level)
+        os.close(fd)
 
 
-def _fps(value) -> Fraction:
-    value = float(value or 0)
-    if value <= 0 or not math.isfinite(value):
-        return Fraction(0)
-    return NTSC_RATES.get(round(value, 2), Fraction(value).limit_denominator(1001))
-
-
-def _next_frame(frames, path: Path, index: int) -> bytes | None:
-    try:
-        return next(frames)
-    except StopIteration:
-        return None
-    except RuntimeError as exc:  # imageio-ffmpeg: the stream ended inside a frame, or ffmpeg failed
-        raise VideoError(f"cannot read {path} past frame {index} ({_ffmpeg_reason(str(exc))})") from None
-
-
+# ---- reading ---------------------------------------------------------------------------------
 def probe(path) -> VideoInfo:
     """Size, frame rate, duration and audio of a video, without decoding its frames."""
     p = _readable_video(path)
-    info, gen = _open_frames(p, None)
+    info, gen = open_frames(p, None)
     gen.close()
     return info
 
@@ -253,94 +161,6 @@ def _scaled_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
     scale = long_side / max(w, h)
     even = lambda v: max(2, int(round(v / 2)) * 2)  # noqa: E731
     return even(w * scale), even(h * scale)
-
-
-# ---- writing ---------------------------------------------------------------------------------
-class _Encoder:
-    """rgb24 frames in, H.264 (yuv420p, BT.709) out, through an ffmpeg process.
-
-    Our own small pipe rather than imageio_ffmpeg.write_frames: that one ignores ffmpeg's exit
-    status (a failed encode would go unnoticed) and lets ffmpeg print to the terminal."""
-
-    def __init__(self, path: Path, muxer: str, size: tuple[int, int], fps: Fraction, config: VideoConfig,
-                 comment: str | None):
-        import imageio_ffmpeg
-
-        w, h = size
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", str(fps), "-i", "-",
-               "-an", "-c:v", "libx264", "-preset", config.preset, "-crf", str(config.crf),
-               # RGB -> YUV with the HD matrix, and say so in the stream, so players convert back
-               # with the same one (untagged, they guess, and colours shift).
-               "-vf", "scale=out_color_matrix=bt709:out_range=tv", "-pix_fmt", "yuv420p",
-               "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
-        cmd += _container_options(muxer, comment) + [str(path)]
-        self.log = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would stall ffmpeg
-        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log,
-                                        start_new_session=True)  # Ctrl-C reaches us, not ffmpeg
-        self.frames = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        try:
-            self.process.stdin.write(frame.tobytes())
-        except (BrokenPipeError, OSError):
-            self.process.wait()
-            raise VideoError(f"ffmpeg stopped encoding at frame {self.frames + 1} ({self._reason()})") from None
-        self.frames += 1
-
-    def finish(self) -> None:
-        with contextlib.suppress(BrokenPipeError, OSError):
-            self.process.stdin.close()
-        if self.process.wait() != 0:
-            raise VideoError(f"ffmpeg could not encode the video ({self._reason()})")
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        with contextlib.suppress(OSError):
-            self.process.stdin.close()
-        self.log.close()
-
-    def _reason(self) -> str:
-        self.log.seek(0)
-        return _ffmpeg_reason(self.log.read().decode("utf-8", "replace"))
-
-
-def _container_options(muxer: str, comment: str | None) -> list[str]:
-    options = ["-movflags", "+faststart"] if muxer in ("mp4", "mov") else []  # playable while downloading
-    if comment:
-        options += ["-metadata", f"comment={comment}"]
-    return options + ["-f", muxer]
-
-
-def _mux_audio(video: Path, source: Path, out: Path, muxer: str, audio_codec: str, comment: str | None) -> str:
-    """Write `out` = the video of `video` + the audio tracks of `source`, copied (or AAC where the
-    container cannot hold them). Returns "copied" or "aac"; "dropped: why" if neither works."""
-    import imageio_ffmpeg
-
-    reason = ""
-    tries = [("copied", ["-c:a", "copy"]), ("aac", ["-c:a", "aac", "-b:a", "192k"])]
-    if muxer == "mp4" and audio_codec not in MP4_AUDIO:
-        tries = tries[1:]  # MP4 can store e.g. PCM, but few players play it there
-    for audio, codec in tries:
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-               "-i", str(video), "-i", str(source), "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", *codec,
-               "-shortest", *_container_options(muxer, comment), str(out)]
-        done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              start_new_session=True)
-        if done.returncode == 0:
-            return audio
-        reason = _ffmpeg_reason(done.stderr.decode("utf-8", "replace"))
-    return f"dropped: {reason}"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the data is on disk before the name points to it
-    finally:
-        os.close(fd)
 
 
 # ---- the temporal blend ----------------------------------------------------------------------
@@ -406,10 +226,10 @@ def stylize_video(source, output, stylizer: FastStylizer | ArbitraryStylizer, co
     fn = _frame_fn(stylizer, styles, weights)
     start = time.perf_counter()
 
-    info, frames = _open_frames(src, None)
+    info, frames = open_frames(src, None)
     if config.size and _scaled_size(info.size, config.size) != info.size:
         frames.close()  # open again, with ffmpeg scaling the frames as it decodes them
-        info, frames = _open_frames(src, _scaled_size(info.size, config.size))
+        info, frames = open_frames(src, _scaled_size(info.size, config.size))
     try:
         return _run(src, out, info, frames, fn, stylizer, config, callback, comment, start)
     finally:
@@ -435,7 +255,7 @@ def _run(src: Path, out: Path, info: VideoInfo, frames, fn: Callable, stylizer, 
     temps = [_temp_path(out.parent, out.name)]
     encoder = None
     try:
-        encoder = _Encoder(temps[0], muxer, out_size, fps, config, comment)
+        encoder = Encoder(temps[0], muxer, out_size, fps, config, comment)
         done, prev_in, prev_out = 0, None, None
         pending: list[np.ndarray] = []
 
@@ -464,7 +284,7 @@ def _run(src: Path, out: Path, info: VideoInfo, frames, fn: Callable, stylizer, 
                     callback(VideoProgress(done, max(expected, done), time.perf_counter() - start))
 
         while not config.max_frames or done + len(pending) < config.max_frames:
-            raw = _next_frame(frames, src, done + len(pending))
+            raw = next_frame(frames, src, done + len(pending))
             if raw is None:
                 break
             pending.append(np.frombuffer(raw, np.uint8).reshape(h, w, 3))
@@ -481,7 +301,7 @@ def _run(src: Path, out: Path, info: VideoInfo, frames, fn: Callable, stylizer, 
         final = temps[0]
         if not audio:
             temps.append(_temp_path(out.parent, out.name))
-            audio = _mux_audio(temps[0], src, temps[1], muxer, info.audio_codec, comment)
+            audio = mux_audio(temps[0], src, temps[1], muxer, info.audio_codec, comment)
             if not audio.startswith("dropped"):
                 final = temps[1]
         _fsync(final)

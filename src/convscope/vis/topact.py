@@ -14,22 +14,17 @@ activation back to the pixels. Two passes:
    image and projection are cropped to the unit's receptive field, which is measured once per
    (net, layer) from gradients (see `receptive_field`).
 
-Engine only: paths in, a result with PIL tiles out, progress through a callback; `sheet_figure`
-draws the figure.
+Engine only: paths in, a result with PIL tiles out, progress through a callback. The folder's
+files are found and streamed by `imagefolder`; `topact_sheet` draws the figure and the record.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import textwrap
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
@@ -41,11 +36,9 @@ from ..optimize import precision_mode
 from ..options import PRECISION_HELP, PRECISIONS, check_choices, parse_indices
 from ..options import option as _opt
 from .attribution import RULES, backward_rule
+from .imagefolder import Batch, find_images, load_square, relative_name, stream_batches
 from .receptive import ReceptiveField, receptive_field  # noqa: F401 (part of this module's API)
 
-# Files the scan reads (case-insensitive). Hidden files and folders (".DS_Store", macOS "._x.jpg"
-# resource forks, ".git") are not images and are skipped without counting as unreadable.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 FITS = ("crop", "squash")
 PATCHES = ("rf", "image")
 MAX_CHANNELS = 64    # rows of the figure; beyond that it is unreadable (run twice instead)
@@ -114,85 +107,6 @@ def parse_channels(spec: str, count: int | None = None, layer: str = "the layer"
             raise ConfigError(f"channel {bad[0]} is out of range: {layer} has {count} channels "
                               f"(0 to {count - 1})")
     return found
-
-
-# ----------------------------------------------------------------------------------- the folder
-
-def find_images(folder) -> list[Path]:
-    """Image files under `folder` (recursively, by extension), sorted by relative path so every
-    run sees the same order. ConfigError for a missing folder, a file, or no images."""
-    root = Path(folder).expanduser()
-    if not root.exists():
-        raise ConfigError(f"folder not found: {root}; check the path")
-    if not root.is_dir():
-        raise ConfigError(f"{root} is not a folder; give a folder of images")
-    found = []
-    for parent, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(parent, f) for f in files
-                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
-    if not found:
-        raise ConfigError(f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)}, in subfolders too)")
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
-
-
-def load_square(path, size: int, fit: str = "crop") -> Image.Image:
-    """An image file as a `size` x `size` RGB image (ImageError when unreadable)."""
-    img = images.load_image(path)
-    # reducing_gap: a box reduction first, then the filter; ~5x faster on camera-size photos and
-    # indistinguishable at these sizes.
-    w, h = img.size
-    box = (0, 0, w, h)
-    if fit == "crop":  # the centred square of side min(w, h)
-        s = min(w, h)
-        box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-    return img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=2.0)
-
-
-@dataclass
-class Batch:
-    indices: list[int]          # positions in the file list of the images in `pixels`
-    pixels: torch.Tensor        # [n, 3, size, size] uint8 on the CPU (4x smaller than float)
-    skipped: list[int]          # positions of the files in this chunk that could not be read
-
-
-def _load_batch(paths: Sequence[Path], start: int, size: int, fit: str, pool: ThreadPoolExecutor) -> Batch:
-    def one(path):
-        try:
-            return np.asarray(load_square(path, size, fit))
-        except ImageError:
-            return None
-
-    arrays = list(pool.map(one, paths))
-    ok = [i for i, a in enumerate(arrays) if a is not None]
-    pixels = (torch.from_numpy(np.stack([arrays[i] for i in ok])).permute(0, 3, 1, 2).contiguous()
-              if ok else torch.zeros(0, 3, size, size, dtype=torch.uint8))
-    return Batch([start + i for i in ok], pixels,
-                 [start + i for i, a in enumerate(arrays) if a is None])
-
-
-def stream_batches(paths: Sequence[Path], size: int, fit: str, batch_size: int,
-                   workers: int = 2) -> Iterator[Batch]:
-    """Batches of the images in `paths`, in order; while the caller works on one batch the next one
-    is being decoded, so at most two batches of pixels are alive at any time."""
-    chunks = [(i, paths[i:i + batch_size]) for i in range(0, len(paths), batch_size)]
-    if not chunks:
-        return
-    pool = ThreadPoolExecutor(max_workers=workers)
-    loader = ThreadPoolExecutor(max_workers=1)  # runs _load_batch, which fans out over `pool`
-    try:
-        pending = loader.submit(_load_batch, chunks[0][1], chunks[0][0], size, fit, pool)
-        for k in range(len(chunks)):
-            batch = pending.result()
-            pending = None
-            if k + 1 < len(chunks):
-                start, part = chunks[k + 1]
-                pending = loader.submit(_load_batch, part, start, size, fit, pool)
-            yield batch
-            del batch
-    finally:
-        loader.shutdown(wait=True, cancel_futures=True)
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ------------------------------------------------------------------------------ running top-k
@@ -477,126 +391,3 @@ def _viewable(grad: torch.Tensor, box: tuple[int, int, int, int], spread: float 
     mean = region.mean()
     std = (region - mean).std().clamp(min=1e-12) if region.numel() > 1 else grad.new_tensor(1.0)
     return (0.5 + (grad[0] - mean) / (2 * spread * std)).clamp(0, 1)
-
-
-# ------------------------------------------------------------------------------------ figure
-
-def relative_name(path: Path, folder: Path) -> str:
-    try:
-        return Path(path).relative_to(folder).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _mosaic(tiles: list[Image.Image], k: int, gap: int = 2) -> np.ndarray:
-    """Tiles (same size) in a ceil(sqrt(k))-wide grid with white gaps; empty slots stay white."""
-    g = math.ceil(math.sqrt(k))
-    rows = math.ceil(k / g)
-    th, tw = (tiles[0].height, tiles[0].width) if tiles else (8, 8)
-    out = np.full((rows * th + (rows - 1) * gap, g * tw + (g - 1) * gap, 3), 255, np.uint8)
-    for i, tile in enumerate(tiles[:k]):
-        r, c = divmod(i, g)
-        out[r * (th + gap):r * (th + gap) + th, c * (tw + gap):c * (tw + gap) + tw] = np.asarray(tile)
-    return out
-
-
-def sheet_title(result: TopActResult) -> str:
-    c = result.config
-    alias = f" ({result.canonical})" if result.canonical != result.layer else ""
-    scanned = (f"{result.scanned - len(result.skipped)} images" +
-               (f" ({len(result.skipped)} unreadable skipped)" if result.skipped else ""))
-    stopped = f", INTERRUPTED after {result.scanned} of {result.found}" if result.interrupted else ""
-    f = result.rf
-    if c.patch == "image":
-        what = f"whole images ({c.size} px), receptive field outlined"
-    elif min(f.size) >= c.size:
-        what = (f"whole images: the receptive field ({f.size[0]}x{f.size[1]} px) covers all of the "
-                f"{c.size}-px image")
-    else:
-        what = f"image patches at the receptive field ({f.size[0]}x{f.size[1]} px of {c.size})"
-    how = {"deconvnet": "deconvnet projections (Zeiler & Fergus 2014)",
-           "guided": "projections by guided backprop (Springenberg et al. 2015)",
-           "gradient": "gradients (Simonyan et al. 2014)"}[c.rule]
-    note = ("\n(no max pooling before this layer: its deconvnet projections do not depend on the image; "
-            "--rule guided does)" if c.rule == "deconvnet" and not result.switches else "")
-    return (f"{c.net}  {result.layer}{alias}: top {c.top} of {scanned} in {result.folder.name or result.folder}"
-            f"{stopped}\nleft: {what}\nright: their {how}; small numbers: the activation{note}")
-
-
-def sheet_figure(result: TopActResult, dpi: int = 110) -> Image.Image:
-    """Per channel a block: the k patches in a grid, then their projections; RGB image out."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    k = result.config.top
-    n = len(result.channels)
-    cols = 1 if n <= 3 else 2 if n <= 16 else 3
-    rows = math.ceil(n / cols)
-    g = math.ceil(math.sqrt(k))
-    grid_rows = math.ceil(k / g)
-    mw = 2.1                                   # width of one mosaic, inches
-    mh = mw * grid_rows / g                    # tiles are square
-    label, gap, pair_gap, side = 0.45, 0.35, 0.12, 0.15
-    block_w = label + 2 * mw + pair_gap
-    grid_w = cols * block_w + (cols - 1) * gap
-    fig_w = max(6.5, 2 * side + grid_w)        # room for the title when there is one column
-    # About 15 characters per inch at 9 pt: wrap rather than let a line run off a narrow figure.
-    title = "\n".join(textwrap.fill(line, int(fig_w * 15)) for line in sheet_title(result).split("\n"))
-    top = 0.35 + 0.16 * (title.count("\n") + 1)
-    fig_h = top + rows * (mh + gap) + side
-    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
-    for i, channel in enumerate(result.channels):
-        r, c = divmod(i, cols)
-        x0 = (fig_w - grid_w) / 2 + c * (block_w + gap)
-        y0 = fig_h - top - (r + 1) * (mh + gap) + gap
-        fig.text((x0 + label * 0.5) / fig_w, (y0 + mh / 2) / fig_h, f"ch\n{channel}", ha="center",
-                 va="center", fontsize=10, fontweight="bold")
-        winners = result.winners.get(channel, [])
-        for j, (attr, left) in enumerate((("patch", x0 + label), ("projection", x0 + label + mw + pair_gap))):
-            ax = fig.add_axes((left / fig_w, y0 / fig_h, mw / fig_w, mh / fig_h))
-            tiles = [getattr(w, attr) for w in winners]
-            mosaic = _mosaic(tiles, k)
-            ax.imshow(mosaic, interpolation="antialiased")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if j == 0 and tiles:
-                th, tw = tiles[0].height, tiles[0].width
-                for idx, w in enumerate(winners):
-                    rr, cc = divmod(idx, g)
-                    ax.text(cc * (tw + 2) + 1, rr * (th + 2) + th - 1, _short(w.value), fontsize=5,
-                            color="white", va="bottom", ha="left",
-                            bbox={"facecolor": "black", "alpha": 0.55, "pad": 0.6, "linewidth": 0})
-            if not tiles:
-                ax.text(0.5, 0.5, "no images", transform=ax.transAxes, ha="center", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=9, y=1 - 0.08 / fig_h, va="top")
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
-
-
-def _short(value: float) -> str:
-    """An activation in at most ~4 characters: 0.512, 37.2, 8.9k, 1.2M."""
-    for scale, suffix in ((1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.3g}"
-
-
-def metadata_dict(result: TopActResult, max_names: int = 50) -> dict:
-    """JSON-ready: which files won (relative paths), values, positions, patches; what was skipped."""
-    f = result.rf
-    return {
-        "layer": result.layer, "canonical_layer": result.canonical, "channels": result.channels,
-        "folder": str(result.folder), "images_found": result.found, "images_scanned": result.scanned,
-        "skipped_count": len(result.skipped),
-        "skipped": [relative_name(p, result.folder) for p in result.skipped[:max_names]],
-        "interrupted": result.interrupted, "max_pooling_before_layer": result.switches,
-        "receptive_field": {"size": list(f.size), "stride": list(f.stride), "offset": list(f.offset),
-                            "effective": f.effective},
-        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
-        "winners": {str(ch): [{"rank": w.rank, "file": relative_name(w.path, result.folder),
-                               "value": w.value, "row": w.row, "col": w.col, "box": list(w.box)}
-                              for w in ws] for ch, ws in result.winners.items()},
-    }

@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from ..errors import UserError
-from . import handlers as h
+from . import forms
 from .handlers import SKIP, Handlers, Settings
 from .jobs import Cancelled
 from .widgets import make_widget, make_widgets
@@ -145,16 +145,16 @@ def build_app(settings: Settings):
                         style_builtin = gr.Button("Use the built-in swirl painting", size="sm")
                         with gr.Accordion("Second style image (blend two styles)", open=False):
                             style2 = _image_input("Second style image", "stylize-style2")
-                            blend = make_widget(StyleConfig, h.BLEND, "stylize-")
+                            blend = make_widget(StyleConfig, forms.BLEND, "stylize-")
                         methods = H.methods()
                         method = gr.Dropdown(choices=[(label, value) for value, label in methods.items()],
                                              value="gatys", label="method", elem_id="stylize-method")
                         with gr.Group(visible=True) as gatys_box:
-                            gatys = make_widgets(StyleConfig, h.GATYS_MAIN, "gatys-")
+                            gatys = make_widgets(StyleConfig, forms.GATYS_MAIN, "gatys-")
                             with gr.Accordion("More options", open=False):
-                                gatys.update(make_widgets(StyleConfig, h.GATYS_MORE, "gatys-"))
+                                gatys.update(make_widgets(StyleConfig, forms.GATYS_MORE, "gatys-"))
                         with gr.Group(visible=False) as fast_box:
-                            fast = make_widgets(FastConfig, h.FAST, "fast-")
+                            fast = make_widgets(FastConfig, forms.FAST, "fast-")
                         run, cancel = _run_cancel("stylize", "Stylize")
                     with gr.Column():
                         result = _result_image("Result (live preview)", "stylize-result")
@@ -173,7 +173,7 @@ def build_app(settings: Settings):
                     f = dict(zip(fast_names, values[len(gatys_names):]))
                     yield from H.stylize(m, c, s1, s2, b, g, f)
 
-                names = ["method", "content", "style", "style2", h.BLEND, *gatys_names,
+                names = ["method", "content", "style", "style2", forms.BLEND, *gatys_names,
                          *(f"fast_{n}" for n in fast_names)]
                 event = run.click(_api(stylize, names, (1, 3)),
                                   [method, content, style1, style2, blend, *gatys.values(), *fast.values()],
@@ -189,7 +189,7 @@ def build_app(settings: Settings):
                         photo = gr.Button("Use the built-in photo", size="sm")
                         models = H.models()
                         model = gr.Dropdown(choices=[(label, value) for value, label in models.items()],
-                                            value=h.IMAGENET, label="model", elem_id="classify-model",
+                                            value=forms.IMAGENET, label="model", elem_id="classify-model",
                                             info="ImageNet top 5 with EfficientNet-Lite0, or a trained run "
                                                  "found under --runs")
                         run_c = gr.Button("Classify", variant="primary", elem_id="classify-run")
@@ -209,9 +209,9 @@ def build_app(settings: Settings):
                     with gr.Column():
                         ex_image = _image_input("Image", "explain-image")
                         ex_builtin = gr.Button("Use the built-in photo", size="sm")
-                        ex = make_widgets(ExplainConfig, h.EXPLAIN_MAIN, "explain-")
+                        ex = make_widgets(ExplainConfig, forms.EXPLAIN_MAIN, "explain-")
                         with gr.Accordion("Explain a channel instead; Grad-CAM layer", open=False):
-                            ex.update(make_widgets(ExplainConfig, h.EXPLAIN_MORE, "explain-"))
+                            ex.update(make_widgets(ExplainConfig, forms.EXPLAIN_MORE, "explain-"))
                         run_e, cancel_e = _run_cancel("explain", "Explain")
                     with gr.Column():
                         ex_figure = _result_image("Explanation", "explain-figure")
@@ -239,9 +239,9 @@ def build_app(settings: Settings):
                             with gr.Column():
                                 d_image = _image_input("Image", "dream-image")
                                 d_builtin = gr.Button("Use the built-in photo", size="sm")
-                                dw = make_widgets(DreamConfig, h.DREAM_MAIN, "dream-")
+                                dw = make_widgets(DreamConfig, forms.DREAM_MAIN, "dream-")
                                 with gr.Accordion("More options", open=False):
-                                    dw.update(make_widgets(DreamConfig, h.DREAM_MORE, "dream-"))
+                                    dw.update(make_widgets(DreamConfig, forms.DREAM_MORE, "dream-"))
                                 run_d, cancel_d = _run_cancel("dream", "Dream")
                             with gr.Column():
                                 d_result = _result_image("Dream", "dream-result")
@@ -253,9 +253,9 @@ def build_app(settings: Settings):
                             with gr.Column():
                                 t_image = _image_input("Source texture", "texture-source")
                                 t_builtin = gr.Button("Use the built-in swirl painting", size="sm")
-                                tw = make_widgets(TextureConfig, h.TEXTURE_MAIN, "texture-")
+                                tw = make_widgets(TextureConfig, forms.TEXTURE_MAIN, "texture-")
                                 with gr.Accordion("More options", open=False):
-                                    tw.update(make_widgets(TextureConfig, h.TEXTURE_MORE, "texture-"))
+                                    tw.update(make_widgets(TextureConfig, forms.TEXTURE_MORE, "texture-"))
                                 run_t, cancel_t = _run_cancel("texture", "Synthesize")
                             with gr.Column():
                                 t_result = _result_image("Texture (live preview)", "texture-result")

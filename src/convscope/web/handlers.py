@@ -1,5 +1,6 @@
 """What each tab does when its button is pressed: check the uploads, build the engine's config from
-the form, run the engine (through `jobs.stream`), and turn results into what the page shows.
+the form (its fields: `forms`), run the engine (through `jobs.stream`), and turn results into what
+the page shows.
 
 No Gradio here: handlers take the browser's raw values (file records, numbers, text) and yield
 tuples of plain values (PIL images, text, file paths) in the order of the tab's outputs. The page
@@ -23,10 +24,11 @@ from PIL import Image
 from .. import images
 from ..errors import ConfigError
 from . import jobs
+from .forms import (BLEND, DREAM_MAIN, DREAM_MORE, EXPLAIN_MAIN, EXPLAIN_MORE, FAST, GATYS_MAIN, GATYS_MORE,
+                    IMAGENET, TEXTURE_MAIN, TEXTURE_MORE)
 from .limits import Limits, check_upload, display_name, upload_path
-from .widgets import Spec, build_config, parse_value
+from .widgets import build_config, parse_value
 
-IMAGENET = "efficientnet_lite0"
 RUN_PREFIX = "run: "
 MAX_CLASSIFY = 16          # images per classify request
 MAX_RUNS_LISTED = 200      # run folders offered from --runs
@@ -34,32 +36,6 @@ RUNS_DEPTH = 4             # how deep under --runs they are looked for
 PREVIEWS = 20              # live previews per optimization run (about)
 BUILTIN_PHOTO = "grace_hopper.jpg"
 BUILTIN_STYLE = "swirl_painting.png"
-
-# ---- the options each tab shows: field names of the engines' configs (defaults, help, choices
-# come from the dataclasses). `init` and `net` are narrowed: a browser never names a file or a
-# folder on the server.
-GATYS_MAIN = [Spec("size", slider=(64, 1024, 32)), "iterations", "content_weight", "style_weight", "tv_weight",
-              "preserve_color"]
-GATYS_MORE = ["preset", "optimizer", "lr", "lr_decay", Spec("init", choices=("content", "noise", "style", "fast")),
-              "pooling", "style_scale", "scales", "seed", "tv_kind", "style_norm", "range_weight", "lbfgs_history",
-              "content_layers", "style_layers", "style_layer_weights"]
-BLEND = "style_blend"
-FAST = ["size", Spec("strength", slider=(0, 1, 0.05)), Spec("alpha", slider=(0, 1, 0.05)), "style_size",
-        "preserve_color"]
-EXPLAIN_MAIN = [Spec("net", choices=(IMAGENET, "vgg19")), "target",
-                Spec("rules", choices=("guided", "deconvnet", "gradient")), "size", "cmap",
-                Spec("alpha", slider=(0, 1, 0.05))]
-EXPLAIN_MORE = ["layer", "channel", "cam_layer"]
-DREAM_MAIN = ["layer", "channel", Spec("octaves", slider=(1, 8, 1)), "steps", "lr",
-              Spec("size", slider=(64, 1024, 32))]
-DREAM_MORE = ["octave_scale", "jitter", "tile", "pooling", "seed"]
-TEXTURE_MAIN = ["size", "iterations", "source_size", "tileable", "match_histogram"]
-TEXTURE_MORE = ["layers", "layer_weights", "tv_weight", "range_weight", "optimizer", "warmup", "lr",
-                "lbfgs_history", "pooling", "seed"]
-
-
-def _names(specs) -> list[str]:
-    return [s if isinstance(s, str) else s.name for s in specs]
 
 
 @dataclass

@@ -1,0 +1,29 @@
+"""The options each tab of the page shows: field names of the engines' config dataclasses (their
+defaults, help and choices come from the dataclasses; `widgets` turns them into widgets, and a
+form's values back into a config)."""
+
+from __future__ import annotations
+
+from .widgets import Spec
+
+IMAGENET = "efficientnet_lite0"
+
+# `init` and `net` are narrowed: a browser never names a file or a folder on the server.
+GATYS_MAIN = [Spec("size", slider=(64, 1024, 32)), "iterations", "content_weight", "style_weight", "tv_weight",
+              "preserve_color"]
+GATYS_MORE = ["preset", "optimizer", "lr", "lr_decay", Spec("init", choices=("content", "noise", "style", "fast")),
+              "pooling", "style_scale", "scales", "seed", "tv_kind", "style_norm", "range_weight",
+              "lbfgs_history", "content_layers", "style_layers", "style_layer_weights"]
+BLEND = "style_blend"
+FAST = ["size", Spec("strength", slider=(0, 1, 0.05)), Spec("alpha", slider=(0, 1, 0.05)), "style_size",
+        "preserve_color"]
+EXPLAIN_MAIN = [Spec("net", choices=(IMAGENET, "vgg19")), "target",
+                Spec("rules", choices=("guided", "deconvnet", "gradient")), "size", "cmap",
+                Spec("alpha", slider=(0, 1, 0.05))]
+EXPLAIN_MORE = ["layer", "channel", "cam_layer"]
+DREAM_MAIN = ["layer", "channel", Spec("octaves", slider=(1, 8, 1)), "steps", "lr",
+              Spec("size", slider=(64, 1024, 32))]
+DREAM_MORE = ["octave_scale", "jitter", "tile", "pooling", "seed"]
+TEXTURE_MAIN = ["size", "iterations", "source_size", "tileable", "match_histogram"]
+TEXTURE_MORE = ["layers", "layer_weights", "tv_weight", "range_weight", "optimizer", "warmup", "lr",
+                "lbfgs_history", "pooling", "seed"]
