@@ -808,3 +808,17 @@ def test_demo(capsys, tmp_path):
 def test_no_command_prints_help_and_returns_2(capsys):
     r = run(capsys)
     assert r.code == 2 and "stylize" in r.err and "Traceback" not in r.err
+
+
+def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.setattr("sys.argv", ["convscope", "styles", "--json"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_module("convscope", run_name="__main__")
+    assert stop.value.code == 0
+    assert any(row["name"] == "starry_night" for row in json.loads(capsys.readouterr().out))
+    monkeypatch.setattr("sys.argv", ["convscope", "stylize", "missing.jpg", "--model", "nope", "-o", "x.png"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_module("convscope", run_name="__main__")
+    assert stop.value.code == 2 and "unknown style model" in capsys.readouterr().err
