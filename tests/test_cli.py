@@ -808,3 +808,26 @@ def test_demo(capsys, tmp_path):
 def test_no_command_prints_help_and_returns_2(capsys):
     r = run(capsys)
     assert r.code == 2 and "stylize" in r.err and "Traceback" not in r.err
+
+
+def _command_paths(parser, prefix=()):
+    """Every (sub)command of `parser` as an argv prefix: ('stylize',), ('classify', 'train'), ..."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from _command_paths(sub, (*prefix, name))
+
+
+def test_every_command_has_help(capsys):
+    # Help texts from config metadata contain '%' ("at 50% and 75%"); argparse once read them as
+    # format specifiers and --help of dream, invert, train-style, classify train... raised TypeError.
+    paths = list(_command_paths(cli.build_parser()))
+    assert ("classify", "train") in paths and ("dream",) in paths
+    for path in paths:
+        r = run(capsys, *path, "--help")
+        assert r.code == 0 and r.out.startswith("usage: convscope " + " ".join(path)), path
+    r = run(capsys, "classify", "train", "--help")
+    assert "50% and" in r.out and "%%" not in r.out
