@@ -457,6 +457,14 @@ def test_output_is_a_folder(capsys, inputs):
     assert names_in(inputs.out_dir) == ["dir.png"] and names_in(inputs.out_dir / "dir.png") == []
 
 
+def test_sidecar_is_a_folder(capsys, inputs):
+    # Found before the run, not after it: the image was written, then the sidecar failed.
+    (inputs.out_dir / "out.json").mkdir()
+    r = stylize(capsys, inputs.content, inputs.style, inputs.out_dir / "out.png")
+    assert_user_error(r, "folder", "out.json")
+    assert names_in(inputs.out_dir) == ["out.json"]
+
+
 # ----------------------------------------------------------------------------------- options
 
 BAD_OPTIONS = [
