@@ -379,6 +379,32 @@ def test_cli_stylize_with_a_model_file_and_folder(tmp_path, capsys):
     assert "skipped 1 unreadable" in capsys.readouterr().err
 
 
+def test_cli_stylize_folder_outputs(tmp_path, capsys):
+    path = tiny_model_file(tmp_path / "m.safetensors")
+    src = tmp_path / "in"
+    src.mkdir()
+    _photo(40, 30).save(src / "a.jpg")
+    _photo(30, 40, seed=3).save(src / "a.png")  # the same stem: both outputs kept, neither overwritten
+    _photo(30, 30, seed=4).save(src / "b.png")
+    assert main(["stylize", str(src), "--model", str(path), "-o", str(tmp_path / "outs"), "-q"]) == 0
+    outs = tmp_path / "outs"
+    assert sorted(p.name for p in outs.glob("*.png")) == ["a_jpg.png", "a_png.png", "b.png"]
+    assert Image.open(outs / "a_jpg.png").size == (40, 30) and Image.open(outs / "a_png.png").size == (30, 40)
+    capsys.readouterr()
+    # -o an existing file, or under one: one line, no traceback (mkdir raised FileExistsError)
+    (tmp_path / "afile").write_text("keep")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        assert main(["stylize", str(src), "--model", str(path), "-o", str(out), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "afile" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "afile").read_text() == "keep"
+    # every output checked before the first is written: a folder in the way of the last one
+    again = tmp_path / "again"
+    (again / "b.png").mkdir(parents=True)
+    assert main(["stylize", str(src), "--model", str(path), "-o", str(again), "-q"]) == 2
+    assert "folder" in capsys.readouterr().err and sorted(p.name for p in again.iterdir()) == ["b.png"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "starry_nigth"], "did you mean"),
     (["--model", "starry_night", "STYLE"], "give no style images"),
