@@ -178,3 +178,33 @@ def test_torchrun_two_cpu_processes_with_gloo(tmp_path):
     losses = [float(r.split(",")[1]) for r in rows[1:]]
     assert losses[-1] < losses[0]
     assert done.stderr.count("validation accuracy") == 1  # one process reports
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--precision", "fp16"], "needs a cuda device"),                    # found after the data is loaded
+    (["--snapshots", "--snapshot-layer", "features.O"], "did you mean"),   # found before the first epoch
+    (["--data", "{tmp}/missing"], "not found"),
+])
+def test_a_failed_new_run_leaves_no_run_folder(trained, tmp_path, capsys, argv, message):
+    # A run folder holding only config.json used to stay behind, so running the command again
+    # (with the option fixed) failed with "not empty (add --resume to continue it)".
+    data, _ = trained
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    base = ["classify", "train", "--data", str(data), "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+            "--cache-dir", str(tmp_path / "cache"), "-q"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out, left in ((tmp_path / "new" / "run", False), (empty, True)):
+        assert main(base + ["-o", str(out)] + argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err.splitlines()[-1].lower() and "Traceback" not in err, err
+        assert out.exists() == left and (not left or list(out.iterdir()) == [])
+
+
+def test_run_folder_that_cannot_be_made(trained, tmp_path, capsys):
+    data, _ = trained
+    (tmp_path / "afile").write_text("keep")
+    assert main(["classify", "train", "--data", str(data), "-o", str(tmp_path / "afile" / "run"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot create the run folder" in err and len(err.splitlines()) == 1, err
+    assert (tmp_path / "afile").read_text() == "keep"
