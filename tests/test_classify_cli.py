@@ -100,6 +100,7 @@ def test_predict_imagenet_without_training(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["classify", "evaluate", "{tmp}"], "not a run folder"),
+    (["classify", "evaluate", "{run}", "--device", "cpu", "-o", "{tmp}/cm.txt"], "extension"),
     (["classify", "predict", "{tmp}/nothing.png", "--net", "efficientnet_lite0"], "no such file"),
     (["classify", "predict", "{run}"], "give images"),
     (["classify", "train", "--data", "{tmp}/missing", "-o", "{tmp}/r"], "missing"),
@@ -113,8 +114,10 @@ def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys, argv, messa
     data, run = trained
     argv = [a.format(tmp=tmp_path, run=run, data=data) for a in argv]
     assert main(argv + ["-q"] if argv[1] == "train" else argv) == 2
-    err = capsys.readouterr().err.strip()
+    captured = capsys.readouterr()
+    err = captured.err.strip()
     assert message in err.lower() and len(err.splitlines()) == 1, err
+    assert captured.out == ""  # found before any work: not a report first, then the error
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
 
 

@@ -223,6 +223,10 @@ def run_evaluate(args) -> int:
     from ..classify.predict import evaluate, load_run
     from ..devices import resolve_device
 
+    from ..images import check_output_path
+
+    if args.output:
+        check_output_path(args.output)  # before the evaluation, not after its report
     device = resolve_device(args.device)
     loaded = load_run(args.run_dir, device)
     spec = args.data or loaded.config.data
