@@ -539,6 +539,24 @@ def test_train_lite_init_from_a_plain_decoder(folders, tmp_path, capsys):
     assert all(torch.allclose(start[k], after.decoder.state_dict()[k], atol=1e-6) for k in start)
 
 
+@pytest.mark.parametrize("changes, message", [
+    ({"content_weight": float("nan")}, "--content-weight must be 0 or more"),
+    ({"tv_weight": float("inf")}, "--tv-weight must be 0 or more"),
+    ({"lr": float("inf")}, "--lr must be positive"),
+    ({"seed": -1}, "--seed must be a whole number from 0"),
+    ({"seed": 10**23}, "--seed must be a whole number from 0"),  # torch.manual_seed: ValueError, a traceback
+])
+def test_train_config_refuses_non_finite_numbers_and_bad_seeds(changes, message):
+    # NaN and inf weights passed validate() and failed only at step 1 ("the loss became nan").
+    from convscope.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        TrainStyleConfig(**changes).validate()
+    if "seed" in changes:
+        with pytest.raises(ConfigError, match=message):
+            TrainArbitraryConfig(**changes).validate()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--encoder-widths", "4", "4", "4"], "--encoder-widths takes four"),
     (["--mimic-weight", "-1"], "--mimic-weight must be 0 or more"),
