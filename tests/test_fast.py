@@ -292,6 +292,24 @@ def test_model_file_errors(tmp_path):
         load_model(str(tmp_path / "missing.safetensors"), STYLE_KIND)
 
 
+@pytest.mark.parametrize("header, message", [
+    ("[1, 2]", "not a JSON object"),                                                 # was AttributeError
+    ({"arch": {"widths": [-4, 8, 8], "residual_blocks": 1}}, "widths must be 3"),     # was a torch RuntimeError
+    ({"arch": {"widths": [0, 8, 8], "residual_blocks": 1}}, "widths must be 3"),
+    ({"arch": {"widths": [4, 8, 100000], "residual_blocks": 1}}, "from 1 to 1024"),   # many GB before any check
+    ({"arch": {"widths": [4, 8, 8], "residual_blocks": 10**6}}, "residual blocks"),   # built for minutes
+    ({"arch": {"widths": [4, 8, 8], "residual_blocks": True}}, "residual blocks"),
+])
+def test_damaged_model_header_is_a_model_error(tmp_path, header, message):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "m.safetensors"
+    text = header if isinstance(header, str) else json.dumps({"kind": STYLE_KIND, **header})
+    save_file({"x": torch.zeros(2)}, str(path), metadata={"convscope": text})
+    with pytest.raises(ModelError, match=message):
+        load_model(str(path), STYLE_KIND)
+
+
 def test_builtin_models_are_small_fp16_with_cards():
     names = fast_models.builtin_names(STYLE_KIND)
     assert len(names) >= 4 and fast_models.builtin_names(ARBITRARY_KIND) == ["adain", "adain-lite"]
