@@ -124,8 +124,11 @@ class RunDir:
                            "train)") from None
         except (OSError, ValueError) as e:
             raise RunError(f"{path} is unreadable: {e}") from None
-        if info.get("kind") != KIND:
+        if not isinstance(info, dict) or info.get("kind") != KIND:
             raise RunError(f"{path} does not describe a convscope classifier run")
+        classes = info.get("classes", [])
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise RunError(f"{path} is damaged: its classes are not a list of names")
         return info
 
     # ---- checkpoints ---------------------------------------------------------------------------
