@@ -59,8 +59,6 @@ class TrainCommon(_Checked):
             raise ConfigError(f"--size must be between 32 and 2048 pixels, not {self.size}")
         if self.batch_size > 1024 or self.steps > 10_000_000:
             raise ConfigError("--batch-size (at most 1024) or --steps (at most 10,000,000) is too large")
-        if not 0 <= self.seed <= 2**63 - 1:  # what torch.manual_seed takes
-            raise ConfigError(f"--seed must be a whole number from 0 to {2**63 - 1}, not {self.seed}")
         return self
 
 
