@@ -100,6 +100,7 @@ def test_predict_imagenet_without_training(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["classify", "evaluate", "{tmp}"], "not a run folder"),
+    (["classify", "evaluate", "{run}", "--device", "cpu", "-o", "{tmp}/cm.txt"], "extension"),
     (["classify", "predict", "{tmp}/nothing.png", "--net", "efficientnet_lite0"], "no such file"),
     (["classify", "predict", "{run}"], "give images"),
     (["classify", "train", "--data", "{tmp}/missing", "-o", "{tmp}/r"], "missing"),
@@ -113,8 +114,10 @@ def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys, argv, messa
     data, run = trained
     argv = [a.format(tmp=tmp_path, run=run, data=data) for a in argv]
     assert main(argv + ["-q"] if argv[1] == "train" else argv) == 2
-    err = capsys.readouterr().err.strip()
+    captured = capsys.readouterr()
+    err = captured.err.strip()
     assert message in err.lower() and len(err.splitlines()) == 1, err
+    assert captured.out == ""  # found before any work: not a report first, then the error
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
 
 
@@ -178,3 +181,33 @@ def test_torchrun_two_cpu_processes_with_gloo(tmp_path):
     losses = [float(r.split(",")[1]) for r in rows[1:]]
     assert losses[-1] < losses[0]
     assert done.stderr.count("validation accuracy") == 1  # one process reports
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--precision", "fp16"], "needs a cuda device"),                    # found after the data is loaded
+    (["--snapshots", "--snapshot-layer", "features.O"], "did you mean"),   # found before the first epoch
+    (["--data", "{tmp}/missing"], "not found"),
+])
+def test_a_failed_new_run_leaves_no_run_folder(trained, tmp_path, capsys, argv, message):
+    # A run folder holding only config.json used to stay behind, so running the command again
+    # (with the option fixed) failed with "not empty (add --resume to continue it)".
+    data, _ = trained
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    base = ["classify", "train", "--data", str(data), "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+            "--cache-dir", str(tmp_path / "cache"), "-q"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out, left in ((tmp_path / "new" / "run", False), (empty, True)):
+        assert main(base + ["-o", str(out)] + argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err.splitlines()[-1].lower() and "Traceback" not in err, err
+        assert out.exists() == left and (not left or list(out.iterdir()) == [])
+
+
+def test_run_folder_that_cannot_be_made(trained, tmp_path, capsys):
+    data, _ = trained
+    (tmp_path / "afile").write_text("keep")
+    assert main(["classify", "train", "--data", str(data), "-o", str(tmp_path / "afile" / "run"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot create the run folder" in err and len(err.splitlines()) == 1, err
+    assert (tmp_path / "afile").read_text() == "keep"

@@ -93,6 +93,16 @@ def test_run_dir_refuses_to_mix(tmp_path):
         RunDir(tmp_path).info()
 
 
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]", "does not describe a convscope classifier run"),  # was AttributeError: 'list' ... 'get'
+    ('{"kind": "convscope-classifier", "classes": "abc"}', "classes are not a list"),  # was classes a, b, c
+])
+def test_run_dir_with_a_damaged_config(tmp_path, text, message):
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(RunError, match=message):
+        RunDir(tmp_path).info()
+
+
 def test_snapshots_record_feature_evolution(tmp_path):
     from convscope.classify.run import load_tensors
 

@@ -457,6 +457,14 @@ def test_output_is_a_folder(capsys, inputs):
     assert names_in(inputs.out_dir) == ["dir.png"] and names_in(inputs.out_dir / "dir.png") == []
 
 
+def test_sidecar_is_a_folder(capsys, inputs):
+    # Found before the run, not after it: the image was written, then the sidecar failed.
+    (inputs.out_dir / "out.json").mkdir()
+    r = stylize(capsys, inputs.content, inputs.style, inputs.out_dir / "out.png")
+    assert_user_error(r, "folder", "out.json")
+    assert names_in(inputs.out_dir) == ["out.json"]
+
+
 # ----------------------------------------------------------------------------------- options
 
 BAD_OPTIONS = [
@@ -822,3 +830,60 @@ def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
     with pytest.raises(SystemExit) as stop:
         runpy.run_module("convscope", run_name="__main__")
     assert stop.value.code == 2 and "unknown style model" in capsys.readouterr().err
+
+
+def _command_paths(parser, prefix=()):
+    """Every (sub)command of `parser` as an argv prefix: ('stylize',), ('classify', 'train'), ..."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from _command_paths(sub, (*prefix, name))
+
+
+def test_every_command_has_help(capsys):
+    # Help texts from config metadata contain '%' ("at 50% and 75%"); argparse once read them as
+    # format specifiers and --help of dream, invert, train-style, classify train... raised TypeError.
+    paths = list(_command_paths(cli.build_parser()))
+    assert ("classify", "train") in paths and ("dream",) in paths
+    for path in paths:
+        r = run(capsys, *path, "--help")
+        assert r.code == 0 and r.out.startswith("usage: convscope " + " ".join(path)), path
+    r = run(capsys, "classify", "train", "--help")
+    assert "50% and" in r.out and "%%" not in r.out
+
+
+def test_every_config_with_a_seed_refuses_one_torch_cannot_take():
+    # dream, invert, texture, featureviz, classviz and classify train passed seeds over 2**63 - 1
+    # through validate() to torch's manual_seed: "ValueError: Overflow when unpacking long long".
+    import dataclasses
+    import importlib
+    import pkgutil
+
+    from convscope.options import SEED_MAX
+
+    found = []
+    for info in pkgutil.walk_packages(convscope.__path__, "convscope."):
+        if info.name.startswith("convscope.web"):
+            continue  # needs gradio; its options are these configs
+        module = importlib.import_module(info.name)
+        for obj in vars(module).values():
+            if (isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == module.__name__
+                    and hasattr(obj, "validate") and any(f.name == "seed" for f in dataclasses.fields(obj))):
+                found.append(obj)
+    assert len(found) >= 8, found
+    for cls in found:
+        needed = {"target_class": "1"} if "target_class" in cls.__dataclass_fields__ else {}  # classviz
+        for seed in (-1, SEED_MAX + 1, 10**23):
+            with pytest.raises(ConfigError, match="--seed must be a whole number from 0"):
+                cls(seed=seed, **needed).validate()
+        cls(seed=SEED_MAX, **needed).validate()
+
+
+def test_a_huge_seed_is_one_line(capsys, inputs):
+    r = run(capsys, "dream", inputs.content, "-o", inputs.out_dir / "d.png", "--size", "32", "--steps", "1",
+            "--octaves", "1", "--device", "cpu", "-q", "--seed", str(10**23))
+    assert_user_error(r, "--seed", str(10**23))
+    assert_empty(inputs.out_dir)

@@ -292,6 +292,24 @@ def test_model_file_errors(tmp_path):
         load_model(str(tmp_path / "missing.safetensors"), STYLE_KIND)
 
 
+@pytest.mark.parametrize("header, message", [
+    ("[1, 2]", "not a JSON object"),                                                 # was AttributeError
+    ({"arch": {"widths": [-4, 8, 8], "residual_blocks": 1}}, "widths must be 3"),     # was a torch RuntimeError
+    ({"arch": {"widths": [0, 8, 8], "residual_blocks": 1}}, "widths must be 3"),
+    ({"arch": {"widths": [4, 8, 100000], "residual_blocks": 1}}, "from 1 to 1024"),   # many GB before any check
+    ({"arch": {"widths": [4, 8, 8], "residual_blocks": 10**6}}, "residual blocks"),   # built for minutes
+    ({"arch": {"widths": [4, 8, 8], "residual_blocks": True}}, "residual blocks"),
+])
+def test_damaged_model_header_is_a_model_error(tmp_path, header, message):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "m.safetensors"
+    text = header if isinstance(header, str) else json.dumps({"kind": STYLE_KIND, **header})
+    save_file({"x": torch.zeros(2)}, str(path), metadata={"convscope": text})
+    with pytest.raises(ModelError, match=message):
+        load_model(str(path), STYLE_KIND)
+
+
 def test_builtin_models_are_small_fp16_with_cards():
     names = fast_models.builtin_names(STYLE_KIND)
     assert len(names) >= 4 and fast_models.builtin_names(ARBITRARY_KIND) == ["adain", "adain-lite"]
@@ -434,6 +452,32 @@ def test_cli_stylize_with_a_model_file_and_folder(tmp_path, capsys):
     assert "skipped 1 unreadable" in capsys.readouterr().err
 
 
+def test_cli_stylize_folder_outputs(tmp_path, capsys):
+    path = tiny_model_file(tmp_path / "m.safetensors")
+    src = tmp_path / "in"
+    src.mkdir()
+    _photo(40, 30).save(src / "a.jpg")
+    _photo(30, 40, seed=3).save(src / "a.png")  # the same stem: both outputs kept, neither overwritten
+    _photo(30, 30, seed=4).save(src / "b.png")
+    assert main(["stylize", str(src), "--model", str(path), "-o", str(tmp_path / "outs"), "-q"]) == 0
+    outs = tmp_path / "outs"
+    assert sorted(p.name for p in outs.glob("*.png")) == ["a_jpg.png", "a_png.png", "b.png"]
+    assert Image.open(outs / "a_jpg.png").size == (40, 30) and Image.open(outs / "a_png.png").size == (30, 40)
+    capsys.readouterr()
+    # -o an existing file, or under one: one line, no traceback (mkdir raised FileExistsError)
+    (tmp_path / "afile").write_text("keep")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        assert main(["stylize", str(src), "--model", str(path), "-o", str(out), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "afile" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "afile").read_text() == "keep"
+    # every output checked before the first is written: a folder in the way of the last one
+    again = tmp_path / "again"
+    (again / "b.png").mkdir(parents=True)
+    assert main(["stylize", str(src), "--model", str(path), "-o", str(again), "-q"]) == 2
+    assert "folder" in capsys.readouterr().err and sorted(p.name for p in again.iterdir()) == ["b.png"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "starry_nigth"], "did you mean"),
     (["--model", "starry_night", "STYLE"], "give no style images"),
@@ -566,6 +610,24 @@ def test_train_lite_init_from_a_plain_decoder(folders, tmp_path, capsys):
     assert main([*argv, "--widths", "8", "8", "8", "--lr", "1e-12", "-o", str(out)]) == 0
     start, after = load_model(str(dec), ARBITRARY_KIND).net.state_dict(), load_model(str(out), ARBITRARY_KIND).net
     assert all(torch.allclose(start[k], after.decoder.state_dict()[k], atol=1e-6) for k in start)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"content_weight": float("nan")}, "--content-weight must be 0 or more"),
+    ({"tv_weight": float("inf")}, "--tv-weight must be 0 or more"),
+    ({"lr": float("inf")}, "--lr must be positive"),
+    ({"seed": -1}, "--seed must be a whole number from 0"),
+    ({"seed": 10**23}, "--seed must be a whole number from 0"),  # torch.manual_seed: ValueError, a traceback
+])
+def test_train_config_refuses_non_finite_numbers_and_bad_seeds(changes, message):
+    # NaN and inf weights passed validate() and failed only at step 1 ("the loss became nan").
+    from convscope.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        TrainStyleConfig(**changes).validate()
+    if "seed" in changes:
+        with pytest.raises(ConfigError, match=message):
+            TrainArbitraryConfig(**changes).validate()
 
 
 @pytest.mark.parametrize("argv, message", [

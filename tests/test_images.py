@@ -553,6 +553,23 @@ def test_output_path_is_a_folder(tmp_path):
         check_output_path(tmp_path / "dir.png")
 
 
+def test_sidecar_path_is_a_folder(tmp_path):
+    # The image used to be written and only then the sidecar refused: a failed run with an output.
+    (tmp_path / "out.json").mkdir()
+    old = tmp_path / "out.png"
+    save_image(_noise(seed=1), old)
+    before = old.read_bytes()
+    with pytest.raises(OutputError) as e:
+        save_image(_noise(seed=2), old, metadata={"a": 1})
+    _one_line_error(e, "folder", str(tmp_path / "out.json"))
+    assert old.read_bytes() == before
+    _no_temp_files(tmp_path, "out.png", "out.json")
+    with pytest.raises(OutputError, match="folder"):
+        check_output_path(tmp_path / "out.png")  # checked before any long work, too
+    save_image(_noise(seed=2), old)  # no metadata: no sidecar, nothing in the way
+    assert check_output_path(tmp_path / "out.png", sidecar=False) == tmp_path / "out.png"
+
+
 def test_output_folder_not_writable(tmp_path, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir()

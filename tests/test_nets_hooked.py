@@ -130,6 +130,18 @@ def test_names_aliases_and_suggestions(lite0, resnet):
     assert pick_layer(resnet, "layer2", "relu4_3", 0.6) == "layer2"
 
 
+def test_canonical_names_are_accepted_back_logits_too():
+    # Engines resolve a user's name once and pass the canonical one back (dream, activations):
+    # for logits that is "", which order_of/channels_of/stride_of/features refused ("unknown layer ''").
+    net = cifar_net()
+    logits = net.resolve("logits")
+    assert logits == "" and net.channels_of(logits) == 10 and net.order_of(logits) == net.order_of("logits")
+    assert net.stride_of([logits]) == net.stride_of(["logits"])
+    assert net.features(torch.rand(1, 3, 32, 32), [logits])[logits].shape == (1, 10)
+    with pytest.raises(ConfigError, match="unknown layer ''"):
+        net.resolve("")  # still not a name a user may give
+
+
 def test_min_side_from_strides_and_from_what_the_forward_accepts():
     net = get_net("resnet18:random")
     assert net.stride_of(["layer4"]) == 32 and net.stride_of(["conv1"]) == 2

@@ -172,6 +172,17 @@ def test_config_validation():
                     net=_vgg_like_without_weights())
 
 
+@pytest.mark.parametrize("layer", ["classifier.1", "logits"])
+def test_a_layer_without_a_spatial_grid_is_a_config_error(layer):
+    # A Linear layer's output is a vector: maps.mean(dim=(1, 2)) raised IndexError; logits said
+    # "unknown layer ''".
+    from tinynets import cifar_net
+
+    with pytest.raises(ConfigError, match=f"{layer} of cifar-test has no spatial grid"):
+        activations(Image.fromarray(TINY_PIXELS), ActivationsConfig(layer=layer, size=32, device="cpu"),
+                    net=cifar_net())
+
+
 def _vgg_like_without_weights() -> Backbone:
     """VGG19's layer names and pooling, random weights: enough for name and size checks."""
     from convscope.nets.vgg import CaffePreprocess, build_vgg

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
+import zlib
 from dataclasses import fields
 from pathlib import Path
 
@@ -68,6 +70,21 @@ def test_upload_over_the_pixel_cap(uploads):
         check_upload(record(path, "wide.png"), Limits(max_pixels=50_000, upload_root=uploads))
     assert "wide.png is 300x200 = 60,000 pixels, over the limit of 50,000" in str(err.value)
     assert str(uploads) not in str(err.value)  # the server's paths never reach the page
+
+
+@pytest.mark.parametrize("side", [12_000, 30_000])  # over PIL's warning limit; over its hard limit
+def test_upload_claiming_a_huge_size_says_too_large(uploads, side, recwarn):
+    # 30000x30000 was reported as "is not an image" (PIL's DecompressionBombError caught as any
+    # error), and 12000x12000 printed PIL's DecompressionBombWarning on the server's stderr.
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path = uploads / "up.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    with pytest.raises(ImageError, match=r"image too large: huge\.png .*over the limit"):
+        check_upload(record(path, "huge.png"), Limits(upload_root=uploads))
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
 
 
 @pytest.mark.parametrize("content, fmt, message", [

@@ -25,6 +25,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(EXIT_USER_ERROR, f"convscope: error: {message} (see: {self.prog} --help)\n")
 
+    def add_argument(self, *args, **kwargs):
+        # Help texts here are plain text, many from config metadata ("at 50% and 75%"); argparse
+        # would read their '%' as format specifiers and fail on --help. None uses %(default)s.
+        if isinstance(kwargs.get("help"), str) and kwargs["help"] != argparse.SUPPRESS:
+            kwargs["help"] = kwargs["help"].replace("%", "%%")
+        return super().add_argument(*args, **kwargs)
+
 
 # ---- options from the config dataclass (one source of truth) -----------------------------------
 def _type_of(annotation: str):

@@ -245,13 +245,18 @@ def tensor_to_pil(t: torch.Tensor) -> Image.Image:
 
 # ------------------------------------------------------------------------------------ saving
 
-def check_output_path(path) -> Path:
-    """Check, before any long work, that an image can be written at `path`; return it as a Path."""
+def check_output_path(path, sidecar: bool = True) -> Path:
+    """Check, before any long work, that an image can be written at `path` (and, with `sidecar`,
+    its JSON sidecar beside it: see sidecar_path); return it as a Path."""
     p = Path(path).expanduser()
     if p.suffix.lower() not in WRITABLE_FORMATS:
         kinds = ", ".join(WRITABLE_FORMATS)
         raise OutputError(f"cannot write {p}: unknown image extension {p.suffix!r}; use one of {kinds}")
-    return check_output_file(p, "out.png")
+    check_output_file(p, "out.png")
+    if sidecar and sidecar_path(p).is_dir():
+        raise OutputError(f"cannot write {p}: its metadata file {sidecar_path(p)} would replace a folder; "
+                          "move that folder or choose another output name")
+    return p
 
 
 def check_output_file(path, example: str) -> Path:
@@ -287,7 +292,7 @@ def save_image(image, path, metadata: dict | None = None) -> Path:
     (see sidecar_path) is also written atomically. Nothing partial is ever left at `path`.
     Returns the path written.
     """
-    p = check_output_path(path)
+    p = check_output_path(path, sidecar=metadata is not None)  # both checked before either is written
     fmt = WRITABLE_FORMATS[p.suffix.lower()]
     pil = _savable(image, fmt)
     # Serialize before touching the disk, so bad metadata cannot leave half the outputs behind.

@@ -46,10 +46,19 @@ def parse_indices(spec: str, what: str = "--channels", most: int = 100_000) -> l
     return out
 
 
+SEED_MAX = 2**63 - 1  # torch.manual_seed and torch.Generator.manual_seed overflow above (a traceback)
+
+
 def check_choices(config) -> None:
-    """ConfigError (one line) for the first field whose value is not among its metadata choices."""
+    """ConfigError (one line) for the first field whose value is not among its metadata choices,
+    or for a `seed` field (every config that draws random numbers has one) torch cannot take.
+    Every config's validate() starts here, so the seed rule lives here once."""
     for f in fields(config):
         choices = f.metadata.get("choices")
         if choices and getattr(config, f.name) not in choices:
             raise ConfigError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, "
                               f"not {getattr(config, f.name)!r}")
+        if f.name == "seed":
+            seed = getattr(config, f.name)
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+                raise ConfigError(f"--seed must be a whole number from 0 to {SEED_MAX}, not {seed!r}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -35,7 +36,10 @@ def atomic_write(path: Path, data: bytes) -> Path:
     from ..images import write_atomic
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create the folder {path.parent} ({e.strerror or e}); choose another folder") from None
     write_atomic(path, lambda f: f.write(data))
     return path
 
@@ -74,12 +78,39 @@ class RunDir:
     # ---- creation and checks -------------------------------------------------------------------
     def create(self, info: dict, resume: bool = False) -> None:
         """Start a run here: the folder must be new or empty (or a run, with resume)."""
+        if not resume:
+            self._check_new()
+        atomic_write(self.file(CONFIG), json.dumps({"kind": KIND, **info}, indent=2).encode())
+
+    def _check_new(self) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path} exists and is not a folder")
-        if self.path.is_dir() and any(self.path.iterdir()) and not resume:
+        if self.path.is_dir() and any(self.path.iterdir()):
             hint = " (add --resume to continue it)" if self.file(CONFIG).exists() else ""
             raise RunError(f"{self.path} is not empty{hint}; choose a new run folder")
-        atomic_write(self.file(CONFIG), json.dumps({"kind": KIND, **info}, indent=2).encode())
+
+    def prepare(self) -> bool:
+        """Before any data is read: check that a new run can start here (a new or empty folder that
+        can be made) and make the folder. True if it was made, False if it was there (empty)."""
+        self._check_new()
+        made = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"cannot create the run folder {self.path} ({e.strerror or e}); "
+                           "choose another folder") from None
+        return made
+
+    def discard(self, made: bool) -> None:
+        """Undo `prepare` after a run failed before its first checkpoint, so the same command can
+        simply be run again: remove the folder if `made`, else what was written into it."""
+        if self.file(CHECKPOINT).exists() or not self.path.is_dir():
+            return  # a checkpoint is worth keeping: --resume continues from it
+        for child in [self.path] if made else list(self.path.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
 
     def info(self) -> dict:
         """config.json of an existing run; RunError when this is not a run directory."""
@@ -93,8 +124,11 @@ class RunDir:
                            "train)") from None
         except (OSError, ValueError) as e:
             raise RunError(f"{path} is unreadable: {e}") from None
-        if info.get("kind") != KIND:
+        if not isinstance(info, dict) or info.get("kind") != KIND:
             raise RunError(f"{path} does not describe a convscope classifier run")
+        classes = info.get("classes", [])
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise RunError(f"{path} is damaged: its classes are not a list of names")
         return info
 
     # ---- checkpoints ---------------------------------------------------------------------------

@@ -28,6 +28,23 @@ def first_conv(model: nn.Module) -> nn.Conv2d | None:
     return next((m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3), None)
 
 
+def check_layer(model: nn.Module, layer: str, input_size: int, model_name: str) -> None:
+    """ConfigError (one line) before training when --snapshot-layer names no layer of `model`."""
+    from ..errors import ConfigError
+    from ..nets.base import suggest
+
+    if layer == AUTO:
+        return
+    net = HookedNet(model, nn.Identity(), model_name, input_size)
+    try:
+        net.resolve(layer)
+    except ConfigError:
+        known = [n for n in net.names if n] + list(net.aliases)
+        raise ConfigError(f"--snapshot-layer {layer!r} is not a layer of {model_name}{suggest(layer, known)}; use "
+                          f"auto, or a block such as {', '.join(net.block_outputs()[:4])} (all of them: "
+                          "convscope layers --net RUN_DIR, once a run of this model exists)") from None
+
+
 @torch.no_grad()
 def capture(model: nn.Module, image: torch.Tensor, layer: str, epoch: int, input_size: int) -> Snapshot:
     """`image`: float [1, 3, H, W] in [0, 1] on the model's device. Leaves the model's mode as it was."""

@@ -233,6 +233,9 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
     snaps = _load_snapshots(run) if (config.snapshots and resume) else []
     snaps = [s for s in snaps if s.epoch <= start_epoch]
     fixed = splits.val.images[:1].to(device).float().div_(255) if config.snapshots else None
+    if fixed is not None:
+        from .snapshots import check_layer
+        check_layer(model, config.snapshot_layer, config.input_size, config.model)  # not after an epoch
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     forward = model

@@ -82,16 +82,23 @@ def run_train(args) -> int:
 
     check_model_name(config.model)     # cheap checks before any data is read
     run = RunDir(args.output)          # (and before the processes of a torchrun meet, so all see the same)
+    made = None
     if args.resume:
         info = run.info()
         if info.get("config", {}).get("model") != config.model:
             raise RunError(f"{run.path} trained model {info.get('config', {}).get('model')!r}, not {config.model!r}")
-    elif run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
-        run.create({}, resume=False)  # raises the one-line "not empty" error before any loading
+    else:
+        made = run.prepare()  # the one-line "not empty" / "cannot create" errors before any loading
     world = distributed.from_env()     # under torchrun: one process per GPU (or CPU process)
-    distributed.setup(world, resolve_device(config.device))
     try:
+        distributed.setup(world, resolve_device(config.device))
         return _train(args, config, world)
+    except Exception:
+        # A new run that failed before its first checkpoint (a bad option found late, unreadable
+        # data) leaves no half-made run folder behind, which would block running it again.
+        if made is not None and world.main:
+            run.discard(made)
+        raise
     finally:
         distributed.teardown(world)
 
@@ -216,6 +223,10 @@ def run_evaluate(args) -> int:
     from ..classify.predict import evaluate, load_run
     from ..devices import resolve_device
 
+    from ..images import check_output_path
+
+    if args.output:
+        check_output_path(args.output)  # before the evaluation, not after its report
     device = resolve_device(args.device)
     loaded = load_run(args.run_dir, device)
     spec = args.data or loaded.config.data

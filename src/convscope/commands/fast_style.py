@@ -174,6 +174,33 @@ def _inputs(content: str) -> tuple[list[Path], bool]:
     return [p], False
 
 
+def _folder_outputs(files: list[Path], out_dir: Path) -> list[Path]:
+    """OUT/<stem>.png for each of `files` (OUT/<stem>_<ext>.png where stems clash: a.jpg and a.png),
+    OUT made if missing; all of them checked before any is written."""
+    from collections import Counter
+
+    from .. import images
+    from ..errors import ConfigError, OutputError
+
+    if out_dir.suffix:
+        raise ConfigError(f"CONTENT is a folder, so -o must be a folder too, not {out_dir}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"cannot write into {out_dir}: it is a file, not a folder; give a folder for -o")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {out_dir} ({exc.strerror or exc}); "
+                          "choose another folder") from None
+    clashes = Counter(f.stem.lower() for f in files)
+    names = [f.stem if clashes[f.stem.lower()] == 1 else f"{f.stem}_{f.suffix[1:]}" for f in files]
+    if len({n.lower() for n in names}) < len(names):
+        raise ConfigError(f"images in {files[0].parent} would give outputs of the same name; rename them")
+    outputs = [out_dir / f"{n}.png" for n in names]
+    for out in outputs:
+        images.check_output_path(out)
+    return outputs
+
+
 def run_one_pass(args, method: str) -> int:
     """`stylize CONTENT --model M` (feed-forward) or `stylize CONTENT STYLE... --method arbitrary`."""
     from .. import images
@@ -186,12 +213,7 @@ def run_one_pass(args, method: str) -> int:
     config = config_from_args(args, FastConfig).validate()
     files, folder = _inputs(args.content)
     if folder:
-        out_dir = Path(args.output).expanduser()
-        if out_dir.suffix:
-            raise ConfigError(f"CONTENT is a folder, so -o must be a folder too, not {out_dir}")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        outputs = [out_dir / f"{f.stem}.png" for f in files]
-        images.check_output_path(outputs[0])
+        outputs = _folder_outputs(files, Path(args.output).expanduser())
     else:
         outputs = [images.check_output_path(args.output)]
     if method == "fast":

@@ -3,6 +3,7 @@ the Python API and the web UI."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
@@ -20,7 +21,7 @@ class _Checked:
 
     def _positive(self, *names: str) -> None:
         for name in names:
-            if not getattr(self, name) > 0:
+            if not 0 < getattr(self, name) < math.inf:  # NaN and inf too: they only fail later, mid-run
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
 
     def _check_widths(self) -> None:
@@ -30,7 +31,7 @@ class _Checked:
 
     def _non_negative(self, *names: str) -> None:
         for name in names:
-            if getattr(self, name) < 0:
+            if not 0 <= getattr(self, name) < math.inf:
                 raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(self, name)}")
 
 

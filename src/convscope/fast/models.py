@@ -77,20 +77,31 @@ def _lite_arch(arch: dict) -> dict:
     encoder = arch["encoder"]
     if not isinstance(encoder, dict) or "widths" not in encoder:
         raise ValueError("its encoder entry has no widths")
-    return {"encoder_widths": tuple(int(w) for w in encoder["widths"]),
-            "encoder_convs": tuple(int(c) for c in encoder.get("convs", LITE_CONVS))}
+    return {"encoder_widths": _counts(encoder["widths"], 4, "encoder widths", 1024),
+            "encoder_convs": _counts(encoder.get("convs", LITE_CONVS), 4, "encoder convs", 16)}
+
+
+def _counts(values, n: int, what: str, high: int) -> tuple[int, ...]:
+    """`n` whole numbers from 1 to `high` read from a model header, else ValueError. The trainers
+    make nothing larger; a damaged or crafted header could otherwise ask for negative layer sizes
+    (a torch traceback), a network of many GB or a loop of millions of blocks."""
+    values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
+    if len(values) != n or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= high for v in values):
+        raise ValueError(f"its {what} must be {n} whole number(s) from 1 to {high}, not {list(values)}")
+    return values
 
 
 def build_net(kind: str, meta: dict) -> torch.nn.Module:
     arch = meta.get("arch", {})
     try:
         if kind == STYLE_KIND:
-            return TransformerNet(tuple(arch.get("widths", (16, 32, 48))), int(arch.get("residual_blocks", 5)))
-        widths = tuple(arch.get("widths", (128, 64, 32)))
+            return TransformerNet(_counts(arch.get("widths", (16, 32, 48)), 3, "widths", 1024),
+                                  _counts(arch.get("residual_blocks", 5), 1, "residual blocks", 64)[0])
+        widths = _counts(arch.get("widths", (128, 64, 32)), 3, "widths", 1024)
         if "encoder" in arch:
             return LiteAdaIN(widths, **_lite_arch(arch))
         return Decoder(widths)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
         raise ModelError(f"the model's architecture record is damaged ({arch}): {exc}") from None
 
 
@@ -138,10 +149,14 @@ def read_header(path: Path) -> dict:
     try:
         with safe_open(str(path), "pt") as f:
             header = f.metadata() or {}
-        return json.loads(header.get("convscope", "{}"))
+        meta = json.loads(header.get("convscope", "{}"))
     except Exception as exc:  # not safetensors, truncated, bad JSON ...
         raise ModelError(f"{path} is damaged or not a convscope model file ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'})") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path} is damaged or not a convscope model file (its 'convscope' metadata is "
+                         f"a {type(meta).__name__}, not a JSON object)")
+    return meta
 
 
 def load_model(name_or_file: str, kind: str, device: torch.device | str = "cpu") -> StyleModel:

@@ -169,22 +169,27 @@ class HookedNet(nn.Module):
             f"unknown layer {name!r} for net {self.net_name!r}{suggest(name, known)}; "
             f"list them with: convscope layers --net {self.net_name}")
 
+    def _canonical(self, name: str) -> str:
+        """resolve(), but a canonical name passes as it is: "" (logits) too, which resolve() refuses
+        as a user's --layer. Callers hand back what resolve() gave them (dream, activations)."""
+        return name if name in self.info else self.resolve(name)
+
     def display_name(self, canonical: str) -> str:
         return canonical or LOGITS
 
     def order_of(self, name: str) -> int:
         """Position of layer `name` in the forward pass (for "is A before B")."""
-        return self.info[self.resolve(name)].order
+        return self.info[self._canonical(name)].order
 
     def channels_of(self, name: str) -> int:
-        shape = self.info[self.resolve(name)].shape
+        shape = self.info[self._canonical(name)].shape
         return shape[1] if len(shape) >= 2 else 1
 
     def stride_of(self, names: Iterable[str]) -> int:
         """The smallest image side for which the deepest of `names` exists: the larger of its input
         pixels per output pixel (at the probe size) and the smallest side the forward up to it
         accepts (found once per layer by bisection: some nets, AlexNet say, fail on small inputs)."""
-        deepest = max((self.resolve(n) for n in names), key=lambda n: self.info[n].order)
+        deepest = max((self._canonical(n) for n in names), key=lambda n: self.info[n].order)
         if deepest not in self._min_side:
             order = self.info[deepest].order
             # Layers that are 1x1 at the probe size (global pools, squeeze-excitation) do not count.
@@ -248,7 +253,7 @@ class HookedNet(nn.Module):
         """Activations of `layers` for RGB [0, 1] `image` [N, 3, H, W], keyed by the names as given."""
         wanted: dict[str, list[str]] = {}
         for n in layers:
-            wanted.setdefault(self.resolve(n), []).append(n)
+            wanted.setdefault(self._canonical(n), []).append(n)
         if not wanted:
             return {}
         if self.fixed_size and tuple(image.shape[-2:]) != (self.input_size,) * 2 and \

@@ -138,6 +138,11 @@ def activations(image: Image.Image, config: ActivationsConfig | None = None,
         device = next(net.parameters()).device
     config = replace(config, device=str(device), layer=pick_layer(net, config.layer, VGG_LAYER, AUTO_DEPTH))
     layers = resolve_layers(net, config.layer)
+    for name, canonical in layers:
+        info = getattr(net, "info", {}).get(canonical)  # torchvision and run nets: their heads are vectors
+        if info is not None and not info.spatial:
+            raise ConfigError(f"layer {name} of {net.net_name} has no spatial grid (shape {info.shape[1:]}), "
+                              "so no feature maps to show; choose a convolutional layer")
     small = images.resize_long_side(images.to_rgb(image), config.size)
     # Each 2x2 pooling halves (and floors) the size: a side under the stride leaves nothing.
     stride = net.stride_of([c for _, c in layers])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,11 +99,15 @@ def check_upload(record, limits: Limits, what: str = "image") -> Image.Image:
     name = display_name(record)
     kinds = ", ".join(dict.fromkeys(IMAGE_FORMATS.values()))
     try:
-        with Image.open(path) as im:  # the header only: nothing decoded yet
-            fmt = im.format
+        with warnings.catch_warnings():  # PIL's size warning: the pixel cap below is the rule
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # the header only: nothing decoded yet
+                fmt = im.format
+    except Image.DecompressionBombError:
+        fmt = None  # an image, and far too large: load_image says so below, with its size
     except Exception:
         raise ImageError(f"{name} is not an image; upload a {kinds} file") from None
-    if fmt not in IMAGE_FORMATS:
+    if fmt is not None and fmt not in IMAGE_FORMATS:
         raise ImageError(f"{name} is a {fmt} file; upload a {kinds} file")
     try:
         return images.load_image(path, max_pixels=limits.max_pixels)
