@@ -154,7 +154,7 @@ def _decode_size(folder: str, input_size: int, model: str) -> int:
         return input_size
     from PIL import Image
 
-    from ..classify.data import IMAGE_EXTENSIONS
+    from ..images import IMAGE_EXTENSIONS
 
     for path in sorted(Path(folder).expanduser().rglob("*")):
         if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
@@ -222,7 +222,6 @@ def run_evaluate(args) -> int:
     from ..classify.data import load_data
     from ..classify.predict import evaluate, load_run
     from ..devices import resolve_device
-
     from ..images import check_output_path
 
     if args.output:
