@@ -19,6 +19,10 @@ class ConfigError(UserError):
     """An option has a bad value (negative weight, unknown layer, mismatched lists...)."""
 
 
+class DataError(UserError):
+    """A data set cannot be used: missing or empty folder, too few classes, offline download..."""
+
+
 class OutputError(UserError):
     """An output cannot be written (folder missing or not writable)."""
 

@@ -29,7 +29,7 @@ from convscope.errors import ConfigError, ImageError, OutputError
 # Colour ops live in colour.py; images.* stays the one place callers import image operations from.
 from .colour import luminance_transfer, match_color_stats, match_histogram, rgb_to_yiq, yiq_to_rgb
 
-__all__ = ["DEFAULT_MAX_PIXELS", "PNG_METADATA_KEY", "WRITABLE_FORMATS", "check_output_path", "load_image",
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "PNG_METADATA_KEY", "WRITABLE_FORMATS", "check_output_path", "load_image",
            "luminance_transfer", "match_color_stats", "match_histogram", "pil_to_tensor", "read_png_metadata",
            "resize_long_side", "resize_to_pixels", "rgb_to_yiq", "save_image", "sidecar_path",
            "tensor_to_pil", "to_rgb", "yiq_to_rgb"]
@@ -46,6 +46,10 @@ WRITABLE_FORMATS = {
     ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
     ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
 }
+
+# Extensions (lower case) of the files a folder scan reads as images: data sets, content folders,
+# image folders of the see-inside tools.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 # What PIL raises while decoding a damaged file. Several plugins raise SyntaxError, struct.error,
 # IndexError or zlib.error instead of OSError on malformed data, so all of them mean "corrupt".

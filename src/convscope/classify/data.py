@@ -6,7 +6,7 @@ with worker processes decoding and augmenting on the CPU every epoch, `load_data
 image exactly once (optionally caching the decoded tensors on disk) and `DeviceLoader` moves them
 to the device once and does the augmentation there, for a whole batch at a time, with tensor ops.
 
-Layouts `load_data` understands (`spec` is "cifar10" or a folder):
+Layouts `load_data` understands (`spec` is "cifar10" or a folder; `folders` finds the files):
 - "cifar10": torchvision's CIFAR-10 (downloaded on first use; train = 50,000, val = the 10,000
   test images). A folder that happens to be called cifar10 is given as ./cifar10.
 - FOLDER/<class>/...: one folder per class, images anywhere below it; a stratified, seeded
@@ -30,7 +30,7 @@ import numbers
 import os
 import secrets
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,24 +39,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ConfigError, ImageError, UserError
+from ..errors import ConfigError, DataError, ImageError
 from ..images import load_image
+from .folders import Listing, layout, list_split
 
-__all__ = ["CIFAR10", "IMAGE_EXTENSIONS", "MAX_DATA_BYTES", "DataError", "DataSplits", "ImageData", "LoadProgress",
+__all__ = ["CIFAR10", "MAX_DATA_BYTES", "DataError", "DataSplits", "ImageData", "LoadProgress",
            "load_data"]
 
 CIFAR10 = "cifar10"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # Decoded uint8 pixels of all splits together. 8 GB holds ImageNet-sized sets at 64 px or CIFAR-10
 # at 224 px (7.5 GB); above it a laptop would swap, and the GPU copy would not fit most GPUs either.
 MAX_DATA_BYTES = 8 * 1000**3
 _CACHE_FORMAT = 1  # bump when the cached payload or the decoding (resize rule) changes
 _CHUNK = 64        # images per thread-pool task: amortizes task overhead, keeps progress smooth
-
-
-class DataError(UserError):
-    """The data set cannot be used: missing or empty folder, too few classes, offline download..."""
 
 
 @dataclass
@@ -141,26 +137,15 @@ def _check_memory(count: int, height: int, width: int) -> None:
 
 # ------------------------------------------------------------------------------------- folders
 
-@dataclass
-class _Listing:
-    """The image files of one split, before decoding."""
-
-    folder: Path
-    classes: list[str]
-    files: list[str]            # relative to `folder`: "<class>/<...>/<name>"
-    labels: list[int]
-    stats: list[tuple[int, int]]  # (bytes, mtime_ns) per file: the cache key
-
-
 def _load_folder(root: Path, size, val_split, seed, cache, report) -> DataSplits:
     if not root.exists():
         raise DataError(f"data folder not found: {root}; give a folder of class sub-folders or 'cifar10'")
     if not root.is_dir():
         raise DataError(f"--data must be a folder of class sub-folders or 'cifar10', but {root} is a file")
     root = root.resolve()
-    train_dir, val_dir, val_kind = _layout(root)
-    train = _list_split(train_dir)
-    val = _list_split(val_dir, train.classes) if val_dir is not None else None
+    train_dir, val_dir, val_kind = layout(root)
+    train = list_split(train_dir)
+    val = list_split(val_dir, train.classes) if val_dir is not None else None
     if val is None:
         _check_splittable(train.labels, train.classes, root)  # cheap, from the file list; again after decoding
 
@@ -185,106 +170,6 @@ def _check_splittable(labels: list[int], classes: list[str], root: Path) -> None
         if count < 2:
             raise DataError(f"class {name!r} has only one readable image in {root}: at least 2 are needed to "
                             "hold some out for validation; add images or give train/ and val/ folders")
-
-
-def _layout(root: Path) -> tuple[Path, Path | None, str]:
-    """(train folder, val folder or None, val kind) of a data folder."""
-    def has_subfolders(p: Path) -> bool:
-        return p.is_dir() and any(True for _ in _subfolders(p))
-
-    # A class that happens to be called "train" holds images, not folders: only a train/ with
-    # sub-folders means the split layout.
-    if has_subfolders(root / "train"):
-        for kind in ("val", "test"):
-            if has_subfolders(root / kind):
-                return root / "train", root / kind, kind
-        return root / "train", None, ""
-    return root, None, ""
-
-
-def _visible(name: str) -> bool:
-    return not name.startswith(".") and name != "__MACOSX"
-
-
-def _subfolders(folder: Path) -> Iterator[os.DirEntry]:
-    try:
-        with os.scandir(folder) as entries:
-            for e in entries:
-                if _visible(e.name) and e.is_dir():
-                    yield e
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise DataError(f"cannot read the data folder {folder} ({reason}); check its permissions") from None
-
-
-def _list_split(folder: Path, expected: Sequence[str] | None = None) -> _Listing:
-    """The image files below each class sub-folder of `folder`, sorted; errors for bad layouts."""
-    classes = sorted(e.name for e in _subfolders(folder))
-    if not classes:
-        with os.scandir(folder) as entries:
-            loose = any(_is_image(e.name) for e in entries)
-        hint = " (the images lie directly in it)" if loose else ""
-        raise DataError(f"no class sub-folders in {folder}{hint}: put the images of each class in a folder "
-                        f"named after the class, e.g. {folder / 'cat' / '0001.jpg'}")
-    if expected is not None and classes != list(expected):
-        missing = [c for c in expected if c not in classes]
-        extra = [c for c in classes if c not in expected]
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
-                ([f"not in train: {', '.join(extra)}"] if extra else [])
-        raise DataError(f"the classes of {folder} do not match those of the training folder "
-                        f"({'; '.join(parts)}); use the same class folders in both")
-    if len(classes) == 1:
-        raise DataError(f"only one class ({classes[0]!r}) in {folder}: classification needs at least 2 "
-                        "class sub-folders")
-    files, labels, stats = [], [], []
-    empty = []
-    for label, name in enumerate(classes):
-        found = _image_files(folder / name)
-        if not found:
-            empty.append(name)
-        for rel, stat in found:
-            files.append(os.path.join(name, rel))
-            labels.append(label)
-            stats.append(stat)
-    if not files:
-        raise DataError(f"no image files in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} "
-                        "in its class sub-folders)")
-    if empty:
-        raise DataError(f"class {empty[0]!r} has no image files in {folder / empty[0]}: add images or remove "
-                        "the folder")
-    return _Listing(folder, classes, files, labels, stats)
-
-
-def _is_image(name: str) -> bool:
-    return _visible(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _image_files(class_dir: Path) -> list[tuple[str, tuple[int, int]]]:
-    """(path relative to class_dir, (bytes, mtime_ns)) of every image file below it, sorted by path.
-    Plain strings and os.scandir: listing the 60,000 CIFAR files with Path objects took seconds."""
-    found = []
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        try:
-            with os.scandir(os.path.join(class_dir, rel)) as it:
-                entries = list(it)
-        except OSError:
-            continue  # an unreadable sub-folder holds nothing we can use
-        for e in entries:
-            if not _visible(e.name):
-                continue
-            sub = os.path.join(rel, e.name) if rel else e.name
-            try:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(sub)
-                elif _is_image(e.name):
-                    st = e.stat()  # follows links; a dangling one raises and is left out
-                    found.append((sub, (st.st_size, st.st_mtime_ns)))
-            except OSError:
-                continue
-    found.sort(key=lambda item: item[0].split(os.sep))
-    return found
 
 
 def _stratified_split(labels: torch.Tensor, num_classes: int, fraction: float,
@@ -314,7 +199,7 @@ def _check_every_class(data: ImageData, folder: Path) -> None:
 
 # ------------------------------------------------------------------------------------- decoding
 
-def _decoded(listing: _Listing, size: int | None, shape: tuple[int, int], what: str, cache,
+def _decoded(listing: Listing, size: int | None, shape: tuple[int, int], what: str, cache,
              report) -> ImageData:
     """Decode a listing, or load it from the cache. With `size`, images are resized to size x size;
     without, every image must already have `shape` (h, w)."""
@@ -332,7 +217,7 @@ def _decoded(listing: _Listing, size: int | None, shape: tuple[int, int], what: 
     return data
 
 
-def _decode_listing(listing: _Listing, size: int | None, shape: tuple[int, int], what: str,
+def _decode_listing(listing: Listing, size: int | None, shape: tuple[int, int], what: str,
                     report) -> ImageData:
     n = len(listing.files)
     out = torch.empty((n, 3, *shape), dtype=torch.uint8)
@@ -367,7 +252,7 @@ def _decode_listing(listing: _Listing, size: int | None, shape: tuple[int, int],
     return ImageData(images, labels, list(listing.classes), paths, skipped)
 
 
-def _first_shape(listing: _Listing) -> tuple[int, int]:
+def _first_shape(listing: Listing) -> tuple[int, int]:
     """(h, w) of the first readable image (from its header), which every image must then have."""
     for rel in listing.files:
         try:
@@ -414,7 +299,7 @@ def _run_chunks(work: Callable[[int], int], starts: range, done_callback) -> Non
 
 # ---------------------------------------------------------------------------------------- cache
 
-def _cache_key(listing: _Listing, size, shape) -> str:
+def _cache_key(listing: Listing, size, shape) -> str:
     """Hash of everything the decoded tensors depend on: the folder, every file's relative path,
     size and mtime, the class names and the target size (and the cache format)."""
     h = hashlib.sha256()

@@ -120,7 +120,7 @@ def _square(img: Image.Image, size: int) -> Image.Image:
 
 def image_paths(inputs: list[str]) -> list[str]:
     """Files as given, and the images inside folders (recursive, sorted); ConfigError when none."""
-    from .data import IMAGE_EXTENSIONS
+    from ..images import IMAGE_EXTENSIONS
 
     found: list[str] = []
     for item in inputs:

@@ -161,7 +161,7 @@ def run_export(args) -> int:
 
 # ---- stylize --model / --method arbitrary -----------------------------------------------------
 def _inputs(content: str) -> tuple[list[Path], bool]:
-    from ..classify.data import IMAGE_EXTENSIONS
+    from ..images import IMAGE_EXTENSIONS
     from ..errors import ConfigError
 
     p = Path(content).expanduser()

@@ -27,7 +27,6 @@ from PIL import Image
 from torch.nn import functional as F
 
 from .. import images
-from ..classify.data import IMAGE_EXTENSIONS
 from ..devices import resolve_device
 from ..errors import ConfigError, UserError
 from ..losses import gram, mean_std_loss, tv_loss
@@ -69,11 +68,12 @@ def image_files(folder: str | Path, what: str) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found += [Path(dirpath) / f for f in sorted(filenames)
-                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in images.IMAGE_EXTENSIONS]
         if len(found) > MAX_IMAGES:
             raise TrainingError(f"{root} holds more than {MAX_IMAGES:,} images; use a smaller folder")
     if not found:
-        raise TrainingError(f"no images in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, in subfolders too)")
+        raise TrainingError(f"no images in {root} (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS))}, "
+                            "in subfolders too)")
     return found
 
 

@@ -17,9 +17,9 @@ from PIL import Image
 from .. import images
 from ..errors import ConfigError, ImageError
 
-# Files the scan reads (case-insensitive). Hidden files and folders (".DS_Store", macOS "._x.jpg"
-# resource forks, ".git") are not images and are skipped without counting as unreadable.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+# Files the scan reads: images.IMAGE_EXTENSIONS (case-insensitive). Hidden files and folders
+# (".DS_Store", macOS "._x.jpg" resource forks, ".git") are not images and are skipped without
+# counting as unreadable.
 
 
 def find_images(folder) -> list[Path]:
@@ -34,9 +34,10 @@ def find_images(folder) -> list[Path]:
     for parent, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found += [Path(parent, f) for f in files
-                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in images.IMAGE_EXTENSIONS]
     if not found:
-        raise ConfigError(f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)}, in subfolders too)")
+        raise ConfigError(f"no images in {root} (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS))}, "
+                          "in subfolders too)")
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
