@@ -30,6 +30,7 @@ PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 INITS = ("content", "noise", "style")          # or "fast", "fast:MODEL", or a path to an image file
 FAST_INIT = "fast"
+PRESERVE_COLOR = ("none", "luminance", "histogram")
 
 
 def fast_init_model(init: str) -> str | None:
@@ -39,7 +40,6 @@ def fast_init_model(init: str) -> str | None:
         return ""
     prefix = FAST_INIT + ":"
     return init[len(prefix):] if init.startswith(prefix) else None
-PRESERVE_COLOR = ("none", "luminance", "histogram")
 
 
 @dataclass
