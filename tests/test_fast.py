@@ -485,6 +485,12 @@ def test_cli_stylize_folder_outputs(tmp_path, capsys):
     (["--model", "starry_night", "--strength", "1.5"], "--strength must be between 0 and 1"),
     (["--method", "arbitrary", "STYLE", "--decoder", "BADFILE"], "damaged or not a convscope model"),
     (["--method", "arbitrary", "STYLE", "--decoder", "FFMODEL"], "feed-forward style network"),
+    # an option of another method is refused, not silently ignored
+    (["--model", "starry_night", "--iterations", "5"], "--iterations applies to the gatys method only"),
+    (["--model", "starry_night", "--style-blend", "1"], "--style-blend applies to --method arbitrary and the gatys"),
+    (["--method", "arbitrary", "STYLE", "--strength", "0.5"], "--strength applies to --model only"),
+    (["STYLE", "--alpha", "0.5"], "--alpha applies to --method arbitrary only"),
+    (["STYLE", "--decoder", "adain"], "--decoder applies to --method arbitrary only"),
 ])
 def test_cli_stylize_bad_input(tmp_path, capsys, argv, message):
     content = tmp_path / "c.png"
@@ -641,6 +647,12 @@ def test_cli_train_lite_bad_options(folders, tmp_path, capsys, argv, message):
                  "--device", "cpu", "-q", *argv, "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_cli_default_decoder_is_the_arbitrary_builtin():
+    from convscope.cli import DEFAULT_DECODER
+
+    assert DEFAULT_DECODER == fast_models.ARBITRARY_BUILTIN
 
 
 def test_shipped_adain_stays_a_plain_decoder():

@@ -188,17 +188,42 @@ def print_summary(written: list, frames: list, seconds: float, losses: dict[str,
           + f" in {seconds:.1f} s ({terms})", file=sys.stderr)
 
 
+DEFAULT_DECODER = "adain-lite"  # fast.models.ARBITRARY_BUILTIN (a test keeps them equal; that module loads torch)
+
+
+def _check_method_options(args, method: str) -> None:
+    """ConfigError for an option only other `stylize` methods than `method` use (gatys, fast = --model,
+    arbitrary) when it was given a value other than its default: it would be silently ignored."""
+    from .errors import ConfigError
+    from .fast.apply import FastConfig
+    from .style.config import StyleConfig
+
+    shared = {"size", "preserve_color", "device", "precision"}
+    users = {f.name: {"gatys"} for f in fields(StyleConfig) if f.name not in shared}
+    users.update(style_blend={"gatys", "arbitrary"}, strength={"fast"}, alpha={"arbitrary"},
+                 style_size={"arbitrary"}, decoder={"arbitrary"})
+    defaults = {f.name: f.default for f in (*fields(StyleConfig), *fields(FastConfig))}
+    defaults["decoder"] = DEFAULT_DECODER
+    label = {"gatys": "the gatys method", "fast": "--model", "arbitrary": "--method arbitrary"}
+    for name, methods in users.items():
+        value = getattr(args, name, None)
+        if method not in methods and (tuple(value) if isinstance(value, list) else value) != defaults[name]:
+            which = " and ".join(label[m] for m in sorted(methods))
+            raise ConfigError(f"--{name.replace('_', '-')} applies to {which} only; drop it or change the method")
+
+
 def cmd_stylize(args) -> int:
     from .errors import ConfigError
     from .style.config import StyleConfig
 
+    if args.model is not None and args.method == "arbitrary":
+        raise ConfigError("--model is a trained style network; --method arbitrary takes style images "
+                          "(and --decoder): use one or the other")
+    _check_method_options(args, "fast" if args.model is not None else args.method)
     if args.model is not None or args.method == "arbitrary":
         from .commands.fast_style import run_one_pass
         from .fast.apply import FastConfig
 
-        if args.model is not None and args.method == "arbitrary":
-            raise ConfigError("--model is a trained style network; --method arbitrary takes style images "
-                              "(and --decoder): use one or the other")
         if args.size is None:
             args.size = FastConfig.size
         return run_one_pass(args, "fast" if args.model is not None else "arbitrary")
@@ -290,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gatys: optimize the image (slow, best); arbitrary: AdaIN, one pass (default: gatys)")
     p.add_argument("--model", default=None, help="a feed-forward style: built-in name (see: convscope styles) "
                    "or a file from train-style; stylizes in one pass")
-    p.add_argument("--decoder", default="adain-lite", help="arbitrary: the model, built-in name (adain-lite: fast "
-                   "on a CPU; adain: VGG19's encoder) or a file from train-arbitrary (default: adain-lite)")
+    p.add_argument("--decoder", default=DEFAULT_DECODER, help="arbitrary: the model, built-in name (adain-lite: "
+                   "fast on a CPU; adain: VGG19's encoder) or a file from train-arbitrary (default: "
+                   f"{DEFAULT_DECODER})")
     p.add_argument("--mask", default=None, metavar="IMAGE", help="arbitrary: a region mask; its grey levels "
                    "pick the style per region (black: first style, white: last)")
     p.add_argument("--size", type=int, default=None, help="long side of the output in pixels (default: 512 "
