@@ -242,6 +242,19 @@ def test_strip_writes_progress_image_and_summary(capsys, inputs):
     assert_no_temp_files(inputs.out_dir)
 
 
+@pytest.mark.parametrize("command", ["stylize", "texture"])
+def test_a_progress_strip_path_that_is_a_folder_is_refused_before_the_run(capsys, inputs, command):
+    (inputs.out_dir / "out_progress.png").mkdir()
+    out = inputs.out_dir / "out.png"
+    if command == "stylize":
+        r = stylize(capsys, inputs.content, inputs.style, out, "--strip", "--iterations", "2")
+    else:
+        r = run(capsys, "texture", inputs.style, "-o", out, "--strip", "--size", "32", "32", "--iterations", "2",
+                "--device", "cpu", "-q")
+    assert_user_error(r, "out_progress.png")
+    assert names_in(inputs.out_dir) == ["out_progress.png"]  # nothing written, the folder untouched
+
+
 def test_save_every_writes_intermediate_frames(capsys, inputs):
     out = inputs.out_dir / "out.png"
     r = stylize(capsys, inputs.content, inputs.style, out, "--save-every", "1")

@@ -102,10 +102,16 @@ def progress_bar(desc: str = "stylize"):
 class RunOutputs:
     """What an optimizing command does around its engine: progress bar, frames every N iterations
     (OUT<tag>_0050.png ...), removing those frames if the run fails, and on Ctrl-C saving the best
-    image so far with its metadata (exit 130). One place, so every command behaves the same."""
+    image so far with its metadata (exit 130). One place, so every command behaves the same.
+    `strip`: where --strip (or --save-every) writes OUT_progress.png, checked before the run; else None."""
 
     def __init__(self, args, out: Path, save_every: int, desc: str, tag: Callable = lambda p: ""):
+        from . import images
+
         self.out, self.every, self.tag = out, save_every, tag
+        wants_strip = getattr(args, "strip", False) or save_every
+        self.strip = images.check_output_path(f"{out.with_suffix('')}_progress.png", sidecar=False) \
+            if wants_strip else None
         self.bar = progress_bar(desc) if not args.quiet else None
         self.frames: list[Path] = []
 
@@ -156,7 +162,6 @@ def _run_style(args, config, content_path, style_paths, content_img=None, style_
     styles = style_imgs or [images.load_image(p) for p in style_paths]
     config.blend(len(styles))  # fail on mismatched --style-blend before any work
     inputs = {"content": str(content_path), "styles": [str(p) for p in style_paths]}
-    stem = out.with_suffix("")
     outputs = RunOutputs(args, out, config.save_every, "stylize",
                          tag=lambda p: f"_s{p.stage}" if p.stages > 1 else "")
     labels = [Path(str(p)).name for p in [content_path, *style_paths]]
@@ -170,11 +175,10 @@ def _run_style(args, config, content_path, style_paths, content_img=None, style_
                         cuda_graph=result.graphed)
     images.save_image(result.image, out, meta)
     written = [out]
-    if (args.strip or config.save_every) and result.snapshots:
-        strip = Path(f"{stem}_progress.png")
+    if outputs.strip and result.snapshots:
         title = f"{Path(content_path).name} in the style of {', '.join(Path(p).name for p in style_paths)}"
-        images.save_image(image_strip(result.snapshots, title), strip)  # a figure: no sidecar
-        written.append(strip)
+        images.save_image(image_strip(result.snapshots, title), outputs.strip)  # a figure: no sidecar
+        written.append(outputs.strip)
     if not args.quiet:
         print_summary(written, outputs.frames, result.seconds, result.losses)
     return 0

@@ -39,7 +39,6 @@ def run(args) -> int:
     config = config_from_args(args, TextureConfig).validate()
     source = images.load_image(args.texture)
     inputs = {"texture": str(args.texture)}
-    stem = out.with_suffix("")
     outputs = RunOutputs(args, out, config.save_every, "texture")
     result = outputs.run(lambda callback: synthesize(source, config, callback, label=Path(args.texture).name),
                          "texture", config, inputs)
@@ -51,11 +50,10 @@ def run(args) -> int:
                         cuda_graph=result.graphed)
     images.save_image(result.image, out, meta)
     written = [out]
-    if (args.strip or config.save_every) and result.snapshots:
-        strip = Path(f"{stem}_progress.png")
+    if outputs.strip and result.snapshots:
         panels = [(f"source ({result.source.width}x{result.source.height})", result.source), *result.snapshots]
-        images.save_image(image_strip(panels, f"texture of {Path(args.texture).name}"), strip)  # no sidecar
-        written.append(strip)
+        images.save_image(image_strip(panels, f"texture of {Path(args.texture).name}"), outputs.strip)  # no sidecar
+        written.append(outputs.strip)
     if not args.quiet:
         print_summary(written, outputs.frames, result.seconds, result.losses)
     return 0
