@@ -342,6 +342,23 @@ def test_texture_streams_previews_then_the_result(handlers, uploads):
     assert image.size == (32, 24) and status.startswith("done") and download.endswith("texture.png")
 
 
+def test_gatys_from_the_one_pass_result(handlers, uploads):
+    pytest.importorskip("gradio")
+    from convscope.images import read_png_metadata
+    from convscope.style.config import StyleConfig
+    from convscope.web import forms
+
+    content, style = uploads / "c.png", uploads / "s.png"
+    photo().save(content)
+    photo(48, 48).save(style)
+    form = _form(StyleConfig, forms.GATYS_MAIN + forms.GATYS_MORE, init="fast", size=64, iterations=3)
+    outs = handlers.stylize("gatys", record(content), record(style), None, "", form, {})
+    download = next(download for _, status, download in outs if status.startswith("done"))
+    assert Image.open(download).size == (64, 48)
+    assert read_png_metadata(download)["config"]["init"] == "fast"  # the page copies it while the job waits
+    outs.close()
+
+
 def test_dream_and_explain_handlers(handlers, uploads):
     pytest.importorskip("gradio")
     from convscope.vis.dream import DreamConfig
