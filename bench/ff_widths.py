@@ -40,9 +40,9 @@ def parse_arch(text: str) -> tuple[tuple[int, int, int], int]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", type=parse_arch, nargs="+", default=[parse_arch(a) for a in DEFAULT_ARCHS],
-                   help="networks as WIDTHS x RESIDUAL BLOCKS (default: %(default)s)")
+                   help=f"networks as WIDTHSxRESIDUAL_BLOCKS (default: {' '.join(DEFAULT_ARCHS)})")
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="long sides (4:3 images), px")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up round (min and median)")
