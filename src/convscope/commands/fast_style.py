@@ -205,10 +205,8 @@ def run_one_pass(args, method: str) -> int:
     """`stylize CONTENT --model M` (feed-forward) or `stylize CONTENT STYLE... --method arbitrary`."""
     from .. import images
     from ..errors import ConfigError, UserError
-    from ..fast.apply import ArbitraryStylizer, FastStylizer
+    from ..fast.apply import ArbitraryStylizer, FastConfig, FastStylizer
     from ..runinfo import run_metadata
-
-    from ..fast.apply import FastConfig
 
     config = config_from_args(args, FastConfig).validate()
     files, folder = _inputs(args.content)
