@@ -18,7 +18,7 @@ from convscope.fast.apply import ArbitraryStylizer, FastConfig, FastStylizer
 from convscope.fast.config import TrainArbitraryConfig, TrainStyleConfig
 from convscope.fast.models import ARBITRARY_KIND, STYLE_KIND, ModelError, load_model, save_model
 from convscope.fast.nets import (LITE_WIDTHS, Decoder, HalfResTransformerNet, InstanceNorm, LiteAdaIN, LiteEncoder,
-                                 TransformerNet, adain, channel_stats, reduced_instance_norm,
+                                 TransformerNet, adain, channel_stats, grow_into, reduced_instance_norm,
                                  space_to_depth_conv_weight, subpixel_upconv_weight)
 from convscope.fast.train import TrainingError, checkpoint_path, train_arbitrary, train_style
 from netcache import cached_get_net
@@ -246,14 +246,56 @@ def test_train_style_init_starts_from_a_trained_model(folders, tmp_path):
                               start["layers.conv1.conv.weight"])
 
 
+@pytest.mark.parametrize("widths, blocks", [((4, 8, 8), 3), ((6, 8, 12), 1), ((5, 9, 16), 4)])
+def test_grown_network_computes_the_same_images_and_can_learn(widths, blocks):
+    torch.manual_seed(0)
+    small = TransformerNet((4, 8, 8), 1)
+    for p in small.parameters():  # trained-looking weights: norms that are not the identity
+        p.data.add_(0.1 * torch.randn_like(p))
+    large = TransformerNet(widths, blocks)
+    grow_into(small, large)
+    x = torch.rand(2, 3, 37, 29)
+    for mode in (True, False):
+        small.train(mode), large.train(mode)
+        torch.testing.assert_close(large(x), small(x), atol=1e-5, rtol=1e-5)
+    # every new weight gets a gradient (nothing stuck at zero for good)
+    large.train()
+    (large(x) - 0.5).square().mean().backward()
+    if blocks > 1:
+        assert getattr(large.layers, f"res{blocks}").block2.norm.weight.grad.abs().sum() > 0
+    if widths[2] > 8:  # the zeroed weights from the new channels into the old ones
+        assert large.layers.up1.block.conv.weight.grad[:, 8:].abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot grow"):
+        grow_into(large, small)
+
+
+def test_train_style_init_grows_a_smaller_model(folders, tmp_path):
+    content, _, style = folders
+    first = tmp_path / "first.safetensors"
+    train_style(style, content, first, tiny_style_config(steps=2))
+    grown = tmp_path / "grown.safetensors"
+    train_style(style, content, grown, tiny_style_config(steps=1, lr=1e-12, init=str(first), widths=(4, 8, 12),
+                                                         residual_blocks=3))
+    a, b = load_model(str(first), STYLE_KIND).net, load_model(str(grown), STYLE_KIND).net
+    assert b.widths == (4, 8, 12) and b.residual_blocks == 3
+    x = torch.rand(1, 3, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), a(x), atol=1e-4, rtol=1e-4)
+
+
 def test_cli_train_init_of_another_architecture_or_kind_is_refused(folders, tmp_path, capsys):
     content, styles, style = folders
     init = tiny_model_file(tmp_path / "init.safetensors")  # widths 4 8 8, one residual block
     argv = ["train-style", str(style), "--content-dir", str(content), "--size", "32", "--batch-size", "2",
             "--steps", "1", "--style-size", "64", "--device", "cpu", "-q", "--init", str(init)]
-    assert main([*argv, "-o", str(tmp_path / "a.safetensors")]) == 2  # default widths 16 32 48
+    # narrower than the model at one stage, or fewer residual blocks: no way to keep its function
+    assert main([*argv, "--widths", "2", "8", "8", "--residual-blocks", "1", "-o", str(tmp_path / "a.safetensors")]) == 2
     assert "architecture" in capsys.readouterr().err
     assert not (tmp_path / "a.safetensors").exists()
+    init0 = save_model(tmp_path / "init0.safetensors", STYLE_KIND, TransformerNet((4, 8, 8), 2), {})
+    assert main([*argv[:-1], str(init0), "--widths", "4", "8", "8", "--residual-blocks", "1",
+                 "-o", str(tmp_path / "a.safetensors")]) == 2
+    assert "architecture" in capsys.readouterr().err
     decoder = tiny_model_file(tmp_path / "dec.safetensors", ARBITRARY_KIND)
     assert main([*argv[:-1], str(decoder), "-o", str(tmp_path / "b.safetensors")]) == 2
     assert "arbitrary-style decoder" in capsys.readouterr().err

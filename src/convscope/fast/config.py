@@ -49,7 +49,8 @@ class TrainCommon(_Checked):
     seed: int = _opt("random seed (crops, flips, order, initialization)", 0)
     init: str | None = _opt("start from this trained model's weights (a built-in name or a .safetensors file "
                             "of the same kind and architecture) instead of random ones: training continues "
-                            "it with a fresh optimizer and schedule", None)
+                            "it with a fresh optimizer and schedule. A style network may grow from it: more "
+                            "--residual-blocks or wider --widths start out computing the same images", None)
 
     def validate(self):
         check_choices(self)

@@ -109,6 +109,37 @@ class TransformerNet(nn.Module):
 
 
 
+def can_grow(small: TransformerNet, large: TransformerNet) -> bool:
+    """Whether `large` has at least `small`'s channels at every stage and at least its residual blocks."""
+    return (all(b >= a for a, b in zip(small.widths, large.widths))
+            and large.residual_blocks >= small.residual_blocks)
+
+
+@torch.no_grad()
+def grow_into(small: TransformerNet, large: TransformerNet) -> None:
+    """Load `small`'s weights into the larger `large` so that it computes the same function (growth
+    for continued training: more residual blocks, wider stages). Each tensor of `small` goes into the
+    leading corner of its counterpart; a kept output channel gets zero weights from every new input
+    channel, so the new channels (random weights, as `large` was built) cannot change the old ones;
+    new residual blocks start as the identity (their last instance norm's scale and shift are zero).
+    All of these still receive gradients, so training can put the new capacity to use."""
+    if not can_grow(small, large):
+        raise ValueError(f"cannot grow widths {small.widths} x {small.residual_blocks} blocks into "
+                         f"{large.widths} x {large.residual_blocks}")
+    target = large.state_dict()
+    for key, value in small.state_dict().items():
+        out = target[key]
+        corner = tuple(slice(0, n) for n in value.shape)
+        if out.dim() == 4 and out.shape[1] > value.shape[1]:  # convolution with new input channels
+            out[: value.shape[0], value.shape[1]:] = 0
+        out[corner] = value.to(out.dtype)
+    for i in range(small.residual_blocks, large.residual_blocks):
+        norm = f"layers.res{i + 1}.block2.norm"
+        target[f"{norm}.weight"].zero_()
+        target[f"{norm}.bias"].zero_()
+    large.load_state_dict(target)
+
+
 # ---- the same network, computed on half-resolution grids (CPU inference) ---------------------
 def _phase_map(kernel: int, taps: int, offset_of) -> torch.Tensor:
     """[2, 2, taps, kernel] 0/1 map: for output phase a and input phase e, which full-resolution

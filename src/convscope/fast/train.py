@@ -33,7 +33,8 @@ from ..losses import gram, mean_std_loss, tv_loss
 from .apply import resolve_precision
 from .config import TrainArbitraryConfig, TrainCommon, TrainStyleConfig
 from .models import ARBITRARY_KIND, STYLE_KIND, save_model
-from .nets import ENCODER_LAYERS, Decoder, Encoder, LiteAdaIN, TransformerNet, adain, channel_stats
+from .nets import (ENCODER_LAYERS, Decoder, Encoder, LiteAdaIN, TransformerNet, adain, can_grow, channel_stats,
+                   grow_into)
 
 MAX_IMAGES = 2_000_000
 
@@ -284,7 +285,8 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
 
 def _load_init(net: torch.nn.Module, kind: str, init: str) -> None:
     """Copy the weights of model `init` (built-in name or file, of `kind`) into `net`; ConfigError when
-    its architecture differs. An AdaIN-lite model may also start from a plain decoder of its decoder's
+    its architecture differs. A style network may grow: `net` may have more residual blocks and wider
+    stages than `init` (nets.grow_into: it starts out computing `init`'s function). An AdaIN-lite model may also start from a plain decoder of its decoder's
     widths (e.g. the built-in adain): the decoder is copied, the encoder starts from random weights."""
     from .models import arch_of, load_model
 
@@ -295,9 +297,13 @@ def _load_init(net: torch.nn.Module, kind: str, init: str) -> None:
                               f"training's {list(net.decoder.widths)}; set the same --widths, or leave out --init")
         net.decoder.load_state_dict(source.net.state_dict())
         return
+    if isinstance(net, TransformerNet) and isinstance(source.net, TransformerNet) and can_grow(source.net, net):
+        grow_into(source.net, net)  # the same architecture, or a larger one computing the same function
+        return
     if arch_of(source.net) != arch_of(net):
+        grow = " or larger ones" if isinstance(net, TransformerNet) else ""
         raise ConfigError(f"--init {init}: its architecture {arch_of(source.net)} differs from this training's "
-                          f"{arch_of(net)}; set the same --widths (and --residual-blocks)")
+                          f"{arch_of(net)}; set the same --widths (and --residual-blocks){grow}")
     net.load_state_dict(source.net.state_dict())
 
 
