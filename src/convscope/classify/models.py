@@ -20,8 +20,6 @@ saved with the weights), so a trained model plugs straight into the vis engines 
 
 from __future__ import annotations
 
-import math
-
 from collections.abc import Sequence
 
 import torch
@@ -101,14 +99,7 @@ class VGG19BN(nn.Module):
 
         Those filters expect BGR in 0..255 minus the Caffe means; here inputs are RGB normalized by
         mean/std. The first layer's input channels are reversed (BGR -> RGB) and scaled by 255*std
-        so each filter sees the same signal; BatchNorm after every conv absorbs the rest (the bias).
-
-        Each layer's filters are then scaled to He et al.'s standard deviation, sqrt(2 / fan-in): the
-        BatchNorm after the conv makes that invisible to the outputs, but it sets the step size. The
-        original filters are 0.28-0.40x that scale from the fifth conv on (and the converted first one
-        ~40x), and with BatchNorm a weight's effective learning rate goes as 1 / |w|^2: unscaled, the
-        deep layers took 6-13x larger steps than the head, and training blew up at lr 0.05 and with
-        cutout at 0.01."""
+        so each filter sees the same signal; BatchNorm after every conv absorbs the rest (the bias)."""
         from ..nets import get_net
 
         source = get_net("vgg19")
@@ -119,7 +110,7 @@ class VGG19BN(nn.Module):
                 w = theirs.weight.detach().float()
                 if k == 0:
                     w = w.flip(1) * (255.0 * self.normalize.std.view(1, 3, 1, 1))
-                mine.weight.copy_(w * (math.sqrt(2.0 / w[0].numel()) / w.std()))
+                mine.weight.copy_(w)
         return self
 
 
