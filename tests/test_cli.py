@@ -507,6 +507,7 @@ BAD_OPTIONS = [
     (["--preset", "nope"], ["--preset", "invalid choice", "gatys"]),  # argparse
     (["--pooling", "min"], ["--pooling", "invalid choice"]),  # argparse
     (["--device", "tpu0"], ["unknown device", "tpu0"]),
+    (["--device", "cpu:5"], ["device 'cpu:5' does not exist", "use cpu"]),
     (["--no-such-option"], ["unrecognized arguments", "--no-such-option"]),  # argparse
 ]
 

@@ -21,6 +21,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         device = None
     if device is None or device.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if device.type != "cuda" and device.index not in (None, 0):  # torch takes cpu:5 and ignores the index
+        raise ConfigError(f"device {name!r} does not exist; use {device.type}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu")

@@ -173,7 +173,10 @@ def load_model(name_or_file: str, kind: str, device: torch.device | str = "cpu")
         hint = ("; use --method arbitrary for it" if found == ARBITRARY_KIND else
                 "; use it with --model" if found == STYLE_KIND else "")
         raise ModelError(f"{path} is {what}, but {KINDS[kind]} is needed here{hint}")
-    net = build_net(kind, meta)
+    try:
+        net = build_net(kind, meta)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
     try:
         state = load_file(str(path))
         net.load_state_dict({k: v.float() for k, v in state.items()})
