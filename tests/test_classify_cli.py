@@ -74,6 +74,27 @@ def test_evaluate_and_predict(trained, capsys, tmp_path):
     assert capsys.readouterr().out.startswith("path,actual,rank,class,probability")
 
 
+def test_predict_skips_unreadable_images_with_a_count(trained, capsys, tmp_path):
+    import shutil
+
+    data, run = trained
+    folder = tmp_path / "mixed"
+    shutil.copytree(data / "test" / "blue", folder)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "empty.jpg").write_bytes(b"")
+    assert main(["classify", "predict", str(run), str(folder), "--json", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 6  # the readable ones, all of them
+    assert "skipped 2 unreadable image(s) of 8" in captured.err and len(captured.err.strip().splitlines()) == 1
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    shutil.copy(folder / "broken.png", only_bad / "x.png")
+    assert main(["classify", "predict", str(run), str(only_bad), "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert "none of the 1 image(s) could be read" in captured.err and captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1
+
+
 def test_resume_continues_to_more_epochs(trained, tmp_path):
     data, run = trained
     assert main(["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "5", "--batch-size", "8",

@@ -29,7 +29,8 @@ from convscope.errors import ConfigError, ImageError, OutputError
 # Colour ops live in colour.py; images.* stays the one place callers import image operations from.
 from .colour import luminance_transfer, match_color_stats, match_histogram, rgb_to_yiq, yiq_to_rgb
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "PNG_METADATA_KEY", "WRITABLE_FORMATS", "check_output_path", "load_image",
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "PNG_METADATA_KEY", "WRITABLE_FORMATS", "check_output_path",
+           "is_image_name", "list_image_files", "load_image",
            "luminance_transfer", "match_color_stats", "match_histogram", "pil_to_tensor", "read_png_metadata",
            "resize_long_side", "resize_to_pixels", "rgb_to_yiq", "save_image", "sidecar_path",
            "tensor_to_pil", "to_rgb", "yiq_to_rgb"]
@@ -50,6 +51,34 @@ WRITABLE_FORMATS = {
 # Extensions (lower case) of the files a folder scan reads as images: data sets, content folders,
 # image folders of the see-inside tools.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+def visible(name: str) -> bool:
+    """Not hidden: ".DS_Store", macOS "._x.jpg" resource forks, ".git" and "__MACOSX" (zip
+    leftovers) are never images or class folders."""
+    return not name.startswith(".") and name != "__MACOSX"
+
+
+def is_image_name(name: str) -> bool:
+    """A visible file name with one of IMAGE_EXTENSIONS (any case)."""
+    return visible(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_image_files(folder, recursive: bool = True, limit: int | None = None) -> list[Path]:
+    """The image files in `folder` (and, with `recursive`, its visible sub-folders), sorted by their
+    path relative to it, so every run sees the same order; [] when there are none. With `limit`,
+    the listing stops at limit + 1 files (the caller says what is too many). Unreadable sub-folders
+    are skipped; the caller checks that `folder` itself is a folder."""
+    root = Path(folder)
+    found: list[tuple[str, Path]] = []
+    for parent, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if visible(d)] if recursive else []
+        rel = Path(parent).relative_to(root).as_posix()
+        found += [(f if rel == "." else f"{rel}/{f}", Path(parent, f)) for f in files
+                  if is_image_name(f) and os.path.isfile(os.path.join(parent, f))]
+        if limit is not None and len(found) > limit:
+            break
+    return [path for _, path in sorted(found)]
 
 # What PIL raises while decoding a damaged file. Several plugins raise SyntaxError, struct.error,
 # IndexError or zlib.error instead of OSError on malformed data, so all of them mean "corrupt".

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..images import IMAGE_EXTENSIONS
+from ..images import is_image_name as is_image
+from ..images import visible
 
 
 @dataclass
@@ -38,10 +40,6 @@ def layout(root: Path) -> tuple[Path, Path | None, str]:
                 return root / "train", root / kind, kind
         return root / "train", None, ""
     return root, None, ""
-
-
-def visible(name: str) -> bool:
-    return not name.startswith(".") and name != "__MACOSX"
 
 
 def subfolders(folder: Path) -> Iterator[os.DirEntry]:
@@ -91,10 +89,6 @@ def list_split(folder: Path, expected: Sequence[str] | None = None) -> Listing:
         raise DataError(f"class {empty[0]!r} has no image files in {folder / empty[0]}: add images or remove "
                         "the folder")
     return Listing(folder, classes, files, labels, stats)
-
-
-def is_image(name: str) -> bool:
-    return visible(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def image_files(class_dir: Path) -> list[tuple[str, tuple[int, int]]]:

@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 from .. import images
-from ..errors import ConfigError
+from ..errors import ConfigError, ImageError
 from .config import TrainConfig
 from .models import build_model
 from .run import RunDir, RunError
@@ -88,16 +88,30 @@ class Prediction:
     probabilities: torch.Tensor              # [C] float
     top: list[tuple[str, float]]             # (class, probability), best first
     actual: str | None                       # the folder name, when it is one of the classes
-    image: Image.Image                       # as loaded (for figures)
+    image: Image.Image | None                # as loaded, for the first `keep_images` (figures)
 
 
 def predict_images(model: nn.Module, classes: list[str], paths: list[str], input_size: int, device,
-                   top: int = 5, batch: int = 32) -> list[Prediction]:
-    """Predictions for image files: resized (short side) and centre-cropped to the net's input size."""
+                   top: int = 5, batch: int = 32, skipped: list[tuple[str, str]] | None = None,
+                   keep_images: int = 8) -> list[Prediction]:
+    """Predictions for image files: resized (short side) and centre-cropped to the net's input size.
+
+    An unreadable file raises its ImageError, or, when a `skipped` list is given, is left out and
+    recorded there as (path, reason). Only the first `keep_images` predictions keep their image, so a
+    large folder does not stay in memory."""
     out: list[Prediction] = []
     for start in range(0, len(paths), batch):
-        chunk = paths[start:start + batch]
-        loaded = [images.load_image(p) for p in chunk]
+        chunk, loaded = [], []
+        for path in paths[start:start + batch]:
+            try:
+                loaded.append(images.load_image(path))
+                chunk.append(path)
+            except ImageError as exc:
+                if skipped is None:
+                    raise
+                skipped.append((path, str(exc)))
+        if not chunk:
+            continue
         x = torch.stack([images.pil_to_tensor(_square(im, input_size))[0] for im in loaded]).to(device)
         with torch.no_grad():
             probs = model(x).float().softmax(1).cpu()
@@ -105,7 +119,7 @@ def predict_images(model: nn.Module, classes: list[str], paths: list[str], input
             values, idx = p.topk(min(top, len(classes)))
             parent = Path(path).parent.name
             out.append(Prediction(path, p, [(classes[i], v.item()) for v, i in zip(values, idx)],
-                                  parent if parent in classes else None, im))
+                                  parent if parent in classes else None, im if len(out) < keep_images else None))
     return out
 
 
@@ -120,13 +134,11 @@ def _square(img: Image.Image, size: int) -> Image.Image:
 
 def image_paths(inputs: list[str]) -> list[str]:
     """Files as given, and the images inside folders (recursive, sorted); ConfigError when none."""
-    from ..images import IMAGE_EXTENSIONS
-
     found: list[str] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+            found += [str(f) for f in images.list_image_files(p)]
         elif p.exists():
             found.append(str(p))
         else:

@@ -299,7 +299,14 @@ def run_predict(args) -> int:
         if not inputs:
             raise ConfigError("give images or folders to predict after the run folder")
         model, classes, size = as_net(loaded), loaded.classes, loaded.input_size
-    preds = predict_images(model, classes, image_paths(inputs), size, device, top=args.top)
+    paths = image_paths(inputs)
+    skipped: list[tuple[str, str]] = []
+    preds = predict_images(model, classes, paths, size, device, top=args.top, skipped=skipped)
+    if skipped and not preds:
+        raise ConfigError(f"none of the {len(paths)} image(s) could be read; the first: {skipped[0][1]}")
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unreadable image(s) of {len(paths)}; the first: {skipped[0][1]}",
+              file=sys.stderr)
     if args.json:
         print(json.dumps([{"path": p.path, "actual": p.actual, "top": [{"class": c, "probability": round(v, 6)}
                                                                         for c, v in p.top]} for p in preds], indent=2))

@@ -161,13 +161,12 @@ def run_export(args) -> int:
 
 # ---- stylize --model / --method arbitrary -----------------------------------------------------
 def _inputs(content: str) -> tuple[list[Path], bool]:
-    from ..images import IMAGE_EXTENSIONS
+    from ..images import IMAGE_EXTENSIONS, list_image_files
     from ..errors import ConfigError
 
     p = Path(content).expanduser()
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
-                       and f.suffix.lower() in IMAGE_EXTENSIONS)
+        files = list_image_files(p, recursive=False)
         if not files:
             raise ConfigError(f"no images in {p} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         return files, True

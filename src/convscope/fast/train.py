@@ -15,7 +15,6 @@ Files, for `-o OUT.safetensors`:
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,13 +64,9 @@ def image_files(folder: str | Path, what: str) -> list[Path]:
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise TrainingError(f"{what} folder not found: {root}" if not root.exists() else f"{root} is not a folder")
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in sorted(filenames)
-                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in images.IMAGE_EXTENSIONS]
-        if len(found) > MAX_IMAGES:
-            raise TrainingError(f"{root} holds more than {MAX_IMAGES:,} images; use a smaller folder")
+    found = images.list_image_files(root, limit=MAX_IMAGES)
+    if len(found) > MAX_IMAGES:
+        raise TrainingError(f"{root} holds more than {MAX_IMAGES:,} images; use a smaller folder")
     if not found:
         raise TrainingError(f"no images in {root} (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS))}, "
                             "in subfolders too)")

@@ -4,7 +4,6 @@ names relative to the folder for messages and records."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,15 +29,11 @@ def find_images(folder) -> list[Path]:
         raise ConfigError(f"folder not found: {root}; check the path")
     if not root.is_dir():
         raise ConfigError(f"{root} is not a folder; give a folder of images")
-    found = []
-    for parent, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(parent, f) for f in files
-                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in images.IMAGE_EXTENSIONS]
+    found = images.list_image_files(root)
     if not found:
         raise ConfigError(f"no images in {root} (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS))}, "
                           "in subfolders too)")
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    return found
 
 
 def load_square(path, size: int, fit: str = "crop") -> Image.Image:
