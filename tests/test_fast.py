@@ -348,8 +348,9 @@ def test_damaged_model_header_is_a_model_error(tmp_path, header, message):
     path = tmp_path / "m.safetensors"
     text = header if isinstance(header, str) else json.dumps({"kind": STYLE_KIND, **header})
     save_file({"x": torch.zeros(2)}, str(path), metadata={"convscope": text})
-    with pytest.raises(ModelError, match=message):
+    with pytest.raises(ModelError, match=message) as caught:
         load_model(str(path), STYLE_KIND)
+    assert str(path) in str(caught.value)  # which file is damaged
 
 
 def test_builtin_models_are_small_fp16_with_cards():
