@@ -4,7 +4,8 @@ TransformerNet (Johnson, Alahi & Fei-Fei 2016): a 9x9 convolution, two stride-2 
 residual blocks at a quarter of the resolution, two resize-convolutions (nearest x2, then a 3x3
 convolution: no checkerboard artifacts, Odena et al. 2016) and a 9x9 convolution to RGB, with
 instance normalization (Ulyanov et al. 2016) throughout. Widths are configurable; the built-in
-styles use a slim (16, 32, 48) version, which runs as fast as the TF-Lite-class models on a CPU.
+styles use a slim (16, 32, 48) version (the_scream with 8 residual blocks, the others 5), which runs
+as fast as the TF-Lite-class models on a CPU.
 Convolutions pad with zeros (fast on every backend); the image itself is reflection-padded once
 at the input and cropped at the output, which removes the border artifacts zero padding would give.
 HalfResTransformerNet computes the same function for CPU inference without full-resolution
