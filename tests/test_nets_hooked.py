@@ -14,7 +14,7 @@ from tinynets import cifar_net
 from convscope import images
 from convscope.cli import main
 from convscope.errors import ConfigError, WeightsError
-from convscope.nets import auto_layer, get_net, hook_count, imagenet_classes, layer_table, pick_layer
+from convscope.nets import auto_layer, clear_net_cache, get_net, hook_count, imagenet_classes, layer_table, pick_layer
 from convscope.nets import efficientnet as eff
 
 GRACE_HOPPER = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
@@ -175,6 +175,7 @@ def test_unknown_and_offline_nets(monkeypatch):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
 
     monkeypatch.setattr(torchvision.models, "get_model", offline)
+    clear_net_cache()
     with pytest.raises(WeightsError, match="resnet18:random"):
         get_net("resnet18")
 
