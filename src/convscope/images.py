@@ -80,6 +80,7 @@ def list_image_files(folder, recursive: bool = True, limit: int | None = None) -
             break
     return [path for _, path in sorted(found)]
 
+
 # What PIL raises while decoding a damaged file. Several plugins raise SyntaxError, struct.error,
 # IndexError or zlib.error instead of OSError on malformed data, so all of them mean "corrupt".
 _DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, IndexError, struct.error, zlib.error)

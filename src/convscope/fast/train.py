@@ -281,8 +281,9 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
 def _load_init(net: torch.nn.Module, kind: str, init: str) -> None:
     """Copy the weights of model `init` (built-in name or file, of `kind`) into `net`; ConfigError when
     its architecture differs. A style network may grow: `net` may have more residual blocks and wider
-    stages than `init` (nets.grow_into: it starts out computing `init`'s function). An AdaIN-lite model may also start from a plain decoder of its decoder's
-    widths (e.g. the built-in adain): the decoder is copied, the encoder starts from random weights."""
+    stages than `init` (nets.grow_into: it starts out computing `init`'s function). An AdaIN-lite
+    model may also start from a plain decoder of its decoder's widths (e.g. the built-in adain): the
+    decoder is copied, the encoder starts from random weights."""
     from .models import arch_of, load_model
 
     source = load_model(init, kind)
