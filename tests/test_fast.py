@@ -341,6 +341,8 @@ def test_model_file_errors(tmp_path):
     ({"arch": {"widths": [4, 8, 100000], "residual_blocks": 1}}, "from 1 to 1024"),   # many GB before any check
     ({"arch": {"widths": [4, 8, 8], "residual_blocks": 10**6}}, "residual blocks"),   # built for minutes
     ({"arch": {"widths": [4, 8, 8], "residual_blocks": True}}, "residual blocks"),
+    # within the bounds, but ~600M weights on a tiny file: refused before anything is allocated
+    ({"arch": {"widths": [1024, 1024, 1024], "residual_blocks": 64}}, "more than its .* bytes can hold"),
 ])
 def test_damaged_model_header_is_a_model_error(tmp_path, header, message):
     from safetensors.torch import save_file
@@ -583,6 +585,11 @@ def test_cli_train_style_and_export_onnx(folders, tmp_path, capsys):
     err = capsys.readouterr().err
     assert onnx_path.exists() and ("matches PyTorch" in err or "not verified" in err)
     assert main(["export-onnx", "--model", str(tmp_path / "nope.safetensors"), "-o", str(onnx_path) + "x.onnx"]) == 2
+    capsys.readouterr()
+    assert main(["export-onnx", "--model", "adain", "-o", str(tmp_path / "adain.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "export-onnx exports feed-forward styles" in err and "--method" not in err
+    assert not (tmp_path / "adain.onnx").exists()
 
 
 def test_cli_train_bad_inputs(tmp_path, capsys):

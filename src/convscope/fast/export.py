@@ -24,7 +24,8 @@ def export_onnx(model: str, out: str | Path, opset: int = 17) -> dict:
     path = check_output(out)
     if not 11 <= opset <= 30:
         raise ExportError(f"--opset must be between 11 and 30 (17 is a safe choice), not {opset}")
-    loaded = load_model(model, STYLE_KIND, "cpu")
+    loaded = load_model(model, STYLE_KIND, "cpu",
+                        wrong_kind_hint="; export-onnx exports feed-forward styles (convscope styles lists them)")
     net = loaded.net.float().eval()
     example = torch.rand(1, 3, 64, 96)
     buf = io.BytesIO()

@@ -159,21 +159,29 @@ def read_header(path: Path) -> dict:
     return meta
 
 
-def load_model(name_or_file: str, kind: str, device: torch.device | str = "cpu") -> StyleModel:
-    """Load a built-in or trained model of `kind` (fp32 on `device`, in eval mode)."""
+def load_model(name_or_file: str, kind: str, device: torch.device | str = "cpu",
+               wrong_kind_hint: str | None = None) -> StyleModel:
+    """Load a built-in or trained model of `kind` (fp32 on `device`, in eval mode). A model of the
+    other kind is a ModelError that says where it is used (or `wrong_kind_hint`, when given)."""
     from safetensors.torch import load_file
 
     path = resolve(name_or_file, kind)
-    if path.stat().st_size > MAX_MODEL_BYTES:
-        raise ModelError(f"{path} is {path.stat().st_size / 2**20:.0f} MB: too big to be a style model")
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise ModelError(f"{path} is {size / 2**20:.0f} MB: too big to be a style model")
     meta = read_header(path)
     found = meta.get("kind")
     if found != kind:
         what = KINDS.get(found, "not a convscope style model")
         hint = ("; use --method arbitrary for it" if found == ARBITRARY_KIND else
                 "; use it with --model" if found == STYLE_KIND else "")
+        hint = wrong_kind_hint if wrong_kind_hint is not None and found in KINDS else hint
         raise ModelError(f"{path} is {what}, but {KINDS[kind]} is needed here{hint}")
     try:
+        with torch.device("meta"):  # shapes only: a crafted header cannot make us allocate first
+            weights = sum(t.numel() for t in build_net(kind, meta).state_dict().values())
+        if size < 2 * weights:  # the files hold fp16 or fp32 weights
+            raise ModelError(f"its header describes {weights:,} weights, more than its {size:,} bytes can hold")
         net = build_net(kind, meta)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from None
