@@ -302,6 +302,17 @@ def test_handlers_refuse_unknown_choices(handlers, uploads):
         next(handlers.stylize("gatys", record(path), None, None, "", {}, {}))
 
 
+@pytest.mark.parametrize("choice", [["efficientnet_lite0"], {"a": 1}, None, 3])
+def test_handlers_refuse_choices_of_any_json_type(handlers, uploads, choice):
+    # A client's JSON list or object as the model was an unhashable-type TypeError (an internal error).
+    path = uploads / "c.png"
+    photo().save(path)
+    with pytest.raises(ConfigError, match="unknown model"):
+        handlers.classify([record(path)], choice)
+    with pytest.raises(ConfigError, match="unknown method"):
+        next(handlers.stylize(choice, record(path), record(path), None, "", {}, {}))
+
+
 def test_fast_stylize_yields_a_download_with_metadata_and_cleans_up(handlers, uploads):
     from convscope.fast.apply import FastConfig
     from convscope.images import read_png_metadata

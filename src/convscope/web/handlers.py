@@ -145,8 +145,7 @@ class Handlers:
         from ..runinfo import run_metadata
         from ..style.config import StyleConfig
 
-        if not isinstance(method, str) or method not in self.methods():
-            raise ConfigError(f"unknown method {str(method)[:40]!r}; choose one from the list")
+        _offered(method, self.methods(), "method")
         blend_values = parse_value(StyleConfig, BLEND, blend)
         content_img = check_upload(content, self.limits, "content image")
         names = {"content": display_name(content)}
@@ -266,8 +265,7 @@ class Handlers:
         """(top-5 of the first image as {class: probability}, bar chart, markdown table)."""
         from ..classify.predict import predict_images
 
-        if model not in self.models():
-            raise ConfigError(f"unknown model {str(model)[:40]!r}; choose one from the list")
+        _offered(model, self.models(), "model")
         if records is None or records == []:
             raise ConfigError("upload at least one image")
         records = records if isinstance(records, list) else [records]
@@ -390,6 +388,12 @@ class _Skip:
 
 
 SKIP = _Skip()
+
+
+def _offered(value, offered: dict, what: str) -> None:
+    """Refuse a choice the page did not offer (untrusted JSON: any type, a list included)."""
+    if not isinstance(value, str) or value not in offered:
+        raise ConfigError(f"unknown {what} {str(value)[:40]!r}; choose one from the list")
 
 
 def _relative(scores: dict[str, float]) -> dict[str, float]:
