@@ -313,6 +313,30 @@ def test_handlers_refuse_choices_of_any_json_type(handlers, uploads, choice):
         next(handlers.stylize(choice, record(path), record(path), None, "", {}, {}))
 
 
+def test_style_images_are_capped_like_the_output(uploads):
+    # The style image is resized to size x style scale (gatys) or to style size (arbitrary): only
+    # the content was checked, so style scale 16 at size 512 ran VGG on an 8192x8192 style image.
+    pytest.importorskip("gradio")
+    from convscope.fast.apply import FastConfig
+    from convscope.style.config import StyleConfig
+    from convscope.web import forms
+    from convscope.web.handlers import Handlers, Settings
+
+    content, style = uploads / "c.png", uploads / "s.png"
+    photo(80, 60).save(content)
+    photo(48, 48).save(style)
+    h = Handlers(Settings(limits=Limits(max_pixels=10_000, upload_root=uploads), device="cpu"))
+    try:
+        gatys = _form(StyleConfig, forms.GATYS_MAIN + forms.GATYS_MORE, size=64, iterations=1, style_scale=2)
+        with pytest.raises(ConfigError, match=r"style size \(size x style scale\) 128 makes a 128x128 image"):
+            next(h.stylize("gatys", record(content), record(style), None, "", gatys, {}))
+        fast = _form(FastConfig, forms.FAST, style_size=128)
+        with pytest.raises(ConfigError, match="style size 128 makes a 128x128 image"):
+            next(h.stylize("arbitrary", record(content), record(style), None, "", {}, fast))
+    finally:
+        h.cleanup()
+
+
 def test_fast_stylize_yields_a_download_with_metadata_and_cleans_up(handlers, uploads):
     from convscope.fast.apply import FastConfig
     from convscope.images import read_png_metadata

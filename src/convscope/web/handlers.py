@@ -162,6 +162,9 @@ class Handlers:
             config = replace(config, save_every=preview_every(config.iterations)).validate()
             config.blend(len(styles))
             self.limits.check_output(content_img.size, config.size)
+            for style in styles:  # resized to size x style scale
+                self.limits.check_output(style.size, round(config.size * config.style_scale),
+                                         "style size (size x style scale)")
             yield None, "loading the network...", None
             yield from self._run_gatys(content_img, styles, config, names)
             return
@@ -170,6 +173,8 @@ class Handlers:
         config = build_config(FastConfig, FAST, fast, {"device": self.settings.device}).validate()
         self.limits.check_output(content_img.size, config.size or max(content_img.size))
         if method == "arbitrary":
+            for style in styles:
+                self.limits.check_output(style.size, config.style_size, "style size")
             model = ARBITRARY_BUILTIN
             if blend_values is not None and len(blend_values) != len(styles):
                 raise ConfigError(f"style blend has {len(blend_values)} weight(s) for {len(styles)} style image(s)")
