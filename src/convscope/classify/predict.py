@@ -6,6 +6,7 @@ they belong to. ImageNet predictions without training use EfficientNet-Lite0's b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,18 +94,19 @@ class Prediction:
 
 def predict_images(model: nn.Module, classes: list[str], paths: list[str], input_size: int, device,
                    top: int = 5, batch: int = 32, skipped: list[tuple[str, str]] | None = None,
-                   keep_images: int = 8) -> list[Prediction]:
+                   keep_images: int = 8, load: Callable[[str], Image.Image] = images.load_image) -> list[Prediction]:
     """Predictions for image files: resized (short side) and centre-cropped to the net's input size.
 
     An unreadable file raises its ImageError, or, when a `skipped` list is given, is left out and
     recorded there as (path, reason). Only the first `keep_images` predictions keep their image, so a
-    large folder does not stay in memory."""
+    large folder does not stay in memory. `load` turns a path into an RGB image (the web UI hands
+    the images it decoded while checking the uploads)."""
     out: list[Prediction] = []
     for start in range(0, len(paths), batch):
         chunk, loaded = [], []
         for path in paths[start:start + batch]:
             try:
-                loaded.append(images.load_image(path))
+                loaded.append(load(path))
                 chunk.append(path)
             except ImageError as exc:
                 if skipped is None:
@@ -124,12 +126,15 @@ def predict_images(model: nn.Module, classes: list[str], paths: list[str], input
 
 
 def _square(img: Image.Image, size: int) -> Image.Image:
+    """Short side to `size`, centre crop to size x size. One resampling of just the crop's box, at
+    the scale of the full resize: resizing the whole image first made a 20000x1 upload a 4480000x224
+    intermediate (GBs for a 143-byte file)."""
     w, h = img.size
     scale = size / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return img.crop((left, top, left + size, top + size))
+    rw, rh = max(size, round(w * scale)), max(size, round(h * scale))  # the full resize's size
+    left, top = (rw - size) // 2, (rh - size) // 2                       # the crop in it
+    box = (left * w / rw, top * h / rh, (left + size) * w / rw, (top + size) * h / rh)
+    return img.resize((size, size), Image.BICUBIC, box=box)
 
 
 def image_paths(inputs: list[str]) -> list[str]:
