@@ -313,6 +313,42 @@ def test_handlers_refuse_choices_of_any_json_type(handlers, uploads, choice):
         next(handlers.stylize(choice, record(path), record(path), None, "", {}, {}))
 
 
+def test_classify_uses_the_images_as_checked(handlers, uploads, monkeypatch):
+    # An upload removed (or replaced) after its check was opened again by path: "image not found:
+    # /server/path" reached the page, and a replacement skipped the upload checks.
+    from convscope.web import handlers as module
+
+    path = uploads / "c.png"
+    photo().save(path)
+
+    def check_then_delete(r, limits, what="image"):
+        image = check_upload(r, limits, what)
+        Path(r["path"]).unlink()
+        return image
+
+    monkeypatch.setattr(module, "check_upload", check_then_delete)
+    top, chart, table = handlers.classify([record(path, "mine.png")], "efficientnet_lite0")
+    assert len(top) == 5 and "| mine.png |" in table
+
+
+def test_classify_a_one_pixel_high_image_resizes_only_the_crop(handlers, uploads, monkeypatch):
+    # _square resized the whole image before cropping: 4000x1 became 896000x224 (20000x1, a
+    # 143-byte file, took 4.4 GB and 24 s; 100000x1 is within the pixel cap and needs 22 GB).
+    path = uploads / "line.png"
+    Image.new("RGB", (4000, 1), (20, 200, 20)).save(path)
+    resize = Image.Image.resize
+    asked = []
+
+    def bounded(im, size, *args, **kwargs):
+        asked.append(size)
+        assert size[0] * size[1] <= 1024 * 1024, f"resize to {size}"
+        return resize(im, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", bounded)
+    top, _, _ = handlers.classify([record(path)], "efficientnet_lite0")
+    assert len(top) == 5 and (224, 224) in asked
+
+
 def test_style_images_are_capped_like_the_output(uploads):
     # The style image is resized to size x style scale (gatys) or to style size (arbitrary): only
     # the content was checked, so style scale 16 at size 512 ran VGG on an 8192x8192 style image.

@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from . import jobs
 from .forms import (BLEND, DREAM_MAIN, DREAM_MORE, EXPLAIN_MAIN, EXPLAIN_MORE, FAST, GATYS_MAIN, GATYS_MORE,
                     IMAGENET, TEXTURE_MAIN, TEXTURE_MORE)
-from .limits import Limits, check_upload, display_name, upload_path
+from .limits import Limits, check_upload, display_name
 from .widgets import build_config, parse_value
 
 RUN_PREFIX = "run: "
@@ -276,9 +276,8 @@ class Handlers:
         records = records if isinstance(records, list) else [records]
         if len(records) > MAX_CLASSIFY:
             raise ConfigError(f"at most {MAX_CLASSIFY} images at once, not {len(records)}")
-        for r in records:
-            check_upload(r, self.limits)
-        paths = [str(upload_path(r, self.limits)) for r in records]
+        # The images as checked: the upload files are not opened again (one may be gone by then).
+        checked = [check_upload(r, self.limits) for r in records]
         labels = [display_name(r) for r in records]
 
         def work(job: jobs.Job):
@@ -286,7 +285,9 @@ class Handlers:
             if net.classes is None:
                 raise ConfigError(f"{model} has no named classifier head")
             job.check()
-            return predict_images(net, list(net.classes), paths, net.input_size, self.device(), top=5)
+            keys = [str(i) for i in range(len(checked))]
+            return predict_images(net, list(net.classes), keys, net.input_size, self.device(), top=5,
+                                  load=lambda key: checked[int(key)])
 
         preds = None
         for item in jobs.stream(work, self.slots):
