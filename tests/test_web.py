@@ -413,6 +413,23 @@ def test_texture_streams_previews_then_the_result(handlers, uploads):
     assert image.size == (32, 24) and status.startswith("done") and download.endswith("texture.png")
 
 
+@pytest.mark.parametrize("field, value", [("iterations", 10**12), ("lbfgs_history", 10**12),
+                                          ("iterations", 1_000_001), ("lbfgs_history", 1001)])
+def test_texture_caps_what_allocations_scale_with(handlers, uploads, field, value):
+    # Uncapped (stylize caps both): 10**12 failed in the job allocating TBs, shown as "the device
+    # ran out of memory; use a smaller size"; a smaller huge value allocated GBs and ran on.
+    pytest.importorskip("gradio")
+    from convscope.vis.texture import TextureConfig
+    from convscope.web import forms
+
+    path = uploads / "t.png"
+    photo(48, 48).save(path)
+    form = _form(TextureConfig, forms.TEXTURE_MAIN + forms.TEXTURE_MORE, size="32 24", source_size=48,
+                 **{field: value})
+    with pytest.raises(ConfigError, match=f"--{field.replace('_', '-')} must be a whole number from 1 to "):
+        list(handlers.texture(record(path), form))
+
+
 def test_gatys_from_the_one_pass_result(handlers, uploads):
     pytest.importorskip("gradio")
     from convscope.images import read_png_metadata

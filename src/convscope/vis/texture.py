@@ -33,6 +33,8 @@ from ..options import option as _opt
 # average pooling. Their "conv1_1" is Caffe's in-place-ReLU output, i.e. our relu1_1.
 DEFAULT_LAYERS = ("relu1_1", "pool1", "pool2", "pool3", "pool4")
 MAX_SIDE = 8192
+MAX_ITERATIONS = 1_000_000  # as for stylize: the loss history is allocated up front
+MAX_LBFGS_HISTORY = 1000
 
 
 @dataclass
@@ -87,8 +89,11 @@ class TextureConfig:
             if not isinstance(side, int) or isinstance(side, bool) or not 0 < side <= MAX_SIDE:
                 raise ConfigError(f"--{name.replace('_', '-')} must be whole numbers of pixels from 1 to "
                                   f"{MAX_SIDE}, not {side!r}")
-        for name in ("iterations", "lbfgs_history"):
-            number(name, getattr(self, name))
+        for name, high in (("iterations", MAX_ITERATIONS), ("lbfgs_history", MAX_LBFGS_HISTORY)):
+            value = getattr(self, name)
+            number(name, value)
+            if not isinstance(value, int) or value > high:  # allocations scale with these
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number from 1 to {high}, not {value!r}")
         for name in ("tv_weight", "range_weight", "save_every", "warmup"):
             number(name, getattr(self, name), allow_zero=True)
         if self.lr is not None:
