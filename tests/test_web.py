@@ -122,6 +122,15 @@ def test_client_given_paths_are_refused(uploads, tmp_path):
         upload_path(None, limits)
 
 
+@pytest.mark.parametrize("root", [True, False])
+def test_a_path_with_a_nul_byte_is_refused(uploads, root):
+    # os.path.realpath (and open) raise ValueError on it: an internal error on the page.
+    path = uploads / "x.png"
+    photo().save(path)
+    with pytest.raises(ImageError, match="paths and URLs are not accepted"):
+        check_upload(record(Path(str(path) + "\0.png")), Limits(upload_root=uploads if root else None))
+
+
 def test_requested_sizes_are_capped_too():
     Limits(max_pixels=10_000).check_output((40, 10), 200)  # 200x50
     with pytest.raises(ConfigError, match=r"size 201 makes a 201x50 image, over this server's limit of "

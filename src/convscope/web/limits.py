@@ -71,7 +71,8 @@ def upload_path(record, limits: Limits, what: str = "image") -> Path:
     a record (not a path string), inside the upload folder, a regular file, within the byte cap."""
     if record is None:
         raise ImageError(f"no {what}: upload one first")
-    if not isinstance(record, dict) or not isinstance(record.get("path"), str) or not record["path"]:
+    if (not isinstance(record, dict) or not isinstance(record.get("path"), str) or not record["path"]
+            or "\0" in record["path"]):  # no file has a NUL in its path (os calls raise ValueError)
         raise ImageError(f"the {what} must be uploaded as a file; paths and URLs are not accepted")
     name = display_name(record)
     path = Path(record["path"])
