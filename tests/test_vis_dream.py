@@ -161,6 +161,8 @@ def test_cli_writes_output_sidecar_and_zoom_frames(tmp_path, src):
     (["--channel", "999"], "out of range"),
     (["--layer", "relu2_1x"], "did you mean"),
     (["--steps", "0"], "--steps"),
+    (["--steps", "1000000000000"], "from 1 to 1000000"),  # ran for years, its history growing
+    (["--zoom-steps", "1000000000000"], "--zoom-steps"),
     (["--lr", "-0.1"], "--lr"),
     (["--octave-scale", "1"], "--octave-scale"),
 ])

@@ -76,11 +76,11 @@ class DreamConfig:
 
         whole("size", 1, MAX_SIDE)
         whole("octaves", 1, 20)
-        whole("steps", 1)
-        whole("jitter", 0)
+        whole("steps", 1, 1_000_000)  # as stylize's iterations: the history grows per step
+        whole("jitter", 0, MAX_SIDE)
         whole("tile", 16, MAX_SIDE)
         whole("zoom_frames", 0, 100000)
-        whole("zoom_steps", 1)
+        whole("zoom_steps", 1, 1_000_000)
         real("lr", 0.0, 1.0, "a number in (0, 1]")
         real("octave_scale", 1.0, 4.0, "a number above 1 and at most 4")
         real("zoom", 1.0, 4.0, "a number above 1 and at most 4")
