@@ -435,8 +435,60 @@ def test_texture_caps_what_allocations_scale_with(handlers, uploads, field, valu
     photo(48, 48).save(path)
     form = _form(TextureConfig, forms.TEXTURE_MAIN + forms.TEXTURE_MORE, size="32 24", source_size=48,
                  **{field: value})
-    with pytest.raises(ConfigError, match=f"--{field.replace('_', '-')} must be a whole number from 1 to "):
+    with pytest.raises(ConfigError, match=f"^{field.replace('_', ' ')} must be a whole number from 1 to "):
         list(handlers.texture(record(path), form))
+
+
+def test_messages_name_form_fields_by_their_labels_not_flags():
+    from convscope.web.widgets import in_form_terms, labels_of
+
+    labels = labels_of(["style_weight", Spec("cam_layer", label="Grad-CAM layer")], ["style_weight"])
+    assert labels == {"style_weight": "style weight", "cam_layer": "Grad-CAM layer"}
+    assert in_form_terms("--style-weight must be a non-negative number, not -1.0; --cam-layer conv1 comes after "
+                         "--layer/--cam-layer; --guide stays; so do --style-weights and a--style-weight",
+                         labels) == ("style weight must be a non-negative number, not -1.0; Grad-CAM layer conv1 "
+                                     "comes after --layer/Grad-CAM layer; --guide stays; so do --style-weights and "
+                                     "a--style-weight")
+    with pytest.raises(ValueError, match="two labels"):
+        labels_of(["size"], [Spec("size", label="long side")])
+
+
+@pytest.mark.parametrize("tab, field, value, message", [
+    ("stylize", "style_weight", -1, "style weight must be a non-negative number, not -1"),
+    ("stylize", "size", 16, "size 16 is too small (at least 32 px: VGG pools five times)"),
+    ("fast", "alpha", 2, "alpha must be between 0 and 1, not 2"),
+    ("explain", "alpha", 2, "alpha must be a number from 0 to 1, not 2"),
+    ("dream", "octave_scale", 0.5, "octave scale must be"),
+    ("texture", "tv_weight", -1, "tv weight must be"),
+])
+def test_the_page_names_form_fields_where_the_engines_name_flags(handlers, uploads, tab, field, value, message):
+    # The engines' checks say "--style-weight must be ...": a web user fills fields, not flags.
+    pytest.importorskip("gradio")
+    from convscope.fast.apply import FastConfig
+    from convscope.style.config import StyleConfig
+    from convscope.vis.dream import DreamConfig
+    from convscope.vis.explain import ExplainConfig
+    from convscope.vis.texture import TextureConfig
+    from convscope.web import forms
+
+    path = uploads / "c.png"
+    photo().save(path)
+    image = record(path)
+    runs = {
+        "stylize": lambda: handlers.stylize("gatys", image, image, None, "", _form(
+            StyleConfig, forms.GATYS_MAIN + forms.GATYS_MORE, **{field: value}), {}),
+        "fast": lambda: handlers.stylize("arbitrary", image, image, None, "", {}, _form(
+            FastConfig, forms.FAST, **{field: value})),
+        "explain": lambda: handlers.explain(image, _form(ExplainConfig, forms.EXPLAIN_MAIN + forms.EXPLAIN_MORE,
+                                                         **{field: value})),
+        "dream": lambda: handlers.dream(image, _form(DreamConfig, forms.DREAM_MAIN + forms.DREAM_MORE,
+                                                     **{field: value})),
+        "texture": lambda: handlers.texture(image, _form(TextureConfig, forms.TEXTURE_MAIN + forms.TEXTURE_MORE,
+                                                         **{field: value})),
+    }
+    with pytest.raises(ConfigError) as err:
+        list(runs[tab]())
+    assert str(err.value).startswith(message) and "--" not in str(err.value)
 
 
 def test_gatys_from_the_one_pass_result(handlers, uploads):

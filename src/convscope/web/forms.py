@@ -1,10 +1,11 @@
 """The options each tab of the page shows: field names of the engines' config dataclasses (their
 defaults, help and choices come from the dataclasses; `widgets` turns them into widgets, and a
-form's values back into a config)."""
+form's values back into a config). Each tab's labels, from the same lists, name its fields in the
+messages the tab shows (an engine's message names CLI flags: `widgets.in_form_terms`)."""
 
 from __future__ import annotations
 
-from .widgets import Spec
+from .widgets import Spec, labels_of
 
 IMAGENET = "efficientnet_lite0"
 
@@ -27,3 +28,8 @@ DREAM_MORE = ["octave_scale", "jitter", "tile", "pooling", "seed"]
 TEXTURE_MAIN = ["size", "iterations", "source_size", "tileable", "match_histogram"]
 TEXTURE_MORE = ["layers", "layer_weights", "tv_weight", "range_weight", "optimizer", "warmup", "lr",
                 "lbfgs_history", "pooling", "seed"]
+
+STYLIZE_LABELS = labels_of(GATYS_MAIN, GATYS_MORE, [BLEND], FAST)
+EXPLAIN_LABELS = labels_of(EXPLAIN_MAIN, EXPLAIN_MORE)
+DREAM_LABELS = labels_of(DREAM_MAIN, DREAM_MORE)
+TEXTURE_LABELS = labels_of(TEXTURE_MAIN, TEXTURE_MORE)

@@ -9,6 +9,7 @@ tuples of plain values (PIL images, text, file paths) in the order of the tab's 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -22,12 +23,12 @@ from pathlib import Path
 from PIL import Image
 
 from .. import images
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 from . import jobs
-from .forms import (BLEND, DREAM_MAIN, DREAM_MORE, EXPLAIN_MAIN, EXPLAIN_MORE, FAST, GATYS_MAIN, GATYS_MORE,
-                    IMAGENET, TEXTURE_MAIN, TEXTURE_MORE)
+from .forms import (BLEND, DREAM_LABELS, DREAM_MAIN, DREAM_MORE, EXPLAIN_LABELS, EXPLAIN_MAIN, EXPLAIN_MORE, FAST,
+                    GATYS_MAIN, GATYS_MORE, IMAGENET, STYLIZE_LABELS, TEXTURE_LABELS, TEXTURE_MAIN, TEXTURE_MORE)
 from .limits import Limits, check_upload, display_name
-from .widgets import build_config, parse_value
+from .widgets import build_config, in_form_terms, parse_value
 
 RUN_PREFIX = "run: "
 MAX_CLASSIFY = 16          # images per classify request
@@ -75,6 +76,22 @@ def find_runs(root: Path | None) -> dict[str, Path]:
         if len(found) >= MAX_RUNS_LISTED:
             break
     return found
+
+
+def _in_form_terms(labels: dict[str, str]):
+    """A tab's action (a generator) whose errors name the fields of the tab's form where the
+    engines' messages name CLI flags: one translation for every message, from the table of labels
+    the form is built from (`forms`)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except UserError as exc:
+                exc.args = (in_form_terms(str(exc), labels),)
+                raise
+        return run
+    return wrap
 
 
 class Handlers:
@@ -139,6 +156,7 @@ class Handlers:
         return str(images.save_image(image, folder / name, meta))
 
     # ---- Stylize -----------------------------------------------------------------------------
+    @_in_form_terms(STYLIZE_LABELS)
     def stylize(self, method: str, content, style1, style2, blend: str, gatys: dict, fast: dict) -> Iterator[tuple]:
         """Yields (preview image, status text, download path) as the job goes."""
         from ..fast.models import ARBITRARY_BUILTIN
@@ -300,6 +318,7 @@ class Handlers:
         return top, probability_chart(preds, labels), "\n".join(rows)
 
     # ---- Explain -----------------------------------------------------------------------------
+    @_in_form_terms(EXPLAIN_LABELS)
     def explain(self, record, options: dict) -> Iterator[tuple]:
         """Yields (figure, gallery [(image, caption)], top-5 {name: score}, status)."""
         from ..vis.explain import ExplainConfig, explain, explain_figure, panels
@@ -326,6 +345,7 @@ class Handlers:
                 yield figure, gallery, top, f"{result.target_name}: done in {result.seconds:.1f} s"
 
     # ---- Dream & textures --------------------------------------------------------------------
+    @_in_form_terms(DREAM_LABELS)
     def dream(self, record, options: dict) -> Iterator[tuple]:
         """Yields (image, status, download path)."""
         from ..runinfo import run_metadata
@@ -364,6 +384,7 @@ class Handlers:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
+    @_in_form_terms(TEXTURE_LABELS)
     def texture(self, record, options: dict) -> Iterator[tuple]:
         """Yields (preview image, status, download path)."""
         from ..runinfo import run_metadata

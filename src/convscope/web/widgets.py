@@ -50,6 +50,35 @@ def label_of(name: str) -> str:
     return name.replace("_", " ")
 
 
+def spec_label(spec: Spec | str) -> str:
+    """The label a field's widget shows (and the name messages about it use)."""
+    spec = Spec(spec) if isinstance(spec, str) else spec
+    return spec.label or label_of(spec.name)
+
+
+def labels_of(*spec_lists) -> dict[str, str]:
+    """field name -> the label its widget shows, for the fields of one tab (several lists: its
+    forms). A field shown twice in a tab must carry one label, or messages could not name it."""
+    out: dict[str, str] = {}
+    for specs in spec_lists:
+        for spec in specs:
+            spec = Spec(spec) if isinstance(spec, str) else spec
+            if out.setdefault(spec.name, spec_label(spec)) != spec_label(spec):
+                raise ValueError(f"{spec.name} is shown with two labels: {out[spec.name]!r}, {spec_label(spec)!r}")
+    return out
+
+
+# A CLI flag in an engine's message: "--style-weight" (not inside a word or a longer flag).
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)(?![\w-])")
+
+
+def in_form_terms(message: str, labels: dict[str, str]) -> str:
+    """An engine's message with each flag of a field the form shows named by that field's label
+    ("--style-weight must be ..." -> "style weight must be ..."). The engines speak in CLI flags,
+    one message for every front end; a web user sees fields. Other flags are left as they are."""
+    return _FLAG.sub(lambda m: labels.get(m.group(1).replace("-", "_"), m.group(0)), message)
+
+
 def _choices(cls, spec: Spec) -> tuple | None:
     own = field_of(cls, spec.name).metadata.get("choices")
     if spec.choices is None:
@@ -78,7 +107,7 @@ def make_widget(cls, spec: Spec | str, elem_prefix: str = ""):
     kind, optional = _kind(f)
     default = default_of(f)
     info = f.metadata.get("help", "")
-    common = {"label": spec.label or label_of(f.name), "info": info,
+    common = {"label": spec_label(spec), "info": info,
               "elem_id": f"{elem_prefix}{f.name}" if elem_prefix else None}
     choices = _choices(cls, spec)
     if kind == "bool":
@@ -110,24 +139,20 @@ def make_widgets(cls, specs, elem_prefix: str = "") -> dict:
 
 # ---- values back from the browser ----------------------------------------------------------------
 
-def _flag(name: str) -> str:
-    return label_of(name)
-
-
-def _number(name: str, raw, whole: bool):
+def _number(label: str, raw, whole: bool):
     if isinstance(raw, bool) or raw is None:
-        raise ConfigError(f"{_flag(name)} needs a number")
+        raise ConfigError(f"{label} needs a number")
     if isinstance(raw, str):
         raw = raw.strip()
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{_flag(name)} must be a number, not {str(raw)[:40]!r}") from None
+        raise ConfigError(f"{label} must be a number, not {str(raw)[:40]!r}") from None
     if not math.isfinite(value):
-        raise ConfigError(f"{_flag(name)} must be a finite number, not {raw!r}")
+        raise ConfigError(f"{label} must be a finite number, not {raw!r}")
     if whole:
         if value != int(value):
-            raise ConfigError(f"{_flag(name)} must be a whole number, not {raw!r}")
+            raise ConfigError(f"{label} must be a whole number, not {raw!r}")
         return int(value)
     return value
 
@@ -140,45 +165,45 @@ def parse_value(cls, spec: Spec | str, raw):
     spec = Spec(spec) if isinstance(spec, str) else spec
     f = field_of(cls, spec.name)
     kind, optional = _kind(f)
-    name = f.name
+    label = spec_label(spec)
     choices = _choices(cls, spec)
     if choices and kind.startswith("tuple["):
         if not isinstance(raw, (list, tuple)) or any(v not in choices for v in raw):
-            raise ConfigError(f"{_flag(name)} must be some of {', '.join(map(str, choices))}")
+            raise ConfigError(f"{label} must be some of {', '.join(map(str, choices))}")
         picked = tuple(c for c in choices if c in raw)
         if not picked and not optional:
-            raise ConfigError(f"{_flag(name)}: pick at least one of {', '.join(map(str, choices))}")
+            raise ConfigError(f"{label}: pick at least one of {', '.join(map(str, choices))}")
         return picked or None
     if choices:
         if raw not in choices:
-            raise ConfigError(f"{_flag(name)} must be one of {', '.join(map(str, choices))}, not {str(raw)[:40]!r}")
+            raise ConfigError(f"{label} must be one of {', '.join(map(str, choices))}, not {str(raw)[:40]!r}")
         return raw
     if kind == "bool":
         if not isinstance(raw, bool):
-            raise ConfigError(f"{_flag(name)} must be true or false, not {str(raw)[:40]!r}")
+            raise ConfigError(f"{label} must be true or false, not {str(raw)[:40]!r}")
         return raw
     empty = raw is None or (isinstance(raw, str) and not raw.strip())
     if empty and optional:
         return None
     if kind in ("int", "float"):
-        return _number(name, raw, kind == "int")
+        return _number(label, raw, kind == "int")
     if not isinstance(raw, str):
-        raise ConfigError(f"{_flag(name)} must be text, not {type(raw).__name__}")
+        raise ConfigError(f"{label} must be text, not {type(raw).__name__}")
     if len(raw) > MAX_TEXT:
-        raise ConfigError(f"{_flag(name)} is too long (at most {MAX_TEXT} characters)")
+        raise ConfigError(f"{label} is too long (at most {MAX_TEXT} characters)")
     if kind == "str":
         return raw.strip()
     parts = [p for p in _SPLIT.split(raw.strip()) if p]
     if not parts:
-        raise ConfigError(f"{_flag(name)} needs at least one value")
+        raise ConfigError(f"{label} needs at least one value")
     inner = kind[len("tuple["):-1].split(",")
     if kind.endswith(",...]"):
         item = inner[0]
-        values = tuple(_number(name, p, item == "int") if item in ("int", "float") else p for p in parts)
+        values = tuple(_number(label, p, item == "int") if item in ("int", "float") else p for p in parts)
     else:
         if len(parts) != len(inner):
-            raise ConfigError(f"{_flag(name)} needs {len(inner)} values, not {len(parts)}")
-        values = tuple(_number(name, p, t == "int") if t in ("int", "float") else p for p, t in zip(parts, inner))
+            raise ConfigError(f"{label} needs {len(inner)} values, not {len(parts)}")
+        values = tuple(_number(label, p, t == "int") if t in ("int", "float") else p for p, t in zip(parts, inner))
     return values
 
 
