@@ -13,6 +13,7 @@ from PIL import Image
 import convscope.nets
 from convscope import images
 from convscope.cli import main
+from convscope.errors import ConfigError
 from convscope.fast import models as fast_models
 from convscope.fast.apply import ArbitraryStylizer, FastConfig, FastStylizer
 from convscope.fast.config import TrainArbitraryConfig, TrainStyleConfig
@@ -423,6 +424,53 @@ def test_arbitrary_blend_and_mask():
     left, right = split[:, :, :half - 8], split[:, :, half + 8:]
     # black -> first style (red), white -> last (blue)
     assert float(left[0].mean() - left[2].mean()) > float(right[0].mean() - right[2].mean()) + 0.03
+
+
+@pytest.mark.parametrize("size, content, style, message", [
+    # --size shrank a large enough content: the option is to blame, not the image (it said "the
+    # content image is 1x1")
+    (1, (48, 40), (64, 64), "--size 1 makes the content image c.png 1x1: the arbitrary method needs at least 8 "
+                            "pixels a side; use --size 9 or more"),
+    (100, (4000, 10), (64, 64), "--size 100 makes the content image c.png 100x0: "),
+    # the content itself is too small or too thin
+    (0, (4, 3), (64, 64), "the content image c.png is 4x3: the arbitrary method needs at least 8 pixels a side; "
+                          "use a larger image (or --size 10 or more to enlarge it)"),
+    (5, (4, 3), (64, 64), "the content image c.png is 4x3 (5x4 at --size 5): "),
+    (0, (4000, 1), (64, 64), "the content image c.png is 4000x1: the arbitrary method needs at least 8 pixels a "
+                             "side; use a less elongated image"),
+    # a thin style image is named (it was a resize error naming no file, or VGG's traceback)
+    (0, (48, 40), (4000, 1), "the style image thin.png (4000x1) is too elongated or small: at --style-size 512 it "
+                             "is 512x0, and the arbitrary method needs at least 8 pixels a side; use a less "
+                             "elongated image"),
+    (0, (48, 40), (4000, 40), "the style image thin.png (4000x40) is too elongated or small: at --style-size 512 it "
+                              "is 512x5, and the arbitrary method needs at least 8 pixels a side; use --style-size "
+                              "750 or more"),
+])
+def test_arbitrary_says_what_is_too_small(size, content, style, message):
+    s = ArbitraryStylizer(config=FastConfig(size=size, device="cpu", precision="fp32"))
+    with pytest.raises(ConfigError) as err:
+        s(_photo(*content), [_stripes(), _photo(*style)], labels=["c.png", "s.png", "thin.png"])
+    assert str(err.value).startswith(message)
+
+
+def test_arbitrary_without_labels_numbers_the_style_images():
+    s = ArbitraryStylizer(config=FastConfig(device="cpu", precision="fp32"))
+    with pytest.raises(ConfigError, match=r"^the style image 2 \(4000x1\) is too elongated"):
+        s.tensor(images.pil_to_tensor(_photo()), [_stripes(), Image.new("RGB", (4000, 1))])
+
+
+def test_cli_arbitrary_names_the_option_or_the_file_at_fault(tmp_path, capsys):
+    content, style, thin = tmp_path / "c.png", tmp_path / "s.png", tmp_path / "thin.png"
+    _photo().save(content)
+    _stripes().save(style)
+    Image.new("RGB", (4000, 1), (20, 200, 20)).save(thin)
+    out = tmp_path / "o.png"
+    for styles, options, message in [([style], ["--size", "1"], "--size 1 makes the content image c.png 1x1"),
+                                     ([thin], [], "the style image thin.png (4000x1) is too elongated")]:
+        argv = ["stylize", str(content), *map(str, styles), "--method", "arbitrary", *options, "-o", str(out), "-q"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()
 
 
 # ---- one-pass start of the optimization (stylize --method gatys --init fast[:MODEL]) -----------

@@ -382,6 +382,27 @@ def test_style_images_are_capped_like_the_output(uploads):
         h.cleanup()
 
 
+@pytest.mark.parametrize("size, style_size, message", [
+    # It blamed the content image ("the content image is 1x1") for the size field's value.
+    (1, (48, 48), "size 1 makes the content image mine.png 1x1: the arbitrary method needs at least 8 pixels a "
+                  "side; use size 10 or more"),
+    # A thin style image: a resize error that named no upload.
+    (0, (4000, 1), "the style image thin.png (4000x1) is too elongated or small: at style size 512"),
+])
+def test_arbitrary_names_the_field_or_the_upload_at_fault(handlers, uploads, size, style_size, message):
+    pytest.importorskip("gradio")
+    from convscope.fast.apply import FastConfig
+    from convscope.web import forms
+
+    content, style = uploads / "c.png", uploads / "s.png"
+    photo(80, 60).save(content)
+    photo(*style_size).save(style)
+    fast = _form(FastConfig, forms.FAST, size=size)
+    with pytest.raises(ConfigError) as err:
+        list(handlers.stylize("arbitrary", record(content, "mine.png"), record(style, "thin.png"), None, "", {}, fast))
+    assert str(err.value).startswith(message) and "--" not in str(err.value)
+
+
 def test_fast_stylize_yields_a_download_with_metadata_and_cleans_up(handlers, uploads):
     from convscope.fast.apply import FastConfig
     from convscope.images import read_png_metadata

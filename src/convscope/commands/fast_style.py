@@ -246,7 +246,7 @@ def run_one_pass(args, method: str) -> int:
             print(f"\nskipped {src}: {exc}", file=sys.stderr)
             continue
         result = stylizer(content) if method == "fast" else \
-            stylizer(content, styles, args.style_blend, mask)
+            stylizer(content, styles, args.style_blend, mask, labels=[src.name, *(Path(s).name for s in args.styles)])
         meta = run_metadata("stylize", {"method": method, "model": model_name, **config.to_dict()},
                             inputs={"content": str(src), "styles": [str(s) for s in args.styles]},
                             seconds=round(time.perf_counter() - start, 3),

@@ -7,6 +7,7 @@ trained under bf16 autocast), else fp32.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -25,6 +26,9 @@ from .nets import Encoder, HalfResTransformerNet, LiteAdaIN, adain, channel_stat
 PRESERVE = ("none", "luminance", "histogram")
 FAST_PRECISIONS = ("auto", "fp32", "bf16")
 MAX_STYLES = 16
+MIN_SIDE = 8         # px a side for the arbitrary method: VGG halves three times before relu4_1
+MAX_SIZE = 16384     # --size at most
+MAX_STYLE_SIZE = 4096
 
 
 @dataclass
@@ -43,14 +47,14 @@ class FastConfig:
 
     def validate(self) -> FastConfig:
         check_choices(self)
-        if not 0 <= self.size <= 16384:
-            raise ConfigError(f"--size must be between 0 (the content's size) and 16384, not {self.size}")
+        if not 0 <= self.size <= MAX_SIZE:
+            raise ConfigError(f"--size must be between 0 (the content's size) and {MAX_SIZE}, not {self.size}")
         for name in ("strength", "alpha"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"--{name} must be between 0 and 1, not {value}")
-        if not 16 <= self.style_size <= 4096:
-            raise ConfigError(f"--style-size must be between 16 and 4096, not {self.style_size}")
+        if not 16 <= self.style_size <= MAX_STYLE_SIZE:
+            raise ConfigError(f"--style-size must be between 16 and {MAX_STYLE_SIZE}, not {self.style_size}")
         return self
 
     def to_dict(self) -> dict:
@@ -74,6 +78,56 @@ def _dtype(device: torch.device, precision: str) -> torch.dtype:
 def _content_tensor(content: Image.Image, size: int, device) -> torch.Tensor:
     img = images.resize_long_side(content, size) if size else images.to_rgb(content)
     return images.pil_to_tensor(img, device)
+
+
+def _scaled(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(w, h) resized to `long_side` as images.resize_long_side rounds it (0 = as it is)."""
+    w, h = size
+    if not long_side:
+        return w, h
+    scale = long_side / max(w, h)
+    return (long_side, round(h * scale)) if w >= h else (round(w * scale), long_side)
+
+
+def _least_long_side(size: tuple[int, int]) -> int:
+    """The smallest long side at which an image of `size` keeps MIN_SIDE px on its short side."""
+    if min(size) < 1:
+        return 2**31  # an empty image has none
+    n = max(1, math.floor((MIN_SIDE - 0.5) * max(size) / min(size)))
+    while min(_scaled(size, n)) < MIN_SIDE:
+        n += 1
+    return n
+
+
+def _check_content(content: Image.Image, size: int, label: str = "") -> None:
+    """The content resized to `size` (0: as it is) must keep MIN_SIDE px a side. Blame what the
+    user can change: the --size option when it shrank an image that is large enough, else the image."""
+    shown = _scaled(content.size, size)
+    if min(shown) >= MIN_SIDE:
+        return
+    w, h = content.size
+    what = f"the content image {label}".strip()
+    need = _least_long_side(content.size)
+    fix = f"use a larger image (or --size {need} or more to enlarge it)" if need <= MAX_SIZE else \
+        "use a less elongated image"
+    if size and min(w, h) >= MIN_SIDE and need <= MAX_SIZE:
+        raise ConfigError(f"--size {size} makes {what} {shown[0]}x{shown[1]}: the arbitrary method needs at least "
+                          f"{MIN_SIDE} pixels a side; use --size {need} or more")
+    raise ConfigError(f"{what} is {w}x{h}" + (f" ({shown[0]}x{shown[1]} at --size {size})" if size else "")
+                      + f": the arbitrary method needs at least {MIN_SIDE} pixels a side; {fix}")
+
+
+def _check_style(style: Image.Image, style_size: int, what: str) -> None:
+    """A style image resized to `style_size` must keep MIN_SIDE px on its short side (VGG's pooling
+    fails on less: a traceback, or a resize error that did not say which image)."""
+    shown = _scaled(style.size, style_size)
+    if min(shown) >= MIN_SIDE:
+        return
+    w, h = style.size
+    need = _least_long_side(style.size)
+    fix = f"use --style-size {need} or more" if need <= MAX_STYLE_SIZE else "use a less elongated image"
+    raise ConfigError(f"{what} ({w}x{h}) is too elongated or small: at --style-size {style_size} it is "
+                      f"{shown[0]}x{shown[1]}, and the arbitrary method needs at least {MIN_SIDE} pixels a side; {fix}")
 
 
 def _finish(stylized: torch.Tensor, content: torch.Tensor, preserve: str, strength: float = 1.0) -> torch.Tensor:
@@ -158,18 +212,24 @@ class ArbitraryStylizer:
 
     @torch.inference_mode()
     def tensor(self, content: torch.Tensor, styles: Sequence[Image.Image], weights: Sequence[float] | None = None,
-               mask: Image.Image | None = None) -> torch.Tensor:
+               mask: Image.Image | None = None, labels: Sequence[str] | None = None) -> torch.Tensor:
         """Content [1, 3, H, W] in [0, 1] styled by `styles` (blended by `weights`, or by region
-        with `mask`) -> [1, 3, H, W] float32."""
+        with `mask`) -> [1, 3, H, W] float32. `labels` (content first, then styles; e.g. file
+        names) name the images in error messages."""
         if not styles:
             raise ConfigError("the arbitrary method needs at least one style image")
         if len(styles) > MAX_STYLES:
             raise ConfigError(f"at most {MAX_STYLES} style images, not {len(styles)}")
         weights = _normalized(weights, len(styles), mask is not None)
+        labels = list(labels or [])
+        labels += [""] * (1 + len(styles) - len(labels))
         content = content.to(self.device).float()
         h, w = content.shape[-2:]
-        if min(h, w) < 8:
-            raise ConfigError(f"the content image is {w}x{h}: the arbitrary method needs at least 8 pixels a side")
+        if min(h, w) < MIN_SIDE:
+            raise ConfigError(f"{f'the content image {labels[0]}'.strip()} is {w}x{h}: the arbitrary method needs "
+                              f"at least {MIN_SIDE} pixels a side")
+        for i, (style, label) in enumerate(zip(styles, labels[1:]), start=1):
+            _check_style(style, self.config.style_size, f"the style image {label or i}")
         # VGG halves three times before relu4_1 and the decoder doubles three times: pad to /8.
         ph, pw = (-h) % 8, (-w) % 8
         x = F.pad(content, (0, pw, 0, ph), mode="reflect" if min(h, w) > 8 else "replicate")
@@ -197,9 +257,11 @@ class ArbitraryStylizer:
         return _finish(y, content, "luminance" if self.config.preserve_color == "luminance" else "none")
 
     def __call__(self, content: Image.Image, styles: Sequence[Image.Image], weights: Sequence[float] | None = None,
-                 mask: Image.Image | None = None) -> Image.Image:
+                 mask: Image.Image | None = None, labels: Sequence[str] | None = None) -> Image.Image:
+        """`content` (at config.size) styled by `styles`; `labels` as for `tensor`."""
+        _check_content(content, self.config.size, (labels or [""])[0])
         x = _content_tensor(content, self.config.size, self.device)
-        return images.tensor_to_pil(self.tensor(x, styles, weights, mask))
+        return images.tensor_to_pil(self.tensor(x, styles, weights, mask, labels))
 
 
 def _normalized(weights: Sequence[float] | None, n: int, masked: bool) -> list[float]:

@@ -208,7 +208,7 @@ class Handlers:
             if method == "arbitrary":
                 stylizer = ArbitraryStylizer(model, config)
                 job.check()
-                out = stylizer(content_img, styles, blend_values)
+                out = stylizer(content_img, styles, blend_values, labels=[names["content"], *names["styles"]])
             else:
                 stylizer = FastStylizer(model, config)
                 job.check()
