@@ -260,6 +260,32 @@ def test_exif_orientation_is_applied(tmp_path, orientation, expected_xy):
     assert red == [expected_xy]
 
 
+def damaged_exif_jpeg(path: Path) -> Path:
+    """A 4x2 JPEG whose EXIF block holds Orientation 6 and then breaks off inside the next tag
+    (PIL warns "Corrupt EXIF data" when it opens the file and again when it reads the tags)."""
+    tags = struct.pack("<H", 2) + struct.pack("<HHLHH", 0x0112, 3, 1, 6, 0) + b"\0" * 6
+    Image.new("RGB", (4, 2), (0, 0, 255)).save(path, quality=100, exif=b"Exif\0\0II*\0" + struct.pack("<I", 8) + tags)
+    return path
+
+
+def test_damaged_exif_is_ignored_quietly(tmp_path):
+    # PIL's "Corrupt EXIF data" UserWarning reached stderr (a web server's log) though the image
+    # decodes: the tags read before the damage (the orientation here) still apply.
+    path = damaged_exif_jpeg(tmp_path / "phone.jpg")
+    with pytest.warns(UserWarning, match="Corrupt EXIF data"):  # PIL's own behaviour, on its own
+        Image.open(path).close()
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img = load_image(path)
+        with Image.open(path) as opened:  # warns here, outside convscope: the caller's own call
+            caught.clear()
+            again = images.to_rgb(opened)
+    assert img.size == again.size == (2, 4) and img.getpixel((0, 0))[2] > 200
+    assert [str(w.message) for w in caught] == []
+
+
 def test_animated_gif_and_multipage_tiff_give_first_frame(tmp_path):
     first, second = Image.new("RGB", (4, 4), (255, 0, 0)), Image.new("RGB", (4, 4), (0, 0, 255))
     for name in ("anim.gif", "pages.tif"):

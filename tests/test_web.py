@@ -87,6 +87,21 @@ def test_upload_claiming_a_huge_size_says_too_large(uploads, side, recwarn):
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
 
 
+def test_upload_with_damaged_exif_is_used_without_a_warning(uploads):
+    # PIL's "Corrupt EXIF data" UserWarning went to the server's log, never the page; the image
+    # decodes, with the tags read before the damage (Orientation 6 here: stored 4x2, shown 2x4).
+    import warnings
+
+    tags = struct.pack("<H", 2) + struct.pack("<HHLHH", 0x0112, 3, 1, 6, 0) + b"\0" * 6
+    path = uploads / "phone.jpg"
+    Image.new("RGB", (4, 2), (0, 0, 255)).save(path, quality=100,
+                                               exif=b"Exif\0\0II*\0" + struct.pack("<I", 8) + tags)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img = check_upload(record(path), Limits(upload_root=uploads))
+    assert img.size == (2, 4) and [str(w.message) for w in caught] == []
+
+
 @pytest.mark.parametrize("content, fmt, message", [
     (b"hello, not an image", None, "is not an image"),
     (b"<svg xmlns='http://www.w3.org/2000/svg'/>", None, "is not an image"),

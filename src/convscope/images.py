@@ -129,6 +129,7 @@ def _decoding(p: Path, max_pixels: int | None):
             # max_pixels is the one rule that decides, so the warning must neither print nor,
             # when a caller allows more, block the load. (Its hard error above 2x still does.)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            ignore_damaged_exif()
             with Image.open(p) as im:
                 yield im
     except UnidentifiedImageError:
@@ -160,10 +161,21 @@ def _check_pixel_count(p: Path, size: tuple[int, int], max_pixels: int | None) -
         )
 
 
+def ignore_damaged_exif() -> None:
+    """Inside a warnings.catch_warnings() block: silence PIL's "(Possibly) corrupt EXIF data"
+    warnings (a JPEG's open reads its EXIF for the DPI; exif_transpose for the orientation). The
+    pixels decode all the same and PIL keeps the tags it could read, the orientation among them
+    when it comes before the damage; a warning of byte counts in metadata is nothing a user can
+    act on, and it reached only stderr (the CLI's, or a web server's log, never the page)."""
+    warnings.filterwarnings("ignore", message=r"(possibly )?corrupt exif data", category=UserWarning)
+
+
 def _exif_upright(im: Image.Image) -> Image.Image:
     """Apply the EXIF Orientation tag. A damaged EXIF block is ignored: the pixels are fine."""
     try:
-        return ImageOps.exif_transpose(im)
+        with warnings.catch_warnings():
+            ignore_damaged_exif()
+            return ImageOps.exif_transpose(im)
     except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
         return im.copy()
 

@@ -102,6 +102,7 @@ def check_upload(record, limits: Limits, what: str = "image") -> Image.Image:
     try:
         with warnings.catch_warnings():  # PIL's size warning: the pixel cap below is the rule
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            images.ignore_damaged_exif()  # the image decodes all the same
             with Image.open(path) as im:  # the header only: nothing decoded yet
                 fmt = im.format
     except Image.DecompressionBombError:
