@@ -355,6 +355,41 @@ def test_classify_uses_the_images_as_checked(handlers, uploads, monkeypatch):
     assert len(top) == 5 and "| mine.png |" in table
 
 
+def test_classify_decodes_one_upload_at_a_time(handlers, uploads, monkeypatch):
+    # All uploads were decoded before the job and held to the end (16 at the 50-megapixel cap:
+    # 2.4 GB), and the chart drew them at full size; more than 8 failed as an internal error (the
+    # chart was handed None for the images after the 8th).
+    import weakref
+
+    from convscope.web import handlers as module
+    from convscope.web.handlers import MAX_CLASSIFY
+
+    paths = []
+    for i in range(MAX_CLASSIFY):
+        paths.append(uploads / f"{i}.png")
+        photo(80 + i, 60, seed=i).save(paths[-1])
+    alive = []
+
+    def decode(r, limits, what="image"):
+        assert not [ref for ref in alive if ref() is not None], "an earlier upload is still decoded"
+        image = check_upload(r, limits, what)
+        alive.append(weakref.ref(image))
+        return image
+
+    monkeypatch.setattr(module, "check_upload", decode)
+    top, chart, table = handlers.classify([record(p, f"mine{i}.png") for i, p in enumerate(paths)],
+                                          "efficientnet_lite0")
+    assert len(alive) == MAX_CLASSIFY and len(top) == 5 and table.count("| mine") == MAX_CLASSIFY
+    assert chart.height > 100 * MAX_CLASSIFY  # a row per image
+
+    # Every upload is checked before any is decoded: a bad last file costs no work.
+    (uploads / "notes.png").write_text("not an image")
+    alive.clear()
+    with pytest.raises(ImageError, match="notes.png is not an image"):
+        handlers.classify([record(paths[0]), record(uploads / "notes.png")], "efficientnet_lite0")
+    assert alive == []
+
+
 def test_classify_a_one_pixel_high_image_resizes_only_the_crop(handlers, uploads, monkeypatch):
     # _square resized the whole image before cropping: 4000x1 became 896000x224 (20000x1, a
     # 143-byte file, took 4.4 GB and 24 s; 100000x1 is within the pixel cap and needs 22 GB).

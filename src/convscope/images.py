@@ -106,6 +106,15 @@ def load_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image
         return _to_rgb(_exif_upright(im))
 
 
+def check_image_header(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """What load_image checks before it decodes a pixel (a readable image file, within
+    `max_pixels`), with its ImageErrors; the (width, height) from the header. Nothing is decoded."""
+    p = _readable_file(path)
+    with _decoding(p, max_pixels) as im:
+        _check_pixel_count(p, im.size, max_pixels)
+        return im.size
+
+
 def _readable_file(path) -> Path:
     """Return `path` as a Path if it is a non-empty regular file, else raise ImageError."""
     p = Path(path).expanduser()

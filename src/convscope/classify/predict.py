@@ -122,6 +122,7 @@ def predict_images(model: nn.Module, classes: list[str], paths: list[str], input
             parent = Path(path).parent.name
             out.append(Prediction(path, p, [(classes[i], v.item()) for v, i in zip(values, idx)],
                                   parent if parent in classes else None, im if len(out) < keep_images else None))
+        loaded = im = None  # this chunk's images go before the next chunk is decoded
     return out
 
 

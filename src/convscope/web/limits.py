@@ -8,6 +8,7 @@ is refused. The client's file name is used only to name the image in messages.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -93,9 +94,9 @@ def upload_path(record, limits: Limits, what: str = "image") -> Path:
     return path
 
 
-def check_upload(record, limits: Limits, what: str = "image") -> Image.Image:
-    """The uploaded image as 8-bit RGB (EXIF-upright), or ImageError naming the client's file:
-    wrong kind of value, over the byte or pixel cap, not an image, or not an accepted format."""
+def probe_upload(record, limits: Limits, what: str = "image") -> Path:
+    """Every check of check_upload short of decoding (the format and the pixel cap from the
+    header), with the same ImageErrors; the server-side path."""
     path = upload_path(record, limits, what)
     name = display_name(record)
     kinds = ", ".join(dict.fromkeys(IMAGE_FORMATS.values()))
@@ -106,14 +107,28 @@ def check_upload(record, limits: Limits, what: str = "image") -> Image.Image:
             with Image.open(path) as im:  # the header only: nothing decoded yet
                 fmt = im.format
     except Image.DecompressionBombError:
-        fmt = None  # an image, and far too large: load_image says so below, with its size
+        fmt = None  # an image, and far too large: check_image_header says so below, with its size
     except Exception:
         raise ImageError(f"{name} is not an image; upload a {kinds} file") from None
     if fmt is not None and fmt not in IMAGE_FORMATS:
         raise ImageError(f"{name} is a {fmt} file; upload a {kinds} file")
-    try:
+    with _named(path, name):
+        images.check_image_header(path, max_pixels=limits.max_pixels)
+    return path
+
+
+def check_upload(record, limits: Limits, what: str = "image") -> Image.Image:
+    """The uploaded image as 8-bit RGB (EXIF-upright), or ImageError naming the client's file:
+    wrong kind of value, over the byte or pixel cap, not an image, or not an accepted format."""
+    path = probe_upload(record, limits, what)
+    with _named(path, display_name(record)):
         return images.load_image(path, max_pixels=limits.max_pixels)
+
+
+@contextlib.contextmanager
+def _named(path: Path, name: str):
+    """images' errors name the server's copy; the user knows the file by its own name."""
+    try:
+        yield
     except ImageError as exc:
-        # images names the server's copy; the user knows the file by its own name.
-        message = str(exc).replace(str(path), name).replace(" or raise max_pixels", "")
-        raise ImageError(message) from None
+        raise ImageError(str(exc).replace(str(path), name).replace(" or raise max_pixels", "")) from None
