@@ -127,3 +127,29 @@ def test_bf16_targets_match_iterates():
         terms = obj(s)
     assert terms["style"].item() < 1e-6 and terms["content"].item() < 1e-6
     assert obj.gram_targets["block1_conv1"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("init", ["content", "image"])
+def test_first_step_from_an_image_moves_pixels_by_the_warm_start_bound(init, tmp_path):
+    """From a start image (a one-pass result, an image file) the first L-BFGS step changes the
+    largest-gradient pixel by WARM_START_FIRST_STEP; from the content it keeps torch's tiny step."""
+    from convscope.optimize import WARM_START_FIRST_STEP
+
+    start = picture(2, size=(48, 40))
+    start.save(tmp_path / "start.png")
+    seen = {}
+
+    def grab(p):
+        if p.image is not None:
+            seen[p.iteration] = p.image
+
+    config = tiny(iterations=2, save_every=1, precision="fp32",
+                  init=str(tmp_path / "start.png") if init == "image" else "content")
+    stylize_images(picture(0), [picture(1)], config, callback=grab)
+    x0 = images.pil_to_tensor(start if init == "image" else picture(0))
+    moved = (seen[1] - x0).abs().max().item()
+    if init == "image":
+        # The callback's image is clamped to [0, 1]: a pixel pushed past the range moves less.
+        assert WARM_START_FIRST_STEP - 2e-3 < moved <= WARM_START_FIRST_STEP + 1e-5
+    else:
+        assert moved < WARM_START_FIRST_STEP / 4  # min(1, 1/|g|₁): ~0.002 here, less on larger images

@@ -61,3 +61,41 @@ def test_rejected_pairs_keep_steps_safe():
         (g,) = torch.autograd.grad(f(x), x)
         lbfgs.step(x.data, g)
     assert torch.isfinite(x).all() and x.abs().max() < 1.0
+
+
+@pytest.mark.parametrize("static_shapes", [False, True], ids=["prefix", "static"])
+def test_first_step_bounds_the_largest_change(static_shapes):
+    """first_step: the first step changes no element by more than first_step·lr (the largest-gradient
+    element by exactly that), and later steps follow the same quasi-Newton rule as without it."""
+    f = problem()
+    x = torch.zeros(40, dtype=torch.float64, requires_grad=True)
+    lbfgs = CompactLBFGS(40, 5, lr=0.5, dtype=torch.float64, static_shapes=static_shapes, first_step=0.04)
+    (g,) = torch.autograd.grad(f(x), x)
+    lbfgs.step(x.data, g)
+    torch.testing.assert_close(x.detach().abs().max(), torch.tensor(0.02, dtype=torch.float64))
+    torch.testing.assert_close(x.detach(), -0.02 * g / g.abs().max())
+    start = f(x).item()
+    for _ in range(30):
+        (g,) = torch.autograd.grad(f(x), x)
+        lbfgs.step(x.data, g)
+    assert f(x).item() < start
+
+
+def test_first_step_on_a_large_image_moves_further_than_torchs_rule():
+    """Torch's min(1, 1/|g|₁) scale shrinks with the number of pixels; a bounded pixel change does not."""
+    target = torch.rand(3 * 256 * 256, generator=torch.Generator().manual_seed(0))
+    losses = {}
+    for first_step in (None, 0.03):
+        x = torch.zeros_like(target, requires_grad=True)
+        lbfgs = CompactLBFGS(x.numel(), 10, first_step=first_step)
+        (g,) = torch.autograd.grad(((x - target) ** 2).sum(), x)
+        lbfgs.step(x.data, g)
+        losses[first_step] = ((x - target) ** 2).sum().item()
+    start = (target**2).sum().item()
+    assert losses[None] > 0.9999 * start  # torch's first step: next to nothing
+    assert losses[0.03] < 0.95 * start
+
+
+def test_first_step_must_be_positive():
+    with pytest.raises(ValueError):
+        CompactLBFGS(4, first_step=0.0)

@@ -10,8 +10,13 @@ Byrd, Nocedal & Schnabel (1994, eq. 3.1 / 2.17):
 with S, Y the last m steps and gradient changes, R = triu(SᵀY), D = diag(SᵀY) and γ = sᵀy / yᵀy of the
 newest pair. That is a few matrix-vector products over an [2m, n] buffer plus m x m triangular
 solves, all branch-free (acceptance of a pair is a tensor mask), so one iteration can be captured
-in a CUDA graph. The iterates equal torch.optim.LBFGS with line_search_fn=None (fixed step lr,
-first step scaled by min(1, 1/|g|₁)), which tests check.
+in a CUDA graph. With first_step=None the iterates equal torch.optim.LBFGS with line_search_fn=None
+(fixed step lr, first step scaled by min(1, 1/|g|₁)), which tests check.
+
+The first step is plain steepest descent with no curvature to scale it. Torch's min(1, 1/|g|₁)
+is tiny for an image of 10⁵-10⁶ pixels (|g|₁ sums over all of them), so that iteration moves the
+image by almost nothing. `first_step` instead bounds the step by its largest element change, in
+the parameter's own units (e.g. 0.03 of the [0, 1] pixel range), which does not shrink with size.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ class CompactLBFGS:
 
     def __init__(self, n: int, history: int = 100, lr: float = 1.0,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 static_shapes: bool = False):
+                 static_shapes: bool = False, first_step: float | None = None):
         m = max(1, int(history))
         self.m, self.lr = m, float(lr)
+        if first_step is not None and not first_step > 0:
+            raise ValueError(f"first_step must be positive or None, not {first_step!r}")
+        self.first_step = first_step
         # Slots fill in order 0, 1, ... (the pointer moves only on an accepted pair), so before the
         # memory is full only a prefix can hold pairs. Eagerly we work on that prefix; a CUDA graph
         # needs fixed shapes (static_shapes=True) and always works on all m slots (empty ones are
@@ -116,10 +124,14 @@ class CompactLBFGS:
         # Not a descent direction (numerical trouble): fall back to steepest descent.
         descent = torch.dot(direction, flat_g) < 0
         direction = torch.where(descent, direction, -flat_g)
-        # Steepest descent (empty memory) takes the scaled step min(1, 1/|g|₁)·lr, as torch's first
-        # step does; unlike torch we also do so while every pair so far was rejected (non-convex
+        # Steepest descent (empty memory) takes a scaled step: min(1, 1/|g|₁)·lr as torch's first
+        # step does, or with first_step, the step that changes no element by more than
+        # first_step·lr. Unlike torch we also do so while every pair so far was rejected (non-convex
         # start), where a unit step along the raw gradient can throw the image to infinity.
-        safe_t = torch.clamp(1.0 / flat_g.abs().sum(), max=1.0) * self.lr
+        if self.first_step is None:
+            safe_t = torch.clamp(1.0 / flat_g.abs().sum(), max=1.0) * self.lr
+        else:
+            safe_t = self.first_step * self.lr / flat_g.abs().max().clamp_min(1e-30)
         t = torch.where(self.filled.any() & descent, torch.full_like(safe_t, self.lr), safe_t)
         step = direction * t
         param.add_(step.view_as(param))

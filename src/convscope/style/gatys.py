@@ -20,7 +20,7 @@ from ..devices import default_precision, resolve_device
 from ..errors import ConfigError
 from ..losses import content_loss, gram, range_penalty, style_loss, tv_loss
 from ..nets import Backbone, get_net
-from ..optimize import Interrupted, Progress, optimize_image, precision_mode
+from ..optimize import WARM_START_FIRST_STEP, Interrupted, Progress, optimize_image, precision_mode
 from .config import INITS, StyleConfig, fast_init_model
 
 
@@ -162,10 +162,13 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
             stage_sizes.append((c.shape[-1], c.shape[-2]))
             with precision_mode(precision, device):  # targets in the arithmetic the iterates will use
                 objective = StyleObjective(net, c_target, s, blend, config)
+            first_step = None  # torch's rule for L-BFGS's first step, except from an image near a solution
             if x is None:
                 x0 = _init_image(config, c_target, s[0], init_image)
                 if config.preserve_color == "luminance":
                     x0 = _luminance(x0)
+                if init_image is not None:  # a one-pass stylization (--init fast) or an image file
+                    first_step = WARM_START_FIRST_STEP
             else:
                 x0 = F.interpolate(x, size=c.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
             last_stage = k == len(sizes)
@@ -190,8 +193,8 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
             try:
                 result = optimize_image(
                     x0, objective, iterations=n_iter, optimizer=config.optimizer, lr=config.lr,
-                    lr_decay=config.lr_decay, lbfgs_history=config.lbfgs_history, precision=precision,
-                    cuda_graph=config.cuda_graph, callback=on_progress, want_image=want,
+                    lr_decay=config.lr_decay, lbfgs_history=config.lbfgs_history, lbfgs_first_step=first_step,
+                    precision=precision, cuda_graph=config.cuda_graph, callback=on_progress, want_image=want,
                     report_at=None if callback is not None else want,
                     stage=k, stages=len(sizes), clock_start=start)
             except Interrupted as stop:
