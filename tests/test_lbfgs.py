@@ -99,3 +99,19 @@ def test_first_step_on_a_large_image_moves_further_than_torchs_rule():
 def test_first_step_must_be_positive():
     with pytest.raises(ValueError):
         CompactLBFGS(4, first_step=0.0)
+
+
+@pytest.mark.parametrize("static_shapes", [False, True], ids=["prefix", "static"])
+def test_memory_beyond_the_iterations_changes_nothing(static_shapes):
+    """n iterations store at most n - 1 pairs, so a memory of n gives the same iterates as 100
+    (optimize_image caps the memory at the iterations for that reason: it is allocated up front)."""
+    f = problem()
+    runs = []
+    for history in (8, 100):
+        x = torch.zeros(40, dtype=torch.float64, requires_grad=True)
+        lbfgs = CompactLBFGS(40, history, dtype=torch.float64, static_shapes=static_shapes, first_step=0.1)
+        for _ in range(8):
+            (g,) = torch.autograd.grad(f(x), x)
+            lbfgs.step(x.data, g)
+        runs.append(x.detach())
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-12, atol=1e-12)

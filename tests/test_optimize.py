@@ -122,3 +122,19 @@ def test_nan_without_callback_names_the_first_bad_iteration():
 
     with pytest.raises(NumericalError, match="iteration 4"):
         optimize_image(torch.rand(1, 3, 4, 4), objective, iterations=60)
+
+
+def test_lbfgs_memory_is_not_larger_than_the_iterations(monkeypatch):
+    import convscope.optimize as optimize
+
+    sizes = []
+    real = optimize.CompactLBFGS
+
+    def spy(n, history, *args, **kwargs):
+        sizes.append(history)
+        return real(n, history, *args, **kwargs)
+
+    monkeypatch.setattr(optimize, "CompactLBFGS", spy)
+    for iterations in (3, 150):
+        optimize_image(torch.full((1, 3, 8, 8), 0.5), target_objective(size=8), iterations=iterations)
+    assert sizes == [3, 100]

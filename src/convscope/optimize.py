@@ -214,8 +214,11 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
                  torch.full((), float("inf"), device=device), precision, iterations=iterations)
     use_graph = cuda_graph and device.type == "cuda" and optimizer == "lbfgs"
     if optimizer == "lbfgs":
-        step.opt = CompactLBFGS(x.numel(), lbfgs_history, lr, device=device, static_shapes=use_graph,
-                                first_step=lbfgs_first_step)
+        # A run of n iterations stores at most n - 1 pairs: a larger memory changes no iterate, it
+        # only allocates (100 pairs of a 384x288 image: 265 MB and 64 ms on the CPU for a 3-iteration
+        # warm start; of 1024x768: 1.9 GB).
+        step.opt = CompactLBFGS(x.numel(), min(lbfgs_history, iterations), lr, device=device,
+                                static_shapes=use_graph, first_step=lbfgs_first_step)
     else:
         step.opt = (torch.optim.Adam([x], lr=lr) if optimizer == "adam"
                     else torch.optim.SGD([x], lr=lr, momentum=0.9, nesterov=True))
