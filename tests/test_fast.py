@@ -22,6 +22,7 @@ from convscope.fast.nets import (LITE_WIDTHS, Decoder, HalfResTransformerNet, In
                                  TransformerNet, adain, channel_stats, grow_into, reduced_instance_norm,
                                  space_to_depth_conv_weight, subpixel_upconv_weight)
 from convscope.fast.train import TrainingError, checkpoint_path, train_arbitrary, train_style
+from convscope.optimize import WARM_START_FIRST_STEP
 from netcache import cached_get_net
 
 NETS: dict = {}
@@ -489,7 +490,8 @@ def _max_pixel_difference(a: Image.Image, b: Image.Image) -> int:
 
 @pytest.mark.parametrize("kind", [STYLE_KIND, ARBITRARY_KIND])
 def test_gatys_fast_init_starts_from_the_one_pass_result(tmp_path, kind):
-    # One iteration evaluates the start and keeps the best image seen: the one-pass result itself.
+    # One iteration from the one-pass result: its first step moves no pixel by more than the
+    # warm start's bound (it does lower the loss, so the best image seen is the moved one).
     content, style = _photo(60, 50), _stripes()
     path = tiny_model_file(tmp_path / "m.safetensors", kind)
     config = FastConfig(size=48, device="cpu")
@@ -497,7 +499,7 @@ def test_gatys_fast_init_starts_from_the_one_pass_result(tmp_path, kind):
                 else ArbitraryStylizer(str(path), config)(content, [style]))
     start = _gatys(f"fast:{path}", 1, content, style).image
     assert start.size == one_pass.size == (48, 40)
-    assert _max_pixel_difference(start, one_pass) <= 2
+    assert _max_pixel_difference(start, one_pass) <= 2 + round(255 * WARM_START_FIRST_STEP)
     assert _max_pixel_difference(start, _gatys("content", 1, content, style).image) > 20
 
 
