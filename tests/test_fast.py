@@ -789,3 +789,11 @@ def test_lite_builtin_is_listed_and_used_as_arbitrary(tmp_path, monkeypatch, cap
     assert Image.open(out).size == (61, 37)
     with pytest.raises(ModelError, match="adain-lite"):
         load_model("adain-lit", ARBITRARY_KIND)
+
+
+def test_gatys_fast_init_takes_a_style_too_thin_for_the_arbitrary_default():
+    # 1920x16: wide enough for the optimization at --style-scale 40 (1920 px), 4 px high at the
+    # arbitrary model's default --style-size 512, an option the optimization does not have.
+    style = _stripes().resize((1920, 16))
+    result = _gatys("fast", 1, _photo(60, 50), style, size=48, style_scale=40)
+    assert result.image.size == (48, 40)

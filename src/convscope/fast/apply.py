@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from PIL import Image
@@ -288,4 +288,9 @@ def one_pass_image(model: str, content: Image.Image, styles: Sequence[Image.Imag
     config = FastConfig(size=size, device=device, preserve_color=preserve_color)
     if read_header(path).get("kind") == STYLE_KIND:
         return FastStylizer(str(path), config)(content)
+    # The optimization has no --style-size to offer: a style too thin for the default one is
+    # encoded at the smallest size that keeps it MIN_SIDE px wide.
+    need = max((_least_long_side(s.size) for s in styles), default=0)
+    if need > config.style_size:
+        config = replace(config, style_size=min(need, MAX_STYLE_SIZE))
     return ArbitraryStylizer(str(path), config)(content, styles, weights)  # other kinds: a clear ModelError
