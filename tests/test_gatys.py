@@ -129,7 +129,7 @@ def test_bf16_targets_match_iterates():
     assert obj.gram_targets["block1_conv1"].dtype == torch.float32
 
 
-@pytest.mark.parametrize("init", ["content", "image"])
+@pytest.mark.parametrize("init", ["content", "image", "content, an init_image given"])
 def test_first_step_from_an_image_moves_pixels_by_the_warm_start_bound(init, tmp_path):
     """From a start image (a one-pass result, an image file) the first L-BFGS step changes the
     largest-gradient pixel by WARM_START_FIRST_STEP; from the content it keeps torch's tiny step."""
@@ -145,7 +145,8 @@ def test_first_step_from_an_image_moves_pixels_by_the_warm_start_bound(init, tmp
 
     config = tiny(iterations=2, save_every=1, precision="fp32",
                   init=str(tmp_path / "start.png") if init == "image" else "content")
-    stylize_images(picture(0), [picture(1)], config, callback=grab)
+    stylize_images(picture(0), [picture(1)], config, callback=grab,
+                   init_image=start if init.startswith("content,") else None)  # init="content" wins
     x0 = images.pil_to_tensor(start if init == "image" else picture(0))
     moved = (seen[1] - x0).abs().max().item()
     if init == "image":

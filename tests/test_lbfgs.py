@@ -66,7 +66,7 @@ def test_rejected_pairs_keep_steps_safe():
 @pytest.mark.parametrize("static_shapes", [False, True], ids=["prefix", "static"])
 def test_first_step_bounds_the_largest_change(static_shapes):
     """first_step: the first step changes no element by more than first_step·lr (the largest-gradient
-    element by exactly that), and later steps follow the same quasi-Newton rule as without it."""
+    element by exactly that), and the quasi-Newton steps after it go on lowering the loss."""
     f = problem()
     x = torch.zeros(40, dtype=torch.float64, requires_grad=True)
     lbfgs = CompactLBFGS(40, 5, lr=0.5, dtype=torch.float64, static_shapes=static_shapes, first_step=0.04)

@@ -73,7 +73,7 @@ def test_ctrl_c_gives_the_best_image_so_far():
 def test_bad_options():
     x0, obj = torch.rand(1, 3, 4, 4), target_objective(size=4)
     for kwargs in ({"optimizer": "rmsprop"}, {"iterations": 0}, {"lr": -1.0}, {"lr_decay": 1.5},
-                   {"precision": "fp8"}):
+                   {"precision": "fp8"}, {"lbfgs_first_step": 0.0}, {"lbfgs_first_step": -0.1}):
         with pytest.raises(ConfigError):
             optimize_image(x0, obj, **{"iterations": 2, **kwargs})
 

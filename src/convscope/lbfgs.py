@@ -16,7 +16,8 @@ in a CUDA graph. With first_step=None the iterates equal torch.optim.LBFGS with 
 The first step is plain steepest descent with no curvature to scale it. Torch's min(1, 1/|g|₁)
 is tiny for an image of 10⁵-10⁶ pixels (|g|₁ sums over all of them), so that iteration moves the
 image by almost nothing. `first_step` instead bounds the step by its largest element change, in
-the parameter's own units (e.g. 0.03 of the [0, 1] pixel range), which does not shrink with size.
+the parameter's own units, times lr (e.g. 0.03 of the [0, 1] pixel range), which does not shrink
+with size.
 """
 
 from __future__ import annotations

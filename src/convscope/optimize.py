@@ -26,12 +26,12 @@ OPTIMIZERS = ("lbfgs", "adam", "sgd")
 # direction; Adam moves each pixel by about lr per step; SGD (with momentum) follows the raw gradient.
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02, "sgd": 0.05}
 # L-BFGS's first step for an optimization that starts from an image already near a solution (a
-# one-pass stylization): it changes no pixel by more than this, in [0, 1] units (see
-# lbfgs.CompactLBFGS). Torch's rule, min(1, 1/|g|₁), barely moves a 384 px image, which wastes the
+# one-pass stylization): it changes no pixel by more than this times lr, in [0, 1] units (see
+# lbfgs.CompactLBFGS; lr is 1 by default). Torch's rule, min(1, 1/|g|₁), barely moves a 384 px image, which wastes the
 # first iteration: from a feed-forward stylization, 5 iterations reached 2.12x / 2.32x the
 # 300-iteration result's style loss with it, 1.78x / 2.10x with 0.03, and 10 iterations 1.57x /
-# 1.77x against 1.50x / 1.68x (0.02 and 0.05 did about as well; bench/fast.py's scorer, tubingen +
-# starry_night and golden_gate + the_scream at 384 px, CPU). From the photo the same change did
+# 1.77x against 1.50x / 1.68x (0.02 and 0.05 did about as well; side runs on bench/fast.py's scorer,
+# tubingen + starry_night and golden_gate + the_scream at 384 px, CPU; README has the bench's own). From the photo the same change did
 # worse (20 iterations: 2.55x / 15.3x against 2.38x / 14.2x; 300: 1.008x / 1.032x against 1.003x /
 # 1.002x), so optimizations from the content, noise or the style keep torch's rule.
 WARM_START_FIRST_STEP = 0.03
@@ -184,8 +184,8 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
             without a line search, as the classic style-transfer tools do).
         lr: step size; None picks DEFAULT_LR for the optimizer. lr_decay: per-iteration
             exponential decay factor for Adam/SGD (1.0 = constant).
-        lbfgs_first_step: the largest pixel change of L-BFGS's first step (None: torch's rule;
-            WARM_START_FIRST_STEP suits a start near a solution).
+        lbfgs_first_step: the largest pixel change of L-BFGS's first step, times lr (None:
+            torch's rule; WARM_START_FIRST_STEP suits a start near a solution).
         precision: "fp32", "tf32" or "bf16" (see precision_mode).
         cuda_graph: on CUDA, capture one L-BFGS iteration in a CUDA graph after a warm-up and replay
             it (removes Python and launch overhead; same arithmetic).
@@ -206,6 +206,8 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
         raise ConfigError(f"learning rate must be positive, not {lr}")
     if not 0 < lr_decay <= 1:
         raise ConfigError(f"lr decay must be in (0, 1], not {lr_decay}")
+    if lbfgs_first_step is not None and not lbfgs_first_step > 0:
+        raise ConfigError(f"L-BFGS's first step must be positive, not {lbfgs_first_step}")
     device = x0.device
     start = time.perf_counter() if clock_start is None else clock_start
     x = x0.detach().clone().float().requires_grad_(True)

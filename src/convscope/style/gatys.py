@@ -167,7 +167,7 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
                 x0 = _init_image(config, c_target, s[0], init_image)
                 if config.preserve_color == "luminance":
                     x0 = _luminance(x0)
-                if init_image is not None:  # a one-pass stylization (--init fast) or an image file
+                if config.init not in INITS:  # a one-pass stylization (--init fast) or an image file
                     first_step = WARM_START_FIRST_STEP
             else:
                 x0 = F.interpolate(x, size=c.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
