@@ -13,7 +13,7 @@ from PIL import Image
 import convscope.nets
 from convscope import images
 from convscope.cli import main
-from convscope.errors import ConfigError
+from convscope.errors import ConfigError, ImageError, UserError
 from convscope.fast import models as fast_models
 from convscope.fast.apply import ArbitraryStylizer, FastConfig, FastStylizer
 from convscope.fast.config import TrainArbitraryConfig, TrainStyleConfig
@@ -433,6 +433,8 @@ def test_arbitrary_blend_and_mask():
     (1, (48, 40), (64, 64), "--size 1 makes the content image c.png 1x1: the arbitrary method needs at least 8 "
                             "pixels a side; use --size 9 or more"),
     (100, (4000, 10), (64, 64), "--size 100 makes the content image c.png 100x0: "),
+    (100, (40000, 10), (64, 64), "--size 100 makes the content image c.png 100x0: the arbitrary method needs at "
+                                 "least 8 pixels a side; use --size 0 (its own size)"),
     # the content itself is too small or too thin
     (0, (4, 3), (64, 64), "the content image c.png is 4x3: the arbitrary method needs at least 8 pixels a side; "
                           "use a larger image (or --size 10 or more to enlarge it)"),
@@ -449,9 +451,21 @@ def test_arbitrary_blend_and_mask():
 ])
 def test_arbitrary_says_what_is_too_small(size, content, style, message):
     s = ArbitraryStylizer(config=FastConfig(size=size, device="cpu", precision="fp32"))
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(UserError) as err:
         s(_photo(*content), [_stripes(), _photo(*style)], labels=["c.png", "s.png", "thin.png"])
     assert str(err.value).startswith(message)
+    # A content image at fault is an ImageError (a folder run skips it); an option or a style, not.
+    at_fault = message.startswith("the content image")
+    assert isinstance(err.value, ImageError) == at_fault and isinstance(err.value, ConfigError) != at_fault
+
+
+@pytest.mark.parametrize("which", ["content", "style"])
+def test_arbitrary_on_an_empty_image_is_a_one_line_error(which):
+    s = ArbitraryStylizer(config=FastConfig(size=64, device="cpu", precision="fp32"))
+    empty = Image.new("RGB", (0, 0))
+    content, style = (empty, _stripes()) if which == "content" else (_photo(), empty)
+    with pytest.raises(ImageError, match=rf"^the {which} image \S+ is empty \(0x0\)$"):
+        s(content, [style], labels=["c.png", "s.png"])
 
 
 def test_arbitrary_without_labels_numbers_the_style_images():
@@ -545,6 +559,23 @@ def test_cli_stylize_with_a_model_file_and_folder(tmp_path, capsys):
     assert main(["stylize", str(src), "--model", str(path), "-o", str(tmp_path / "outs")]) == 0
     assert sorted(p.name for p in (tmp_path / "outs").glob("*.png")) == ["a.png", "b.png"]
     assert "skipped 1 unreadable" in capsys.readouterr().err
+
+
+def test_cli_arbitrary_folder_skips_an_image_too_small_for_it(tmp_path, capsys):
+    src, style = tmp_path / "in", tmp_path / "s.png"
+    src.mkdir()
+    _photo(51, 37).save(src / "a.jpg")
+    _photo(4, 3).save(src / "tiny.png")  # under the arbitrary method's 8 px a side, at its own size
+    _stripes().save(style)
+    argv = ["stylize", str(src), str(style), "--method", "arbitrary", "--size", "0", "-o", str(tmp_path / "outs")]
+    assert main(argv) == 0
+    assert [p.name for p in (tmp_path / "outs").glob("*.png")] == ["a.png"]
+    err = capsys.readouterr().err
+    assert "skipped" in err and "tiny.png is 4x3" in err
+    # a single image of that size is still an error
+    assert main(["stylize", str(src / "tiny.png"), str(style), "--method", "arbitrary", "--size", "0",
+                 "-o", str(tmp_path / "t.png"), "-q"]) == 2
+    assert not (tmp_path / "t.png").exists()
 
 
 def test_cli_stylize_folder_outputs(tmp_path, capsys):

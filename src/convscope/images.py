@@ -238,10 +238,14 @@ def resize_long_side(img: Image.Image, size: int) -> Image.Image:
     """Scale `img` so that max(width, height) == `size` pixels, keeping the aspect ratio."""
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0:
         raise ConfigError(f"image size must be a positive whole number of pixels, got {size!r}")
-    w, h = _nonempty_size(img)
-    scale = size / max(w, h)
-    new = (size, round(h * scale)) if w >= h else (round(w * scale), size)
-    return _resize(img, new, f"long side {size} px")
+    return _resize(img, long_side_size(_nonempty_size(img), size), f"long side {size} px")
+
+
+def long_side_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(width, height) of a non-empty `size` scaled to `long_side`, rounded as resize_long_side does."""
+    w, h = size
+    scale = long_side / max(w, h)
+    return (long_side, round(h * scale)) if w >= h else (round(w * scale), long_side)
 
 
 def resize_to_pixels(img: Image.Image, pixels: int) -> Image.Image:

@@ -203,7 +203,7 @@ def _folder_outputs(files: list[Path], out_dir: Path) -> list[Path]:
 def run_one_pass(args, method: str) -> int:
     """`stylize CONTENT --model M` (feed-forward) or `stylize CONTENT STYLE... --method arbitrary`."""
     from .. import images
-    from ..errors import ConfigError, UserError
+    from ..errors import ConfigError, ImageError, UserError
     from ..fast.apply import ArbitraryStylizer, FastConfig, FastStylizer
     from ..runinfo import run_metadata
 
@@ -237,16 +237,18 @@ def run_one_pass(args, method: str) -> int:
     began, skipped, written = time.perf_counter(), [], []
     for src, dst in zip(files, outputs):
         start = time.perf_counter()
+        # In a folder, an image that cannot be read, or that the method cannot take (an ImageError
+        # from the stylizer: too small), is skipped; any other problem stops the run.
         try:
             content = images.load_image(src)
+            result = stylizer(content) if method == "fast" else \
+                stylizer(content, styles, args.style_blend, mask, labels=[src.name, *(Path(s).name for s in args.styles)])
         except UserError as exc:
-            if not folder:
+            if not folder or not isinstance(exc, ImageError):
                 raise
             skipped.append(src)
             print(f"\nskipped {src}: {exc}", file=sys.stderr)
             continue
-        result = stylizer(content) if method == "fast" else \
-            stylizer(content, styles, args.style_blend, mask, labels=[src.name, *(Path(s).name for s in args.styles)])
         meta = run_metadata("stylize", {"method": method, "model": model_name, **config.to_dict()},
                             inputs={"content": str(src), "styles": [str(s) for s in args.styles]},
                             seconds=round(time.perf_counter() - start, 3),
@@ -259,6 +261,6 @@ def run_one_pass(args, method: str) -> int:
         bar.close()
     if not args.quiet:
         where = f"{len(written)} image(s) to {Path(args.output)}" if folder else str(written[0])
-        extra = f"; skipped {len(skipped)} unreadable image(s)" if skipped else ""
+        extra = f"; skipped {len(skipped)} unreadable or unusable image(s)" if skipped else ""
         print(f"wrote {where} in {time.perf_counter() - began:.2f} s{extra}", file=sys.stderr)
     return 0

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from .. import colour, images
 from ..devices import cpu_has_native_bf16, resolve_device
-from ..errors import ConfigError
+from ..errors import ConfigError, ImageError
 from ..options import check_choices
 from ..options import option as _opt
 from .models import ARBITRARY_BUILTIN, ARBITRARY_KIND, STYLE_KIND, StyleModel, load_model, read_header, resolve
@@ -82,11 +82,7 @@ def _content_tensor(content: Image.Image, size: int, device) -> torch.Tensor:
 
 def _scaled(size: tuple[int, int], long_side: int) -> tuple[int, int]:
     """(w, h) resized to `long_side` as images.resize_long_side rounds it (0 = as it is)."""
-    w, h = size
-    if not long_side:
-        return w, h
-    scale = long_side / max(w, h)
-    return (long_side, round(h * scale)) if w >= h else (round(w * scale), long_side)
+    return images.long_side_size(size, long_side) if long_side and min(size) >= 1 else size
 
 
 def _least_long_side(size: tuple[int, int]) -> int:
@@ -107,14 +103,18 @@ def _check_content(content: Image.Image, size: int, label: str = "") -> None:
         return
     w, h = content.size
     what = f"the content image {label}".strip()
+    if min(w, h) < 1:
+        raise ImageError(f"{what} is empty ({w}x{h})")
     need = _least_long_side(content.size)
+    if size and min(w, h) >= MIN_SIDE:  # the image would do at its own size
+        fix = f"use --size {need} or more" if need <= MAX_SIZE else "use --size 0 (its own size)"
+        raise ConfigError(f"--size {size} makes {what} {shown[0]}x{shown[1]}: the arbitrary method needs at least "
+                          f"{MIN_SIDE} pixels a side; {fix}")
     fix = f"use a larger image (or --size {need} or more to enlarge it)" if need <= MAX_SIZE else \
         "use a less elongated image"
-    if size and min(w, h) >= MIN_SIDE and need <= MAX_SIZE:
-        raise ConfigError(f"--size {size} makes {what} {shown[0]}x{shown[1]}: the arbitrary method needs at least "
-                          f"{MIN_SIDE} pixels a side; use --size {need} or more")
-    raise ConfigError(f"{what} is {w}x{h}" + (f" ({shown[0]}x{shown[1]} at --size {size})" if size else "")
-                      + f": the arbitrary method needs at least {MIN_SIDE} pixels a side; {fix}")
+    # An ImageError: the image is at fault (a folder run skips it and goes on).
+    raise ImageError(f"{what} is {w}x{h}" + (f" ({shown[0]}x{shown[1]} at --size {size})" if size else "")
+                     + f": the arbitrary method needs at least {MIN_SIDE} pixels a side; {fix}")
 
 
 def _check_style(style: Image.Image, style_size: int, what: str) -> None:
@@ -124,6 +124,8 @@ def _check_style(style: Image.Image, style_size: int, what: str) -> None:
     if min(shown) >= MIN_SIDE:
         return
     w, h = style.size
+    if min(w, h) < 1:
+        raise ImageError(f"{what} is empty ({w}x{h})")
     need = _least_long_side(style.size)
     fix = f"use --style-size {need} or more" if need <= MAX_STYLE_SIZE else "use a less elongated image"
     raise ConfigError(f"{what} ({w}x{h}) is too elongated or small: at --style-size {style_size} it is "
@@ -279,11 +281,12 @@ def _normalized(weights: Sequence[float] | None, n: int, masked: bool) -> list[f
 
 def one_pass_image(model: str, content: Image.Image, styles: Sequence[Image.Image],
                    weights: Sequence[float] | None = None, size: int = 0, device: str = "auto",
-                   preserve_color: str = "none") -> Image.Image:
+                   preserve_color: str = "none", labels: Sequence[str] | None = None) -> Image.Image:
     """One pass of `model` (a built-in name or a file; "" = the built-in arbitrary model) over
     `content`, at long side `size` (0 = the content's own): a feed-forward model paints its own style
     and ignores `styles`; an arbitrary model uses `styles`, blended by `weights`. What the
-    optimization-based engine starts from with --init fast (Gatys: `style/gatys.py`)."""
+    optimization-based engine starts from with --init fast (Gatys: `style/gatys.py`). `labels`
+    (content first, then styles) name the images in error messages."""
     path = resolve(model or ARBITRARY_BUILTIN)
     config = FastConfig(size=size, device=device, preserve_color=preserve_color)
     if read_header(path).get("kind") == STYLE_KIND:
@@ -293,4 +296,4 @@ def one_pass_image(model: str, content: Image.Image, styles: Sequence[Image.Imag
     need = max((_least_long_side(s.size) for s in styles), default=0)
     if need > config.style_size:
         config = replace(config, style_size=min(need, MAX_STYLE_SIZE))
-    return ArbitraryStylizer(str(path), config)(content, styles, weights)  # other kinds: a clear ModelError
+    return ArbitraryStylizer(str(path), config)(content, styles, weights, labels=labels)  # other kinds: ModelError

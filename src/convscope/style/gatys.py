@@ -150,7 +150,8 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
     if fast_model is not None and init_image is None:
         from ..fast.apply import one_pass_image  # the one-pass engines load only when asked for
 
-        init_image = one_pass_image(fast_model, content, styles, blend, sizes[0], str(device), config.preserve_color)
+        init_image = one_pass_image(fast_model, content, styles, blend, sizes[0], str(device), config.preserve_color,
+                                    labels)
     history: list[dict[str, float]] = []
     snapshots: list[tuple[str, Image.Image]] = []
     stage_sizes: list[tuple[int, int]] = []
