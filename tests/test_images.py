@@ -279,6 +279,7 @@ def test_damaged_exif_is_ignored_quietly(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         img = load_image(path)
+        assert [str(w.message) for w in caught] == []
         with Image.open(path) as opened:  # warns here, outside convscope: the caller's own call
             caught.clear()
             again = images.to_rgb(opened)

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 from convscope.cli import main
-from convscope.errors import ConfigError, ImageError
+from convscope.errors import ConfigError, ImageError, UserError
 from convscope.optimize import Progress
 from convscope.web import jobs
-from convscope.web.limits import Limits, check_upload, upload_path
+from convscope.web.limits import Limits, check_upload, probe_upload, upload_path
 from convscope.web.widgets import Spec, build_config, parse_value
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -337,22 +337,24 @@ def test_handlers_refuse_choices_of_any_json_type(handlers, uploads, choice):
         next(handlers.stylize(choice, record(path), record(path), None, "", {}, {}))
 
 
-def test_classify_uses_the_images_as_checked(handlers, uploads, monkeypatch):
-    # An upload removed (or replaced) after its check was opened again by path: "image not found:
-    # /server/path" reached the page, and a replacement skipped the upload checks.
+def test_classify_upload_gone_after_its_check_is_named_by_the_clients_name(handlers, uploads, monkeypatch):
+    # The uploads are checked from their headers, then decoded one at a time in the job: a file gone
+    # in between is named as the user knows it (the server's path reached the page before).
     from convscope.web import handlers as module
 
     path = uploads / "c.png"
     photo().save(path)
 
-    def check_then_delete(r, limits, what="image"):
-        image = check_upload(r, limits, what)
+    def probe_then_delete(r, limits, what="image"):
+        checked = probe_upload(r, limits, what)
         Path(r["path"]).unlink()
-        return image
+        return checked
 
-    monkeypatch.setattr(module, "check_upload", check_then_delete)
-    top, chart, table = handlers.classify([record(path, "mine.png")], "efficientnet_lite0")
-    assert len(top) == 5 and "| mine.png |" in table
+    monkeypatch.setattr(module, "probe_upload", probe_then_delete)
+    with pytest.raises(UserError) as err:
+        handlers.classify([record(path, "mine.png")], "efficientnet_lite0")
+    message = str(err.value)
+    assert "mine.png" in message and str(uploads) not in message and len(message.splitlines()) == 1
 
 
 def test_classify_decodes_one_upload_at_a_time(handlers, uploads, monkeypatch):

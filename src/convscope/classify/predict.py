@@ -99,8 +99,8 @@ def predict_images(model: nn.Module, classes: list[str], paths: list[str], input
 
     An unreadable file raises its ImageError, or, when a `skipped` list is given, is left out and
     recorded there as (path, reason). Only the first `keep_images` predictions keep their image, so a
-    large folder does not stay in memory. `load` turns a path into an RGB image (the web UI hands
-    the images it decoded while checking the uploads)."""
+    large folder does not stay in memory. `load` turns a path into an RGB image (the web UI decodes
+    its checked uploads there, one at a time, and keeps a thumbnail of each)."""
     out: list[Prediction] = []
     for start in range(0, len(paths), batch):
         chunk, loaded = [], []
