@@ -1,10 +1,14 @@
 """Gatys style transfer engine: properties on tiny images (the CLI is tested in test_cli.py)."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+import convscope
 
 from convscope import images
-from convscope.errors import ConfigError
+from convscope.errors import ConfigError, ImageError
 from convscope.nets import get_net
 from convscope.style.config import StyleConfig
 from convscope.style.gatys import StyleObjective, stylize_images
@@ -77,7 +81,9 @@ def test_style_layer_weights_normalized_and_checked():
 @pytest.mark.parametrize("bad", [dict(style_weight=-1), dict(content_weight=float("nan")), dict(size=0),
                                  dict(size=10**6), dict(iterations=0), dict(style_scale=0),
                                  dict(preset="nope"), dict(optimizer="newton"), dict(lr_decay=2.0),
-                                 dict(style_blend=(0, 0)), dict(preserve_color="sepia")])
+                                 dict(style_blend=(0, 0)), dict(preserve_color="sepia"),
+                                 dict(style_blend=1), dict(style_layer_weights="11111"), dict(lr_decay="0.9"),
+                                 dict(init=None), dict(style_layers=("relu1_1", 2))])
 def test_config_validation(bad):
     with pytest.raises(ConfigError):
         StyleConfig(**bad).validate()
@@ -154,3 +160,32 @@ def test_first_step_from_an_image_moves_pixels_by_the_warm_start_bound(init, tmp
         assert WARM_START_FIRST_STEP - 2e-3 < moved <= WARM_START_FIRST_STEP + 1e-5
     else:
         assert moved < WARM_START_FIRST_STEP / 4  # min(1, 1/|g|₁): ~0.002 here, less on larger images
+
+
+def test_empty_images_are_an_image_error():
+    for content, style, what in ((Image.new("RGB", (0, 0)), picture(1), "content image"),
+                                 (picture(0), Image.new("RGB", (5, 0)), "style image 1")):
+        with pytest.raises(ImageError, match=f"{what} is empty"):
+            stylize_images(content, [style], tiny())
+
+
+def test_api_takes_one_style_tensors_and_pathlike_init(tmp_path):
+    picture(1).save(tmp_path / "init.png")
+    content = images.pil_to_tensor(picture(0))
+    out = convscope.stylize(content[0], content, size=48, iterations=1, device="cpu",
+                            style_layers="relu2_1", init=tmp_path / "init.png")
+    assert out.size == (48, 40)
+    # one layer given as a string is that layer, not its letters
+    assert StyleConfig(style_layers="relu2_1").layers()[1] == ("relu2_1",)
+
+
+@pytest.mark.parametrize("content, styles, kw, error, words", [
+    (np.zeros((8, 8, 3), np.uint8), [picture(1)], {}, ImageError, "content must be .*fromarray"),
+    (picture(0), [None], {}, ImageError, "style image 1 must be"),
+    (picture(0), picture(1), {"config": {"size": 48}}, ConfigError, "config must be a StyleConfig"),
+    (picture(0), picture(1), {"callback": 5}, ConfigError, "callback must be a function"),
+])
+def test_api_bad_arguments_are_one_line_user_errors(content, styles, kw, error, words):
+    with pytest.raises(error, match=words) as info:
+        convscope.stylize(content, styles, **{"size": 48, "iterations": 1, "device": "cpu", **kw})
+    assert "\n" not in str(info.value)

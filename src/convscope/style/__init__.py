@@ -14,17 +14,12 @@ from ..optimize import Progress
 from .config import StyleConfig
 
 
-def _as_image(x) -> Image.Image:
-    if isinstance(x, Image.Image):
-        return images.to_rgb(x)  # alpha over white and 16-bit scaled, as for files
-    return images.load_image(x)
-
-
 def stylize(content: str | PathLike | Image.Image,
             styles: str | PathLike | Image.Image | Sequence[str | PathLike | Image.Image],
             *, config: StyleConfig | None = None,
             callback: Callable[[Progress], None] | None = None, **options) -> Image.Image:
-    """Stylize `content` with one or more `styles` (paths or PIL images); returns a PIL image.
+    """Stylize `content` with one or more `styles` (paths, PIL images or float tensors [1, 3, H, W]
+    in [0, 1]); returns a PIL image.
 
     Options are StyleConfig fields (size=512, iterations=500, preset="gatys", ...), given either as a
     `config` or as keyword arguments (which override the config's fields). `callback` receives a
@@ -34,15 +29,20 @@ def stylize(content: str | PathLike | Image.Image,
     """
     from .gatys import stylize_images
 
-    if isinstance(styles, (str, PathLike, Image.Image)):
-        styles = [styles]
+    if not isinstance(styles, (list, tuple)):
+        styles = [styles]  # one style: a path, an image or a tensor
+    if config is not None and not isinstance(config, StyleConfig):
+        raise ConfigError(f"config must be a StyleConfig, not {type(config).__name__}; "
+                          "or give the options as keyword arguments")
     known = {f.name for f in fields(StyleConfig)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"unknown option(s) {', '.join(unknown)}; see StyleConfig for the list")
     config = StyleConfig(**{**(config.to_dict() if config else {}), **options})
-    labels = [x if isinstance(x, str) else getattr(x, "name", "") for x in [content, *styles]]
-    return stylize_images(_as_image(content), [_as_image(s) for s in styles], config, callback,
+    labels = [x if isinstance(x, str) else getattr(x, "name", None) or "" for x in [content, *styles]]
+    content = images.as_image(content, "content")
+    styles = [images.as_image(s, f"style image {i}") for i, s in enumerate(styles, start=1)]
+    return stylize_images(content, styles, config, callback,
                           labels=[str(x) for x in labels]).image
 
 

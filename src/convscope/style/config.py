@@ -7,6 +7,7 @@ the resolved config.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
@@ -33,9 +34,16 @@ FAST_INIT = "fast"
 PRESERVE_COLOR = ("none", "luminance", "histogram")
 
 
+def _names(layers: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Layer names as a tuple; one name given as a plain string is one layer (not its letters)."""
+    return (layers,) if isinstance(layers, str) else tuple(layers)
+
+
 def fast_init_model(init: str) -> str | None:
     """The one-pass model an --init asks to start from: "" (the built-in arbitrary model) for "fast",
-    MODEL for "fast:MODEL"; None for every other init."""
+    MODEL for "fast:MODEL"; None for every other init (an image file's path may be a PathLike)."""
+    if not isinstance(init, str):
+        return None
     if init == FAST_INIT:
         return ""
     prefix = FAST_INIT + ":"
@@ -89,7 +97,7 @@ class StyleConfig:
     # ---- derived -----------------------------------------------------------------------------
     def layers(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         preset = PRESETS[self.preset]
-        return (tuple(self.content_layers or preset["content"]), tuple(self.style_layers or preset["style"]))
+        return (_names(self.content_layers or preset["content"]), _names(self.style_layers or preset["style"]))
 
     def layer_weights(self) -> tuple[float, ...]:
         _, style_layers = self.layers()
@@ -162,12 +170,14 @@ class StyleConfig:
         positive("scales", self.scales, allow_zero=True)
         if self.lr is not None:
             positive("lr", self.lr)
-        if not 0 < self.lr_decay <= 1:
+        if not (isinstance(self.lr_decay, (int, float)) and 0 < self.lr_decay <= 1):
             raise ConfigError(f"--lr-decay must be in (0, 1], not {self.lr_decay!r}")
         check_choices(self)
         for name in ("style_layer_weights", "style_blend"):
             values = getattr(self, name)
             if values is not None:
+                if not isinstance(values, (list, tuple)):
+                    raise ConfigError(f"--{name.replace('_', '-')} must be a list of weights, not {values!r}")
                 if not values:
                     raise ConfigError(f"--{name.replace('_', '-')} needs at least one weight")
                 for v in values:
@@ -177,6 +187,14 @@ class StyleConfig:
         if fast_init_model(self.init) == "" and self.init != FAST_INIT:
             raise ConfigError("--init fast:MODEL needs a model after the colon: a built-in name (convscope "
                               "styles) or a .safetensors file")
+        if not isinstance(self.init, (str, os.PathLike)):
+            raise ConfigError(f"--init must be content, noise, style, fast, fast:MODEL or an image file's path, "
+                              f"not {type(self.init).__name__}")
+        for name in ("content_layers", "style_layers"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) or (
+                    isinstance(value, (list, tuple)) and all(isinstance(n, str) for n in value))):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a list of layer names, not {value!r}")
         content_layers, style_layers = self.layers()
         if self.style_layer_weights is not None and len(self.style_layer_weights) != len(style_layers):
             raise ConfigError(f"--style-layer-weights has {len(self.style_layer_weights)} weight(s) for "

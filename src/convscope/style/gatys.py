@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from .. import images
 from ..devices import default_precision, resolve_device
-from ..errors import ConfigError
+from ..errors import ConfigError, ImageError
 from ..losses import content_loss, gram, range_penalty, style_loss, tv_loss
 from ..nets import Backbone, get_net
 from ..optimize import WARM_START_FIRST_STEP, Interrupted, Progress, optimize_image, precision_mode
@@ -123,6 +123,8 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
     config = (config or StyleConfig()).validate()
     if not styles:
         raise ConfigError("give at least one style image")
+    if callback is not None and not callable(callback):
+        raise ConfigError(f"callback must be a function taking a Progress, not {type(callback).__name__}")
     blend = config.blend(len(styles))
     fast_model = fast_init_model(config.init)
     if config.init not in INITS and fast_model is None and init_image is None:
@@ -265,6 +267,8 @@ def _short_side(image: Image.Image, long_side: int) -> int:
 
 def _check_side(image: Image.Image, long_side: int, min_side: int, what: str) -> None:
     """The image resized to `long_side` must keep `min_side` px on its short side for the layers used."""
+    if min(image.size) < 1:
+        raise ImageError(f"{what} is empty ({image.width}x{image.height} pixels)")
     if _short_side(image, long_side) < min_side:
         w, h = image.size
         raise ConfigError(f"{what} ({w}x{h}) is too elongated or small: at {long_side} px on its long side "
