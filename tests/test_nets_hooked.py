@@ -13,7 +13,7 @@ from tinynets import cifar_net
 
 from convscope import images
 from convscope.cli import main
-from convscope.errors import ConfigError, WeightsError
+from convscope.errors import ConfigError, ImageError, WeightsError
 from convscope.nets import auto_layer, clear_net_cache, get_net, hook_count, imagenet_classes, layer_table, pick_layer
 from convscope.nets import efficientnet as eff
 
@@ -99,12 +99,19 @@ def test_gradients_reach_a_requested_layer_below_another(resnet):
     assert g.shape == f["layer3"].shape and g.abs().sum() > 0
 
 
-def test_hooks_are_removed_even_when_the_forward_fails_and_time_stays_flat(resnet):
+def test_hooks_are_removed_even_when_the_forward_fails_and_time_stays_flat(resnet, monkeypatch):
     with pytest.raises(ConfigError):
         resnet.features(torch.rand(1, 3, 32, 32), ["layer9"])
-    bad = torch.rand(1, 5, 32, 32)  # wrong channel count: the model raises inside the forward
-    with pytest.raises(RuntimeError):
-        resnet.features(bad, ["layer2", "layer1"])
+    with pytest.raises(ImageError, match="3 \\(RGB\\) channels"):  # refused before any hook is set
+        resnet.features(torch.rand(1, 5, 32, 32), ["layer2", "layer1"])
+
+    def fail(*args):
+        raise RuntimeError("inside the forward")
+
+    monkeypatch.setattr(resnet.model.layer2[0], "forward", fail)  # after layer1's hook ran
+    with pytest.raises(RuntimeError, match="inside the forward"):
+        resnet.features(torch.rand(1, 3, 32, 32), ["layer2", "layer1"])
+    monkeypatch.undo()
     assert hook_count(resnet) == 0
     x = torch.rand(1, 3, 64, 64)
     times = []

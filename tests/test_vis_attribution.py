@@ -203,9 +203,9 @@ def test_rules_reach_inside_residual_blocks():
 
 def test_the_rule_ends_with_its_block_even_on_errors():
     tiny = chain(("conv1", nn.Conv2d(3, 2, 3)), ("relu1", nn.ReLU()))
-    with pytest.raises(RuntimeError), backward_rule("guided"):
+    with pytest.raises(ImageError), backward_rule("guided"):
         assert torch_function_modes() == 1
-        tiny.features(torch.rand(1, 4, 8, 8), ["relu1"])   # wrong channel count
+        tiny.features(torch.rand(1, 4, 8, 8), ["relu1"])   # wrong channel count: refused
     assert torch_function_modes() == 0
     x = torch.randn(50, requires_grad=True)
     (g,) = torch.autograd.grad(F.relu(x).sum() - x.sum(), x)   # plain autograd again

@@ -9,6 +9,8 @@ from .errors import ConfigError
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> CUDA when available (else MPS, else CPU); explicit names are checked, not trusted."""
+    if not isinstance(name, str):
+        raise ConfigError(f"device must be a name such as auto, cpu, cuda, cuda:N or mps, not {name!r}")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

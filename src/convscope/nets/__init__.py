@@ -19,6 +19,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from ..devices import resolve_device
 from ..errors import ConfigError, WeightsError
 from .base import Backbone, suggest
 from .efficientnet import EfficientNetLite0, TFLitePreprocess, load_lite0_state, stage_ends
@@ -154,7 +155,12 @@ def net_names() -> list[str]:
 def get_net(name: str = "vgg19", pooling: str = "max", device: torch.device | str = "cpu",
             dtype: torch.dtype = torch.float32) -> Net:
     """A frozen network by registry name (or torchvision model name, optionally NAME:random, or a
-    classifier run folder written by `convscope classify train`), on `device`."""
+    classifier run folder written by `convscope classify train`), on `device` (a torch.device, or a
+    name as resolve_device takes it: "auto", "cpu", "cuda:1", ...)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"the net name must be a string such as 'vgg19', not {type(name).__name__}")
+    if not isinstance(device, torch.device):
+        device = resolve_device(device)
     if is_run_folder(name):
         from ..classify.predict import as_net, load_run
 

@@ -15,7 +15,28 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ImageError
+from ..images import check_image_batch
+
+
+def layer_list(layers: str | Iterable[str]) -> list[str]:
+    """The layer names asked for; one name given as a plain string is one layer (not its letters)."""
+    return [layers] if isinstance(layers, str) else list(layers)
+
+
+def checked_input(net: nn.Module, image) -> torch.Tensor:
+    """`image` as `net` can run it: an RGB batch [N, 3, H, W] of floats on the net's device (a
+    one-line ImageError or ConfigError otherwise), in the net's float dtype (float64 from numpy
+    would fail deep in a conv). Metadata only: engines call features() every iteration."""
+    check_image_batch(image, f"the image batch for {getattr(net, 'net_name', 'the net')}")
+    param = next(net.parameters(), None)
+    if param is not None:
+        if image.device != param.device:
+            raise ConfigError(f"the image batch is on {image.device} but the net on {param.device}; "
+                              f"move one of them: image.to({str(param.device)!r}) or net.to(...)")
+        if image.dtype != param.dtype:
+            image = image.to(param.dtype)
+    return image
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:
@@ -129,11 +150,17 @@ class Backbone(nn.Module):
         names as given. ReLUs run in place unless the tensor they would overwrite was requested.
         """
         wanted: dict[str, list[str]] = {}  # canonical -> the names it was asked for by
-        for n in layers:
+        for n in layer_list(layers):
             wanted.setdefault(self.resolve(n), []).append(n)
         if not wanted:
             return {}
+        image = checked_input(self, image)
         last = max(self.index[c] for c in wanted)
+        need = 2 ** sum(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in self.layers[:last + 1])
+        if min(image.shape[-2:]) < need:  # a pooling would get an empty grid: a torch error deep inside
+            h, w = image.shape[-2:]
+            raise ImageError(f"a {w}x{h} image is too small for layer {self.names[last]} of {self.net_name}: "
+                             f"it needs at least {need} pixels a side; use a larger image or a shallower layer")
         x = self.preprocess(image).contiguous(memory_format=self.memory_format)
         out: dict[str, torch.Tensor] = {}
         kept_previous = False

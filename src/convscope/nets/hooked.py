@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .base import suggest
+from .base import checked_input, layer_list, suggest
 
 LOGITS = "logits"
 
@@ -252,10 +252,11 @@ class HookedNet(nn.Module):
     def features(self, image: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
         """Activations of `layers` for RGB [0, 1] `image` [N, 3, H, W], keyed by the names as given."""
         wanted: dict[str, list[str]] = {}
-        for n in layers:
+        for n in layer_list(layers):
             wanted.setdefault(self._canonical(n), []).append(n)
         if not wanted:
             return {}
+        image = checked_input(self, image)
         if self.fixed_size and tuple(image.shape[-2:]) != (self.input_size,) * 2 and \
                 any(not self.info[n].spatial for n in wanted):
             # A head that flattens a fixed grid (Flatten + Linear) only takes its training size: the
