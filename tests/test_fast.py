@@ -474,6 +474,41 @@ def test_arbitrary_without_labels_numbers_the_style_images():
         s.tensor(images.pil_to_tensor(_photo()), [_stripes(), Image.new("RGB", (4000, 1))])
 
 
+def test_one_pass_stylizers_take_paths_tensors_and_one_style(tmp_path):
+    _photo().save(tmp_path / "c.png")
+    _stripes().save(tmp_path / "s.png")
+    fast = FastStylizer(str(tiny_model_file(tmp_path / "m.safetensors")), FastConfig(device="cpu"))
+    by_path = fast(tmp_path / "c.png")  # was AttributeError: 'PosixPath' object has no attribute 'load'
+    assert by_path.tobytes() == fast(_photo()).tobytes()
+    assert fast(images.pil_to_tensor(_photo())).size == (48, 40)
+    s = ArbitraryStylizer(config=FastConfig(device="cpu", precision="fp32"))
+    listed = s(_photo(), [_stripes()])
+    for content, styles in ((str(tmp_path / "c.png"), _stripes()), (_photo(), tmp_path / "s.png"),
+                            (_photo(), [images.pil_to_tensor(_stripes())])):
+        assert s(content, styles).tobytes() == listed.tobytes()
+
+
+def test_one_pass_bad_arguments_are_one_line_user_errors(tmp_path):
+    fast = FastStylizer(str(tiny_model_file(tmp_path / "m.safetensors")), FastConfig(device="cpu"))
+    s = ArbitraryStylizer(config=FastConfig(device="cpu", precision="fp32"))
+    x = images.pil_to_tensor(_photo())
+    for call, error, words in (
+            (lambda: fast(Image.new("RGB", (0, 0))), ImageError, "empty"),
+            (lambda: fast(np.asarray(_photo())), ImageError, "fromarray"),
+            (lambda: fast.tensor(x[0]), ImageError, "unsqueeze"),
+            (lambda: s.tensor((x * 255).byte(), [_stripes()]), ImageError, "float"),
+            (lambda: s(_photo(), [_stripes(), _stripes()], weights=[float("nan"), 1]), ConfigError, "finite"),
+            (lambda: s(_photo(), [_stripes()], weights=1), ConfigError, "list of finite numbers"),
+            (lambda: FastStylizer("starry_night", {"size": 64}), ConfigError, "must be a FastConfig"),
+            (lambda: FastConfig(size=1.5).validate(), ConfigError, "whole number"),
+            (lambda: FastConfig(alpha="x").validate(), ConfigError, "--alpha must be a number"),
+            (lambda: FastConfig(device=None).validate() and ArbitraryStylizer(config=FastConfig(device=None)),
+             ConfigError, "device must be")):
+        with pytest.raises(error, match=words) as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
 def test_cli_arbitrary_names_the_option_or_the_file_at_fault(tmp_path, capsys):
     content, style, thin = tmp_path / "c.png", tmp_path / "s.png", tmp_path / "thin.png"
     _photo().save(content)

@@ -47,6 +47,14 @@ class FastConfig:
 
     def validate(self) -> FastConfig:
         check_choices(self)
+        for name in ("size", "style_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of pixels, not {value!r}")
+        for name in ("strength", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"--{name} must be a number between 0 and 1, not {value!r}")
         if not 0 <= self.size <= MAX_SIZE:
             raise ConfigError(f"--size must be between 0 (the content's size) and {MAX_SIZE}, not {self.size}")
         for name in ("strength", "alpha"):
@@ -59,6 +67,17 @@ class FastConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _checked_config(config) -> FastConfig:
+    if config is not None and not isinstance(config, FastConfig):
+        raise ConfigError(f"config must be a FastConfig, not {type(config).__name__}")
+    return (config or FastConfig()).validate()
+
+
+def _pil(x, what: str) -> Image.Image:
+    """A PIL image as it is (the style statistics are cached by image); paths and tensors converted."""
+    return x if isinstance(x, Image.Image) else images.as_image(x, what)
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:
@@ -147,7 +166,7 @@ class FastStylizer:
     """A loaded feed-forward style model, ready for many images (the net is loaded once)."""
 
     def __init__(self, model: str | StyleModel, config: FastConfig | None = None):
-        self.config = (config or FastConfig()).validate()
+        self.config = _checked_config(config)
         self.device = resolve_device(self.config.device)
         self.dtype = _dtype(self.device, self.config.precision)
         self.model = model if isinstance(model, StyleModel) else load_model(model, STYLE_KIND, self.device)
@@ -159,10 +178,15 @@ class FastStylizer:
     @torch.inference_mode()
     def tensor(self, content: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] -> stylized, same shape, float32."""
+        images.check_image_batch(content, "the content batch")
         y = self.runner(content.to(self.device, self.dtype)).float()
         return _finish(y, content.to(self.device).float(), self.config.preserve_color, self.config.strength)
 
     def __call__(self, content: Image.Image) -> Image.Image:
+        """`content` (a PIL image, a path or a float tensor [1, 3, H, W]) stylized, at config.size."""
+        content = _pil(content, "the content image")
+        if min(content.size) < 1:
+            raise ImageError(f"the content image is empty ({content.width}x{content.height})")
         return images.tensor_to_pil(self.tensor(_content_tensor(content, self.config.size, self.device)))
 
 
@@ -178,7 +202,7 @@ class ArbitraryStylizer:
     AdaIN-lite model (LiteAdaIN) brings its own encoder, used for the content and the styles."""
 
     def __init__(self, decoder: str | StyleModel = ARBITRARY_BUILTIN, config: FastConfig | None = None):
-        self.config = (config or FastConfig()).validate()
+        self.config = _checked_config(config)
         self.device = resolve_device(self.config.device)
         self.dtype = _dtype(self.device, self.config.precision)
         self.model = decoder if isinstance(decoder, StyleModel) else load_model(decoder, ARBITRARY_KIND, self.device)
@@ -218,6 +242,7 @@ class ArbitraryStylizer:
         """Content [1, 3, H, W] in [0, 1] styled by `styles` (blended by `weights`, or by region
         with `mask`) -> [1, 3, H, W] float32. `labels` (content first, then styles; e.g. file
         names) name the images in error messages."""
+        images.check_image_batch(content, "the content batch", batch=1)
         if not styles:
             raise ConfigError("the arbitrary method needs at least one style image")
         if len(styles) > MAX_STYLES:
@@ -260,7 +285,13 @@ class ArbitraryStylizer:
 
     def __call__(self, content: Image.Image, styles: Sequence[Image.Image], weights: Sequence[float] | None = None,
                  mask: Image.Image | None = None, labels: Sequence[str] | None = None) -> Image.Image:
-        """`content` (at config.size) styled by `styles`; `labels` as for `tensor`."""
+        """`content` (at config.size) styled by `styles` (one or a list); each a PIL image, a path or a
+        float tensor [1, 3, H, W], as is `mask`; `labels` as for `tensor`."""
+        content = _pil(content, "the content image")
+        if not isinstance(styles, (list, tuple)):
+            styles = [styles]
+        styles = [_pil(s, f"style image {i}") for i, s in enumerate(styles, start=1)]
+        mask = None if mask is None else _pil(mask, "the mask")
         _check_content(content, self.config.size, (labels or [""])[0])
         x = _content_tensor(content, self.config.size, self.device)
         return images.tensor_to_pil(self.tensor(x, styles, weights, mask, labels))
@@ -271,6 +302,9 @@ def _normalized(weights: Sequence[float] | None, n: int, masked: bool) -> list[f
         return [1.0 / n] * n
     if masked:
         raise ConfigError("give either --style-blend or --mask, not both: a mask assigns each region one style")
+    if not isinstance(weights, (list, tuple)) or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in weights):
+        raise ConfigError(f"--style-blend must be a list of finite numbers, one per style image, not {weights!r}")
     if len(weights) != n:
         raise ConfigError(f"--style-blend has {len(weights)} weight(s) for {n} style image(s)")
     if any(w < 0 for w in weights) or sum(weights) <= 0:
