@@ -455,3 +455,15 @@ def test_cli_bad_inputs_exit_2_one_line_no_output(capsys, tmp_path, inputs, argv
 def test_cli_needs_an_output_or_json(capsys, inputs):
     code, stdout, err = run(capsys, "explain", inputs[0])
     assert code == 2 and "nothing to write" in err and err.count("\n") == 1
+
+
+def test_explain_takes_a_path_or_a_tensor_and_names_a_wrong_argument(tmp_path):
+    scene(True).save(tmp_path / "scene.png")
+    by_pil = explain(scene(True), cpu(size=64), net=red_square_net())
+    for image in (tmp_path / "scene.png", str(tmp_path / "scene.png"), pil_to_tensor(scene(True))):
+        result = explain(image, cpu(size=64), net=red_square_net())  # was AttributeError: ... no attribute 'load'
+        torch.testing.assert_close(result.cam, by_pil.cam)
+    with pytest.raises(ImageError, match="the image must be a file path, a PIL image or a float tensor"):
+        explain(np.asarray(scene(True)), cpu(size=64), net=red_square_net())
+    with pytest.raises(ConfigError, match="config must be an ExplainConfig, not dict"):
+        explain(scene(True), {"size": 64}, net=red_square_net())

@@ -13,7 +13,7 @@ from PIL import Image
 
 from convscope import images
 from convscope.cli import main
-from convscope.errors import ConfigError
+from convscope.errors import ConfigError, ImageError
 from convscope.vis import dream as dream_mod
 from convscope.vis.dream import DreamConfig, Dreamer, _cuts, dream
 
@@ -200,3 +200,15 @@ def test_ctrl_c_saves_the_dream_so_far_at_full_size(tmp_path, monkeypatch, capsy
     assert code == 130 and "Traceback" not in err and str(out) in err, err
     assert Image.open(out).size == (64, 48)  # the coarse octave's progress, upsampled to the size asked for
     assert json.loads(out.with_suffix(".json").read_text())["command"] == "dream"
+
+
+def test_api_image_and_guide_may_be_paths_and_wrong_types_are_one_line_errors(tmp_path):
+    photo().save(tmp_path / "p.png")
+    cfg = tiny(octaves=1, steps=1)
+    want = dream(photo(), cfg).image.tobytes()
+    assert dream(tmp_path / "p.png", cfg).image.tobytes() == want  # was AttributeError: no attribute 'size'
+    assert dream(photo(), cfg, guide=str(tmp_path / "p.png")).image.size == photo().size
+    with pytest.raises(ImageError, match="the image must be a file path"):
+        dream(np.asarray(photo()), cfg)
+    with pytest.raises(ImageError, match="the guide image must be a file path"):
+        dream(photo(), cfg, guide=np.asarray(photo()))

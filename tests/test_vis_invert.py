@@ -15,7 +15,7 @@ from PIL import Image
 
 from convscope import images
 from convscope.cli import main
-from convscope.errors import ConfigError
+from convscope.errors import ConfigError, ImageError
 from convscope.vis import invert as invert_module
 from convscope.vis.invert import InvertConfig, invert
 
@@ -178,3 +178,13 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_no_output(capsys, folders, case
     assert code == 2 and len(lines) == 1 and lines[0].startswith("convscope: error: "), stderr
     assert "Traceback" not in stderr and stdout == ""
     assert list(out_dir.iterdir()) == []
+
+
+def test_api_image_may_be_a_path_or_a_tensor(tmp_path):
+    blobs().save(tmp_path / "b.png")
+    cfg = tiny(iterations=2, layer="relu1_1")
+    want = invert(blobs(), cfg)[0].image.tobytes()
+    for image in (tmp_path / "b.png", images.pil_to_tensor(blobs())):  # were AttributeError / TypeError
+        assert invert(image, cfg)[0].image.tobytes() == want
+    with pytest.raises(ImageError, match="the image must be a file path"):
+        invert(None, cfg)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from convscope import images
 from convscope.cli import main
-from convscope.errors import ConfigError
+from convscope.errors import ConfigError, ImageError
 from convscope.optimize import Interrupted
 from convscope.vis import texture
 from convscope.vis.texture import DEFAULT_LAYERS, TextureConfig, TextureObjective, circular_net, synthesize
@@ -202,3 +202,15 @@ def test_cli_bad_input_one_line_exit_2_no_output(capsys, src, tmp_path, case):
     assert code == 2 and len(lines) == 1 and lines[0].startswith("convscope: error: "), err
     assert "Traceback" not in err
     assert list(out.parent.iterdir()) == []
+
+
+def test_api_source_may_be_a_path_and_wrong_types_are_one_line_errors(tmp_path):
+    checks().save(tmp_path / "checks.png")
+    cfg = tiny(iterations=2)
+    by_path = synthesize(tmp_path / "checks.png", cfg)  # was TypeError deep in the engine
+    assert by_path.image.tobytes() == synthesize(checks(), cfg).image.tobytes()
+    with pytest.raises(ImageError, match="the source texture must be a file path"):
+        synthesize(np.asarray(checks()), cfg)
+    for bad, words in (({"size": 48}, "--size takes two numbers"), ({"layers": "relu1_1"}, "list of layer names")):
+        with pytest.raises(ConfigError, match=words):
+            synthesize(checks(), tiny(**bad))

@@ -125,6 +125,7 @@ class Dreamer:
         self.gen = torch.Generator(device="cpu").manual_seed(config.seed)  # same jitter on every device
         self.guide = None
         if guide is not None:
+            guide = images.as_image(guide, "the guide image")
             g = images.resize_long_side(guide, config.size)
             if min(g.size) < self.stride:
                 raise ImageError(f"guide image ({guide.width}x{guide.height}) is too small or elongated for "
@@ -228,6 +229,7 @@ class Dreamer:
         `preview_every` N > 0, every Nth step's Progress (and each octave's last) carries that
         full-size dream so far as `image` ([1, 3, H, W] on the CPU), for live previews."""
         c = self.config
+        image = images.as_image(image, "the image")
         img = images.resize_long_side(image, c.size)
         if min(img.size) < self.stride:
             raise ImageError(f"image ({image.width}x{image.height}) is too small or elongated for {c.layer}: "
@@ -274,7 +276,7 @@ class Dreamer:
 
 def dream(image: Image.Image, config: DreamConfig | None = None, guide: Image.Image | None = None,
           callback: Callable[[Progress], None] | None = None) -> DreamResult:
-    """DeepDream on `image` (PIL RGB); see Dreamer.run."""
+    """DeepDream on `image` (a PIL image, a path or a float tensor [1, 3, H, W]); see Dreamer.run."""
     return Dreamer(config or DreamConfig(), guide).run(image, callback)
 
 

@@ -187,11 +187,15 @@ def plan(net, config: ExplainConfig) -> Plan:
 # --------------------------------------------------------------------------------------- engine
 
 def explain(image: Image.Image, config: ExplainConfig | None = None, net=None) -> ExplainResult:
-    """Explain `image` (any PIL image) under `config`; `net` reuses a loaded net (it must be config.net).
+    """Explain `image` (any PIL image, a path or a float tensor [1, 3, H, W]) under `config`; `net`
+    reuses a loaded net (it must be config.net).
 
     Raises ConfigError for a bad target/layer (before any forward pass) and ImageError for an image
     too small for the layers involved.
     """
+    if config is not None and not isinstance(config, ExplainConfig):
+        raise ConfigError(f"config must be an ExplainConfig, not {type(config).__name__}")
+    image = images.as_image(image, "the image")
     config = (config or ExplainConfig()).validate()
     if net is None:
         device = resolve_device(config.device)

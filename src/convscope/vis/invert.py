@@ -184,12 +184,14 @@ def start_image(shape: Sequence[int], seed: int, device: torch.device) -> torch.
 
 def invert(image: Image.Image, config: InvertConfig | None = None,
            callback: Callable[[Progress], None] | None = None) -> list[InvertResult]:
-    """Reconstruct `image` (PIL RGB) from each layer in config.layer_list(); one result per layer.
+    """Reconstruct `image` (a PIL image, a path or a float tensor [1, 3, H, W]) from each layer in
+    config.layer_list(); one result per layer.
 
     Progress records carry stage = the layer's index (1-based) and stages = the number of layers,
     and an image every `save_every` iterations. Raises Interrupted (with the best image of the
     layer being inverted) on Ctrl-C and UserError subclasses on bad input.
     """
+    image = images.as_image(image, "the image")
     config = (config or InvertConfig()).validate()
     device = resolve_device(config.device)
     precision = default_precision(device) if config.precision == "auto" else config.precision

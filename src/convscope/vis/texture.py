@@ -83,7 +83,7 @@ class TextureConfig:
                 kind = "non-negative" if allow_zero else "positive"
                 raise ConfigError(f"--{name.replace('_', '-')} must be a {kind} number, not {value!r}")
 
-        if len(tuple(self.size)) != 2:
+        if not isinstance(self.size, (list, tuple)) or len(self.size) != 2:
             raise ConfigError(f"--size takes two numbers, width and height, not {self.size!r}")
         for name, side in (("size", self.size[0]), ("size", self.size[1]), ("source_size", self.source_size)):
             if not isinstance(side, int) or isinstance(side, bool) or not 0 < side <= MAX_SIDE:
@@ -101,6 +101,8 @@ class TextureConfig:
         check_choices(self)
         if not self.layers:
             raise ConfigError("--layers needs at least one layer")
+        if not isinstance(self.layers, (list, tuple)) or not all(isinstance(n, str) for n in self.layers):
+            raise ConfigError(f"--layers must be a list of layer names, not {self.layers!r}")
         if self.layer_weights is not None:
             for v in self.layer_weights:
                 number("layer_weights", v, allow_zero=True)
@@ -187,12 +189,13 @@ def circular_net(net: Backbone) -> Backbone:
 
 def synthesize(source: Image.Image, config: TextureConfig | None = None,
                callback: Callable[[Progress], None] | None = None, label: str = "") -> TextureResult:
-    """Synthesize a texture like `source` (PIL RGB) at config.size (W, H).
+    """Synthesize a texture like `source` (a PIL image, a path or a float tensor [1, 3, H, W]) at config.size (W, H).
 
     Progress records carry the image every `save_every` iterations. `label` names the source in
     error messages. Raises Interrupted (best image so far, finished as the result would be) on
     Ctrl-C and UserError subclasses on bad input.
     """
+    source = images.as_image(source, "the source texture")
     config = (config or TextureConfig()).validate()
     device = resolve_device(config.device)
     precision = default_precision(device) if config.precision == "auto" else config.precision
