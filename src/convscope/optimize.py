@@ -27,13 +27,14 @@ OPTIMIZERS = ("lbfgs", "adam", "sgd")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02, "sgd": 0.05}
 # L-BFGS's first step for an optimization that starts from an image already near a solution (a
 # one-pass stylization): it changes no pixel by more than this times lr, in [0, 1] units (see
-# lbfgs.CompactLBFGS; lr is 1 by default). Torch's rule, min(1, 1/|g|₁), barely moves a 384 px image, which wastes the
-# first iteration: from a feed-forward stylization, 5 iterations reached 2.12x / 2.32x the
-# 300-iteration result's style loss with it, 1.78x / 2.10x with 0.03, and 10 iterations 1.57x /
-# 1.77x against 1.50x / 1.68x (0.02 and 0.05 did about as well; side runs on bench/fast.py's scorer,
-# tubingen + starry_night and golden_gate + the_scream at 384 px, CPU; README has the bench's own). From the photo the same change did
-# worse (20 iterations: 2.55x / 15.3x against 2.38x / 14.2x; 300: 1.008x / 1.032x against 1.003x /
-# 1.002x), so optimizations from the content, noise or the style keep torch's rule.
+# lbfgs.CompactLBFGS; lr is 1 by default). Torch's rule, min(1, 1/|g|₁), barely moves a 384 px
+# image, which wastes the first iteration: from a feed-forward stylization, 5 iterations reached
+# 2.12x / 2.32x the 300-iteration result's style loss with it, 1.78x / 2.10x with 0.03, and 10
+# iterations 1.57x / 1.77x against 1.50x / 1.68x (0.02 and 0.05 did about as well; side runs on
+# bench/fast.py's scorer, tubingen + starry_night and golden_gate + the_scream at 384 px, CPU;
+# README has the bench's own). From the photo the same change did worse (20 iterations: 2.55x /
+# 15.3x against 2.38x / 14.2x; 300: 1.008x / 1.032x against 1.003x / 1.002x), so optimizations
+# from the content, noise or the style keep torch's rule.
 WARM_START_FIRST_STEP = 0.03
 
 Objective = Callable[[torch.Tensor], dict[str, torch.Tensor]]

@@ -241,8 +241,9 @@ def run_one_pass(args, method: str) -> int:
         # from the stylizer: too small), is skipped; any other problem stops the run.
         try:
             content = images.load_image(src)
+            labels = [src.name, *(Path(s).name for s in args.styles)]
             result = stylizer(content) if method == "fast" else \
-                stylizer(content, styles, args.style_blend, mask, labels=[src.name, *(Path(s).name for s in args.styles)])
+                stylizer(content, styles, args.style_blend, mask, labels=labels)
         except UserError as exc:
             if not folder or not isinstance(exc, ImageError):
                 raise
