@@ -527,3 +527,16 @@ def test_loader_bad_arguments(kw):
     with pytest.raises(UserError) as e:
         DeviceLoader(synthetic(n=64), args.pop("batch_size"), **args)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(cache_dir=3), "cache_dir"),               # was TypeError: expected str, bytes or os.PathLike
+    (dict(progress=3), "progress"),                 # was TypeError: 'int' object is not callable
+])
+def test_load_data_refuses_arguments_of_the_wrong_kind(tmp_path, kwargs, word):
+    make_tree(tmp_path / "d", {"a": 2, "b": 2})
+    with pytest.raises(ConfigError) as e:
+        load_data(str(tmp_path / "d"), size=8, **kwargs)
+    one_line_error(e, word)
+    with pytest.raises(ConfigError, match="root"):
+        load_data("cifar10", root=3)                # was TypeError
