@@ -164,3 +164,63 @@ def test_tta_views_move_and_average():
     assert tta_logits(LeftMinusRight(), imgs, "flip").abs().max() < 1e-5
     with pytest.raises(ConfigError, match="test-time augmentation"):
         tta_logits(MaxPerChannel(), imgs, "rotate")
+
+
+def test_a_run_trained_through_the_api_can_be_loaded_and_is_never_overwritten(tmp_path):
+    from convscope.classify.predict import load_run
+
+    train(splits(), config(epochs=1), str(tmp_path / "run"))        # a path is a RunDir (was AttributeError)
+    loaded = load_run(tmp_path / "run")                             # was RunError: no config.json
+    assert loaded.classes == ["red", "green", "blue"] and loaded.input_size == 16
+    with pytest.raises(RunError, match="resume=True"):              # was silently trained over
+        train(splits(), config(epochs=1), RunDir(tmp_path / "run"))
+    assert len(train(splits(), config(epochs=2), RunDir(tmp_path / "run"), resume=True).history) == 2
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="not empty"):
+        train(splits(), config(epochs=1), RunDir(tmp_path / "other"))
+
+
+@pytest.mark.parametrize("args, kwargs, word", [
+    (("synthetic", config(), "r"), {}, "splits"),                  # AttributeError before
+    ((splits(), {"model": "simple"}, "r"), {}, "TrainConfig(**d)"),
+    ((splits(), config(), 3), {}, "run"),
+    ((splits(), config(), "r"), {"callback": 3}, "callback"),     # TypeError at the first step before
+    ((splits(), config(), "r"), {"resume": "yes"}, "resume"),
+    ((splits(), config(), "r"), {"cache_dir": 3}, "cache_dir"),
+    ((splits(), config(model=None), "r"), {}, "--model"),         # AttributeError before
+    ((splits(), config(hidden=128), "r"), {}, "--hidden"),        # TypeError before
+    ((splits(), config(channels_last="no"), "r"), {}, "--channels-last"),  # ran with it on before
+    ((splits(), config(optimizer="sgd", momentum=None), "r"), {}, "--momentum"),
+    ((splits(), config(input_size=8), "r"), {}, "load_data(..., size=8)"),  # shape mismatch in matmul before
+])
+def test_train_refuses_arguments_it_cannot_use(tmp_path, monkeypatch, args, kwargs, word):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises((ConfigError, RunError)) as e:
+        train(*args, **kwargs)
+    assert word in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_predict_images_takes_paths_and_images_and_checks_its_numbers(tmp_path):
+    from PIL import Image
+
+    from convscope.classify.predict import load_run, predict_images
+
+    train(splits(), config(epochs=1), RunDir(tmp_path / "run"))
+    r = load_run(str(tmp_path / "run"), device="cpu")
+    Image.new("RGB", (20, 12), (200, 10, 10)).save(tmp_path / "x.png")
+    one = predict_images(r.model, r.classes, tmp_path / "x.png", r.input_size, "cpu")  # one Path: TypeError before
+    many = predict_images(r.model, r.classes, [Image.open(tmp_path / "x.png").convert("L"), torch.rand(1, 3, 9, 1),
+                                               str(tmp_path / "x.png")], r.input_size, "cpu")  # TypeError before
+    assert len(one) == 1 and one[0].path == str(tmp_path / "x.png") and len(many) == 3
+    assert many[0].path == "<image 0>" and many[0].actual is None
+    for kw, word in [(dict(top=0), "top"), (dict(batch=0), "batch"), (dict(top=1.5), "top")]:  # torch errors before
+        with pytest.raises(ConfigError, match=word):
+            predict_images(r.model, r.classes, [tmp_path / "x.png"], r.input_size, "cpu", **kw)
+    with pytest.raises(ConfigError, match="r.model"):
+        predict_images(r, r.classes, [tmp_path / "x.png"], r.input_size, "cpu")
+    with pytest.raises(ConfigError, match="class names"):     # was silently wrong (or IndexError)
+        predict_images(r.model, ["a", "b"], [tmp_path / "x.png"], r.input_size, "cpu")
+    with pytest.raises(ConfigError, match="device"):           # RuntimeError before
+        load_run(tmp_path / "run", device="gpu")

@@ -110,14 +110,32 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """Every None replaced by the model's recipe."""
+        self._check_model()
         recipe = {**RECIPE_DEFAULTS, **recipe_of(self.model, self.finetune)}
         values = {k: v for k, v in recipe.items() if getattr(self, k) is None}
         if self.input_size is None and values.get("input_size", 1) is None:
             values["input_size"] = TRANSFER_INPUT.get(self.model.split(":", 1)[-1], 224)
         return replace(self, **values).validate()
 
+    def _check_model(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError(f"--model must be a model name such as simple or transfer:efficientnet_lite0, "
+                              f"not {self.model!r}")
+
     def validate(self) -> TrainConfig:
+        self._check_model()
         check_choices(self)
+        for name in ("momentum", "warmup", "cutout", "ema", "early_stopping", "val_split", "finetune",
+                     "backbone_lr", "dropout"):
+            if getattr(self, name) is None:  # only the recipe's options may be left at None
+                raise ConfigError(f"--{name.replace('_', '-')} needs a value (its default is "
+                                  f"{TrainConfig.__dataclass_fields__[name].default!r}), not None")
+        for name in ("flip", "alternate_flip", "channels_last", "snapshots"):
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (value is None and name in ("flip", "alternate_flip")):
+                raise ConfigError(f"--{name.replace('_', '-')} must be True or False, not {value!r}")
+        if not isinstance(self.snapshot_layer, str):
+            raise ConfigError(f"--snapshot-layer must be a layer name or auto, not {self.snapshot_layer!r}")
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("optimizer", "schedule") and value is not None:
@@ -161,8 +179,9 @@ class TrainConfig:
         number("val_split", 0, 0.5, open_low=True)
         number("backbone_lr", 0)
         number("dropout", 0, 0.95)
-        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
-            raise ConfigError(f"--hidden must be positive whole numbers, not {self.hidden!r}")
+        if not isinstance(self.hidden, (tuple, list)) or not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
+            raise ConfigError(f"--hidden must be a list of positive whole numbers such as (512, 256), "
+                              f"not {self.hidden!r}")
         if self.finetune and not self.model.startswith("transfer:"):
             raise ConfigError("--finetune applies to transfer:BACKBONE models only")
         return self

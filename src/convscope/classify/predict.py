@@ -6,6 +6,8 @@ they belong to. ImageNet predictions without training use EfficientNet-Lite0's b
 
 from __future__ import annotations
 
+import numbers
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from .. import images
+from ..devices import resolve_device
 from ..errors import ConfigError, ImageError
 from .config import TrainConfig
 from .models import build_model
@@ -36,6 +39,8 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     """The trained model of run folder `path`, frozen, in eval mode, on `device`."""
     run = RunDir(path)
     info = run.info()
+    if isinstance(device, str):
+        device = resolve_device(device)
     try:
         config = TrainConfig(**info["config"])
         classes = list(info["classes"])
@@ -101,12 +106,21 @@ def predict_images(model: nn.Module, classes: list[str], paths: list[str], input
     recorded there as (path, reason). Only the first `keep_images` predictions keep their image, so a
     large folder does not stay in memory. `load` turns a path into an RGB image (the web UI decodes
     its checked uploads there, one at a time, and keeps a thumbnail of each)."""
+    paths = _check_predict_args(model, classes, paths, input_size, top, batch, keep_images)
+    if isinstance(device, str):
+        device = resolve_device(device)
     out: list[Prediction] = []
     for start in range(0, len(paths), batch):
         chunk, loaded = [], []
-        for path in paths[start:start + batch]:
+        for i, path in enumerate(paths[start:start + batch], start):
             try:
-                loaded.append(load(path))
+                if isinstance(path, (str, os.PathLike)):
+                    im, path = load(path), str(path)
+                else:  # an image already in memory (PIL or a float tensor): named by its position
+                    im, path = images.as_image(path, f"paths[{i}]"), f"<image {i}>"
+                if min(im.size) < 1:
+                    raise ImageError(f"{path} is an empty {im.width}x{im.height} image")
+                loaded.append(im)
                 chunk.append(path)
             except ImageError as exc:
                 if skipped is None:
@@ -117,6 +131,9 @@ def predict_images(model: nn.Module, classes: list[str], paths: list[str], input
         x = torch.stack([images.pil_to_tensor(_square(im, input_size))[0] for im in loaded]).to(device)
         with torch.no_grad():
             probs = model(x).float().softmax(1).cpu()
+        if probs.shape[1] != len(classes):
+            raise ConfigError(f"the model gives {probs.shape[1]} class scores but classes names {len(classes)}; "
+                              "pass the class names the model was trained with")
         for path, im, p in zip(chunk, loaded, probs):
             values, idx = p.topk(min(top, len(classes)))
             parent = Path(path).parent.name
@@ -124,6 +141,24 @@ def predict_images(model: nn.Module, classes: list[str], paths: list[str], input
                                   parent if parent in classes else None, im if len(out) < keep_images else None))
         loaded = im = None  # this chunk's images go before the next chunk is decoded
     return out
+
+
+def _check_predict_args(model, classes, paths, input_size, top, batch, keep_images) -> list:
+    """The list of images to predict (one path or image alone is a list of one); ConfigError (one
+    line, naming the argument) for the wrong kind of model, classes or numbers."""
+    if not callable(model):
+        hint = " (for a LoadedRun r: predict_images(r.model, r.classes, paths, r.input_size, device))" \
+            if isinstance(model, LoadedRun) else ""
+        raise ConfigError(f"model must be a torch module, not {type(model).__name__}{hint}")
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+        raise ConfigError(f"classes must be a list of class names, not {classes!r:.80}")
+    for name, value, lo in (("input_size", input_size, 1), ("top", top, 1), ("batch", batch, 1),
+                            ("keep_images", keep_images, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
+            raise ConfigError(f"{name} must be a whole number of at least {lo}, not {value!r}")
+    if isinstance(paths, (str, os.PathLike, Image.Image, torch.Tensor)):
+        return [paths]
+    return list(paths)
 
 
 def _square(img: Image.Image, size: int) -> Image.Image:

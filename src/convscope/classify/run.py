@@ -70,6 +70,10 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 class RunDir:
     def __init__(self, path: str | Path):
+        if isinstance(path, RunDir):
+            path = path.path
+        if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
+            raise RunError(f"a run folder must be given as a path, not {type(path).__name__}")
         self.path = Path(path).expanduser()
 
     def file(self, name: str) -> Path:

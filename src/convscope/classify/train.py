@@ -34,7 +34,7 @@ from .features import bottleneck_features
 from .infer import predict_logits
 from .loader import DeviceLoader
 from .models import TransferModel, build_model
-from .run import RunDir, RunError, load_tensors, save_tensors
+from .run import CHECKPOINT, CONFIG, RunDir, RunError, load_tensors, save_tensors
 
 
 @dataclass
@@ -165,8 +165,54 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
 
     Under `torchrun` (WORLD_SIZE > 1) each process trains on its shard with DistributedDataParallel
     and only rank 0 writes (see classify/distributed.py)."""
+    run = _check_args(splits, config, run, resume, callback, cache_dir)
     with cudnn_autotuning():
-        return _train(splits, config, run, resume, callback, cache_dir)
+        return _train(splits, config, run, resume, callback,
+                      None if cache_dir is None else Path(cache_dir).expanduser())
+
+
+def _check_args(splits, config, run, resume, callback, cache_dir) -> RunDir:
+    """ConfigError (one line, naming the argument) for arguments of the wrong kind; `run` as a RunDir
+    (a path is taken as one)."""
+    if not isinstance(splits, DataSplits):
+        raise ConfigError(f"splits must be the DataSplits that load_data returns (load_data('my_photos/', "
+                          f"size=32)), not {type(splits).__name__}")
+    if not isinstance(config, TrainConfig):
+        hint = "; use TrainConfig(**d)" if isinstance(config, dict) else ""
+        raise ConfigError(f"config must be a TrainConfig, not {type(config).__name__}{hint}")
+    if isinstance(run, (str, Path)) or hasattr(run, "__fspath__"):
+        run = RunDir(run)
+    if not isinstance(run, RunDir):
+        raise ConfigError(f"run must be a RunDir or the path of a run folder, not {type(run).__name__}")
+    if not isinstance(resume, bool):
+        raise ConfigError(f"resume must be True or False, not {resume!r}")
+    if callback is not None and not callable(callback):
+        raise ConfigError(f"callback must be a function taking an EpochReport (or None), "
+                          f"not {type(callback).__name__}")
+    if cache_dir is not None and not isinstance(cache_dir, (str, Path)) and not hasattr(cache_dir, "__fspath__"):
+        raise ConfigError(f"cache_dir must be a folder path (or None), not {type(cache_dir).__name__}")
+    return run
+
+
+def _check_image_size(splits: DataSplits, config: TrainConfig) -> None:
+    """Models trained from scratch see the images as they are: they must have the input size (a
+    transfer model upsamples them on the device instead)."""
+    side = config.input_size
+    for data in (splits.train, splits.val):
+        h, w = data.images.shape[-2:]
+        if (h, w) != (side, side):
+            raise ConfigError(f"the images are {w}x{h} px but model {config.model} takes input_size {side}; "
+                              f"load them with load_data(..., size={side}) or set TrainConfig(input_size={h})")
+
+
+def _start_run(run: RunDir, config: TrainConfig, classes: list[str], resume: bool) -> None:
+    """Make `run` a run folder (config.json, so load_run and resume find the run) unless it is one;
+    without `resume` a folder that already holds a trained run is refused, never overwritten."""
+    if not resume and run.file(CHECKPOINT).exists():
+        raise RunError(f"{run.path} already holds a trained run; pass resume=True to continue it "
+                       "or choose a new run folder")
+    if not run.file(CONFIG).exists():
+        run.create({"config": config.to_dict(), "classes": list(classes)}, resume=resume)
 
 
 def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
@@ -182,6 +228,10 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
     torch.manual_seed(config.seed)
     model = build_model(config.model, len(classes), config.input_size, hidden=config.hidden,
                         dropout=config.dropout).to(device)
+    if not isinstance(model, TransferModel):
+        _check_image_size(splits, config)
+    if world.main:
+        _start_run(run, config, classes, resume)
     if config.channels_last and device.type != "cpu":
         model = model.to(memory_format=torch.channels_last)
     groups = set_trainable(model, config)
