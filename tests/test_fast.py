@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -863,3 +864,43 @@ def test_gatys_fast_init_takes_a_style_too_thin_for_the_arbitrary_default():
     style = _stripes().resize((1920, 16))
     result = _gatys("fast", 1, _photo(60, 50), style, size=48, style_scale=40)
     assert result.image.size == (48, 40)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"size": "32"}, "--size must be a whole number"),            # TypeError in validate before
+    ({"steps": 1.5}, "--steps must be a whole number"),           # TypeError mid-run before
+    ({"steps": None}, "--steps must be a whole number"),
+    ({"preview_every": 0.5}, "--preview-every must be a whole number"),  # ran before
+    ({"widths": 8}, "--widths takes three"),                      # TypeError: no len()
+    ({"widths": (4, 4, 4.5)}, "--widths takes three"),            # ValueError from torch
+    ({"style_weight": "1"}, "--style-weight must be a number"),
+])
+def test_train_config_refuses_values_of_the_wrong_type(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainStyleConfig(**changes).validate()
+    with pytest.raises(ConfigError, match="--encoder-widths takes four"):
+        TrainArbitraryConfig(encoder_widths=4).validate()     # TypeError before
+    assert TrainStyleConfig(style_layers="relu2_1").validate().style_layers == ("relu2_1",)  # was its letters
+
+
+def test_train_style_takes_a_tensor_style_and_checks_its_arguments(folders, tmp_path):
+    content, styles, style = folders
+    out = tmp_path / "t.safetensors"
+    train_style(images.pil_to_tensor(_stripes()), content, out, tiny_style_config(steps=1))  # TypeError before
+    assert load_model(out).kind == STYLE_KIND                  # kind is optional: the file's (TypeError before)
+    for args, kwargs, word in [
+        ((style, content, tmp_path / "a.safetensors", {"steps": 1}), {}, "TrainStyleConfig(**d)"),  # AttributeError
+        ((style, content, tmp_path / "a.safetensors", tiny_arbitrary_config()), {}, "TrainStyleConfig"),
+        ((style, content, None, tiny_style_config()), {}, "out"),
+        ((style, [content], tmp_path / "a.safetensors", tiny_style_config()), {}, "folder path"),
+        ((style, content, tmp_path / "a.safetensors", tiny_style_config()), {"callback": 3}, "callback"),
+        ((style, content, tmp_path / "a.safetensors", tiny_style_config()), {"card": "x"}, "card"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(word)):
+            train_style(*args, **kwargs)
+    with pytest.raises(ConfigError, match="style images must be given as a folder"):
+        train_arbitrary(content, _stripes(), tmp_path / "b.safetensors", tiny_arbitrary_config())
+    with pytest.raises(ModelError, match="not int"):
+        load_model(3)
+    with pytest.raises(ConfigError, match="unknown device"):
+        load_model("starry_night", device="gpu")

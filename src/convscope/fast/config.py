@@ -4,6 +4,7 @@ the Python API and the web UI."""
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
@@ -19,19 +20,34 @@ class _Checked:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def _number(self, name: str) -> float:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a number, not {value!r}")
+        return value
+
+    def _whole(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number, not {value!r}")
+
     def _positive(self, *names: str) -> None:
         for name in names:
-            if not 0 < getattr(self, name) < math.inf:  # NaN and inf too: they only fail later, mid-run
+            if not 0 < self._number(name) < math.inf:  # NaN and inf too: they only fail later, mid-run
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
 
-    def _check_widths(self) -> None:
-        widths = getattr(self, "widths")
-        if len(widths) != 3 or min(widths) < 1 or max(widths) > 1024:
-            raise ConfigError(f"--widths takes three channel counts between 1 and 1024, not {widths}")
+    def _check_widths(self, name: str = "widths", count: int = 3) -> None:
+        widths = getattr(self, name)
+        if (not isinstance(widths, (tuple, list)) or len(widths) != count
+                or any(isinstance(w, bool) or not isinstance(w, numbers.Integral) for w in widths)
+                or min(widths) < 1 or max(widths) > 1024):
+            raise ConfigError(f"--{name.replace('_', '-')} takes {('three', 'four')[count - 3]} channel counts "
+                              f"(whole numbers) between 1 and 1024, not {widths!r}")
 
     def _non_negative(self, *names: str) -> None:
         for name in names:
-            if not 0 <= getattr(self, name) < math.inf:
+            if not 0 <= self._number(name) < math.inf:
                 raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(self, name)}")
 
 
@@ -54,6 +70,7 @@ class TrainCommon(_Checked):
 
     def validate(self):
         check_choices(self)
+        self._whole("size", "batch_size", "steps", "preview_every", "checkpoint_every")
         self._positive("size", "batch_size", "steps", "lr", "checkpoint_every")
         self._non_negative("preview_every")
         if self.size < 32 or self.size > 2048:
@@ -78,13 +95,16 @@ class TrainStyleConfig(TrainCommon):
 
     def validate(self):
         super().validate()
+        self._whole("style_size", "residual_blocks")
         self._positive("style_size", "residual_blocks")
         self._non_negative("content_weight", "style_weight", "tv_weight")
         self._check_widths()
         if self.residual_blocks > 64:
             raise ConfigError("--residual-blocks must be at most 64")
-        if not self.style_layers:
-            raise ConfigError("--style-layers needs at least one layer")
+        if isinstance(self.style_layers, str):  # one layer name is that layer, not its letters
+            self.style_layers = (self.style_layers,)
+        if not isinstance(self.style_layers, (tuple, list)) or not self.style_layers:
+            raise ConfigError(f"--style-layers needs at least one layer name, not {self.style_layers!r}")
         return self
 
 
@@ -110,7 +130,5 @@ class TrainArbitraryConfig(TrainCommon):
         super().validate()
         self._non_negative("style_weight", "mimic_weight")
         self._check_widths()
-        widths = self.encoder_widths
-        if len(widths) != 4 or min(widths) < 1 or max(widths) > 1024:
-            raise ConfigError(f"--encoder-widths takes four channel counts between 1 and 1024, not {widths}")
+        self._check_widths("encoder_widths", 4)
         return self

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from ..nets.base import suggest
 from .nets import LITE_CONVS, Decoder, LiteAdaIN, TransformerNet
 
@@ -129,6 +130,9 @@ def save_model(path: str | Path, kind: str, net: torch.nn.Module, meta: dict, ha
 def resolve(name_or_file: str, kind: str | None = None) -> Path:
     """A built-in name or a file path -> the model file; ModelError with suggestions (among the
     built-ins of `kind`, or all of them) otherwise."""
+    if not isinstance(name_or_file, (str, os.PathLike)):
+        raise ModelError(f"a style model is a built-in name or a .safetensors file path, not "
+                         f"{type(name_or_file).__name__}")
     text = str(name_or_file)
     if text in builtin_names():
         return builtin_folder() / f"{text}.safetensors"
@@ -159,18 +163,28 @@ def read_header(path: Path) -> dict:
     return meta
 
 
-def load_model(name_or_file: str, kind: str, device: torch.device | str = "cpu",
+def load_model(name_or_file: str | Path, kind: str | None = None, device: torch.device | str = "cpu",
                wrong_kind_hint: str | None = None) -> StyleModel:
-    """Load a built-in or trained model of `kind` (fp32 on `device`, in eval mode). A model of the
-    other kind is a ModelError that says where it is used (or `wrong_kind_hint`, when given)."""
+    """Load a built-in or trained model of `kind` (fp32 on `device`, in eval mode); kind None takes
+    either kind, the file's. A model of the other kind is a ModelError that says where it is used
+    (or `wrong_kind_hint`, when given)."""
     from safetensors.torch import load_file
 
+    if kind is not None and kind not in KINDS:
+        raise ConfigError(f"kind must be None, {STYLE_KIND!r} or {ARBITRARY_KIND!r}, not {kind!r}")
+    if isinstance(device, str):
+        from ..devices import resolve_device
+        device = resolve_device(device)
     path = resolve(name_or_file, kind)
     size = path.stat().st_size
     if size > MAX_MODEL_BYTES:
         raise ModelError(f"{path} is {size / 2**20:.0f} MB: too big to be a style model")
     meta = read_header(path)
     found = meta.get("kind")
+    if kind is None and found in KINDS:
+        kind = found
+    if kind is None:
+        raise ModelError(f"{path} is not a convscope style model")
     if found != kind:
         what = KINDS.get(found, "not a convscope style model")
         hint = ("; use --method arbitrary for it" if found == ARBITRARY_KIND else

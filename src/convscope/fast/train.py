@@ -15,6 +15,7 @@ Files, for `-o OUT.safetensors`:
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ class TrainResult:
 
 # ---- data ------------------------------------------------------------------------------------
 def image_files(folder: str | Path, what: str) -> list[Path]:
+    if not isinstance(folder, (str, os.PathLike)):
+        raise ConfigError(f"the {what} images must be given as a folder path, not {type(folder).__name__}")
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise TrainingError(f"{what} folder not found: {root}" if not root.exists() else f"{root} is not a folder")
@@ -317,8 +320,21 @@ def _write_preview(net: torch.nn.Module, previews: torch.Tensor, out: Path, step
     images.save_image(row, folder / f"step_{step:06d}.png")
 
 
-def _prepare(config: TrainCommon, out: str | Path) -> tuple[Path, torch.device]:
+def _prepare(config: TrainCommon, expected: type, out: str | Path, resume, callback,
+             card) -> tuple[Path, torch.device]:
+    if not isinstance(config, expected):
+        hint = f"; use {expected.__name__}(**d)" if isinstance(config, dict) else ""
+        raise ConfigError(f"config must be a {expected.__name__}, not {type(config).__name__}{hint}")
     config.validate()
+    if not isinstance(out, (str, os.PathLike)):
+        raise ConfigError(f"out must be the path of a .safetensors file, not {type(out).__name__}")
+    if not isinstance(resume, bool):
+        raise ConfigError(f"resume must be True or False, not {resume!r}")
+    if callback is not None and not callable(callback):
+        raise ConfigError(f"callback must be a function taking a TrainProgress (or None), "
+                          f"not {type(callback).__name__}")
+    if card is not None and not isinstance(card, dict):
+        raise ConfigError(f"card must be a dict of model-card fields (or None), not {type(card).__name__}")
     path = Path(out).expanduser()
     if path.suffix != ".safetensors":
         raise ConfigError(f"the output must be a .safetensors file, not {path.name}")
@@ -332,9 +348,9 @@ def train_style(style: str | Path | Image.Image, content_dir: str | Path, out: s
                 config: TrainStyleConfig | None = None, resume: bool = False,
                 callback: Callable[[TrainProgress], None] | None = None, card: dict | None = None) -> TrainResult:
     """Train a TransformerNet for one style on crops of the images in `content_dir`."""
-    config = config or TrainStyleConfig()
-    path, device = _prepare(config, out)
-    style_img = style if isinstance(style, Image.Image) else images.load_image(style)
+    config = TrainStyleConfig() if config is None else config
+    path, device = _prepare(config, TrainStyleConfig, out, resume, callback, card)
+    style_img = images.as_image(style, "style")
     sampler = CropSampler(image_files(content_dir, "content"), config.size, "content")
     precision, autocast = _autocast_for(device, config.precision)
     style_t = images.pil_to_tensor(images.resize_long_side(style_img, config.style_size), device)
@@ -348,7 +364,7 @@ def train_style(style: str | Path | Image.Image, content_dir: str | Path, out: s
             output = net(content)
         return loss(output, content)
 
-    named = {} if isinstance(style, Image.Image) else {"style_image": Path(str(style)).name}
+    named = {"style_image": Path(style).name} if isinstance(style, (str, os.PathLike)) else {}
     meta = {"card": {**named, **(card or {})},
             "config": {**config.to_dict(), "precision": precision, "device": str(device)}}
     return _train(STYLE_KIND, net, step_losses, config, path, device, previews, meta, resume, callback,
@@ -400,8 +416,8 @@ def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | P
                     callback: Callable[[TrainProgress], None] | None = None, card: dict | None = None) -> TrainResult:
     """Train an AdaIN decoder (or, with encoder "lite", an AdaIN-lite encoder and decoder): content
     crops restyled with style crops, Huang & Belongie's losses on VGG19."""
-    config = config or TrainArbitraryConfig()
-    path, device = _prepare(config, out)
+    config = TrainArbitraryConfig() if config is None else config
+    path, device = _prepare(config, TrainArbitraryConfig, out, resume, callback, card)
     contents = CropSampler(image_files(content_dir, "content"), config.size, "content")
     styles = CropSampler(image_files(style_dir, "style"), config.size, "style")
     precision, autocast = _autocast_for(device, config.precision)
