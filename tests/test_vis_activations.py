@@ -274,3 +274,21 @@ def test_cli_bad_image_exit_2_with_nothing_written(capsys, photo, tmp_path, kind
     code, stdout, err = run(capsys, "activations", bad, "--device", "cpu", "-o", out)
     assert_one_line_error(code, stdout, err, "bad.jpg")
     assert list(out.parent.iterdir()) == []
+
+
+def test_the_image_may_be_a_path_or_a_tensor_and_wrong_kinds_are_one_line_errors(vgg, photo):
+    config = ActivationsConfig(layer="relu1_1", size=32, device="cpu")
+    from_pil = activations(Image.open(photo), config, net=vgg)
+    for image in (photo, str(photo), pil_to_tensor(from_pil.image)):  # AttributeError 'load' before
+        assert torch.allclose(activations(image, config, net=vgg).layers[0].maps, from_pil.layers[0].maps, atol=1e-5)
+    from convscope.errors import ImageError
+    with pytest.raises(ImageError, match="not NoneType"):
+        activations(None, config, net=vgg)
+    for bad_config, word in [({"size": 32}, "ActivationsConfig"),                   # AttributeError before
+                             (replace(config, layer=None), "--layer"),              # TypeError before
+                             (replace(config, cmap=None), "colormap"),              # TypeError before
+                             (replace(config, shared_scale="no"), "--shared-scale")]:  # ran as True before
+        with pytest.raises(ConfigError, match=word):
+            activations(photo, bad_config, net=vgg)
+    with pytest.raises(ConfigError, match="loaded net"):                            # AttributeError before
+        activations(photo, config, net="vgg19")

@@ -345,3 +345,20 @@ def test_ctrl_c_in_classviz_saves_the_picture_so_far(tmp_path, monkeypatch, caps
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["command"] == "classviz" and meta["interrupted_at"]["iteration"] == 2
     assert meta["config"]["size"] == 32 and meta["config"]["jitter"] == 2  # the resolved config
+
+
+def test_wrong_kinds_of_config_net_and_callback_are_one_line_errors():
+    with pytest.raises(ConfigError, match=r"FeatureVizConfig\(\*\*d\)"):             # AttributeError before
+        featureviz({"steps": 1})
+    with pytest.raises(ConfigError, match="must be a ClassVizConfig"):              # None: AttributeError;
+        classviz(None)
+    with pytest.raises(ConfigError, match="must be a ClassVizConfig"):              # a FeatureVizConfig ran
+        classviz(tiny(channels="0"))
+    for bad, word in [({"layer": None}, "--layer"), ({"neuron": "no"}, "--neuron"),   # TypeError / ran as True
+                      ({"decorrelate": "no"}, "--decorrelate")]:
+        with pytest.raises(ConfigError, match=word):
+            featureviz(tiny(**bad))
+    with pytest.raises(ConfigError, match="loaded net"):                            # AttributeError before
+        featureviz(tiny(), net="vgg19")
+    with pytest.raises(ConfigError, match="callback"):                              # TypeError at step 1 before
+        featureviz(tiny(layer="relu1_1", channels="0", steps=1), callback=3)

@@ -57,10 +57,21 @@ class ActivationsConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive whole number, not {value!r}")
         if self.size > MAX_SIZE:
             raise ConfigError(f"--size {self.size} is too large (at most {MAX_SIZE} px)")
+        if not isinstance(self.layer, str):
+            raise ConfigError(f"--layer must be one layer name (or {ALL_CONV} or auto), not {self.layer!r}")
+        if not isinstance(self.shared_scale, bool):
+            raise ConfigError(f"--shared-scale must be True or False, not {self.shared_scale!r}")
         if self.sort not in SORTS:
             raise ConfigError(f"--sort must be one of {', '.join(SORTS)}, not {self.sort!r}")
         check_cmap(self.cmap)
         return self
+
+
+def check_loaded_net(net) -> None:
+    """ConfigError unless `net` (an engine's optional already-loaded net) is None or a torch module."""
+    if net is not None and not isinstance(net, torch.nn.Module):
+        raise ConfigError(f"net must be a loaded net (convscope.get_net(...)) or None, not {type(net).__name__}; "
+                          "to choose a net by name set the config's net")
 
 
 def check_cmap(name: str) -> None:
@@ -68,6 +79,8 @@ def check_cmap(name: str) -> None:
     import matplotlib  # lazy: heavy, and only figures need it
 
     known = list(matplotlib.colormaps)
+    if not isinstance(name, str):
+        raise ConfigError(f"the colormap must be a name such as viridis or magma, not {name!r}")
     if name not in known:
         raise ConfigError(f"unknown colormap {name!r}{suggest(name, known)}; use a matplotlib colormap "
                           "such as viridis, magma, inferno, plasma, gray or RdBu_r")
@@ -126,11 +139,18 @@ def channel_order(mean: torch.Tensor, max_: torch.Tensor, sort: str) -> list[int
 
 def activations(image: Image.Image, config: ActivationsConfig | None = None,
                 net: Backbone | None = None) -> ActivationsResult:
-    """Feature maps and per-channel statistics of `config.layer` for `image` (any PIL image).
+    """Feature maps and per-channel statistics of `config.layer` for `image` (a PIL image in any
+    mode, an image file's path, or a float tensor [1, 3, H, W] in [0, 1]).
 
     `net` reuses an already loaded backbone (it must be `config.net`); by default it is loaded.
     """
-    config = (config or ActivationsConfig()).validate()
+    config = ActivationsConfig() if config is None else config
+    if not isinstance(config, ActivationsConfig):
+        hint = "; use ActivationsConfig(**d)" if isinstance(config, dict) else ""
+        raise ConfigError(f"config must be an ActivationsConfig, not {type(config).__name__}{hint}")
+    config = config.validate()
+    check_loaded_net(net)
+    image = images.as_image(image, "image")
     if net is None:
         device = resolve_device(config.device)
         net = get_net(config.net, "max", device)

@@ -35,6 +35,7 @@ from ..nets.classes import class_index, is_class_name
 from ..optimize import Interrupted, Progress, precision_mode
 from ..options import _RANGE, PRECISIONS, check_choices, parse_indices
 from ..options import option as _opt
+from .activations import check_loaded_net
 from .imageprior import ImageParam, random_transform
 
 PARAMS = ("fft", "pixels")
@@ -106,6 +107,12 @@ class RenderConfig:
             if not ok:
                 raise ConfigError(f"{flag(name)} must be {what}, not {v!r}")
 
+        for name in ("net", "param", "device", "precision") + (("layer",) if hasattr(self, "layer") else ()):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{flag(name)} must be a name, not {getattr(self, name)!r}")
+        for name in ("decorrelate",) + (("neuron",) if hasattr(self, "neuron") else ()):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{flag(name)} must be True or False, not {getattr(self, name)!r}")
         whole("size", 8, MAX_SIDE, none_ok=True)
         whole("steps", 1, 1_000_000)
         whole("jitter", 0, MAX_SIDE, none_ok=True)
@@ -244,7 +251,12 @@ class FeatureVisualizer:
     """
 
     def __init__(self, config: RenderConfig, net: Net | None = None):
+        if not isinstance(config, RenderConfig):
+            hint = "; use FeatureVizConfig(**d) or ClassVizConfig(**d)" if isinstance(config, dict) else ""
+            raise ConfigError(f"config must be a FeatureVizConfig or ClassVizConfig, not "
+                              f"{type(config).__name__}{hint}")
         config = config.validate()
+        check_loaded_net(net)
         if net is None:
             device = resolve_device(config.device)
             net = get_net(config.net, "max", device)
@@ -321,6 +333,8 @@ class FeatureVisualizer:
 
     # ---- run ---------------------------------------------------------------------------------
     def run(self, callback: Callable[[Progress], None] | None = None) -> FeatureVizResult:
+        if callback is not None and not callable(callback):
+            raise ConfigError(f"callback must be a function taking a Progress (or None), not {type(callback).__name__}")
         """Render every target, config.batch (featureviz) at a time: one progress stage per batch.
 
         Not optimize.optimize_image: that loop optimizes an image directly (clamping it to [0, 1])
@@ -402,10 +416,17 @@ class FeatureVisualizer:
 def featureviz(config: FeatureVizConfig | None = None, callback: Callable[[Progress], None] | None = None,
                net: Net | None = None) -> FeatureVizResult:
     """Activation maximization of config.channels of config.layer (or config.target_class logits)."""
-    return FeatureVisualizer(config or FeatureVizConfig(), net).run(callback)
+    config = FeatureVizConfig() if config is None else config
+    if not isinstance(config, FeatureVizConfig):
+        hint = "; use FeatureVizConfig(**d)" if isinstance(config, dict) else " (classviz takes a ClassVizConfig)"
+        raise ConfigError(f"config must be a FeatureVizConfig, not {type(config).__name__}{hint}")
+    return FeatureVisualizer(config, net).run(callback)
 
 
 def classviz(config: ClassVizConfig, callback: Callable[[Progress], None] | None = None,
              net: Net | None = None) -> FeatureVizResult:
     """A picture of config.target_class as the classifier sees it (one image: result.image())."""
+    if not isinstance(config, ClassVizConfig):
+        hint = "; use ClassVizConfig(**d)" if isinstance(config, dict) else " (featureviz takes a FeatureVizConfig)"
+        raise ConfigError(f"config must be a ClassVizConfig, not {type(config).__name__}{hint}")
     return FeatureVisualizer(config, net).run(callback)
