@@ -27,6 +27,7 @@ from PIL import Image
 from torch import nn
 
 from ..devices import resolve_device
+from ..argcheck import callback_or_none, config_of, flag
 from ..errors import ConfigError, NumericalError
 from .config import TrainConfig
 from .data import DataSplits, ImageData
@@ -177,18 +178,13 @@ def _check_args(splits, config, run, resume, callback, cache_dir) -> RunDir:
     if not isinstance(splits, DataSplits):
         raise ConfigError(f"splits must be the DataSplits that load_data returns (load_data('my_photos/', "
                           f"size=32)), not {type(splits).__name__}")
-    if not isinstance(config, TrainConfig):
-        hint = "; use TrainConfig(**d)" if isinstance(config, dict) else ""
-        raise ConfigError(f"config must be a TrainConfig, not {type(config).__name__}{hint}")
+    config_of(config, TrainConfig)
     if isinstance(run, (str, Path)) or hasattr(run, "__fspath__"):
         run = RunDir(run)
     if not isinstance(run, RunDir):
         raise ConfigError(f"run must be a RunDir or the path of a run folder, not {type(run).__name__}")
-    if not isinstance(resume, bool):
-        raise ConfigError(f"resume must be True or False, not {resume!r}")
-    if callback is not None and not callable(callback):
-        raise ConfigError(f"callback must be a function taking an EpochReport (or None), "
-                          f"not {type(callback).__name__}")
+    flag(resume, "resume")
+    callback_or_none(callback, "EpochReport")
     if cache_dir is not None and not isinstance(cache_dir, (str, Path)) and not hasattr(cache_dir, "__fspath__"):
         raise ConfigError(f"cache_dir must be a folder path (or None), not {type(cache_dir).__name__}")
     return run

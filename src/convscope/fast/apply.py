@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from .. import colour, images
 from ..devices import cpu_has_native_bf16, resolve_device
+from ..argcheck import config_of
 from ..errors import ConfigError, ImageError
 from ..options import check_choices
 from ..options import option as _opt
@@ -70,8 +71,8 @@ class FastConfig:
 
 
 def _checked_config(config) -> FastConfig:
-    if config is not None and not isinstance(config, FastConfig):
-        raise ConfigError(f"config must be a FastConfig, not {type(config).__name__}")
+    if config is not None:
+        config_of(config, FastConfig)
     return (config or FastConfig()).validate()
 
 

@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from .. import images
 from ..devices import resolve_device
+from ..argcheck import callback_or_none, config_of, flag
 from ..errors import ConfigError, UserError
 from ..losses import gram, mean_std_loss, tv_loss
 from .apply import resolve_precision
@@ -322,17 +323,12 @@ def _write_preview(net: torch.nn.Module, previews: torch.Tensor, out: Path, step
 
 def _prepare(config: TrainCommon, expected: type, out: str | Path, resume, callback,
              card) -> tuple[Path, torch.device]:
-    if not isinstance(config, expected):
-        hint = f"; use {expected.__name__}(**d)" if isinstance(config, dict) else ""
-        raise ConfigError(f"config must be a {expected.__name__}, not {type(config).__name__}{hint}")
+    config_of(config, expected)
     config.validate()
     if not isinstance(out, (str, os.PathLike)):
         raise ConfigError(f"out must be the path of a .safetensors file, not {type(out).__name__}")
-    if not isinstance(resume, bool):
-        raise ConfigError(f"resume must be True or False, not {resume!r}")
-    if callback is not None and not callable(callback):
-        raise ConfigError(f"callback must be a function taking a TrainProgress (or None), "
-                          f"not {type(callback).__name__}")
+    flag(resume, "resume")
+    callback_or_none(callback, "TrainProgress")
     if card is not None and not isinstance(card, dict):
         raise ConfigError(f"card must be a dict of model-card fields (or None), not {type(card).__name__}")
     path = Path(out).expanduser()

@@ -9,6 +9,7 @@ from os import PathLike
 from PIL import Image
 
 from .. import images
+from ..argcheck import config_of
 from ..errors import ConfigError
 from ..optimize import Progress
 from .config import StyleConfig
@@ -31,9 +32,8 @@ def stylize(content: str | PathLike | Image.Image,
 
     if not isinstance(styles, (list, tuple)):
         styles = [styles]  # one style: a path, an image or a tensor
-    if config is not None and not isinstance(config, StyleConfig):
-        raise ConfigError(f"config must be a StyleConfig, not {type(config).__name__}; "
-                          "or give the options as keyword arguments")
+    if config is not None:
+        config_of(config, StyleConfig, note="; or give the options as keyword arguments")
     known = {f.name for f in fields(StyleConfig)}
     unknown = sorted(set(options) - known)
     if unknown:

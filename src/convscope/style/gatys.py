@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from .. import images
 from ..devices import default_precision, resolve_device
+from ..argcheck import callback_or_none
 from ..errors import ConfigError, ImageError
 from ..losses import content_loss, gram, range_penalty, style_loss, tv_loss
 from ..nets import Backbone, get_net
@@ -123,8 +124,7 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
     config = (config or StyleConfig()).validate()
     if not styles:
         raise ConfigError("give at least one style image")
-    if callback is not None and not callable(callback):
-        raise ConfigError(f"callback must be a function taking a Progress, not {type(callback).__name__}")
+    callback_or_none(callback, "Progress")
     blend = config.blend(len(styles))
     fast_model = fast_init_model(config.init)
     if config.init not in INITS and fast_model is None and init_image is None:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from .. import images
 from ..devices import resolve_device
+from ..argcheck import config_of
 from ..errors import ConfigError
 from ..nets import Backbone, get_net, pick_layer
 from ..nets.base import suggest
@@ -145,9 +146,7 @@ def activations(image: Image.Image, config: ActivationsConfig | None = None,
     `net` reuses an already loaded backbone (it must be `config.net`); by default it is loaded.
     """
     config = ActivationsConfig() if config is None else config
-    if not isinstance(config, ActivationsConfig):
-        hint = "; use ActivationsConfig(**d)" if isinstance(config, dict) else ""
-        raise ConfigError(f"config must be an ActivationsConfig, not {type(config).__name__}{hint}")
+    config_of(config, ActivationsConfig)
     config = config.validate()
     check_loaded_net(net)
     image = images.as_image(image, "image")

@@ -20,6 +20,7 @@ from torch import nn
 
 from .. import images
 from ..devices import default_precision, resolve_device
+from ..argcheck import config_of
 from ..errors import ConfigError, ImageError
 from ..nets import AUTO, get_net
 from ..nets.classes import class_index as _class_index
@@ -193,8 +194,8 @@ def explain(image: Image.Image, config: ExplainConfig | None = None, net=None) -
     Raises ConfigError for a bad target/layer (before any forward pass) and ImageError for an image
     too small for the layers involved.
     """
-    if config is not None and not isinstance(config, ExplainConfig):
-        raise ConfigError(f"config must be an ExplainConfig, not {type(config).__name__}")
+    if config is not None:
+        config_of(config, ExplainConfig)
     image = images.as_image(image, "the image")
     config = (config or ExplainConfig()).validate()
     if net is None:

@@ -29,6 +29,7 @@ from PIL import Image
 
 from .. import images
 from ..devices import default_precision, resolve_device
+from ..argcheck import callback_or_none, config_of
 from ..errors import ConfigError, NumericalError
 from ..nets import AUTO, LOGITS, Net, auto_layer, get_net
 from ..nets.classes import class_index, is_class_name
@@ -252,9 +253,7 @@ class FeatureVisualizer:
 
     def __init__(self, config: RenderConfig, net: Net | None = None):
         if not isinstance(config, RenderConfig):
-            hint = "; use FeatureVizConfig(**d) or ClassVizConfig(**d)" if isinstance(config, dict) else ""
-            raise ConfigError(f"config must be a FeatureVizConfig or ClassVizConfig, not "
-                              f"{type(config).__name__}{hint}")
+            config_of(config, FeatureVizConfig, ClassVizConfig)
         config = config.validate()
         check_loaded_net(net)
         if net is None:
@@ -333,8 +332,6 @@ class FeatureVisualizer:
 
     # ---- run ---------------------------------------------------------------------------------
     def run(self, callback: Callable[[Progress], None] | None = None) -> FeatureVizResult:
-        if callback is not None and not callable(callback):
-            raise ConfigError(f"callback must be a function taking a Progress (or None), not {type(callback).__name__}")
         """Render every target, config.batch (featureviz) at a time: one progress stage per batch.
 
         Not optimize.optimize_image: that loop optimizes an image directly (clamping it to [0, 1])
@@ -343,6 +340,7 @@ class FeatureVisualizer:
         iterate" means nothing: the last is the result. Progress and Interrupted are the same records.
         Raises Interrupted on Ctrl-C, with `.partial` (a FeatureVizResult of the images so far).
         """
+        callback_or_none(callback, "Progress")
         c = self.config
         gen = torch.Generator(device="cpu").manual_seed(c.seed)
         per_batch = getattr(c, "batch", 1)
@@ -417,16 +415,12 @@ def featureviz(config: FeatureVizConfig | None = None, callback: Callable[[Progr
                net: Net | None = None) -> FeatureVizResult:
     """Activation maximization of config.channels of config.layer (or config.target_class logits)."""
     config = FeatureVizConfig() if config is None else config
-    if not isinstance(config, FeatureVizConfig):
-        hint = "; use FeatureVizConfig(**d)" if isinstance(config, dict) else " (classviz takes a ClassVizConfig)"
-        raise ConfigError(f"config must be a FeatureVizConfig, not {type(config).__name__}{hint}")
+    config_of(config, FeatureVizConfig, note=" (classviz takes a ClassVizConfig)")
     return FeatureVisualizer(config, net).run(callback)
 
 
 def classviz(config: ClassVizConfig, callback: Callable[[Progress], None] | None = None,
              net: Net | None = None) -> FeatureVizResult:
     """A picture of config.target_class as the classifier sees it (one image: result.image())."""
-    if not isinstance(config, ClassVizConfig):
-        hint = "; use ClassVizConfig(**d)" if isinstance(config, dict) else " (featureviz takes a FeatureVizConfig)"
-        raise ConfigError(f"config must be a ClassVizConfig, not {type(config).__name__}{hint}")
+    config_of(config, ClassVizConfig, note=" (featureviz takes a FeatureVizConfig)")
     return FeatureVisualizer(config, net).run(callback)
