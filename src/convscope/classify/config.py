@@ -179,7 +179,8 @@ class TrainConfig:
         number("val_split", 0, 0.5, open_low=True)
         number("backbone_lr", 0)
         number("dropout", 0, 0.95)
-        if not isinstance(self.hidden, (tuple, list)) or not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
+        if not isinstance(self.hidden, (tuple, list)) or not self.hidden or any(
+                isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
             raise ConfigError(f"--hidden must be a list of positive whole numbers such as (512, 256), "
                               f"not {self.hidden!r}")
         if self.finetune and not self.model.startswith("transfer:"):
