@@ -653,29 +653,3 @@ def test_list_image_files_skips_hidden_and_sorts_by_relative_path(tmp_path):
     assert [p.name for p in list_image_files(tmp_path, recursive=False)] == ["a.jpeg", "b.PNG"]
     assert len(list_image_files(tmp_path, limit=1)) == 2  # stops once over the limit
     assert list_image_files(tmp_path / "a" / "b" / "c.webp") == []  # not a folder: nothing
-
-
-def test_as_image_takes_paths_pil_and_tensors_and_names_the_argument_otherwise(tmp_path):
-    rgb = Image.new("RGB", (5, 4), (10, 20, 30))
-    rgb.save(tmp_path / "a.png")
-    for x in (str(tmp_path / "a.png"), tmp_path / "a.png", rgb.convert("RGBA"),
-              torch.tensor([10, 20, 30]).div(255).view(3, 1, 1).expand(3, 4, 5).clone()):
-        out = images.as_image(x, "content")
-        assert (out.mode, out.size, out.getpixel((0, 0))) == ("RGB", (5, 4), (10, 20, 30))
-    for bad, words in ((np.zeros((4, 5, 3), np.uint8), "PIL.Image.fromarray"), (None, "NoneType"),
-                       (torch.zeros(1, 3, 4, 5, dtype=torch.uint8), "x.float() / 255"),
-                       (torch.zeros(2, 3, 4, 5), "1 image"), (torch.zeros(1, 4, 5, 3), "permute")):
-        with pytest.raises(ImageError, match="content") as info:
-            images.as_image(bad, "content")
-        assert words in str(info.value) and "\n" not in str(info.value)
-
-
-def test_check_image_batch_shapes_dtypes_and_empty():
-    x = torch.zeros(2, 3, 4, 5)
-    assert images.check_image_batch(x) is x
-    for bad, words in ((torch.zeros(3, 4, 5), "unsqueeze(0)"), (torch.zeros(1, 1, 4, 5), "3 (RGB)"),
-                       (torch.zeros(1, 3, 0, 5), "empty"), (torch.zeros(1, 3, 4, 5, dtype=torch.int64), "float"),
-                       ([[0.0]], "list")):
-        with pytest.raises(ImageError, match="batch") as info:
-            images.check_image_batch(bad, "batch")
-        assert words in str(info.value)

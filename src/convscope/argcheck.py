@@ -1,10 +1,18 @@
-"""Checks of the Python API's arguments: a one-line ConfigError that names the argument, where a
+"""Checks of the Python API's arguments: a one-line UserError that names the argument, where a
 wrong kind of value would otherwise fail deep inside an engine (or, for a flag, silently count as
-True). The config dataclasses check their own fields; these are the arguments around them."""
+True; a [3, H, W] batch would run with its rows as colours). The config dataclasses check their own
+fields; these are the arguments around them: configs, callbacks, flags and images."""
 
 from __future__ import annotations
 
-from .errors import ConfigError
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import images
+from .errors import ConfigError, ImageError
 
 
 def _a(name: str) -> str:
@@ -33,3 +41,42 @@ def flag(value, name: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be True or False, not {value!r}")
     return value
+
+
+def as_image(x, what: str = "image") -> Image.Image:
+    """An image argument of the Python API as 8-bit RGB PIL: a path (str or PathLike, loaded with
+    load_image), a PIL image (any mode), or a float tensor [1, 3, H, W] / [3, H, W] in [0, 1].
+    Anything else is an ImageError naming the argument (`what`)."""
+    if isinstance(x, Image.Image):
+        return images.to_rgb(x)
+    if isinstance(x, (str, os.PathLike)):
+        return images.load_image(x)
+    if isinstance(x, torch.Tensor):
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        return images.tensor_to_pil(check_image_batch(x, what, batch=1))
+    hint = " (PIL.Image.fromarray converts a uint8 HxWx3 array)" if isinstance(x, np.ndarray) else ""
+    raise ImageError(f"{what} must be a file path, a PIL image or a float tensor [1, 3, H, W] in [0, 1], "
+                     f"not {type(x).__name__}{hint}")
+
+
+def check_image_batch(x, what: str = "image batch", batch: int | None = None) -> torch.Tensor:
+    """`x` if it is an image batch as the API takes it: a float tensor [N, 3, H, W] (RGB, values in
+    [0, 1]), H and W at least 1, N == `batch` when given; else an ImageError naming `what` and the fix.
+    Only the metadata is checked (no pass over the values: engines call this inside loops)."""
+    if not isinstance(x, torch.Tensor):
+        raise ImageError(f"{what} must be a float tensor [N, 3, H, W] in [0, 1], not {type(x).__name__}")
+    shape = list(x.shape)
+    if x.dim() == 3 and shape[0] == 3:
+        raise ImageError(f"{what} must be [N, 3, H, W], got {shape}; add the batch dimension: x.unsqueeze(0)")
+    if x.dim() == 4 and shape[1] != 3 and shape[3] == 3:
+        raise ImageError(f"{what} must be [N, 3, H, W] (channels first), got {shape}; use x.permute(0, 3, 1, 2)")
+    if x.dim() != 4 or shape[1] != 3:
+        raise ImageError(f"{what} must be [N, 3, H, W] with 3 (RGB) channels, got {shape}")
+    if batch is not None and shape[0] != batch:
+        raise ImageError(f"{what} must hold {batch} image(s), got a batch of {shape[0]} ({shape})")
+    if not x.dtype.is_floating_point:
+        raise ImageError(f"{what} must be a float tensor in [0, 1], not {x.dtype}; for 0..255 data use x.float() / 255")
+    if min(shape[2:]) < 1:
+        raise ImageError(f"{what} is empty ({shape[3]}x{shape[2]} pixels)")
+    return x

@@ -29,8 +29,7 @@ from convscope.errors import ConfigError, ImageError, OutputError
 # Colour ops live in colour.py; images.* stays the one place callers import image operations from.
 from .colour import luminance_transfer, match_color_stats, match_histogram, rgb_to_yiq, yiq_to_rgb
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "PNG_METADATA_KEY", "WRITABLE_FORMATS", "as_image",
-           "check_image_batch", "check_output_path",
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "PNG_METADATA_KEY", "WRITABLE_FORMATS", "check_output_path",
            "is_image_name", "list_image_files", "load_image",
            "luminance_transfer", "match_color_stats", "match_histogram", "pil_to_tensor", "read_png_metadata",
            "resize_long_side", "resize_to_pixels", "rgb_to_yiq", "save_image", "sidecar_path",
@@ -231,47 +230,6 @@ def _over_white(rgba: Image.Image) -> Image.Image:
     """Composite an RGBA image over white: what transparent areas look like in a browser."""
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, rgba).convert("RGB")
-
-
-# ------------------------------------------------------------------------ API image arguments
-
-def as_image(x, what: str = "image") -> Image.Image:
-    """An image argument of the Python API as 8-bit RGB PIL: a path (str or PathLike, loaded with
-    load_image), a PIL image (any mode), or a float tensor [1, 3, H, W] / [3, H, W] in [0, 1].
-    Anything else is an ImageError naming the argument (`what`)."""
-    if isinstance(x, Image.Image):
-        return to_rgb(x)
-    if isinstance(x, (str, os.PathLike)):
-        return load_image(x)
-    if isinstance(x, torch.Tensor):
-        if x.dim() == 3:
-            x = x.unsqueeze(0)
-        return tensor_to_pil(check_image_batch(x, what, batch=1))
-    hint = " (PIL.Image.fromarray converts a uint8 HxWx3 array)" if isinstance(x, np.ndarray) else ""
-    raise ImageError(f"{what} must be a file path, a PIL image or a float tensor [1, 3, H, W] in [0, 1], "
-                     f"not {type(x).__name__}{hint}")
-
-
-def check_image_batch(x, what: str = "image batch", batch: int | None = None) -> torch.Tensor:
-    """`x` if it is an image batch as the API takes it: a float tensor [N, 3, H, W] (RGB, values in
-    [0, 1]), H and W at least 1, N == `batch` when given; else an ImageError naming `what` and the fix.
-    Only the metadata is checked (no pass over the values: engines call this inside loops)."""
-    if not isinstance(x, torch.Tensor):
-        raise ImageError(f"{what} must be a float tensor [N, 3, H, W] in [0, 1], not {type(x).__name__}")
-    shape = list(x.shape)
-    if x.dim() == 3 and shape[0] == 3:
-        raise ImageError(f"{what} must be [N, 3, H, W], got {shape}; add the batch dimension: x.unsqueeze(0)")
-    if x.dim() == 4 and shape[1] != 3 and shape[3] == 3:
-        raise ImageError(f"{what} must be [N, 3, H, W] (channels first), got {shape}; use x.permute(0, 3, 1, 2)")
-    if x.dim() != 4 or shape[1] != 3:
-        raise ImageError(f"{what} must be [N, 3, H, W] with 3 (RGB) channels, got {shape}")
-    if batch is not None and shape[0] != batch:
-        raise ImageError(f"{what} must hold {batch} image(s), got a batch of {shape[0]} ({shape})")
-    if not x.dtype.is_floating_point:
-        raise ImageError(f"{what} must be a float tensor in [0, 1], not {x.dtype}; for 0..255 data use x.float() / 255")
-    if min(shape[2:]) < 1:
-        raise ImageError(f"{what} is empty ({shape[3]}x{shape[2]} pixels)")
-    return x
 
 
 # ----------------------------------------------------------------------------------- resizing

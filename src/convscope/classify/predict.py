@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from .. import images
+from ..argcheck import as_image
 from ..devices import resolve_device
 from ..errors import ConfigError, ImageError
 from .config import TrainConfig
@@ -117,7 +118,7 @@ def predict_images(model: nn.Module, classes: list[str], paths: list[str], input
                 if isinstance(path, (str, os.PathLike)):
                     im, path = load(path), str(path)
                 else:  # an image already in memory (PIL or a float tensor): named by its position
-                    im, path = images.as_image(path, f"paths[{i}]"), f"<image {i}>"
+                    im, path = as_image(path, f"paths[{i}]"), f"<image {i}>"
                 if min(im.size) < 1:
                     raise ImageError(f"{path} is an empty {im.width}x{im.height} image")
                 loaded.append(im)

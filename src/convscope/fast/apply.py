@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from .. import colour, images
 from ..devices import cpu_has_native_bf16, resolve_device
-from ..argcheck import config_of
+from ..argcheck import as_image, check_image_batch, config_of
 from ..errors import ConfigError, ImageError
 from ..options import check_choices
 from ..options import option as _opt
@@ -78,7 +78,7 @@ def _checked_config(config) -> FastConfig:
 
 def _pil(x, what: str) -> Image.Image:
     """A PIL image as it is (the style statistics are cached by image); paths and tensors converted."""
-    return x if isinstance(x, Image.Image) else images.as_image(x, what)
+    return x if isinstance(x, Image.Image) else as_image(x, what)
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:
@@ -179,7 +179,7 @@ class FastStylizer:
     @torch.inference_mode()
     def tensor(self, content: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] -> stylized, same shape, float32."""
-        images.check_image_batch(content, "the content batch")
+        check_image_batch(content, "the content batch")
         y = self.runner(content.to(self.device, self.dtype)).float()
         return _finish(y, content.to(self.device).float(), self.config.preserve_color, self.config.strength)
 
@@ -243,7 +243,7 @@ class ArbitraryStylizer:
         """Content [1, 3, H, W] in [0, 1] styled by `styles` (blended by `weights`, or by region
         with `mask`) -> [1, 3, H, W] float32. `labels` (content first, then styles; e.g. file
         names) name the images in error messages."""
-        images.check_image_batch(content, "the content batch", batch=1)
+        check_image_batch(content, "the content batch", batch=1)
         if not styles:
             raise ConfigError("the arbitrary method needs at least one style image")
         if len(styles) > MAX_STYLES:

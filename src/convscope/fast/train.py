@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from .. import images
 from ..devices import resolve_device
-from ..argcheck import callback_or_none, config_of, flag
+from ..argcheck import as_image, callback_or_none, config_of, flag
 from ..errors import ConfigError, UserError
 from ..losses import gram, mean_std_loss, tv_loss
 from .apply import resolve_precision
@@ -346,7 +346,7 @@ def train_style(style: str | Path | Image.Image, content_dir: str | Path, out: s
     """Train a TransformerNet for one style on crops of the images in `content_dir`."""
     config = TrainStyleConfig() if config is None else config
     path, device = _prepare(config, TrainStyleConfig, out, resume, callback, card)
-    style_img = images.as_image(style, "style")
+    style_img = as_image(style, "style")
     sampler = CropSampler(image_files(content_dir, "content"), config.size, "content")
     precision, autocast = _autocast_for(device, config.precision)
     style_t = images.pil_to_tensor(images.resize_long_side(style_img, config.style_size), device)

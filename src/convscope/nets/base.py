@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..argcheck import check_image_batch
 from ..errors import ConfigError, ImageError
-from ..images import check_image_batch
 
 
 def layer_list(layers: str | Iterable[str]) -> list[str]:

@@ -8,8 +8,7 @@ from os import PathLike
 
 from PIL import Image
 
-from .. import images
-from ..argcheck import config_of
+from ..argcheck import as_image, config_of
 from ..errors import ConfigError
 from ..optimize import Progress
 from .config import StyleConfig
@@ -40,8 +39,8 @@ def stylize(content: str | PathLike | Image.Image,
         raise ConfigError(f"unknown option(s) {', '.join(unknown)}; see StyleConfig for the list")
     config = StyleConfig(**{**(config.to_dict() if config else {}), **options})
     labels = [x if isinstance(x, str) else getattr(x, "name", None) or "" for x in [content, *styles]]
-    content = images.as_image(content, "content")
-    styles = [images.as_image(s, f"style image {i}") for i, s in enumerate(styles, start=1)]
+    content = as_image(content, "content")
+    styles = [as_image(s, f"style image {i}") for i, s in enumerate(styles, start=1)]
     return stylize_images(content, styles, config, callback,
                           labels=[str(x) for x in labels]).image
 

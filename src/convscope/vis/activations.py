@@ -17,7 +17,7 @@ from PIL import Image
 
 from .. import images
 from ..devices import resolve_device
-from ..argcheck import config_of
+from ..argcheck import as_image, config_of
 from ..errors import ConfigError
 from ..nets import Backbone, get_net, pick_layer
 from ..nets.base import suggest
@@ -149,7 +149,7 @@ def activations(image: Image.Image, config: ActivationsConfig | None = None,
     config_of(config, ActivationsConfig)
     config = config.validate()
     check_loaded_net(net)
-    image = images.as_image(image, "image")
+    image = as_image(image, "image")
     if net is None:
         device = resolve_device(config.device)
         net = get_net(config.net, "max", device)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .. import images
+from ..argcheck import as_image
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError, NumericalError
 from ..nets import get_net, pick_layer
@@ -125,7 +126,7 @@ class Dreamer:
         self.gen = torch.Generator(device="cpu").manual_seed(config.seed)  # same jitter on every device
         self.guide = None
         if guide is not None:
-            guide = images.as_image(guide, "the guide image")
+            guide = as_image(guide, "the guide image")
             g = images.resize_long_side(guide, config.size)
             if min(g.size) < self.stride:
                 raise ImageError(f"guide image ({guide.width}x{guide.height}) is too small or elongated for "
@@ -229,7 +230,7 @@ class Dreamer:
         `preview_every` N > 0, every Nth step's Progress (and each octave's last) carries that
         full-size dream so far as `image` ([1, 3, H, W] on the CPU), for live previews."""
         c = self.config
-        image = images.as_image(image, "the image")
+        image = as_image(image, "the image")
         img = images.resize_long_side(image, c.size)
         if min(img.size) < self.stride:
             raise ImageError(f"image ({image.width}x{image.height}) is too small or elongated for {c.layer}: "

@@ -20,7 +20,7 @@ from torch import nn
 
 from .. import images
 from ..devices import default_precision, resolve_device
-from ..argcheck import config_of
+from ..argcheck import as_image, config_of
 from ..errors import ConfigError, ImageError
 from ..nets import AUTO, get_net
 from ..nets.classes import class_index as _class_index
@@ -196,7 +196,7 @@ def explain(image: Image.Image, config: ExplainConfig | None = None, net=None) -
     """
     if config is not None:
         config_of(config, ExplainConfig)
-    image = images.as_image(image, "the image")
+    image = as_image(image, "the image")
     config = (config or ExplainConfig()).validate()
     if net is None:
         device = resolve_device(config.device)

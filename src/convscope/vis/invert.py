@@ -43,6 +43,7 @@ import torch
 from PIL import Image
 
 from .. import images
+from ..argcheck import as_image
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError
 from ..losses import tv_loss
@@ -191,7 +192,7 @@ def invert(image: Image.Image, config: InvertConfig | None = None,
     and an image every `save_every` iterations. Raises Interrupted (with the best image of the
     layer being inverted) on Ctrl-C and UserError subclasses on bad input.
     """
-    image = images.as_image(image, "the image")
+    image = as_image(image, "the image")
     config = (config or InvertConfig()).validate()
     device = resolve_device(config.device)
     precision = default_precision(device) if config.precision == "auto" else config.precision

@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from .. import images
+from ..argcheck import as_image
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError
 from ..losses import gram, range_penalty, style_loss, tv_loss
@@ -195,7 +196,7 @@ def synthesize(source: Image.Image, config: TextureConfig | None = None,
     error messages. Raises Interrupted (best image so far, finished as the result would be) on
     Ctrl-C and UserError subclasses on bad input.
     """
-    source = images.as_image(source, "the source texture")
+    source = as_image(source, "the source texture")
     config = (config or TextureConfig()).validate()
     device = resolve_device(config.device)
     precision = default_precision(device) if config.precision == "auto" else config.precision
