@@ -29,10 +29,10 @@ def config_of(config, *kinds: type, note: str = ""):
     raise ConfigError(f"config must be {_a(names)}, not {type(config).__name__}{hint}")
 
 
-def callback_or_none(callback, takes: str):
+def callback_or_none(callback, takes: str, name: str = "callback"):
     """`callback` if it is None or callable, else a ConfigError (it would fail only at its first call)."""
     if callback is not None and not callable(callback):
-        raise ConfigError(f"callback must be a function taking {_a(takes)} (or None), not {type(callback).__name__}")
+        raise ConfigError(f"{name} must be a function taking {_a(takes)} (or None), not {type(callback).__name__}")
     return callback
 
 
@@ -40,6 +40,20 @@ def flag(value, name: str) -> bool:
     """`value` if it is a bool, else a ConfigError ("no" would count as True)."""
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def check_loaded_net(net) -> None:
+    """ConfigError unless `net` (an engine's optional already-loaded net) is None or a torch module."""
+    if net is not None and not isinstance(net, torch.nn.Module):
+        raise ConfigError(f"net must be a loaded net (convscope.get_net(...)) or None, not {type(net).__name__}; "
+                          "to choose a net by name set the config's net")
+
+
+def path_or_none(value, name: str, what: str = "a folder path"):
+    """`value` if it is None, a str or a PathLike, else a ConfigError naming the argument."""
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{name} must be {what} (or None), not {type(value).__name__}")
     return value
 
 

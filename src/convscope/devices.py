@@ -7,6 +7,11 @@ import torch
 from .errors import ConfigError
 
 
+def as_device(device: torch.device | str) -> torch.device:
+    """A torch.device as it is; a name resolved (and checked) by resolve_device."""
+    return device if isinstance(device, torch.device) else resolve_device(device)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> CUDA when available (else MPS, else CPU); explicit names are checked, not trusted."""
     if not isinstance(name, str):

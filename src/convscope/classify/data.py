@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..argcheck import callback_or_none, path_or_none
 from ..errors import ConfigError, DataError, ImageError
 from ..images import load_image
 from .folders import Listing, layout, list_split
@@ -108,11 +109,9 @@ def load_data(spec: str, *, root: str | None = None, size: int | None = None, va
     Raises DataError/ConfigError (one line) for every problem a user can cause, before heavy work.
     """
     _check_args(spec, size, val_split, seed)
-    for name, value in (("root", root), ("cache_dir", cache_dir)):
-        if value is not None and not isinstance(value, (str, os.PathLike)):
-            raise ConfigError(f"{name} must be a folder path (or None), not {type(value).__name__}")
-    if progress is not None and not callable(progress):
-        raise ConfigError(f"progress must be a function taking a LoadProgress (or None), not {type(progress).__name__}")
+    path_or_none(root, "root")
+    path_or_none(cache_dir, "cache_dir")
+    callback_or_none(progress, "LoadProgress", name="progress")
     report = progress or (lambda p: None)
     cache = None if cache_dir is None else Path(cache_dir).expanduser()
     if spec == CIFAR10:

@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import images
 from ..argcheck import as_image
-from ..devices import resolve_device
+from ..devices import as_device
 from ..errors import ConfigError, ImageError
 from .config import TrainConfig
 from .models import build_model
@@ -40,8 +40,7 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     """The trained model of run folder `path`, frozen, in eval mode, on `device`."""
     run = RunDir(path)
     info = run.info()
-    if isinstance(device, str):
-        device = resolve_device(device)
+    device = as_device(device)
     try:
         config = TrainConfig(**info["config"])
         classes = list(info["classes"])
@@ -108,8 +107,7 @@ def predict_images(model: nn.Module, classes: list[str], paths: list[str], input
     large folder does not stay in memory. `load` turns a path into an RGB image (the web UI decodes
     its checked uploads there, one at a time, and keeps a thumbnail of each)."""
     paths = _check_predict_args(model, classes, paths, input_size, top, batch, keep_images)
-    if isinstance(device, str):
-        device = resolve_device(device)
+    device = as_device(device)
     out: list[Prediction] = []
     for start in range(0, len(paths), batch):
         chunk, loaded = [], []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -72,7 +73,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         if isinstance(path, RunDir):
             path = path.path
-        if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
+        if not isinstance(path, (str, os.PathLike)):
             raise RunError(f"a run folder must be given as a path, not {type(path).__name__}")
         self.path = Path(path).expanduser()
 

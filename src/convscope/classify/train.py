@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,8 +27,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ..argcheck import callback_or_none, config_of, flag, path_or_none
 from ..devices import resolve_device
-from ..argcheck import callback_or_none, config_of, flag
 from ..errors import ConfigError, NumericalError
 from .config import TrainConfig
 from .data import DataSplits, ImageData
@@ -179,14 +180,13 @@ def _check_args(splits, config, run, resume, callback, cache_dir) -> RunDir:
         raise ConfigError(f"splits must be the DataSplits that load_data returns (load_data('my_photos/', "
                           f"size=32)), not {type(splits).__name__}")
     config_of(config, TrainConfig)
-    if isinstance(run, (str, Path)) or hasattr(run, "__fspath__"):
+    if isinstance(run, (str, os.PathLike)):
         run = RunDir(run)
     if not isinstance(run, RunDir):
         raise ConfigError(f"run must be a RunDir or the path of a run folder, not {type(run).__name__}")
     flag(resume, "resume")
     callback_or_none(callback, "EpochReport")
-    if cache_dir is not None and not isinstance(cache_dir, (str, Path)) and not hasattr(cache_dir, "__fspath__"):
-        raise ConfigError(f"cache_dir must be a folder path (or None), not {type(cache_dir).__name__}")
+    path_or_none(cache_dir, "cache_dir")
     return run
 
 

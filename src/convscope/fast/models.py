@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ..devices import as_device
 from ..errors import ConfigError, UserError
 from ..nets.base import suggest
 from .nets import LITE_CONVS, Decoder, LiteAdaIN, TransformerNet
@@ -172,9 +173,7 @@ def load_model(name_or_file: str | Path, kind: str | None = None, device: torch.
 
     if kind is not None and kind not in KINDS:
         raise ConfigError(f"kind must be None, {STYLE_KIND!r} or {ARBITRARY_KIND!r}, not {kind!r}")
-    if isinstance(device, str):
-        from ..devices import resolve_device
-        device = resolve_device(device)
+    device = as_device(device)
     path = resolve(name_or_file, kind)
     size = path.stat().st_size
     if size > MAX_MODEL_BYTES:

@@ -19,7 +19,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from ..devices import resolve_device
+from ..devices import as_device
 from ..errors import ConfigError, WeightsError
 from .base import Backbone, suggest
 from .efficientnet import EfficientNetLite0, TFLitePreprocess, load_lite0_state, stage_ends
@@ -159,8 +159,7 @@ def get_net(name: str = "vgg19", pooling: str = "max", device: torch.device | st
     name as resolve_device takes it: "auto", "cpu", "cuda:1", ...)."""
     if not isinstance(name, str):
         raise ConfigError(f"the net name must be a string such as 'vgg19', not {type(name).__name__}")
-    if not isinstance(device, torch.device):
-        device = resolve_device(device)
+    device = as_device(device)
     if is_run_folder(name):
         from ..classify.predict import as_net, load_run
 

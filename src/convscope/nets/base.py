@@ -156,7 +156,7 @@ class Backbone(nn.Module):
             return {}
         image = checked_input(self, image)
         last = max(self.index[c] for c in wanted)
-        need = 2 ** sum(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in self.layers[:last + 1])
+        need = self.stride_of(wanted)
         if min(image.shape[-2:]) < need:  # a pooling would get an empty grid: a torch error deep inside
             h, w = image.shape[-2:]
             raise ImageError(f"a {w}x{h} image is too small for layer {self.names[last]} of {self.net_name}: "

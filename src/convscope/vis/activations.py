@@ -17,7 +17,7 @@ from PIL import Image
 
 from .. import images
 from ..devices import resolve_device
-from ..argcheck import as_image, config_of
+from ..argcheck import as_image, check_loaded_net, config_of
 from ..errors import ConfigError
 from ..nets import Backbone, get_net, pick_layer
 from ..nets.base import suggest
@@ -66,13 +66,6 @@ class ActivationsConfig:
             raise ConfigError(f"--sort must be one of {', '.join(SORTS)}, not {self.sort!r}")
         check_cmap(self.cmap)
         return self
-
-
-def check_loaded_net(net) -> None:
-    """ConfigError unless `net` (an engine's optional already-loaded net) is None or a torch module."""
-    if net is not None and not isinstance(net, torch.nn.Module):
-        raise ConfigError(f"net must be a loaded net (convscope.get_net(...)) or None, not {type(net).__name__}; "
-                          "to choose a net by name set the config's net")
 
 
 def check_cmap(name: str) -> None:

@@ -29,14 +29,13 @@ from PIL import Image
 
 from .. import images
 from ..devices import default_precision, resolve_device
-from ..argcheck import callback_or_none, config_of
+from ..argcheck import callback_or_none, check_loaded_net, config_of
 from ..errors import ConfigError, NumericalError
 from ..nets import AUTO, LOGITS, Net, auto_layer, get_net
 from ..nets.classes import class_index, is_class_name
 from ..optimize import Interrupted, Progress, precision_mode
 from ..options import _RANGE, PRECISIONS, check_choices, parse_indices
 from ..options import option as _opt
-from .activations import check_loaded_net
 from .imageprior import ImageParam, random_transform
 
 PARAMS = ("fft", "pixels")
