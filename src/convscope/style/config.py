@@ -74,8 +74,8 @@ class StyleConfig:
     init: str = _opt("start image: content, noise, style, fast (the one-pass result of the built-in "
                      "arbitrary model for these styles), fast:MODEL (of a feed-forward or arbitrary model, a "
                      "built-in name or a file), or an image file. From a built-in feed-forward style's result, "
-                     "20 iterations came within 1.3-1.4x of the style loss 300 reach from the content "
-                     "(bench/fast.py)", "content")
+                     "5-10 iterations came within 2x of the style loss 300 reach from the content, 20 within "
+                     "1.2-1.4x (bench/fast.py)", "content")
     pooling: str = _opt("pooling in the network: max, or avg (smoother, as in Gatys et al.)", "max",
                         choices=POOLINGS)
     net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
