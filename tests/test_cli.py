@@ -827,6 +827,47 @@ def test_demo(capsys, tmp_path):
     assert names_in(tmp_path) == ["demo.json", "demo.png"]
 
 
+@pytest.mark.parametrize("extra,fragment", [
+    (["--iterations", "5"], "--iterations applies to the gatys method only"),
+    (["--style-weight", "3"], "--style-weight applies to the gatys method only"),
+])
+def test_demo_model_refuses_an_optimization_option_it_would_ignore(capsys, tmp_path, extra, fragment):
+    r = run(capsys, "demo", "--model", "starry_night", "-o", tmp_path / "d.png", *extra)
+    assert_user_error(r, fragment)
+    assert names_in(tmp_path) == []
+
+
+def test_demo_model_at_the_demo_defaults_is_not_refused(capsys, tmp_path):
+    # demo's own --iterations default (120) is not a change from StyleConfig's 500
+    r = run(capsys, "demo", "--model", "starry_night", "-o", tmp_path / "d.png", "--size", "48", "-q")
+    assert r.code == 0, r.err
+    assert max(opened(tmp_path / "d.png").size) == 48
+
+
+def test_demo_model_names_an_arbitrary_model_as_such(capsys, tmp_path):
+    r = run(capsys, "demo", "--model", "adain-lite", "-o", tmp_path / "d.png")
+    assert_user_error(r, "adain-lite is an arbitrary-style model", "demo --model takes a feed-forward style")
+    assert "--method arbitrary for it" not in r.err  # demo has no --method
+    assert names_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("argv,command", [
+    (["demo", "--mask", "x"], "convscope demo --help"),
+    (["classify", "evaluate", "run", "--bogus"], "convscope classify evaluate --help"),
+    (["--bogus"], "convscope --help"),
+])
+def test_an_unknown_option_points_at_its_own_commands_help(capsys, argv, command):
+    r = run(capsys, *argv)
+    assert_user_error(r, "unrecognized arguments", f"(see: {command})")
+
+
+def test_tuple_defaults_in_help_read_as_typed(capsys):
+    r = run(capsys, "train-style", "--help")
+    assert r.code == 0
+    text = " ".join(r.out.split())
+    assert "(default: relu1_1 relu2_1" in text and "('relu1_1'" not in text
+
+
 def test_no_command_prints_help_and_returns_2(capsys):
     r = run(capsys)
     assert r.code == 2 and "stylize" in r.err and "Traceback" not in r.err

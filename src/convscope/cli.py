@@ -56,7 +56,8 @@ def add_config_options(parser: argparse.ArgumentParser, config_cls, skip=(), def
         kind, nargs = _type_of(str(f.type))
         default = defaults.get(f.name, f.default if f.default is not MISSING else None)
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "") + (f" (default: {default})" if default is not None else "")
+        shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default  # as typed
+        help_text = f.metadata.get("help", "") + (f" (default: {shown})" if default is not None else "")
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                 help=f.metadata.get("help", ""))
@@ -195,9 +196,10 @@ def print_summary(written: list, frames: list, seconds: float, losses: dict[str,
 DEFAULT_DECODER = "adain-lite"  # fast.models.ARBITRARY_BUILTIN (a test keeps them equal; that module loads torch)
 
 
-def _check_method_options(args, method: str) -> None:
+def _check_method_options(args, method: str, command_defaults: dict | None = None) -> None:
     """ConfigError for an option only other `stylize` methods than `method` use (gatys, fast = --model,
-    arbitrary) when it was given a value other than its default: it would be silently ignored."""
+    arbitrary) when it was given a value other than its default: it would be silently ignored.
+    `command_defaults` are a command's own defaults where they differ (demo's iterations)."""
     from .errors import ConfigError
     from .fast.apply import FastConfig
     from .style.config import StyleConfig
@@ -207,10 +209,12 @@ def _check_method_options(args, method: str) -> None:
     users.update(style_blend={"gatys", "arbitrary"}, strength={"fast"}, alpha={"arbitrary"},
                  style_size={"arbitrary"}, decoder={"arbitrary"})
     defaults = {f.name: f.default for f in (*fields(StyleConfig), *fields(FastConfig))}
-    defaults["decoder"] = DEFAULT_DECODER
+    defaults.update(decoder=DEFAULT_DECODER, **(command_defaults or {}))
     label = {"gatys": "the gatys method", "fast": "--model", "arbitrary": "--method arbitrary"}
     for name, methods in users.items():
-        value = getattr(args, name, None)
+        if not hasattr(args, name):  # an option this command does not have
+            continue
+        value = getattr(args, name)
         if method not in methods and (tuple(value) if isinstance(value, list) else value) != defaults[name]:
             which = " and ".join(label[m] for m in sorted(methods))
             raise ConfigError(f"--{name.replace('_', '-')} applies to {which} only; drop it or change the method")
@@ -254,6 +258,13 @@ def cmd_demo(args) -> int:
     if args.model is not None:  # the fast path: a built-in feed-forward style, seconds on a CPU
         from .commands.fast_style import run_one_pass
         from .fast.apply import FastConfig
+        from .fast.models import ARBITRARY_KIND, STYLE_KIND, ModelError, read_header, resolve
+
+        _check_method_options(args, "fast", DEMO_DEFAULTS)
+        if read_header(resolve(args.model, STYLE_KIND)).get("kind") == ARBITRARY_KIND:
+            raise ModelError(f"{args.model} is an arbitrary-style model (it takes a style image); demo --model "
+                             "takes a feed-forward style (see: convscope styles), or try: convscope stylize "
+                             "PHOTO STYLE --method arbitrary")
 
         args.content, args.styles, args.mask, args.decoder = str(sample_photo_path()), [], None, None
         args.size = FastConfig.size if args.size is None else args.size
@@ -354,6 +365,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command `args` were parsed for, so an error names its own --help."""
+    while True:
+        action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, action.dest, None) if action is not None else None
+        if name not in (action.choices if action is not None else {}):
+            return parser
+        parser = action.choices[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -363,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         if extras and getattr(args, "command", None) == "stylize" and not any(e.startswith("-") for e in extras):
             args.styles = [*args.styles, *extras]
         elif extras:
-            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+            _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     except SystemExit as exc:  # --help, --version, or a bad option (already reported in one line)
         return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     if not getattr(args, "command", None):
