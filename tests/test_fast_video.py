@@ -270,6 +270,20 @@ def test_wrong_model_kind_and_bad_options(assets, out_dir, capsys):
     assert leftovers(out_dir) == []
 
 
+@pytest.mark.parametrize("extra", [["--model", "M", "--alpha", "0.5"], ["--model", "M", "--style-size", "256"],
+                                   ["--model", "M", "--decoder", "adain"],
+                                   ["--method", "arbitrary", "--style", "S", "--strength", "0.5"]])
+def test_an_option_of_the_other_method_is_an_error_not_ignored(extra, assets, out_dir, capsys):
+    # As in `stylize`: --alpha with --model would otherwise be silently ignored.
+    paths = {"M": str(assets["model"]), "S": str(assets["clip"])}
+    argv = [paths.get(a, a) for a in extra]
+    out = out_dir / "out.mp4"
+    assert main(["stylize-video", str(assets["clip"]), *argv, "-o", str(out), *CPU]) == 2
+    err = capsys.readouterr().err
+    assert "applies to" in err and err.count("\n") == 1
+    assert leftovers(out_dir) == []
+
+
 def test_ctrl_c_leaves_nothing_behind(assets, out_dir, monkeypatch, capsys):
     calls = []
     real = FastStylizer.tensor

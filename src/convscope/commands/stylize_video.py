@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import replace
 
-from ..cli import EXIT_INTERRUPTED, add_config_options, config_from_args
+from ..cli import DEFAULT_DECODER, EXIT_INTERRUPTED, add_config_options, config_from_args
 
 METHODS = ("feed-forward", "arbitrary")
 
@@ -33,16 +33,29 @@ def register(subparsers) -> None:
                    help="arbitrary: style image(s)")
     p.add_argument("--style-blend", type=float, nargs="+", default=None, metavar="W",
                    help="arbitrary: one weight per style image (default: equal)")
-    p.add_argument("--decoder", default="adain-lite", help="arbitrary: the model, built-in name (adain-lite: fast "
-                   "on a CPU; adain: VGG19's encoder) or a file from train-arbitrary (default: adain-lite)")
+    p.add_argument("--decoder", default=DEFAULT_DECODER, help="arbitrary: the model, built-in name (adain-lite: "
+                   "fast on a CPU; adain: VGG19's encoder) or a file from train-arbitrary (default: "
+                   f"{DEFAULT_DECODER})")
     add_config_options(p, VideoConfig)
     add_config_options(p, FastConfig, skip=("size",))  # --size is the video's (frames are sized on decoding)
     p.set_defaults(func=run)
 
 
+# Options only one method uses: given another value than the default with the other method, they
+# would be silently ignored (as `stylize` does, that is an error).
+_METHOD_ONLY = {"strength": "feed-forward", "alpha": "arbitrary", "style_size": "arbitrary", "decoder": "arbitrary"}
+
+
 def _check_method(args) -> None:
     from ..errors import ConfigError
+    from ..fast.apply import FastConfig
 
+    defaults = {"strength": FastConfig.strength, "alpha": FastConfig.alpha, "style_size": FastConfig.style_size,
+                "decoder": DEFAULT_DECODER}
+    for name, method in _METHOD_ONLY.items():
+        if method != args.method and getattr(args, name, defaults[name]) != defaults[name]:
+            flag = "--model" if method == "feed-forward" else "--method arbitrary"
+            raise ConfigError(f"--{name.replace('_', '-')} applies to {flag} only; drop it or change the method")
     if args.method == "feed-forward":
         if args.model is None:
             raise ConfigError("give --model NAME|FILE (a trained style; see: convscope styles), or "
