@@ -227,8 +227,14 @@ def test_train_refuses_to_overwrite_and_checks_resume(folders, tmp_path):
     train_style(style, content, out, tiny_style_config(steps=2))
     with pytest.raises(TrainingError, match="already exists"):
         train_style(style, content, out, tiny_style_config(steps=2))
-    with pytest.raises(TrainingError, match="different training configuration"):
+    # The message names what differs (not just "a different configuration") and, for a longer run,
+    # points to --init.
+    with pytest.raises(TrainingError, match=r"--steps: checkpoint 2, now 3\).*--init") as info:
         train_style(style, content, out, tiny_style_config(steps=3), resume=True)
+    assert "--lr" not in str(info.value)
+    with pytest.raises(TrainingError, match=r"--lr: checkpoint 0\.01, now 0\.001\)") as info:
+        train_style(style, content, out, tiny_style_config(steps=2, lr=0.001), resume=True)
+    assert "--init" not in str(info.value)
     with pytest.raises(TrainingError, match="nothing to resume"):
         train_style(style, content, tmp_path / "new.safetensors", tiny_style_config(steps=2), resume=True)
 
@@ -303,6 +309,46 @@ def test_cli_train_init_of_another_architecture_or_kind_is_refused(folders, tmp_
     assert main([*argv[:-1], str(decoder), "-o", str(tmp_path / "b.safetensors")]) == 2
     assert "arbitrary-style decoder" in capsys.readouterr().err
     assert main([*argv, "--widths", "4", "8", "8", "--residual-blocks", "1", "-o", str(tmp_path / "c.safetensors")]) == 0
+
+
+@pytest.mark.parametrize("stop_at", [1, 3])
+def test_cli_train_ctrl_c_says_whether_there_is_anything_to_resume(stop_at, folders, tmp_path, monkeypatch, capsys):
+    import convscope.fast.train as train_mod
+
+    content, _, style = folders
+    real = train_mod._write_preview
+    count = {"n": 0}
+
+    def pressed(*a, **kw):  # previews every step: Ctrl-C arrives after step `stop_at`
+        count["n"] += 1
+        if count["n"] == stop_at:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train_mod, "_write_preview", pressed)
+    out = tmp_path / "m.safetensors"
+    argv = ["train-style", str(style), "--content-dir", str(content), "-o", str(out), "--size", "32",
+            "--batch-size", "2", "--steps", "4", "--widths", "4", "8", "8", "--residual-blocks", "1",
+            "--style-size", "64", "--preview-every", "1", "--checkpoint-every", "2", "--device", "cpu", "-q"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    if stop_at == 1:  # before the first checkpoint: nothing to resume, and the message must not say there is
+        assert not checkpoint_path(out).exists() and "nothing saved" in err and "continue with --resume" not in err
+    else:
+        assert checkpoint_path(out).exists() and "continue with --resume" in err
+        assert main([*argv, "--resume"]) == 0
+
+
+def test_train_init_help_fits_each_trainer():
+    # train-arbitrary has no --residual-blocks: its --init help must not offer to grow them.
+    from dataclasses import fields
+
+    def init_help(cls):
+        return next(f.metadata["help"] for f in fields(cls) if f.name == "init")
+
+    assert "--residual-blocks" in init_help(TrainStyleConfig)
+    assert "--residual-blocks" not in init_help(TrainArbitraryConfig)
+    assert "decoder" in init_help(TrainArbitraryConfig)
 
 
 def test_train_arbitrary_lowers_loss(folders, tmp_path):

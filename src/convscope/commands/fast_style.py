@@ -112,9 +112,14 @@ def _finish_training(args, result, bar) -> int:
 
 def _interrupted(args) -> int:
     from ..cli import EXIT_INTERRUPTED
+    from ..fast.train import checkpoint_path
 
-    print(f"\ninterrupted: {args.output} and its checkpoint hold the last saved step; continue with "
-          "--resume", file=sys.stderr)
+    if checkpoint_path(Path(args.output).expanduser()).is_file():
+        print(f"\ninterrupted: {args.output} and its checkpoint hold the last saved step; continue with "
+              "--resume", file=sys.stderr)
+    else:  # stopped before the first checkpoint: there is nothing to resume
+        print(f"\ninterrupted before the first checkpoint: nothing saved; run again without --resume "
+              "(a smaller --checkpoint-every saves sooner)", file=sys.stderr)
     return EXIT_INTERRUPTED
 
 

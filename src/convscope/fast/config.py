@@ -51,6 +51,11 @@ class _Checked:
                 raise ConfigError(f"--{name.replace('_', '-')} must be 0 or more, not {getattr(self, name)}")
 
 
+INIT_HELP = ("start from this trained model's weights (a built-in name or a .safetensors file of the same "
+             "kind and architecture) instead of random ones: training continues it with a fresh optimizer "
+             "and schedule")
+
+
 @dataclass
 class TrainCommon(_Checked):
     size: int = _opt("side of the square training crops, in pixels", 256)
@@ -63,10 +68,7 @@ class TrainCommon(_Checked):
     precision: str = _opt("arithmetic: auto (bf16 where the device has it natively, else fp32), fp32, bf16",
                           "auto", choices=TRAIN_PRECISIONS)
     seed: int = _opt("random seed (crops, flips, order, initialization)", 0)
-    init: str | None = _opt("start from this trained model's weights (a built-in name or a .safetensors file "
-                            "of the same kind and architecture) instead of random ones: training continues "
-                            "it with a fresh optimizer and schedule. A style network may grow from it: more "
-                            "--residual-blocks or wider --widths start out computing the same images", None)
+    init: str | None = _opt(INIT_HELP, None)
 
     def validate(self):
         check_choices(self)
@@ -92,6 +94,8 @@ class TrainStyleConfig(TrainCommon):
     widths: tuple[int, ...] = _opt("channels of the network's three stages (Johnson et al.: 32 64 128)",
                                    (16, 32, 48))
     residual_blocks: int = _opt("residual blocks", 5)
+    init: str | None = _opt(INIT_HELP + ". The network may grow from it: more --residual-blocks or wider "
+                            "--widths start out computing the same images", None)
 
     def validate(self):
         super().validate()
@@ -125,6 +129,8 @@ class TrainArbitraryConfig(TrainCommon):
     mimic_weight: float = _opt("lite: weight of the distillation loss (the encoder's relative relu4_1 error "
                                "against VGG19's on the content and style crops; 1 weighs it like the same "
                                "relative error of the content loss)", 100.0)
+    init: str | None = _opt(INIT_HELP + ". With --encoder lite it may also be a plain decoder of the same "
+                            "--widths (e.g. adain), which then starts the decoder only", None)
 
     def validate(self):
         super().validate()

@@ -116,6 +116,15 @@ def _defining(config: dict) -> dict:
     return {k: v for k, v in json.loads(json.dumps(config)).items() if k not in RESUMABLE_CHANGES}
 
 
+def _differences(saved: dict, now: dict) -> list[str]:
+    """'--name: checkpoint A, now B' for each option that differs between two `_defining` configs."""
+    def shown(v):
+        return " ".join(map(str, v)) if isinstance(v, list) else str(v)
+
+    return [f"--{k.replace('_', '-')}: checkpoint {shown(saved.get(k))}, now {shown(now.get(k))}"
+            for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+
+
 def _flat_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     out = {}
     for i, state in opt.state_dict()["state"].items():
@@ -150,9 +159,16 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
         tensors, saved = load_tensors(ckpt)
         # Options added since the checkpoint was written count as their defaults.
         saved_config = {**type(config)().to_dict(), **(saved.get("config") or {})}
-        if saved.get("kind") != kind or _defining(saved_config) != _defining(config.to_dict()):
-            raise TrainingError(f"{ckpt} was made by a different training configuration or model kind; "
-                                "resume with the same options, or start a new output file")
+        if saved.get("kind") != kind:
+            raise TrainingError(f"{ckpt} was made by a different model kind ({saved.get('kind')}); "
+                                "start a new output file")
+        differ = _differences(_defining(saved_config), _defining(config.to_dict()))
+        if differ:
+            # --steps sets the learning-rate schedule, so a longer run is a new one started from this model.
+            longer = (" (to train a finished model further, start a new output with --init "
+                      f"{out})") if any(d.startswith("--steps:") for d in differ) else ""
+            raise TrainingError(f"{ckpt} was made with other options ({'; '.join(differ)}); resume with "
+                                f"the same options, or start a new output file{longer}")
         net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         _restore_optimizer(opt, tensors)
         start, history, spent = int(saved["step"]), list(saved.get("history", [])), float(saved.get("seconds", 0))
