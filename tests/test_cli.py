@@ -218,7 +218,10 @@ def test_stylize_writes_image_sidecar_and_png_metadata(capsys, inputs):
     assert config["device"] == "cpu" and config["preset"] == "gatys" and config["content_weight"] == 1.0
     assert meta["command"] == "stylize" and meta["seed"] == 7 and meta["iterations_run"] == 2
     assert meta["inputs"] == {"content": str(inputs.content), "styles": [str(inputs.style)]}
-    assert config["content_layers"] is None and config["style_layers"] is None  # the preset's
+    # resolved: the preset's layers and the optimizer's step size, not None
+    assert config["content_layers"] == ["block5_conv2"]
+    assert config["style_layers"] == [f"block{i}_conv1" for i in range(1, 6)]
+    assert config["lr"] == 1.0
     losses = meta["final_losses"]
     assert_losses(losses)
     assert losses["style"] > 0  # a 12.5-weighted style term of a stripes image against noise

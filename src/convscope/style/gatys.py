@@ -21,7 +21,7 @@ from ..argcheck import callback_or_none
 from ..errors import ConfigError, ImageError
 from ..losses import content_loss, gram, range_penalty, style_loss, tv_loss
 from ..nets import Backbone, get_net
-from ..optimize import WARM_START_FIRST_STEP, Interrupted, Progress, optimize_image, precision_mode
+from ..optimize import DEFAULT_LR, WARM_START_FIRST_STEP, Interrupted, Progress, optimize_image, precision_mode
 from .config import INITS, StyleConfig, fast_init_model
 
 
@@ -131,12 +131,14 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
         init_image = images.load_image(config.init)
     device = resolve_device(config.device)
     precision = default_precision(device) if config.precision == "auto" else config.precision
-    config = replace(config, device=str(device), precision=precision)
+    content_layers, style_layers = config.layers()
+    # The config saved with the output says what ran: the preset's layers and the optimizer's step size.
+    config = replace(config, device=str(device), precision=precision, content_layers=content_layers,
+                     style_layers=style_layers, lr=DEFAULT_LR[config.optimizer] if config.lr is None else config.lr)
 
     # NHWC is the layout cuDNN's tensor-core kernels and oneDNN's bf16 kernels want (measured: ~5%
     # per iteration on an H100; on CPU it is what makes bf16 pay off).
     net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
-    content_layers, style_layers = config.layers()
     for name in content_layers + style_layers:
         net.resolve(name)  # unknown names fail here, before any work
     min_side = net.stride_of(content_layers + style_layers)
