@@ -139,7 +139,7 @@ def finish(kind: str, work: Path, name: str, card: dict, out_dir: Path = OUT, no
     meta = dict(model.meta)
     meta["card"] = {**meta.get("card", {}), **card, "steps": meta.get("steps"),
                     "seconds": meta.get("seconds"), "final_losses": meta.get("final_losses"),
-                    "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+                    "machine": card.get("machine") or machine(), "date": time.strftime("%Y-%m-%d"),
                     "recipe": "scripts/train_builtin_models.py", **({"note": note} if note else {})}
     for key in ("kind", "arch"):
         meta.pop(key, None)
@@ -200,7 +200,11 @@ def main() -> None:
             kind = ARBITRARY_KIND if name in ARBITRARY else STYLE_KIND
             later = [work / f"{name}-stage{k}.safetensors" for k in (3, 2)]
             out = next((f for f in later if f.exists()), out) if not args.first_stage_only else out
-            finish(kind, out, name, load_model(str(out), kind).card, out_dir, args.note)
+            card = load_model(str(out), kind).card
+            shipped = out_dir / f"{name}.safetensors"
+            if shipped.exists():  # rewritten elsewhere (e.g. on a CPU): keep the machine it trained on
+                card["machine"] = load_model(str(shipped), kind).card.get("machine")
+            finish(kind, out, name, card, out_dir, args.note)
             continue
         resume = (work / f"{name}.checkpoint.safetensors").exists()
         if name in ARBITRARY:
