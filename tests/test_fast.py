@@ -472,6 +472,8 @@ def test_arbitrary_blend_and_mask():
     left, right = split[:, :, :half - 8], split[:, :, half + 8:]
     # black -> first style (red), white -> last (blue)
     assert float(left[0].mean() - left[2].mean()) > float(right[0].mean() - right[2].mean()) + 0.03
+    with pytest.raises(ConfigError, match="two or more styles"):  # one style: the mask would do nothing
+        s.tensor(x, [red], mask=mask)
 
 
 @pytest.mark.parametrize("size, content, style, message", [

@@ -248,6 +248,9 @@ class ArbitraryStylizer:
             raise ConfigError("the arbitrary method needs at least one style image")
         if len(styles) > MAX_STYLES:
             raise ConfigError(f"at most {MAX_STYLES} style images, not {len(styles)}")
+        if mask is not None and len(styles) < 2:  # one region: the mask would change nothing
+            raise ConfigError("a mask assigns regions of the content to two or more styles; give at least two "
+                              "style images, or no mask")
         weights = _normalized(weights, len(styles), mask is not None)
         labels = list(labels or [])
         labels += [""] * (1 + len(styles) - len(labels))
