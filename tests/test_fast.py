@@ -640,9 +640,32 @@ def test_cli_stylize_with_a_model_file_and_folder(tmp_path, capsys):
     assert Image.open(tmp_path / "o.png").size == (51, 37)
     meta = json.loads((tmp_path / "o.json").read_text())
     assert meta["config"]["method"] == "fast"
+    # what ran: device and precision resolved, and no option only the arbitrary method uses
+    assert meta["config"]["device"] == "cpu" and meta["config"]["precision"] in ("bf16", "fp32")
+    assert "alpha" not in meta["config"] and "style_size" not in meta["config"]
     assert main(["stylize", str(src), "--model", str(path), "-o", str(tmp_path / "outs")]) == 0
     assert sorted(p.name for p in (tmp_path / "outs").glob("*.png")) == ["a.png", "b.png"]
     assert "skipped 1 unreadable" in capsys.readouterr().err
+
+
+def test_cli_arbitrary_sidecar_records_the_blend_and_the_mask(tmp_path):
+    content, mask = tmp_path / "c.png", tmp_path / "m.png"
+    _photo(40, 32).save(content)
+    Image.new("L", (40, 32), 255).save(mask)
+    styles = []
+    for i, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+        styles.append(tmp_path / f"s{i}.png")
+        Image.new("RGB", (48, 48), colour).save(styles[-1])
+    out = tmp_path / "o.png"
+    argv = ["stylize", str(content), *map(str, styles), "--method", "arbitrary", "--decoder", "adain",
+            "--device", "cpu", "-q", "-o", str(out)]
+    assert main([*argv, "--style-blend", "1", "3"]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["config"]["style_blend"] == [1.0, 3.0] and "strength" not in meta["config"]
+    assert meta["config"]["device"] == "cpu" and "mask" not in meta["inputs"]
+    assert main([*argv, "--mask", str(mask)]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["inputs"]["mask"] == str(mask) and meta["config"]["style_blend"] is None
 
 
 def test_cli_arbitrary_folder_skips_an_image_too_small_for_it(tmp_path, capsys):

@@ -469,6 +469,7 @@ def test_fast_stylize_yields_a_download_with_metadata_and_cleans_up(handlers, up
     assert Image.open(image).size == (80, 60) and status.startswith("done")
     meta = read_png_metadata(download)  # the page copies it while the job's generator waits
     assert meta["config"]["strength"] == 1.0 and meta["inputs"]["content"] == "mine.png"
+    assert meta["config"]["device"] == "cpu" and "alpha" not in meta["config"]  # what ran, resolved
     assert list(outs) == []
     assert list(handlers.tmp.iterdir()) == []  # the job's folder is gone once the page has its copy
 

@@ -118,7 +118,7 @@ def _interrupted(args) -> int:
         print(f"\ninterrupted: {args.output} and its checkpoint hold the last saved step; continue with "
               "--resume", file=sys.stderr)
     else:  # stopped before the first checkpoint: there is nothing to resume
-        print(f"\ninterrupted before the first checkpoint: nothing saved; run again without --resume "
+        print("\ninterrupted before the first checkpoint: nothing saved; run again without --resume "
               "(a smaller --checkpoint-every saves sooner)", file=sys.stderr)
     return EXIT_INTERRUPTED
 
@@ -209,7 +209,7 @@ def run_one_pass(args, method: str) -> int:
     """`stylize CONTENT --model M` (feed-forward) or `stylize CONTENT STYLE... --method arbitrary`."""
     from .. import images
     from ..errors import ConfigError, ImageError, UserError
-    from ..fast.apply import ArbitraryStylizer, FastConfig, FastStylizer
+    from ..fast.apply import ArbitraryStylizer, FastConfig, FastStylizer, run_config
     from ..runinfo import run_metadata
 
     config = config_from_args(args, FastConfig).validate()
@@ -234,6 +234,7 @@ def run_one_pass(args, method: str) -> int:
         stylizer = ArbitraryStylizer(args.decoder, config)
         styles, model_name = [images.load_image(s) for s in args.styles], args.decoder
     mask = images.load_image(args.mask) if getattr(args, "mask", None) else None
+    saved_config = run_config(stylizer, model_name, args.style_blend)
     bar = None
     if folder and not args.quiet:
         from tqdm import tqdm
@@ -255,8 +256,9 @@ def run_one_pass(args, method: str) -> int:
             skipped.append(src)
             print(f"\nskipped {src}: {exc}", file=sys.stderr)
             continue
-        meta = run_metadata("stylize", {"method": method, "model": model_name, **config.to_dict()},
-                            inputs={"content": str(src), "styles": [str(s) for s in args.styles]},
+        meta = run_metadata("stylize", saved_config,
+                            inputs={"content": str(src), "styles": [str(s) for s in args.styles],
+                                    **({"mask": str(args.mask)} if mask is not None else {})},
                             seconds=round(time.perf_counter() - start, 3),
                             model_card=stylizer.model.card)
         images.save_image(result, dst, meta)

@@ -335,3 +335,15 @@ def one_pass_image(model: str, content: Image.Image, styles: Sequence[Image.Imag
     if need > config.style_size:
         config = replace(config, style_size=min(need, MAX_STYLE_SIZE))
     return ArbitraryStylizer(str(path), config)(content, styles, weights, labels=labels)  # other kinds: ModelError
+
+
+def run_config(stylizer: FastStylizer | ArbitraryStylizer, model: str, weights: Sequence[float] | None = None) -> dict:
+    """The config to save with a one-pass output: what ran (the method, the model as named, device and
+    precision resolved, an arbitrary run's blend weights), without the options the other method uses."""
+    fast = isinstance(stylizer, FastStylizer)
+    other = ("alpha", "style_size") if fast else ("strength",)
+    saved = {k: v for k, v in stylizer.config.to_dict().items() if k not in other}
+    saved.update(device=str(stylizer.device), precision="bf16" if stylizer.dtype == torch.bfloat16 else "fp32")
+    if not fast:
+        saved["style_blend"] = [float(w) for w in weights] if weights else None
+    return {"method": "fast" if fast else "arbitrary", "model": model, **saved}

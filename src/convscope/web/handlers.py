@@ -203,7 +203,7 @@ class Handlers:
             names["model"] = model
 
         def work(job: jobs.Job):
-            from ..fast.apply import ArbitraryStylizer, FastStylizer
+            from ..fast.apply import ArbitraryStylizer, FastStylizer, run_config
 
             start = time.perf_counter()
             if method == "arbitrary":
@@ -215,8 +215,7 @@ class Handlers:
                 job.check()
                 out = stylizer(content_img)
             seconds = time.perf_counter() - start
-            kind = "arbitrary" if method == "arbitrary" else "fast"
-            meta = run_metadata("stylize", {"method": kind, "model": model, **config.to_dict()}, inputs=names,
+            meta = run_metadata("stylize", run_config(stylizer, model, blend_values), inputs=names,
                                 seconds=round(seconds, 3), model_card=stylizer.model.card)
             return out, meta, seconds
 
