@@ -127,6 +127,7 @@ def test_feed_forward_writes_h264_with_same_frames_size_and_rate(assets, out_dir
     side = json.loads((out_dir / "styled.json").read_text())
     assert side["command"] == "stylize-video" and side["frames"] == 24 and side["size"] == [W, H]
     assert side["config"]["video"]["temporal"] == 0.0 and side["audio"] == "none"
+    assert side["config"]["stylize"]["device"] == "cpu" and "alpha" not in side["config"]["stylize"]
     assert leftovers(out_dir) == ["styled.json", "styled.mp4"]
     assert "wrote" in capsys.readouterr().err
 
@@ -183,6 +184,7 @@ def test_arbitrary_with_decoder_file(assets, tmp_path, out_dir):
     assert read_video(out)[1].shape == (4, H, W, 3)
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["config"]["method"] == "arbitrary" and side["inputs"]["style_blend"] == [1.0, 3.0]
+    assert side["config"]["stylize"]["style_size"] == 32 and "strength" not in side["config"]["stylize"]
 
 
 def flicker(frames: np.ndarray) -> float:

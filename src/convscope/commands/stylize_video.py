@@ -101,7 +101,7 @@ def _bar(args):
 def run(args) -> int:
     from .. import images
     from ..fast import video
-    from ..fast.apply import ArbitraryStylizer, FastConfig, FastStylizer
+    from ..fast.apply import ArbitraryStylizer, FastConfig, FastStylizer, run_config
     from ..runinfo import device_name, run_metadata
 
     out = video.check_video_output(args.output)
@@ -114,7 +114,8 @@ def run(args) -> int:
     else:
         styles = [images.load_image(s) for s in args.styles]
         stylizer, model = ArbitraryStylizer(args.decoder, fconfig), args.decoder
-    config = {"method": args.method, "model": model, "video": vconfig.to_dict(), "stylize": fconfig.to_dict()}
+    ran = {k: v for k, v in run_config(stylizer, model).items() if k not in ("method", "model", "style_blend")}
+    config = {"method": args.method, "model": model, "video": vconfig.to_dict(), "stylize": ran}
     inputs = {"video": str(args.video), "styles": list(args.styles or []),
               **({"style_blend": list(args.style_blend)} if args.style_blend else {})}
     comment = video.run_comment(run_metadata("stylize-video", config, inputs=inputs))
