@@ -311,6 +311,16 @@ def test_cli_bad_input_exit_2_one_line_no_output(tmp_path, capsys, argv, needle)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["classviz", "featureviz"])
+def test_too_small_for_class_logits_suggests_no_layer(tmp_path, capsys, command):
+    # Class logits have no shallower layer, and classviz has no --layer option to suggest.
+    out = tmp_path / "o.png"
+    code, err = run_cli(capsys, command, *CLI_TINY, "--net", "efficientnet_lite0", "--class", "5",
+                        "--size", "16", "-o", out)
+    assert code == 2 and "needs at least 32 px; use a larger --size" in err, err
+    assert "--layer" not in err and list(tmp_path.iterdir()) == []
+
+
 def test_ctrl_c_saves_the_sheet_so_far(tmp_path, monkeypatch, capsys):
     import convscope.commands.featureviz as command
 

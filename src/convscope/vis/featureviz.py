@@ -294,8 +294,10 @@ class FeatureVisualizer:
         size = config.size or config.default_size(input_size)
         stride = net.stride_of([layer])
         if size < stride:
+            # Class logits have no shallower layer to fall back to (classviz has no --layer at all).
+            fix = "a larger --size" if kind == "class" else "a larger --size or a shallower --layer"
             raise ConfigError(f"--size {size} is too small for {self.display} of {net.net_name}: it needs at "
-                              f"least {stride} px; use a larger --size or a shallower --layer")
+                              f"least {stride} px; use {fix}")
         jitter = max(1, round(size / 16)) if config.jitter is None else config.jitter
         blur = config.default_blur(size) if config.blur is None else config.blur
         changes = {"size": size, "jitter": jitter, "blur": blur, "device": str(device), "precision": precision}
