@@ -97,6 +97,15 @@ def test_bad_config_values_are_rejected(field, value):
         tiny(**{field: value}).validate()
 
 
+def test_layer_next_to_layers_and_repeated_layers_are_rejected():
+    # Both were accepted: --layer was silently ignored, and a repeated layer was inverted twice.
+    with pytest.raises(ConfigError, match="not both"):
+        tiny(layer="relu3_1", layers=("relu1_1",)).validate()
+    with pytest.raises(ConfigError, match="relu1_1 twice"):
+        tiny(layers=("relu1_1", "relu2_1", "relu1_1")).validate()
+    tiny(layers=("relu1_1", "relu2_1")).validate()
+
+
 # --------------------------------------------------------------------------------------- CLI
 
 TINY = ["--size", "32", "--iterations", "3", "--device", "cpu", "-q"]
@@ -146,6 +155,7 @@ def test_cli_layers_strip_has_one_panel_per_layer_plus_original(capsys, folders)
         assert code == 0, stderr
         meta = json.loads(out.with_suffix(".json").read_text())
         assert [row["layer"] for row in meta["layers"]] == layers
+        assert meta["config"]["layer"] == "auto"  # unused next to --layers: not a layer it never ran
         assert all(layer in stdout for layer in layers)
         widths.append(Image.open(out).width)
     # image_strip gives each panel the same width: 2, 3, 4 panels.

@@ -122,6 +122,14 @@ class InvertConfig:
             raise ConfigError(f"--beta must be a number >= 1 (1 = total variation, 2 = squared), not {self.beta!r}")
         if self.layers is not None and not self.layers:
             raise ConfigError("--layers needs at least one layer name")
+        if self.layers is not None:
+            # --layer would be silently ignored next to --layers: say so rather than drop it.
+            if self.layer != "auto":
+                raise ConfigError(f"give --layer {self.layer} or --layers, not both (--layers inverts each "
+                                  "layer it lists)")
+            twice = sorted({name for name in self.layers if list(self.layers).count(name) > 1})
+            if twice:
+                raise ConfigError(f"--layers lists {', '.join(twice)} twice; each layer once")
         check_choices(self)
         return self
 
@@ -198,7 +206,8 @@ def invert(image: Image.Image, config: InvertConfig | None = None,
     precision = default_precision(device) if config.precision == "auto" else config.precision
     config = replace(config, device=str(device), precision=precision)
     net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
-    config = replace(config, layer=pick_layer(net, config.layer, VGG_LAYER, AUTO_DEPTH))
+    if config.layers is None:  # with --layers, --layer is unused and stays "auto" in the sidecar
+        config = replace(config, layer=pick_layer(net, config.layer, VGG_LAYER, AUTO_DEPTH))
     layers = config.layer_list()
     for name in layers:
         net.resolve(name)  # unknown names fail here, before any work
