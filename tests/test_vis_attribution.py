@@ -369,6 +369,16 @@ def test_rules_choose_the_panels_and_small_images_are_refused():
         explain(photo(64, 8), cpu(net="vgg19", size=64), net=net("vgg19"))
 
 
+def test_too_small_says_which_size_works_or_that_no_size_does():
+    # It said "use a larger --size" even for a strip that no allowed --size can fix.
+    vgg = net("vgg19")  # relu5_4: stride 16
+    with pytest.raises(ImageError, match=r"use --size 128 or more$"):
+        explain(photo(64, 8), cpu(net="vgg19", size=64), net=vgg)
+    assert explain(photo(64, 8), cpu(net="vgg19", size=128), net=vgg).image.size == (128, 16)
+    with pytest.raises(ImageError, match=r"\(2000x4\) is too elongated for any --size up to 4096; crop it$"):
+        explain(photo(2000, 4), cpu(net="vgg19", size=1024), net=vgg)
+
+
 def test_twenty_runs_leave_no_hooks_and_do_not_slow_down():
     model = cifar_net()
     config = cpu(net="cifar-test", size=32)

@@ -211,7 +211,7 @@ def explain(image: Image.Image, config: ExplainConfig | None = None, net=None) -
     if min(small.size) < stride:
         raise ImageError(f"the image at --size {config.size} is {small.width}x{small.height}, too small for "
                          f"{net.net_name} up to {p.layer} (needs a short side of {stride} px); "
-                         "use a larger --size")
+                         + _size_hint(image.size, stride))
 
     start = time.perf_counter()
     x = images.pil_to_tensor(small, device=device)
@@ -227,6 +227,16 @@ def explain(image: Image.Image, config: ExplainConfig | None = None, net=None) -
                        **({"layer": p.layer, "channel": index} if p.kind == CHANNEL else {}))
     return ExplainResult(small, resolved, p.kind, target, name, score, top, cam_map, p.cam_layer, signals,
                          guided_cam, time.perf_counter() - start, has_max_pooling(net))
+
+
+def _size_hint(size: tuple[int, int], stride: int) -> str:
+    """What --size would give the image a short side of `stride` px, or, for a strip too thin for
+    any --size allowed, that it needs cropping (a bare "larger --size" sent users round in circles)."""
+    long_side, short_side = max(size), max(1, min(size))
+    needed = math.ceil(stride * long_side / short_side)
+    if needed <= MAX_SIZE:
+        return f"use --size {needed} or more"
+    return f"the image ({size[0]}x{size[1]}) is too elongated for any --size up to {MAX_SIZE}; crop it"
 
 
 def has_max_pooling(net) -> bool:
