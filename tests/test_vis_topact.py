@@ -379,6 +379,28 @@ def test_cli_ctrl_c_saves_the_sheet_of_what_was_scanned(capsys, colour_folder, t
     assert json.loads((tmp_path / "sheet.json").read_text())["interrupted"] is True
 
 
+def test_cli_ctrl_c_during_the_projections_keeps_the_scan(capsys, colour_folder, tmp_path, monkeypatch):
+    # Ctrl-C after the scan used to lose everything (exit 130, no sheet): the scan is the long part.
+    from convscope.commands import top_activations as command
+
+    def bar():
+        def callback(p):
+            if p.stage == "project" and p.done >= 8:
+                raise KeyboardInterrupt
+        return callback
+
+    monkeypatch.setattr(command, "progress_bar", bar)
+    root, _ = colour_folder
+    out = tmp_path / "sheet.png"
+    code, _, err = run(capsys, "top-activations", root, "--layer", "relu1_2", "--channels", "0,1", "--size", "32",
+                       "--device", "cpu", "-o", out)
+    assert code == 130 and "interrupted during the projections (8 of 18 drawn)" in err and str(out) in err, err
+    assert "Traceback" not in err and Image.open(out).mode == "RGB"
+    meta = json.loads((tmp_path / "sheet.json").read_text())
+    assert meta["interrupted"] is True and meta["projections_drawn"] == [8, 18]
+    assert sum(len(ws) for ws in meta["winners"].values()) == 8
+
+
 @pytest.mark.parametrize("argv, needles", [
     (["--layer", "relu2_l"], ["unknown layer 'relu2_l'", "did you mean"]),
     (["--channels", "60-70", "--layer", "relu1_1"], ["channel 64 is out of range"]),

@@ -73,6 +73,11 @@ def run(args) -> int:
         print(f"\ninterrupted after {result.scanned} of {result.found} images: the top activations of those "
               f"saved to {out}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if result.projected is not None:
+        done, found = result.projected
+        print(f"\ninterrupted during the projections ({done} of {found} drawn): the sheet so far saved to {out}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not args.quiet:
         kept = result.scanned - len(result.skipped)
         print(f"wrote {out} in {total:.1f} s ({kept} images scanned in {result.seconds['scan']:.1f} s, "

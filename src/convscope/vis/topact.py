@@ -202,6 +202,9 @@ class TopActResult:
     # pooling "switches" (it rectifies the backward signal itself, ignoring the forward ReLUs),
     # so without them every image gets the same projection for the same unit.
     switches: bool = True
+    # Ctrl-C during the projections: (winners drawn, winners found); the rest are left out of the
+    # sheet and the record. None when every winner was projected.
+    projected: tuple[int, int] | None = None
 
 
 class TopActivations:
@@ -278,15 +281,20 @@ class TopActivations:
         return Scan(top, scanned, skipped, interrupted, time.perf_counter() - start)
 
     def project(self, paths: Sequence[Path], scan: Scan,
-                callback: Callable[[TopActProgress], None] | None = None) -> dict[int, list[Winner]]:
+                callback: Callable[[TopActProgress], None] | None = None,
+                into: dict[int, list[Winner]] | None = None) -> dict[int, list[Winner]]:
         """Pass 2: reload each winner, project its activation with the deconvnet, crop both.
 
         Winners go through the net PROJECT_BATCH at a time (one forward and backward per chunk
-        instead of one per winner: less per-call overhead on a CPU, a fuller GPU), in float32."""
+        instead of one per winner: less per-call overhead on a CPU, a fuller GPU), in float32.
+        `into` (channel -> list) is filled as winners are done, so that it keeps them when Ctrl-C
+        stops this pass."""
         c = self.config
         todo = [(self.channels[slot], rank, w) for slot in range(len(self.channels))
                 for rank, w in enumerate(scan.top.winners(slot), 1)]
-        out: dict[int, list[Winner]] = {ch: [] for ch in self.channels}
+        out: dict[int, list[Winner]] = {ch: [] for ch in self.channels} if into is None else into
+        for ch in self.channels:
+            out.setdefault(ch, [])
         start = time.perf_counter()
         for first in range(0, len(todo), PROJECT_BATCH):
             chunk, loaded = todo[first:first + PROJECT_BATCH], []
@@ -334,12 +342,19 @@ class TopActivations:
             raise ImageError(f"none of the {scan.scanned} image(s) in {folder} could be read (the first: "
                              f"{relative_name(scan.skipped[0], Path(folder))}); check the files")
         project_start = time.perf_counter()
-        winners = self.project(paths, scan, callback)
+        winners: dict[int, list[Winner]] = {ch: [] for ch in self.channels}
+        projected = None
+        try:
+            self.project(paths, scan, callback, into=winners)
+        except KeyboardInterrupt:
+            # The scan is the long part on a big folder: keep it, and the projections made so far.
+            found = sum(len(scan.top.winners(slot)) for slot in range(len(self.channels)))
+            projected = (sum(len(ws) for ws in winners.values()), found)
         seconds = {"receptive_field": field_seconds, "scan": scan.seconds,
                    "project": time.perf_counter() - project_start}
         return TopActResult(self.config, Path(folder), self.layer, self.canonical, self.channels, winners, rf,
                             len(paths), scan.scanned, scan.skipped, scan.interrupted, seconds,
-                            switches=self.pools_before_layer())
+                            switches=self.pools_before_layer(), projected=projected)
 
     def pools_before_layer(self) -> bool:
         """Whether a max pooling runs before (or at) the layer, found by a tiny forward with hooks

@@ -31,6 +31,8 @@ def sheet_title(result: TopActResult) -> str:
     scanned = (f"{result.scanned - len(result.skipped)} images" +
                (f" ({len(result.skipped)} unreadable skipped)" if result.skipped else ""))
     stopped = f", INTERRUPTED after {result.scanned} of {result.found}" if result.interrupted else ""
+    if result.projected is not None:
+        stopped += f", projections INTERRUPTED ({result.projected[0]} of {result.projected[1]} drawn)"
     f = result.rf
     if c.patch == "image":
         what = f"whole images ({c.size} px), receptive field outlined"
@@ -94,7 +96,8 @@ def sheet_figure(result: TopActResult, dpi: int = 110) -> Image.Image:
                             color="white", va="bottom", ha="left",
                             bbox={"facecolor": "black", "alpha": 0.55, "pad": 0.6, "linewidth": 0})
             if not tiles:
-                ax.text(0.5, 0.5, "no images", transform=ax.transAxes, ha="center", va="center", fontsize=8)
+                empty = "not projected (interrupted)" if result.projected is not None else "no images"
+                ax.text(0.5, 0.5, empty, transform=ax.transAxes, ha="center", va="center", fontsize=8)
     fig.suptitle(title, fontsize=9, y=1 - 0.08 / fig_h, va="top")
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
@@ -117,7 +120,9 @@ def metadata_dict(result: TopActResult, max_names: int = 50) -> dict:
         "folder": str(result.folder), "images_found": result.found, "images_scanned": result.scanned,
         "skipped_count": len(result.skipped),
         "skipped": [relative_name(p, result.folder) for p in result.skipped[:max_names]],
-        "interrupted": result.interrupted, "max_pooling_before_layer": result.switches,
+        "interrupted": result.interrupted or result.projected is not None,
+        **({"projections_drawn": list(result.projected)} if result.projected is not None else {}),
+        "max_pooling_before_layer": result.switches,
         "receptive_field": {"size": list(f.size), "stride": list(f.stride), "offset": list(f.offset),
                             "effective": f.effective},
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
