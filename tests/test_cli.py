@@ -871,6 +871,35 @@ def test_tuple_defaults_in_help_read_as_typed(capsys):
     assert "(default: relu1_1 relu2_1" in text and "('relu1_1'" not in text
 
 
+@pytest.mark.parametrize("argv", [
+    ["activations", "{photo}", "--layer", "relu1_1", "-o", "{photo}"],
+    ["stylize", "{photo}", "{style}", "-o", "{style}"],
+    ["stylize", "{photo}", "--model", "starry_night", "-o", "{alias}"],   # another path to the same file
+    ["stylize", "{folder}", "--model", "starry_night", "-o", "{folder}"],  # a folder run over its inputs
+])
+def test_output_that_is_one_of_the_inputs_is_refused_and_the_input_kept(capsys, tmp_path, argv):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    photo, style = folder / "p.png", tmp_path / "s.png"
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(photo)
+    Image.new("RGB", (40, 30), (200, 10, 30)).save(style)
+    before = {p: p.read_bytes() for p in (photo, style)}
+    paths = {"photo": photo, "style": style, "folder": folder, "alias": tmp_path / "." / "in" / ".." / "in" / "p.png"}
+    r = run(capsys, *[a.format(**paths) for a in argv])
+    assert_user_error(r, "is one of this run's inputs", "choose another output name")
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in folder.iterdir()) == ["p.png"]  # no sidecar either
+
+
+def test_ctrl_c_while_starting_up_is_one_line_not_a_traceback(capsys, monkeypatch):
+    def pressed():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", pressed)
+    r = run(capsys, "styles")
+    assert r.code == 130 and "Traceback" not in r.err and r.err.strip() == "convscope: interrupted"
+
+
 def test_no_command_prints_help_and_returns_2(capsys):
     r = run(capsys)
     assert r.code == 2 and "stylize" in r.err and "Traceback" not in r.err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import MISSING, fields
@@ -375,7 +376,36 @@ def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser = action.choices[name]
 
 
+def _refuse_to_overwrite_an_input(args: argparse.Namespace) -> None:
+    """ConfigError when -o names one of the run's own inputs: a file it would replace (`activations
+    photo.jpg -o photo.jpg`), or the folder of images a folder run would write over."""
+    from .errors import ConfigError
+
+    out = getattr(args, "output", None)
+    if not isinstance(out, str) or not out or not Path(out).expanduser().exists():
+        return
+    for name, value in vars(args).items():
+        for v in value if isinstance(value, list) else [value]:
+            if name == "output" or not isinstance(v, str) or not v:
+                continue
+            try:
+                same = os.path.samefile(Path(v).expanduser(), Path(out).expanduser())
+            except OSError:  # not a path that exists (a name, a number, a missing file)
+                continue
+            if same:
+                raise ConfigError(f"-o {out} is one of this run's inputs ({name.replace('_', '-')}); writing there "
+                                  "would replace it: choose another output name")
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while starting up (imports, building the parser)
+        print("\nconvscope: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args, extras = parser.parse_known_args(argv)
@@ -391,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USER_ERROR
     try:
+        _refuse_to_overwrite_an_input(args)
         return args.func(args)
     except UserError as exc:
         print(f"convscope: error: {exc}", file=sys.stderr)
@@ -401,8 +432,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # Output piped into a reader that stopped early (`... --json | head`): not an error.
         # Point stdout at devnull so the interpreter's final flush does not raise again.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except MemoryError:
