@@ -95,6 +95,15 @@ def test_guide_increases_the_feature_dot_product():
     assert abs(plain - result.start_objective) > 1e-3 * abs(plain)
 
 
+def test_too_small_says_which_size_works_or_to_crop():
+    # It said only that the short side needs more pixels "at --size N", not what would do.
+    with pytest.raises(ImageError, match=r"\(400x10\) is too small or elongated .*; use --size 80 or more or a "
+                                         r"shallower --layer$"):
+        Dreamer(tiny(size=40)).run(photo().resize((400, 10)))  # relu2_1: stride 2; 40x1 at --size 40
+    with pytest.raises(ImageError, match=r"\(5000x1\) .*; crop it or a shallower --layer$"):
+        Dreamer(tiny(size=5000, layer="relu3_1")).run(Image.new("RGB", (5000, 1)))  # --size 20000 > 8192
+
+
 def test_small_octaves_are_dropped():
     d = Dreamer(tiny(layer="relu3_1", octaves=6, octave_scale=2.0))  # stride 4: octaves under 16 px go
     assert d.octave_sizes(64, 48) == [(32, 24), (64, 48)]

@@ -248,6 +248,13 @@ def long_side_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
     return (long_side, round(h * scale)) if w >= h else (round(w * scale), long_side)
 
 
+def long_side_for(size: tuple[int, int], short_side: int) -> int:
+    """The smallest long side at which a non-empty `size`, resized as resize_long_side does, keeps at
+    least `short_side` px on its short side (ceil, so the rounding cannot fall below it)."""
+    w, h = size
+    return max(short_side, math.ceil(short_side * max(w, h) / max(1, min(w, h))))
+
+
 def resize_to_pixels(img: Image.Image, pixels: int) -> Image.Image:
     """Scale `img` so that width * height ~= `pixels`, keeping the aspect ratio."""
     if isinstance(pixels, bool) or not isinstance(pixels, numbers.Real) or not pixels > 0:

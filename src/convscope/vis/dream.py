@@ -233,8 +233,10 @@ class Dreamer:
         image = as_image(image, "the image")
         img = images.resize_long_side(image, c.size)
         if min(img.size) < self.stride:
+            needed = images.long_side_for(image.size, self.stride)
+            fix = (f"use --size {needed} or more" if needed <= MAX_SIDE else "crop it") + " or a shallower --layer"
             raise ImageError(f"image ({image.width}x{image.height}) is too small or elongated for {c.layer}: "
-                             f"its short side needs at least {self.stride} px at --size {c.size}")
+                             f"its short side needs at least {self.stride} px at --size {c.size}; {fix}")
         start = time.perf_counter()
         base = images.pil_to_tensor(img, device=self.device)
         sizes = self.octave_sizes(*img.size)

@@ -232,8 +232,7 @@ def explain(image: Image.Image, config: ExplainConfig | None = None, net=None) -
 def _size_hint(size: tuple[int, int], stride: int) -> str:
     """What --size would give the image a short side of `stride` px, or, for a strip too thin for
     any --size allowed, that it needs cropping (a bare "larger --size" sent users round in circles)."""
-    long_side, short_side = max(size), max(1, min(size))
-    needed = math.ceil(stride * long_side / short_side)
+    needed = images.long_side_for(size, stride)
     if needed <= MAX_SIZE:
         return f"use --size {needed} or more"
     return f"the image ({size[0]}x{size[1]}) is too elongated for any --size up to {MAX_SIZE}; crop it"
