@@ -124,6 +124,7 @@ def test_predict_imagenet_without_training(capsys):
     (["classify", "evaluate", "{run}", "--device", "cpu", "-o", "{tmp}/cm.txt"], "extension"),
     (["classify", "predict", "{tmp}/nothing.png", "--net", "efficientnet_lite0"], "no such file"),
     (["classify", "predict", "{run}"], "give images"),
+    (["classify", "predict", "{run}", "{data}", "--json", "--csv"], "not allowed with"),  # was JSON alone
     (["classify", "train", "--data", "{tmp}/missing", "-o", "{tmp}/r"], "missing"),
     (["classify", "train", "--data", "{data}", "-o", "{run}"], "not empty"),
     (["classify", "train", "--data", "{data}", "-o", "{tmp}/r2", "--model", "resnet81"], "did you mean"),
@@ -232,3 +233,147 @@ def test_run_folder_that_cannot_be_made(trained, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "cannot create the run folder" in err and len(err.splitlines()) == 1, err
     assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_tensorboard_and_curves_are_written_every_epoch(tmp_path, monkeypatch):
+    # They used to be written once, after the last epoch, and TensorBoard got only that epoch:
+    # a run killed before its end had neither, and a finished one had one point per (resumed) run.
+    import glob
+
+    from convscope.classify import train as train_module
+    from convscope.errors import UserError
+    from convscope.tbevents import read_scalars
+
+    data = make_folder(tmp_path / "data", n_train=8, n_test=3, size=8, corrupt=False)
+    run = tmp_path / "run"
+    real = train_module.train
+
+    def stopped_after_epoch_2(*a, callback=None, **k):
+        def spy(r):
+            if callback is not None:
+                callback(r)
+            if r.done and r.epoch == 2:
+                raise UserError("stopped here by the test")
+        return real(*a, callback=spy, **k)
+
+    def steps():
+        return sorted(s for f in glob.glob(str(run / "tensorboard" / "*"))
+                      for s, tag, _ in read_scalars(f) if tag == "val_acc")
+
+    base = ["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "3", "--batch-size", "8",
+            "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "-q"]
+    monkeypatch.setattr(train_module, "train", stopped_after_epoch_2)
+    assert main(base) == 2
+    assert steps() == [1, 2] and (run / "curves.png").exists()
+    monkeypatch.setattr(train_module, "train", real)
+    assert main(base + ["--resume"]) == 0
+    assert steps() == [1, 2, 3]
+
+
+def test_evaluate_on_a_test_folder_uses_all_its_images(trained, capsys):
+    # --data with a folder of class sub-folders used to evaluate a 10% hold-out of it (2 of 18 images).
+    data, run = trained
+    assert main(["classify", "evaluate", str(run), "--data", str(data / "test"), "--json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 18
+    # Some of the run's classes: the others have no accuracy (not 0).
+    import shutil
+    part = data.parent / "part"
+    shutil.copytree(data / "test" / "green", part / "green")
+    assert main(["classify", "evaluate", str(run), "--data", str(part), "--json", "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["count"] == 6 and list(metrics["per_class"]) == ["green"]
+    # A class the run does not know: one line, exit 2.
+    shutil.copytree(data / "test" / "green", part / "purple")
+    assert main(["classify", "evaluate", str(run), "--data", str(part), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "purple" in err and len(err.splitlines()) == 1
+
+
+def test_evaluate_finds_the_runs_data_from_another_folder(tmp_path, monkeypatch, capsys):
+    # config.json keeps --data as typed ("data", relative): evaluate from elsewhere said "not found".
+    make_folder(tmp_path / "data", n_train=6, n_test=2, size=8, corrupt=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["classify", "train", "--data", "data", "-o", "run", "--epochs", "1", "--batch-size", "8",
+                 "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "-q"]) == 0
+    monkeypatch.chdir(tmp_path / "data")
+    assert main(["classify", "evaluate", str(tmp_path / "run"), "--json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 6  # test/: 2 per class
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--data", "{other}"], "was trained on --data"),
+    (["--lr", "0.5"], "was trained with --lr 1.0, not --lr 0.5"),
+    (["--flip"], "was trained with --no-flip, not --flip"),
+])
+def test_resume_refuses_other_data_or_options(trained, tmp_path, capsys, change, message):
+    # --resume used to continue the checkpoint on whatever it was given (another folder, another
+    # learning rate) while config.json still described the first run.
+    data, run = trained
+    other = make_folder(tmp_path / "other", n_train=4, n_test=2, size=8, corrupt=False)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    argv = ["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "9", "--batch-size", "8",
+            "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "--resume", "-q"]
+    argv += [a.format(other=other) for a in change]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before  # nothing touched
+
+
+@pytest.mark.parametrize("stop_after, kept", [(1, True), (0, False)])
+def test_ctrl_c_says_what_is_kept(tmp_path, monkeypatch, capsys, stop_after, kept):
+    # Ctrl-C said only "interrupted": not where the finished epochs are, nor that --resume goes on;
+    # before the first epoch it left a folder with config.json alone, which blocked the same command.
+    from convscope.classify import train as train_module
+
+    data = make_folder(tmp_path / "data", n_train=4, n_test=2, size=8, corrupt=False)
+    run = tmp_path / "new" / "run"
+    real = train_module.train
+
+    def interrupted(*a, callback=None, **k):
+        if stop_after == 0:
+            raise KeyboardInterrupt
+
+        def spy(r):
+            if callback is not None:
+                callback(r)
+            if r.done and r.epoch == stop_after:
+                raise KeyboardInterrupt
+        return real(*a, callback=spy, **k)
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    assert main(["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "3", "--batch-size", "8",
+                 "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "-q"]) == 130
+    err = capsys.readouterr().err
+    assert ("--resume" in err and "1 finished epoch" in err) if kept else "nothing kept" in err, err
+    assert run.exists() == kept
+
+
+def test_transfer_decode_size_is_not_set_by_one_small_first_image(tmp_path):
+    # The first image sorted (a 12 px thumbnail) set the size every image was decoded to.
+    from convscope.commands.classify import _decode_size
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(5):
+            Image.new("RGB", (48, 40)).save(tmp_path / name / f"{i + 1}.png")
+    Image.new("RGB", (12, 12)).save(tmp_path / "a" / "0.png")
+    assert _decode_size(str(tmp_path), 32, "transfer:vgg19") == 32
+    assert _decode_size(str(tmp_path), 224, "transfer:vgg19") == 40   # small images stay small
+    assert _decode_size(str(tmp_path), 224, "simple") == 224
+
+
+@pytest.mark.parametrize("command", [["evaluate", "{half}"], ["predict", "{half}", "{img}"],
+                                     ["export", "{half}", "-o", "{tmp}/m.onnx"]])
+def test_a_run_without_a_finished_epoch_says_so(trained, tmp_path, capsys, command):
+    # Was "RUN/model.safetensors is missing", which says neither why nor what to do.
+    import shutil
+
+    data, run = trained
+    half = tmp_path / "half"
+    half.mkdir()
+    shutil.copy(run / "config.json", half / "config.json")
+    argv = ["classify"] + [a.format(half=half, tmp=tmp_path, img=data / "test" / "red" / "0.png") for a in command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no epoch has finished" in err and "--resume" in err and len(err.splitlines()) == 1, err

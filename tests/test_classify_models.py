@@ -221,3 +221,19 @@ def test_classify_train_resnet_fast_via_the_cli(tmp_path):
     loaded = load_run(run)
     assert bool(loaded.model.whiten.whitened)  # whitened during training, saved with the weights
     assert loaded.model(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_head_options_a_model_cannot_use_are_refused():
+    # --hidden and --dropout were accepted and ignored (and recorded in config.json) for models
+    # whose head is fixed.
+    from convscope.classify.config import TrainConfig
+
+    for model in ("simple", "resnet-fast", "vgg19-bn"):
+        with pytest.raises(ConfigError, match="--hidden"):
+            TrainConfig(model=model, hidden=(7,)).resolved()
+    for model in ("simple", "resnet-fast"):
+        with pytest.raises(ConfigError, match="--dropout"):
+            TrainConfig(model=model, dropout=0.1).resolved()
+    assert TrainConfig(model="vgg19-bn", dropout=0.1).resolved().dropout == 0.1
+    assert TrainConfig(model="transfer:vgg19", hidden=[7], dropout=0.1).resolved().hidden == [7]
+    assert TrainConfig(model="simple", hidden=[512, 256]).resolved()  # the default, as a JSON list

@@ -224,3 +224,27 @@ def test_predict_images_takes_paths_and_images_and_checks_its_numbers(tmp_path):
         predict_images(r.model, ["a", "b"], [tmp_path / "x.png"], r.input_size, "cpu")
     with pytest.raises(ConfigError, match="device"):           # RuntimeError before
         load_run(tmp_path / "run", device="gpu")
+
+
+@pytest.mark.parametrize("backbone", ["vgg19", "efficientnet_lite0"])
+def test_snapshots_of_a_finetuned_transfer_model(tmp_path, backbone):
+    # Was IndexError (auto found no block: the backbone runs inside the model), then KeyError (the
+    # backbone's own HookedNet caught the stop of the snapshot's early-stopped forward).
+    from convscope.classify.run import load_tensors
+
+    run = RunDir(tmp_path / "s")
+    cfg = config(model=f"transfer:{backbone}", input_size=32, epochs=2, hidden=(16,), finetune=1, snapshots=True)
+    train(splits(n_train=24, n_val=6, size=32), cfg, run)
+    tensors, meta = load_tensors(run.file("snapshots.safetensors"))
+    assert meta["epochs"] == [1, 2] and meta["layer"].startswith("backbone.")
+    assert not torch.equal(tensors["1.activations"], tensors["2.activations"])  # a block that trains
+    assert run.file("feature_evolution.png").exists()
+
+
+def test_snapshots_auto_layer_is_one_that_learns(tmp_path):
+    # resnet-fast's first block is its fixed patch whitening: auto recorded maps that never changed.
+    from convscope.classify.run import load_tensors
+
+    run = RunDir(tmp_path / "s")
+    train(splits(n_train=32, n_val=6), config(model="resnet-fast", epochs=1, snapshots=True), run)
+    assert load_tensors(run.file("snapshots.safetensors"))[1]["layer"] == "stage1"

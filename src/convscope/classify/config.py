@@ -95,13 +95,14 @@ class TrainConfig:
                          "features cached)", 0)
     backbone_lr: float = _opt("learning-rate factor of the unfrozen backbone blocks", 0.1)
     hidden: tuple[int, ...] = _opt("transfer head: hidden layer widths", (512, 256))
-    dropout: float = _opt("dropout of the dense heads", 0.5)
+    dropout: float = _opt("dropout of the dense heads of transfer: and vgg19-bn models", 0.5)
     precision: str = _opt("arithmetic: auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16 (CUDA)",
                           "auto", choices=TRAIN_PRECISIONS)
     channels_last: bool = _opt("NHWC memory layout (faster convolutions on GPU and oneDNN)", True)
     snapshots: bool = _opt("each epoch, save the first-layer filters and a layer's activations for a fixed "
                            "image, and render a feature-evolution figure", False)
-    snapshot_layer: str = _opt("layer whose activations --snapshots records (auto = the first block)", "auto")
+    snapshot_layer: str = _opt("layer whose activations --snapshots records (auto = the first block that "
+                                "learns)", "auto")
     seed: int = _opt("random seed (initialization, data order, augmentation, dropout)", 0)
     device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
 
@@ -185,4 +186,12 @@ class TrainConfig:
                               f"not {self.hidden!r}")
         if self.finetune and not self.model.startswith("transfer:"):
             raise ConfigError("--finetune applies to transfer:BACKBONE models only")
+        # Options a model has no use for were ignored without a word (--dropout 0.1 on simple).
+        default = {f.name: f.default for f in fields(TrainConfig)}
+        if tuple(self.hidden) != default["hidden"] and not self.model.startswith("transfer:"):
+            raise ConfigError(f"--hidden sets the dense head of transfer:BACKBONE models; model {self.model} "
+                              "has its own")
+        if self.dropout != default["dropout"] and not (self.model.startswith("transfer:") or self.model == "vgg19-bn"):
+            raise ConfigError(f"--dropout sets the dense head of transfer:BACKBONE and vgg19-bn models; model "
+                              f"{self.model} has its own")
         return self

@@ -45,7 +45,7 @@ from ..images import load_image
 from .folders import Listing, layout, list_split
 
 __all__ = ["CIFAR10", "MAX_DATA_BYTES", "DataError", "DataSplits", "ImageData", "LoadProgress",
-           "load_data"]
+           "load_data", "load_images"]
 
 CIFAR10 = "cifar10"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -117,6 +117,32 @@ def load_data(spec: str, *, root: str | None = None, size: int | None = None, va
     if spec == CIFAR10:
         return _load_cifar10(root, size, cache, report)
     return _load_folder(Path(spec).expanduser(), size, val_split, seed, cache, report)
+
+
+def load_images(folder: str, *, classes: list[str], size: int | None = None, cache_dir: str | None = None,
+                progress: Callable[[LoadProgress], None] | None = None) -> ImageData:
+    """Every image of `folder` (class sub-folders, no split: a test set to evaluate a run on), its
+    labels as indices into `classes`, the run's class names: the folder may hold fewer of them,
+    never others. `size` as in `load_data`."""
+    path_or_none(cache_dir, "cache_dir")
+    callback_or_none(progress, "LoadProgress", name="progress")
+    _check_args(folder, size, 0.1, 0)
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root}; give a folder of class sub-folders"
+                        if not root.exists() else f"--data must be a folder of class sub-folders, but {root} is a file")
+    root = root.resolve()
+    listing = list_split(root, one_class_ok=True)
+    unknown = [c for c in listing.classes if c not in classes]
+    if unknown:
+        raise DataError(f"{root} has class folders the run does not know ({', '.join(unknown[:5])}); its classes "
+                        f"are {', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}")
+    shape = (size, size) if size else _first_shape(listing)
+    _check_memory(len(listing.files), *shape)
+    cache = None if cache_dir is None else Path(cache_dir).expanduser()
+    data = _decoded(listing, size, shape, "images", cache, progress or (lambda p: None))
+    index = torch.tensor([classes.index(c) for c in listing.classes], dtype=torch.int64)
+    return ImageData(data.images, index[data.labels], list(classes), data.paths, data.skipped)
 
 
 def _check_args(spec, size, val_split, seed) -> None:

@@ -53,8 +53,9 @@ def subfolders(folder: Path) -> Iterator[os.DirEntry]:
         raise DataError(f"cannot read the data folder {folder} ({reason}); check its permissions") from None
 
 
-def list_split(folder: Path, expected: Sequence[str] | None = None) -> Listing:
-    """The image files below each class sub-folder of `folder`, sorted; errors for bad layouts."""
+def list_split(folder: Path, expected: Sequence[str] | None = None, one_class_ok: bool = False) -> Listing:
+    """The image files below each class sub-folder of `folder`, sorted; errors for bad layouts.
+    `one_class_ok`: a single class is fine (a test folder of one of a run's classes)."""
     classes = sorted(e.name for e in subfolders(folder))
     if not classes:
         with os.scandir(folder) as entries:
@@ -69,7 +70,7 @@ def list_split(folder: Path, expected: Sequence[str] | None = None) -> Listing:
                 ([f"not in train: {', '.join(extra)}"] if extra else [])
         raise DataError(f"the classes of {folder} do not match those of the training folder "
                         f"({'; '.join(parts)}); use the same class folders in both")
-    if len(classes) == 1:
+    if len(classes) == 1 and not one_class_ok:
         raise DataError(f"only one class ({classes[0]!r}) in {folder}: classification needs at least 2 "
                         "class sub-folders")
     files, labels, stats = [], [], []

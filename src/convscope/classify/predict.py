@@ -84,7 +84,9 @@ def evaluate(loaded: LoadedRun, images_u8: torch.Tensor, labels: torch.Tensor, d
     pred = top[:, 0]
     confusion = torch.bincount(labels * c + pred, minlength=c * c).view(c, c)
     totals = confusion.sum(1).clamp(min=1)
-    per_class = {name: (confusion[i, i] / totals[i]).item() for i, name in enumerate(loaded.classes)}
+    # Classes without an image (a test folder of some of the run's classes) have no accuracy: left out.
+    per_class = {name: (confusion[i, i] / totals[i]).item() for i, name in enumerate(loaded.classes)
+                 if confusion[i].sum() > 0}
     return Evaluation(topk[1], topk, per_class, confusion, int(labels.numel()), tta)
 
 

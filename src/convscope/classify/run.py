@@ -145,6 +145,10 @@ class RunDir:
         save_tensors(self.file(CHECKPOINT), {**{f"model.{k}": v for k, v in live.items()}, **train_state}, meta)
 
     def load_model_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        if not self.file(MODEL).exists() and self.file(CONFIG).exists():
+            # A run stopped before its first epoch ended: say so, and what to do (was "... is missing").
+            raise RunError(f"{self.path} holds no trained model yet (no epoch has finished); train it first: "
+                           f"convscope classify train -o {self.path} --resume with the run's options")
         return load_tensors(self.file(MODEL))
 
     def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict] | None:

@@ -28,14 +28,45 @@ def first_conv(model: nn.Module) -> nn.Conv2d | None:
     return next((m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels == 3), None)
 
 
+def auto_layer(model: nn.Module, net: HookedNet) -> str:
+    """What --snapshot-layer auto records: the first block's output whose convolutions learn (not
+    resnet-fast's fixed patch whitening, whose maps hardly change). A transfer model has no blocks
+    of its own (its backbone runs inside `bottleneck`): there, the output of the first backbone block
+    that trains (--finetune N), the first one whose maps can change."""
+    from ..errors import ConfigError
+    from .models import TransferModel
+
+    modules = dict(model.named_modules())
+
+    def learns(name: str) -> bool:  # a convolution whose filters train (not resnet-fast's fixed whitening)
+        return any(isinstance(m, nn.Conv2d) and m.weight.requires_grad for m in modules[name].modules())
+
+    blocks = net.block_outputs()
+    if blocks:
+        return next((b for b in blocks if b in modules and learns(b)), blocks[0])
+    if isinstance(model, TransferModel):
+        names = {id(m): n for n, m in model.named_modules()}
+        for block in model.backbone_blocks():
+            if any(p.requires_grad for p in block.parameters()):
+                last = block[-1] if isinstance(block, nn.ModuleList) else block  # a VGG stage ends in its pool
+                if names.get(id(last)) in net.info:
+                    return names[id(last)]
+    spatial = [n for n in net.names if n and net.info[n].spatial]
+    if not spatial:
+        raise ConfigError(f"{net.net_name} has no layer with activation maps for --snapshots")
+    return spatial[0]
+
+
 def check_layer(model: nn.Module, layer: str, input_size: int, model_name: str) -> None:
-    """ConfigError (one line) before training when --snapshot-layer names no layer of `model`."""
+    """ConfigError (one line) before training when --snapshot-layer names no layer of `model` (or
+    auto finds none)."""
     from ..errors import ConfigError
     from ..nets.base import suggest
 
-    if layer == AUTO:
-        return
     net = HookedNet(model, nn.Identity(), model_name, input_size)
+    if layer == AUTO:
+        auto_layer(model, net)
+        return
     try:
         net.resolve(layer)
     except ConfigError:
@@ -52,13 +83,28 @@ def capture(model: nn.Module, image: torch.Tensor, layer: str, epoch: int, input
     model.eval()
     try:
         net = HookedNet(model, nn.Identity(), "training", input_size)
-        name = net.block_outputs()[0] if layer == AUTO else layer
-        maps = net.features(image, [name])[name][0].float().cpu()
+        name = auto_layer(model, net) if layer == AUTO else layer
+        maps = _layer_output(model, net.resolve(name), image)[0].float().cpu()
     finally:
         model.train(was_training)
     conv = first_conv(model)
     filters = conv.weight.detach().float().cpu().clone() if conv is not None else torch.zeros(0, 3, 1, 1)
     return Snapshot(epoch, filters, maps if maps.ndim == 3 else maps.view(-1, 1, 1), name)
+
+
+def _layer_output(model: nn.Module, name: str, image: torch.Tensor) -> torch.Tensor:
+    """The output of module `name` ("" = the logits; its last call) in one whole forward pass. Not
+    HookedNet.features: it stops the forward early by raising, which a transfer model's own
+    HookedNet backbone, running inside, catches as its own stop."""
+    if name == "":
+        return model(image)
+    outputs: list[torch.Tensor] = []
+    handle = dict(model.named_modules())[name].register_forward_hook(lambda m, a, out: outputs.append(out))
+    try:
+        model(image)
+    finally:
+        handle.remove()
+    return outputs[-1]
 
 
 def _filter_grid(filters: torch.Tensor, columns: int = 8) -> np.ndarray:
@@ -101,7 +147,7 @@ def evolution_figure(snaps: list[Snapshot], image: Image.Image) -> Image.Image:
         axes[0][0].set_title("image", fontsize=9)
         axes[0][1].set_title("first-layer filters", fontsize=9)
         for ax, c in zip(axes[0][2:], channels):
-            ax.set_title(f"{snaps[0].layer} ch {c}", fontsize=8)
-        fig.suptitle("feature evolution during training", fontsize=11)
+            ax.set_title(f"ch {c}", fontsize=8)  # the layer once, above: long paths overlapped here
+        fig.suptitle(f"feature evolution during training: {snaps[0].layer}", fontsize=11)
 
     return render(draw, (1.3 * (2 + len(channels)) + 1, 1.3 * len(snaps) + 0.8))

@@ -36,7 +36,10 @@ def register(subparsers) -> None:
     e = sub.add_parser("evaluate", help="accuracy, per-class accuracy, top-k and a confusion matrix",
                        description="Evaluate a trained run on its validation data (or --data).")
     e.add_argument("run_dir", help="a run folder written by classify train")
-    e.add_argument("--data", default=None, help="data set to evaluate on (default: the run's own validation split)")
+    e.add_argument("--data", default=None,
+                   help="data set to evaluate on (default: the run's own validation split): a folder of class "
+                        "sub-folders is evaluated whole (it may hold only some of the run's classes); one with "
+                        "train/ inside, on its test/ or val/ split; the run's own folder, on its hold-out")
     e.add_argument("--data-root", default=None, help="where CIFAR-10 is")
     e.add_argument("--tta", nargs="?", const="flip", default="none", choices=TTA_MODES, metavar="MODE",
                    help="test-time augmentation: flip (the default when given alone) averages the image and its "
@@ -53,8 +56,9 @@ def register(subparsers) -> None:
                    help="a run folder then images/folders; or only images/folders with --net")
     r.add_argument("--net", default=None, help="predict with a pretrained net instead of a run (efficientnet_lite0)")
     r.add_argument("--top", type=int, default=5, help="classes listed per image (default: 5)")
-    r.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    r.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    form = r.add_mutually_exclusive_group()  # both used to print JSON alone, silently
+    form.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    form.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     r.add_argument("--figure", metavar="OUT.png", default=None,
                    help="write the image / actual vs predicted / probability bars view")
     r.add_argument("--device", default="auto", help="device: auto, cpu, cuda, cuda:N, mps (default: auto)")
@@ -87,12 +91,17 @@ def run_train(args) -> int:
         info = run.info()
         if info.get("config", {}).get("model") != config.model:
             raise RunError(f"{run.path} trained model {info.get('config', {}).get('model')!r}, not {config.model!r}")
+        _check_resume_options(run, info, config)
     else:
         made = run.prepare()  # the one-line "not empty" / "cannot create" errors before any loading
     world = distributed.from_env()     # under torchrun: one process per GPU (or CPU process)
     try:
         distributed.setup(world, resolve_device(config.device))
         return _train(args, config, world)
+    except KeyboardInterrupt:
+        if world.main:  # Ctrl-C: say what is kept, and how to go on
+            _report_interrupt(run, made)
+        raise
     except Exception:
         # A new run that failed before its first checkpoint (a bad option found late, unreadable
         # data) leaves no half-made run folder behind, which would block running it again.
@@ -101,6 +110,54 @@ def run_train(args) -> int:
         raise
     finally:
         distributed.teardown(world)
+
+
+def _report_interrupt(run, made) -> None:
+    from ..classify.run import CHECKPOINT
+
+    if run.file(CHECKPOINT).exists():
+        done = len(_read_metrics(run))
+        print(f"\ninterrupted: {run.path} keeps the {done} finished epoch(s) (model.safetensors, metrics.csv); "
+              "the same command with --resume continues it", file=sys.stderr)
+    elif made is not None:  # a new run without a finished epoch: nothing worth a folder
+        run.discard(made)
+        print("\ninterrupted before the first epoch finished: nothing kept", file=sys.stderr)
+    else:
+        print(f"\ninterrupted before the first epoch finished; the same command with --resume starts {run.path} "
+              "again", file=sys.stderr)
+
+
+# What --resume may change: how long and where it trains, not what (data, recipe, model shape).
+RESUME_MAY_CHANGE = ("epochs", "early_stopping", "device", "precision", "channels_last", "data_root", "snapshots")
+
+
+def _check_resume_options(run, info: dict, config) -> None:
+    """RunError (one line) when --resume is given options other than the run's: the checkpoint
+    would continue on other data or another recipe, while config.json still described the old one."""
+    from ..classify.run import RunError
+
+    saved = info.get("config", {})
+    recorded = info.get("run", {}).get("data") or saved.get("data")
+    # A recorded folder that is gone (data moved, run copied to another machine) cannot be compared.
+    moved = recorded != "cifar10" and config.data != "cifar10" and not Path(str(recorded)).expanduser().is_dir()
+    if isinstance(recorded, str) and not moved and not (
+            config.data == recorded if "cifar10" in (config.data, recorded) else _same_folder(config.data, recorded)):
+        raise RunError(f"{run.path} was trained on --data {recorded}, not {config.data}; resume it with its own data")
+    given = json.loads(json.dumps(config.to_dict()))  # tuples as lists, like config.json
+    for key, value in given.items():
+        if key in RESUME_MAY_CHANGE or key == "data" or key not in saved or saved[key] == value:
+            continue
+        raise RunError(f"{run.path} was trained with {_as_option(key, saved[key])}, not {_as_option(key, value)}; "
+                       f"resume with the run's options (only "
+                       f"{', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)} may change)")
+
+
+def _as_option(key: str, value) -> str:
+    """How the command line says key=value: --lr 0.5, --no-flip, --hidden 512 256."""
+    flag = key.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
 
 
 def _train(args, config, world) -> int:
@@ -132,12 +189,11 @@ def _train(args, config, world) -> int:
     if world.main and (not args.resume or not run.file("config.json").exists()):
         run.create(info, resume=args.resume)
     distributed.barrier(world)
-    callback = None if args.quiet or not world.main else _bar()
+    callback = None if not world.main else _epoch_outputs(run, None if args.quiet else _bar())
     result = train(splits, config, run, resume=args.resume, callback=callback,
                    cache_dir=Path(cache) / "features")
     if not world.main:
         return 0
-    _curves(run, result.history)
     last = result.history[-1] if result.history else {}
     stop = " (stopped early)" if result.stopped_early else ""
     print(f"{config.model}: validation accuracy {last.get('val_acc', float('nan')):.4f} after "
@@ -145,25 +201,31 @@ def _train(args, config, world) -> int:
     return 0
 
 
-def _decode_size(folder: str, input_size: int, model: str) -> int:
+def _decode_size(folder: str, input_size: int, model: str, sample: int = 64) -> int:
     """The side images are decoded to. Models trained from scratch see exactly their input size.
     Transfer models upsample small images on the device, so small images (CIFAR's 32 px) are kept
-    as they are instead of being stored 50x larger: the size of the first image found when it is
-    under the input size."""
+    as they are instead of being stored 50x larger: the largest short side among up to `sample`
+    images spread over the folder, when it is under the input size. (It was the first image's: one
+    thumbnail sorted first shrank every photo of the folder to its size.)"""
     if not model.startswith("transfer:"):
         return input_size
     from PIL import Image
 
     from ..images import IMAGE_EXTENSIONS
 
-    for path in sorted(Path(folder).expanduser().rglob("*")):
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-            try:
-                with Image.open(path) as im:
-                    return min(input_size, min(im.size))
-            except OSError:
-                continue  # unreadable: the data layer reports it
-    return input_size
+    files = [p for p in sorted(Path(folder).expanduser().rglob("*"))
+             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    step = max(1, len(files) // sample)
+    largest = 0
+    for path in files[::step][:sample]:
+        try:
+            with Image.open(path) as im:
+                largest = max(largest, min(im.size))
+        except OSError:
+            continue  # unreadable: the data layer reports it
+        if largest >= input_size:
+            break
+    return min(input_size, largest) if largest else input_size
 
 
 def _bar():
@@ -190,17 +252,43 @@ def _bar():
     return callback
 
 
-def _curves(run, history) -> None:
-    """curves.png: loss and accuracy per epoch, train and validation; and the TensorBoard scalars."""
-    if not history:
-        return
-    from ..figures import render
-    from ..images import save_image
+def _epoch_outputs(run, bar):
+    """The train callback of the CLI: the progress bar (if any), and after every epoch (once its
+    checkpoint and metrics.csv are written) that epoch's TensorBoard scalars and curves.png redrawn,
+    so a run killed at any point keeps them up to its last finished epoch, as the checkpoint."""
     from ..tbevents import ScalarWriter
 
-    writer = ScalarWriter(run.file("tensorboard"))
-    for row in history[-1:]:
-        writer.add(row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
+    writer = ScalarWriter(run.file("tensorboard"))  # one event file per process: resumes add a file
+
+    def callback(r) -> None:
+        if bar is not None:
+            bar(r)
+        if r.done and r.epoch > 0:
+            writer.add(r.epoch, {"train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss,
+                                 "val_acc": r.val_acc, "lr": r.lr, "seconds": r.seconds})
+            _curves(run, _read_metrics(run))
+
+    return callback
+
+
+def _read_metrics(run) -> list[dict]:
+    """metrics.csv as rows of floats (epoch an int): the whole history, also of a resumed run."""
+    try:
+        text = run.file("metrics.csv").read_text()
+    except OSError:
+        return []
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+            for row in csv.DictReader(io.StringIO(text))]
+
+
+def _curves(run, history) -> None:
+    """curves.png: loss and accuracy per epoch, train and validation."""
+    if not history:
+        return
+    from matplotlib.ticker import MaxNLocator
+
+    from ..figures import render
+    from ..images import save_image
 
     def draw(fig) -> None:
         epochs = [r["epoch"] for r in history]
@@ -212,6 +300,7 @@ def _curves(run, history) -> None:
         ax2.plot(epochs, [r["val_acc"] for r in history], "o-", label="validation")
         ax2.set(title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
         for ax in (ax1, ax2):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.25, 1.5 ticks
             ax.grid(alpha=0.3)
             ax.legend()
 
@@ -228,28 +317,64 @@ def run_evaluate(args) -> int:
         check_output_path(args.output)  # before the evaluation, not after its report
     device = resolve_device(args.device)
     loaded = load_run(args.run_dir, device)
-    spec = args.data or loaded.config.data
+    own = _run_data(args.run_dir, loaded.config.data)
+    spec = args.data or own
     folder = spec != "cifar10"
-    splits = load_data(spec, root=args.data_root or loaded.config.data_root,
-                       size=_decode_size(spec, loaded.input_size, loaded.config.model) if folder else None,
-                       val_split=loaded.config.val_split,
-                       seed=loaded.config.seed)
-    if splits.val.classes != loaded.classes:
+    size = _decode_size(spec, loaded.input_size, loaded.config.model) if folder else None
+    if folder and args.data and _plain_folder(spec) and not _same_folder(spec, own):
+        # Another folder of class sub-folders: a test set, all of it (not a val_split hold-out of it).
+        from ..classify.data import load_images
+
+        val = load_images(spec, classes=loaded.classes, size=size)
+        val_kind = "all images"
+        if val.skipped:
+            print(f"warning: skipped {len(val.skipped)} unreadable image(s), e.g. {val.skipped[0]}", file=sys.stderr)
+    else:
+        splits = load_data(spec, root=args.data_root or loaded.config.data_root, size=size,
+                           val_split=loaded.config.val_split, seed=loaded.config.seed)
+        val, val_kind = splits.val, splits.val_kind
+    if val.classes != loaded.classes:
         from ..errors import ConfigError
-        raise ConfigError(f"the data's classes ({', '.join(splits.val.classes[:5])}, ...) differ from the run's "
+        raise ConfigError(f"the data's classes ({', '.join(val.classes[:5])}, ...) differ from the run's "
                           f"({', '.join(loaded.classes[:5])}, ...)")
-    ev = evaluate(loaded, splits.val.images, splits.val.labels, device, tta=args.tta)
+    ev = evaluate(loaded, val.images, val.labels, device, tta=args.tta)
     if args.json:
         print(json.dumps({"accuracy": ev.accuracy, "top_k": ev.top_k, "per_class": ev.per_class,
                           "count": ev.count, "tta": ev.tta, "confusion": ev.confusion.tolist()}, indent=2))
     else:
-        print(f"accuracy {ev.accuracy:.4f} on {ev.count} images ({splits.val_kind})"
+        print(f"accuracy {ev.accuracy:.4f} on {ev.count} images ({val_kind})"
               + "".join(f", top-{k} {v:.4f}" for k, v in ev.top_k.items() if k > 1))
         for name, acc in ev.per_class.items():
             print(f"  {name:<20} {acc:.4f}")
     if args.output:
         _confusion_figure(ev, loaded.classes, args.output)
     return 0
+
+
+def _run_data(run_dir: str, data: str) -> str:
+    """The run's data as it can be found from here: the absolute folder the run recorded (config.json
+    keeps --data as typed, relative to where training ran), else `data`."""
+    from ..classify.run import RunDir
+
+    source = RunDir(run_dir).info().get("run", {}).get("data")
+    if data != "cifar10" and isinstance(source, str) and Path(source).is_absolute() and Path(source).is_dir():
+        return source
+    return data
+
+
+def _plain_folder(spec: str) -> bool:
+    """A folder of class sub-folders without train/ (val/, test/) inside."""
+    from ..classify.folders import layout
+
+    root = Path(spec).expanduser()
+    return root.is_dir() and layout(root)[0] == root
+
+
+def _same_folder(a: str, b: str) -> bool:
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False
 
 
 def _confusion_figure(ev, classes, out) -> None:
@@ -340,8 +465,8 @@ def _predict_figure(preds, out) -> None:
             ax_img.axis("off")
             predicted = p.top[0][0]
             colour = "black" if p.actual is None else ("green" if p.actual == predicted else "red")
-            ax_img.set_title((f"actual: {p.actual}\n" if p.actual else "") + f"predicted: {predicted}",
-                             fontsize=9, color=colour)
+            ax_img.set_title(f"{Path(p.path).name}\n" + (f"actual: {p.actual}\n" if p.actual else "")
+                             + f"predicted: {predicted}", fontsize=9, color=colour)  # which file is which
             names = [c for c, _ in p.top][::-1]
             ax_bar.barh(names, [v for _, v in p.top][::-1],
                         color=["tab:green" if c == p.actual else "tab:blue" for c in names])
