@@ -139,6 +139,19 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, monke
     assert [r["epoch"] for r in resumed.history] == [1, 2]
 
 
+def test_api_resume_with_another_recipe_is_refused_and_more_epochs_are_not(tmp_path):
+    # Only the CLI compared a resumed run's options with its config.json: through the API a resumed
+    # run went on with another learning rate while config.json still named the first.
+    run = RunDir(tmp_path / "run")
+    train(splits(), config(epochs=1), run)
+    before = run.file("checkpoint.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match=r"was trained with --lr 1\.0, not --lr 0\.5; resume with the run's"):
+        train(splits(), config(epochs=2, lr=0.5), run, resume=True)
+    assert run.file("checkpoint.safetensors").read_bytes() == before
+    resumed = train(splits(), config(epochs=2), run, resume=True)  # epochs may change
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+
+
 def test_tta_views_move_and_average():
     x = torch.zeros(1, 1, 6, 6)
     x[0, 0, 2, 3] = 1.0

@@ -195,3 +195,35 @@ class TrainConfig:
             raise ConfigError(f"--dropout sets the dense head of transfer:BACKBONE and vgg19-bn models; model "
                               f"{self.model} has its own")
         return self
+
+
+# What resuming a run may change: how long and where it trains, not what (data, recipe, model shape).
+RESUME_MAY_CHANGE = ("epochs", "early_stopping", "device", "precision", "channels_last", "data_root", "snapshots")
+
+
+def check_resume_options(saved: dict, config: TrainConfig, run: str) -> None:
+    """ConfigError (one line) when a run is resumed with options other than those it was trained with
+    (`saved`, its config.json's): the checkpoint would go on with another recipe while config.json
+    still described the old one. Both sides are compared resolved (a recipe default written out or
+    left as None is the same option); `data` is the caller's to compare (a folder moves)."""
+    known = {f.name for f in fields(TrainConfig)}
+    try:
+        before = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in saved.items() if k in known}).resolved().to_dict()
+    except (ConfigError, TypeError):
+        return  # a config.json this version cannot read back; loading the checkpoint will say more
+    now = config.resolved().to_dict()
+    for key, value in now.items():
+        if key in RESUME_MAY_CHANGE or key == "data" or key not in saved or before[key] == value:
+            continue
+        raise ConfigError(f"{run} was trained with {_as_option(key, before[key])}, not {_as_option(key, value)}; "
+                          f"resume with the run's options (only "
+                          f"{', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)} may change)")
+
+
+def _as_option(key: str, value) -> str:
+    """How the command line says key=value: --lr 0.5, --no-flip, --hidden 512 256."""
+    flag = key.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {' '.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"

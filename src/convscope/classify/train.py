@@ -30,7 +30,7 @@ from torch import nn
 from ..argcheck import callback_or_none, config_of, flag, path_or_none
 from ..devices import resolve_device
 from ..errors import ConfigError, NumericalError
-from .config import TrainConfig
+from .config import TrainConfig, check_resume_options
 from .data import DataSplits, ImageData
 from .features import bottleneck_features
 from .infer import predict_logits
@@ -207,6 +207,8 @@ def _start_run(run: RunDir, config: TrainConfig, classes: list[str], resume: boo
     if not resume and run.file(CHECKPOINT).exists():
         raise RunError(f"{run.path} already holds a trained run; pass resume=True to continue it "
                        "or choose a new run folder")
+    if resume and run.file(CONFIG).exists():  # the CLI checks this before loading data; the API here
+        check_resume_options(run.info().get("config", {}), config, str(run.path))
     if not run.file(CONFIG).exists():
         run.create({"config": config.to_dict(), "classes": list(classes)}, resume=resume)
 

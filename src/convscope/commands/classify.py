@@ -74,7 +74,7 @@ def _cache_dir(args) -> str:
 
 
 def run_train(args) -> int:
-    from ..classify.config import TrainConfig
+    from ..classify.config import TrainConfig, check_resume_options
 
     config = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
                             if k in TrainConfig.__dataclass_fields__}).resolved()
@@ -91,7 +91,8 @@ def run_train(args) -> int:
         info = run.info()
         if info.get("config", {}).get("model") != config.model:
             raise RunError(f"{run.path} trained model {info.get('config', {}).get('model')!r}, not {config.model!r}")
-        _check_resume_options(run, info, config)
+        _check_resume_data(run, info, config)
+        check_resume_options(info.get("config", {}), config, str(run.path))
     else:
         made = run.prepare()  # the one-line "not empty" / "cannot create" errors before any loading
     world = distributed.from_env()     # under torchrun: one process per GPU (or CPU process)
@@ -127,37 +128,16 @@ def _report_interrupt(run, made) -> None:
               "again", file=sys.stderr)
 
 
-# What --resume may change: how long and where it trains, not what (data, recipe, model shape).
-RESUME_MAY_CHANGE = ("epochs", "early_stopping", "device", "precision", "channels_last", "data_root", "snapshots")
-
-
-def _check_resume_options(run, info: dict, config) -> None:
-    """RunError (one line) when --resume is given options other than the run's: the checkpoint
-    would continue on other data or another recipe, while config.json still described the old one."""
+def _check_resume_data(run, info: dict, config) -> None:
+    """RunError (one line) when --resume is given other data than the run was trained on."""
     from ..classify.run import RunError
 
-    saved = info.get("config", {})
-    recorded = info.get("run", {}).get("data") or saved.get("data")
+    recorded = info.get("run", {}).get("data") or info.get("config", {}).get("data")
     # A recorded folder that is gone (data moved, run copied to another machine) cannot be compared.
     moved = recorded != "cifar10" and config.data != "cifar10" and not Path(str(recorded)).expanduser().is_dir()
     if isinstance(recorded, str) and not moved and not (
             config.data == recorded if "cifar10" in (config.data, recorded) else _same_folder(config.data, recorded)):
         raise RunError(f"{run.path} was trained on --data {recorded}, not {config.data}; resume it with its own data")
-    given = json.loads(json.dumps(config.to_dict()))  # tuples as lists, like config.json
-    for key, value in given.items():
-        if key in RESUME_MAY_CHANGE or key == "data" or key not in saved or saved[key] == value:
-            continue
-        raise RunError(f"{run.path} was trained with {_as_option(key, saved[key])}, not {_as_option(key, value)}; "
-                       f"resume with the run's options (only "
-                       f"{', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)} may change)")
-
-
-def _as_option(key: str, value) -> str:
-    """How the command line says key=value: --lr 0.5, --no-flip, --hidden 512 256."""
-    flag = key.replace("_", "-")
-    if isinstance(value, bool):
-        return f"--{flag}" if value else f"--no-{flag}"
-    return f"--{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
 
 
 def _train(args, config, world) -> int:
