@@ -351,16 +351,16 @@ def test_ctrl_c_says_what_is_kept(tmp_path, monkeypatch, capsys, stop_after, kep
 
 def test_transfer_decode_size_is_not_set_by_one_small_first_image(tmp_path):
     # The first image sorted (a 12 px thumbnail) set the size every image was decoded to.
-    from convscope.commands.classify import _decode_size
+    from convscope.classify.folders import decode_size
 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         for i in range(5):
             Image.new("RGB", (48, 40)).save(tmp_path / name / f"{i + 1}.png")
     Image.new("RGB", (12, 12)).save(tmp_path / "a" / "0.png")
-    assert _decode_size(str(tmp_path), 32, "transfer:vgg19") == 32
-    assert _decode_size(str(tmp_path), 224, "transfer:vgg19") == 40   # small images stay small
-    assert _decode_size(str(tmp_path), 224, "simple") == 224
+    assert decode_size(str(tmp_path), 32, "transfer:vgg19") == 32
+    assert decode_size(str(tmp_path), 224, "transfer:vgg19") == 40   # small images stay small
+    assert decode_size(str(tmp_path), 224, "simple") == 224
 
 
 @pytest.mark.parametrize("command", [["evaluate", "{half}"], ["predict", "{half}", "{img}"],

@@ -324,7 +324,9 @@ def fake_cifar(n_train=20, n_test=10):
 
 
 def test_cifar10_from_torchvision_layout(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_mod, "_cifar10_dataset", fake_cifar())
+    from convscope.classify import cifar10 as cifar_mod
+
+    monkeypatch.setattr(cifar_mod, "_cifar10_dataset", fake_cifar())
     s = load_data("cifar10", root=str(tmp_path))
     assert s.source == "cifar10" and s.val_kind == "test"
     assert s.train.images.shape == (20, 3, 32, 32) and s.val.images.shape == (10, 3, 32, 32)

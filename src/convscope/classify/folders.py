@@ -118,3 +118,28 @@ def image_files(class_dir: Path) -> list[tuple[str, tuple[int, int]]]:
                 continue
     found.sort(key=lambda item: item[0].split(os.sep))
     return found
+
+
+def decode_size(folder: str, input_size: int, model: str, sample: int = 64) -> int:
+    """The side a folder's images are decoded to. Models trained from scratch see exactly their
+    input size. Transfer models upsample small images on the device, so small images (CIFAR's 32 px)
+    are kept as they are instead of being stored 50x larger: the largest short side among up to
+    `sample` images spread over the folder (read from their headers), when it is under the input
+    size. (It was the first image's: one thumbnail sorted first shrank every photo to its size.)"""
+    if not model.startswith("transfer:"):
+        return input_size
+    from PIL import Image
+
+    files = [p for p in sorted(Path(folder).expanduser().rglob("*"))
+             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    step = max(1, len(files) // sample)
+    largest = 0
+    for path in files[::step][:sample]:
+        try:
+            with Image.open(path) as im:
+                largest = max(largest, min(im.size))
+        except OSError:
+            continue  # unreadable: the data layer reports it
+        if largest >= input_size:
+            break
+    return min(input_size, largest) if largest else input_size

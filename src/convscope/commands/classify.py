@@ -114,10 +114,11 @@ def run_train(args) -> int:
 
 
 def _report_interrupt(run, made) -> None:
+    from ..classify.curves import read_metrics
     from ..classify.run import CHECKPOINT
 
     if run.file(CHECKPOINT).exists():
-        done = len(_read_metrics(run))
+        done = len(read_metrics(run))
         print(f"\ninterrupted: {run.path} keeps the {done} finished epoch(s) (model.safetensors, metrics.csv); "
               "the same command with --resume continues it", file=sys.stderr)
     elif made is not None:  # a new run without a finished epoch: nothing worth a folder
@@ -146,6 +147,7 @@ def _train(args, config, world) -> int:
 
     from ..classify import distributed
     from ..classify.data import load_data
+    from ..classify.folders import decode_size
     from ..classify.run import RunDir
     from ..classify.train import train
     from ..runinfo import run_metadata
@@ -156,7 +158,7 @@ def _train(args, config, world) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         splits = load_data(config.data, root=config.data_root,
-                           size=_decode_size(config.data, config.input_size, config.model) if folder else None,
+                           size=decode_size(config.data, config.input_size, config.model) if folder else None,
                            val_split=config.val_split, seed=config.seed, cache_dir=str(Path(cache) / "data"))
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
@@ -169,7 +171,9 @@ def _train(args, config, world) -> int:
     if world.main and (not args.resume or not run.file("config.json").exists()):
         run.create(info, resume=args.resume)
     distributed.barrier(world)
-    callback = None if not world.main else _epoch_outputs(run, None if args.quiet else _bar())
+    from ..classify.curves import epoch_outputs
+
+    callback = None if not world.main else epoch_outputs(run, None if args.quiet else _bar())
     result = train(splits, config, run, resume=args.resume, callback=callback,
                    cache_dir=Path(cache) / "features")
     if not world.main:
@@ -179,33 +183,6 @@ def _train(args, config, world) -> int:
     print(f"{config.model}: validation accuracy {last.get('val_acc', float('nan')):.4f} after "
           f"{result.epochs_run} epoch(s){stop}, {result.seconds:.1f} s; run saved in {run.path}", file=sys.stderr)
     return 0
-
-
-def _decode_size(folder: str, input_size: int, model: str, sample: int = 64) -> int:
-    """The side images are decoded to. Models trained from scratch see exactly their input size.
-    Transfer models upsample small images on the device, so small images (CIFAR's 32 px) are kept
-    as they are instead of being stored 50x larger: the largest short side among up to `sample`
-    images spread over the folder, when it is under the input size. (It was the first image's: one
-    thumbnail sorted first shrank every photo of the folder to its size.)"""
-    if not model.startswith("transfer:"):
-        return input_size
-    from PIL import Image
-
-    from ..images import IMAGE_EXTENSIONS
-
-    files = [p for p in sorted(Path(folder).expanduser().rglob("*"))
-             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
-    step = max(1, len(files) // sample)
-    largest = 0
-    for path in files[::step][:sample]:
-        try:
-            with Image.open(path) as im:
-                largest = max(largest, min(im.size))
-        except OSError:
-            continue  # unreadable: the data layer reports it
-        if largest >= input_size:
-            break
-    return min(input_size, largest) if largest else input_size
 
 
 def _bar():
@@ -232,63 +209,9 @@ def _bar():
     return callback
 
 
-def _epoch_outputs(run, bar):
-    """The train callback of the CLI: the progress bar (if any), and after every epoch (once its
-    checkpoint and metrics.csv are written) that epoch's TensorBoard scalars and curves.png redrawn,
-    so a run killed at any point keeps them up to its last finished epoch, as the checkpoint."""
-    from ..tbevents import ScalarWriter
-
-    writer = ScalarWriter(run.file("tensorboard"))  # one event file per process: resumes add a file
-
-    def callback(r) -> None:
-        if bar is not None:
-            bar(r)
-        if r.done and r.epoch > 0:
-            writer.add(r.epoch, {"train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss,
-                                 "val_acc": r.val_acc, "lr": r.lr, "seconds": r.seconds})
-            _curves(run, _read_metrics(run))
-
-    return callback
-
-
-def _read_metrics(run) -> list[dict]:
-    """metrics.csv as rows of floats (epoch an int): the whole history, also of a resumed run."""
-    try:
-        text = run.file("metrics.csv").read_text()
-    except OSError:
-        return []
-    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
-            for row in csv.DictReader(io.StringIO(text))]
-
-
-def _curves(run, history) -> None:
-    """curves.png: loss and accuracy per epoch, train and validation."""
-    if not history:
-        return
-    from matplotlib.ticker import MaxNLocator
-
-    from ..figures import render
-    from ..images import save_image
-
-    def draw(fig) -> None:
-        epochs = [r["epoch"] for r in history]
-        ax1, ax2 = fig.subplots(1, 2)
-        ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-        ax1.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
-        ax1.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
-        ax2.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
-        ax2.plot(epochs, [r["val_acc"] for r in history], "o-", label="validation")
-        ax2.set(title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
-        for ax in (ax1, ax2):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.25, 1.5 ticks
-            ax.grid(alpha=0.3)
-            ax.legend()
-
-    save_image(render(draw, (10, 4)), run.file("curves.png"), None)
-
-
 def run_evaluate(args) -> int:
     from ..classify.data import load_data
+    from ..classify.folders import decode_size
     from ..classify.predict import evaluate, load_run
     from ..devices import resolve_device
     from ..images import check_output_path
@@ -300,7 +223,7 @@ def run_evaluate(args) -> int:
     own = _run_data(args.run_dir, loaded.config.data)
     spec = args.data or own
     folder = spec != "cifar10"
-    size = _decode_size(spec, loaded.input_size, loaded.config.model) if folder else None
+    size = decode_size(spec, loaded.input_size, loaded.config.model) if folder else None
     if folder and args.data and _plain_folder(spec) and not _same_folder(spec, own):
         # Another folder of class sub-folders: a test set, all of it (not a val_split hold-out of it).
         from ..classify.data import load_images

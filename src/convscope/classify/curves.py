@@ -1,0 +1,64 @@
+"""A training run's outputs besides its checkpoint, kept current after every epoch: TensorBoard
+scalars and curves.png (loss and accuracy per epoch), drawn from metrics.csv, so that a resumed run's
+curves hold its whole history and a killed run keeps them up to its last finished epoch."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+
+from ..figures import render
+from ..images import save_image
+from ..tbevents import ScalarWriter
+from .run import RunDir
+
+
+def epoch_outputs(run: RunDir, bar: Callable | None) -> Callable:
+    """The train callback of the CLI: the progress bar (if any), and after every epoch (once its
+    checkpoint and metrics.csv are written) that epoch's TensorBoard scalars and curves.png redrawn,
+    so a run killed at any point keeps them up to its last finished epoch, as the checkpoint."""
+    writer = ScalarWriter(run.file("tensorboard"))  # one event file per process: resumes add a file
+
+    def callback(r) -> None:
+        if bar is not None:
+            bar(r)
+        if r.done and r.epoch > 0:
+            writer.add(r.epoch, {"train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss,
+                                 "val_acc": r.val_acc, "lr": r.lr, "seconds": r.seconds})
+            draw_curves(run, read_metrics(run))
+
+    return callback
+
+
+def read_metrics(run: RunDir) -> list[dict]:
+    """metrics.csv as rows of floats (epoch an int): the whole history, also of a resumed run."""
+    try:
+        text = run.file("metrics.csv").read_text()
+    except OSError:
+        return []
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+            for row in csv.DictReader(io.StringIO(text))]
+
+
+def draw_curves(run: RunDir, history: list[dict]) -> None:
+    """curves.png: loss and accuracy per epoch, train and validation."""
+    if not history:
+        return
+    from matplotlib.ticker import MaxNLocator
+
+    def draw(fig) -> None:
+        epochs = [r["epoch"] for r in history]
+        ax1, ax2 = fig.subplots(1, 2)
+        ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+        ax1.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
+        ax1.set(title="loss", xlabel="epoch", ylabel="cross-entropy")
+        ax2.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
+        ax2.plot(epochs, [r["val_acc"] for r in history], "o-", label="validation")
+        ax2.set(title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
+        for ax in (ax1, ax2):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.25, 1.5 ticks
+            ax.grid(alpha=0.3)
+            ax.legend()
+
+    save_image(render(draw, (10, 4)), run.file("curves.png"), None)
