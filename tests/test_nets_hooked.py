@@ -192,3 +192,30 @@ def test_layers_command_lists_hooked_nets(capsys):
     out = capsys.readouterr().out
     assert "blocks.15" in out and "stage7" in out and "logits" in out
     assert any(r["name"] == "layer4.1.conv2" for r in layer_table("resnet18"))  # no download for a listing
+
+
+def test_a_hooked_net_inside_a_hooked_net_lets_the_outer_stop_pass():
+    # A run's transfer model holds its backbone as a HookedNet; asking the run (itself wrapped as a
+    # HookedNet) for a backbone layer stopped the forward inside the backbone's own features(),
+    # which took the stop for its own and failed with KeyError.
+    from convscope.nets.hooked import HookedNet
+
+    torch.manual_seed(0)
+    inner = HookedNet(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1)),
+                      nn.Identity(), "inner", input_size=16)
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = inner
+            self.head = nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.head(self.backbone.features(x, ["2"])["2"].mean((2, 3)))
+
+    outer = HookedNet(Outer(), nn.Identity(), "outer", input_size=16)
+    x = torch.rand(1, 3, 16, 16)
+    first = outer.features(x, ["backbone.model.0"])["backbone.model.0"]
+    assert torch.allclose(first, inner.model[0](x))
+    both = outer.features(x, ["backbone.model.2", "logits"])  # the inner stop still ends its own call
+    assert both["logits"].shape == (1, 2) and both["backbone.model.2"].shape == (1, 5, 16, 16)

@@ -26,7 +26,9 @@ LOGITS = "logits"
 
 
 class _Stop(Exception):
-    """Raised from a hook once the deepest requested layer has run: the rest of the forward is skipped."""
+    """Raised from a hook once the deepest requested layer has run: the rest of the forward is skipped.
+    It carries the call that raised it, so a HookedNet inside the model (a run's transfer backbone)
+    lets an outer call's stop pass instead of taking it for its own."""
 
 
 @dataclass(frozen=True)
@@ -270,13 +272,14 @@ class HookedNet(nn.Module):
         deepest = max(wanted, key=lambda n: self.info[n].order)
         captured: dict[str, torch.Tensor] = {}
         calls = dict.fromkeys(wanted, 0)
+        this_call = object()
 
         def hook(name):
             def capture(module, args, output):
                 calls[name] += 1
                 if name == deepest and calls[name] == self.info[name].calls:
                     captured[name] = output
-                    raise _Stop
+                    raise _Stop(this_call)
                 captured[name] = output
                 # The rest of the forward runs on a copy: a later in-place op of the parent
                 # (x += identity) would overwrite the activation, and gradients still reach it.
@@ -289,8 +292,9 @@ class HookedNet(nn.Module):
                 captured[""] = self.model(x)
             else:
                 self.model(x)
-        except _Stop:
-            pass
+        except _Stop as stop:
+            if stop.args[0] is not this_call:  # an outer call's: not ours to catch
+                raise
         finally:
             for h in handles:
                 h.remove()
