@@ -237,3 +237,17 @@ def test_head_options_a_model_cannot_use_are_refused():
     assert TrainConfig(model="vgg19-bn", dropout=0.1).resolved().dropout == 0.1
     assert TrainConfig(model="transfer:vgg19", hidden=[7], dropout=0.1).resolved().hidden == [7]
     assert TrainConfig(model="simple", hidden=[512, 256]).resolved()  # the default, as a JSON list
+
+
+def test_optimizer_options_a_run_would_ignore_are_refused():
+    # --backbone-lr without --finetune (a frozen backbone) and --momentum with adam ran without a word.
+    from convscope.classify.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="--backbone-lr .* without --finetune"):
+        TrainConfig(model="transfer:vgg19", backbone_lr=0.5).resolved()
+    assert TrainConfig(model="transfer:vgg19", finetune=1, backbone_lr=0.5).resolved().backbone_lr == 0.5
+    with pytest.raises(ConfigError, match="--momentum is sgd's; --optimizer adam"):
+        TrainConfig(model="simple", optimizer="adam", momentum=0.5).resolved()
+    with pytest.raises(ConfigError, match="--optimizer adadelta"):  # simple's recipe: adadelta
+        TrainConfig(model="simple", momentum=0.5).resolved()
+    assert TrainConfig(model="simple", optimizer="sgd", momentum=0.5).resolved().momentum == 0.5

@@ -194,6 +194,11 @@ class TrainConfig:
         if self.dropout != default["dropout"] and not (self.model.startswith("transfer:") or self.model == "vgg19-bn"):
             raise ConfigError(f"--dropout sets the dense head of transfer:BACKBONE and vgg19-bn models; model "
                               f"{self.model} has its own")
+        if self.backbone_lr != default["backbone_lr"] and not self.finetune:
+            raise ConfigError("--backbone-lr sets the rate of the backbone blocks --finetune N trains; without "
+                              "--finetune the backbone is frozen")
+        if self.momentum != default["momentum"] and self.optimizer not in (None, "sgd"):
+            raise ConfigError(f"--momentum is sgd's; --optimizer {self.optimizer} has its own")
         return self
 
 
