@@ -377,3 +377,22 @@ def test_a_run_without_a_finished_epoch_says_so(trained, tmp_path, capsys, comma
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "no epoch has finished" in err and "--resume" in err and len(err.splitlines()) == 1, err
+
+
+def test_evaluate_warns_when_the_hold_out_is_drawn_from_a_changed_folder(tmp_path, capsys):
+    # The hold-out is drawn again at evaluation: with images added since training it is another
+    # split, which may hold training images, and nothing said so.
+    make_folder(tmp_path / "d", n_train=10, n_test=0, size=8, corrupt=False)
+    data = tmp_path / "d" / "train"  # a plain class folder: --val-split hold-out
+    run = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "1", "--batch-size", "8",
+                 "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "--val-split", "0.2", "-q"]) == 0
+    capsys.readouterr()
+    argv = ["classify", "evaluate", str(run), "--device", "cpu"]
+    assert main(argv) == 0
+    assert "warning" not in capsys.readouterr().err
+    for name in CLASSES:
+        Image.new("RGB", (8, 8)).save(data / name / "new.png")
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "the data folder changed since training" in err and "may hold images it trained on" in err

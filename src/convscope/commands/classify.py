@@ -236,6 +236,7 @@ def run_evaluate(args) -> int:
         splits = load_data(spec, root=args.data_root or loaded.config.data_root, size=size,
                            val_split=loaded.config.val_split, seed=loaded.config.seed)
         val, val_kind = splits.val, splits.val_kind
+        _warn_if_the_hold_out_moved(args.run_dir, splits)
     if val.classes != loaded.classes:
         from ..errors import ConfigError
         raise ConfigError(f"the data's classes ({', '.join(val.classes[:5])}, ...) differ from the run's "
@@ -252,6 +253,23 @@ def run_evaluate(args) -> int:
     if args.output:
         _confusion_figure(ev, loaded.classes, args.output)
     return 0
+
+
+def _warn_if_the_hold_out_moved(run_dir: str, splits) -> None:
+    """A hold-out split is drawn again from the folder as it is now: if images came or went since
+    training, it is another split, and may hold images the run trained on. Say so (counts recorded
+    at training against now)."""
+    if not splits.val_kind.startswith("split:"):
+        return
+    from ..classify.run import RunDir
+
+    meta = RunDir(run_dir).info().get("run", {})
+    then = (meta.get("train_images"), meta.get("val_images"))
+    now = (len(splits.train), len(splits.val))
+    if None not in then and then != now:
+        print(f"warning: the data folder changed since training ({sum(then)} images then, {sum(now)} now): the "
+              "hold-out drawn from it now is not the one the run was validated on and may hold images it "
+              "trained on; evaluate on a separate folder with --data", file=sys.stderr)
 
 
 def _run_data(run_dir: str, data: str) -> str:
