@@ -153,9 +153,11 @@ def src(tmp_path):
     return p
 
 
-def test_cli_writes_output_sidecar_and_zoom_frames(tmp_path, src):
+def test_cli_writes_output_sidecar_and_zoom_frames(tmp_path, src, capsys):
     out = tmp_path / "dream.png"
-    assert main(["dream", str(src), "-o", str(out), *CLI_TINY, "--zoom-frames", "2", "--zoom-steps", "1"]) == 0
+    loud = [a for a in CLI_TINY if a != "-q"]
+    assert main(["dream", str(src), "-o", str(out), *loud, "--zoom-frames", "2", "--zoom-steps", "1"]) == 0
+    assert "and 2 zoom frame(s) in" in capsys.readouterr().err  # not "intermediate image(s)"
     assert Image.open(out).size == (48, 36)
     meta = json.loads((tmp_path / "dream.json").read_text())
     assert meta["command"] == "dream" and meta["config"]["layer"] == "relu2_1"

@@ -186,11 +186,12 @@ def _run_style(args, config, content_path, style_paths, content_img=None, style_
     return 0
 
 
-def print_summary(written: list, frames: list, seconds: float, losses: dict[str, float]) -> None:
+def print_summary(written: list, frames: list, seconds: float, losses: dict[str, float],
+                  frames_are: str = "intermediate image(s)") -> None:
     """One stderr line: what was written, how long it took, the final loss terms."""
     terms = ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
     print(f"wrote {', '.join(map(str, written))}"
-          + (f" and {len(frames)} intermediate image(s)" if frames else "")
+          + (f" and {len(frames)} {frames_are}" if frames else "")
           + f" in {seconds:.1f} s ({terms})", file=sys.stderr)
 
 

@@ -69,5 +69,5 @@ def run(args) -> int:
             path.unlink(missing_ok=True)
         raise
     if not args.quiet:
-        print_summary([out], frames, result.seconds, result.losses)
+        print_summary([out], frames, result.seconds, result.losses, "zoom frame(s)")
     return 0
