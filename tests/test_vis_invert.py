@@ -198,3 +198,22 @@ def test_api_image_may_be_a_path_or_a_tensor(tmp_path):
         assert invert(image, cfg)[0].image.tobytes() == want
     with pytest.raises(ImageError, match="the image must be a file path"):
         invert(None, cfg)
+
+
+def test_cli_ctrl_c_during_layers_saves_the_strip_so_far(capsys, folders, monkeypatch):
+    # It saved only the reconstruction of the layer being inverted, where -o is otherwise the strip.
+    from interrupt import ctrl_c_bar
+    from convscope import cli
+
+    image, out_dir = folders
+    monkeypatch.setattr(cli, "progress_bar", ctrl_c_bar(2, stage=2))
+    out = out_dir / "strip.png"
+    loud = [a for a in TINY if a != "-q"]
+    code, _, stderr = run(capsys, "invert", image, "--layers", "relu1_1", "relu1_2", "relu2_1", "-o", out, *loud)
+    assert code == 130 and "(stage 2)" in stderr
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["interrupted_at"] == {"stage": 2, "iteration": 2}
+    one_panel = Image.open(out).width
+    code, _, _ = run(capsys, "invert", image, "--layers", "relu1_1", "relu1_2", "-o", out_dir / "two.png", *TINY)
+    assert code == 0
+    assert one_panel == Image.open(out_dir / "two.png").width  # original + 2 layers: the same 3 panels

@@ -255,7 +255,7 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
                                   stage, stages, image))
     except KeyboardInterrupt:
         best = step.best_x if i > 0 else x.detach()
-        raise Interrupted(best.clamp(0, 1).cpu(), i) from None
+        raise Interrupted(best.clamp(0, 1).cpu(), i, stage) from None
     # The last update was never evaluated; fixed-step L-BFGS is not monotone, so score it too
     # (one forward pass) and return whichever image is best.
     with torch.no_grad():

@@ -36,6 +36,7 @@ def _error_line(results) -> str:
 def run(args) -> int:
     from .. import images
     from ..runinfo import run_metadata
+    from ..optimize import Interrupted
     from ..vis.invert import invert, strip_figure
 
     config = config_from_args(args, InvertConfig).validate()
@@ -45,7 +46,17 @@ def run(args) -> int:
     layers = config.layer_list()
     outputs = RunOutputs(args, out, config.save_every, COMMAND,
                          tag=lambda p: f"_{layers[p.stage - 1]}" if config.layers is not None else "")
-    results = outputs.run(lambda callback: invert(original, config, callback), COMMAND, config, inputs)
+    title = f"{Path(str(args.image)).name}: reconstructions from {config.net}"
+
+    def engine(callback):
+        try:
+            return invert(original, config, callback)
+        except Interrupted as stop:
+            if config.layers is not None:  # -o is the strip: of the layers so far, this one as it stands
+                stop.best_image = images.pil_to_tensor(strip_figure(stop.results, title + " (interrupted)"))
+            raise
+
+    results = outputs.run(engine, COMMAND, config, inputs)
     if results is None:
         return EXIT_INTERRUPTED
     per_layer = [{"layer": r.layer, "error": r.error, "tv_weight": r.tv_weight, "final_losses": r.losses,
@@ -56,7 +67,6 @@ def run(args) -> int:
     if config.layers is None:  # --layer: the reconstruction itself; --layers: always the strip figure
         images.save_image(results[0].image, out, meta)
     else:
-        title = f"{Path(str(args.image)).name}: reconstructions from {config.net}"
         images.save_image(strip_figure(results, title), out, meta)
     if not args.quiet:
         print(f"wrote {out}" + (f" and {len(outputs.frames)} intermediate image(s)" if outputs.frames else "")

@@ -198,7 +198,8 @@ def invert(image: Image.Image, config: InvertConfig | None = None,
 
     Progress records carry stage = the layer's index (1-based) and stages = the number of layers,
     and an image every `save_every` iterations. Raises Interrupted (with the best image of the
-    layer being inverted) on Ctrl-C and UserError subclasses on bad input.
+    layer being inverted, and in `results` the finished layers' results plus that one's) on Ctrl-C
+    and UserError subclasses on bad input.
     """
     image = as_image(image, "the image")
     config = (config or InvertConfig()).validate()
@@ -229,10 +230,18 @@ def invert(image: Image.Image, config: InvertConfig | None = None,
         def want(i: int) -> bool:
             return bool(every and i % every == 0)
 
-        run = optimize_image(x0, objective, iterations=config.iterations, optimizer=config.optimizer,
-                             lr=config.lr, precision=precision, callback=callback, want_image=want,
-                             report_at=None if callback is not None else want,
-                             stage=k, stages=len(layers), clock_start=start)
+        try:
+            run = optimize_image(x0, objective, iterations=config.iterations, optimizer=config.optimizer,
+                                 lr=config.lr, precision=precision, callback=callback, want_image=want,
+                                 report_at=None if callback is not None else want,
+                                 stage=k, stages=len(layers), clock_start=start)
+        except Interrupted as stop:
+            # The layers done and this one as far as it got, for a caller that shows them all.
+            with torch.no_grad():
+                error = float(objective.error(stop.best_image.to(device)))
+            stop.results = [*results, InvertResult(layer, images.tensor_to_pil(stop.best_image), resized, error,
+                                                   tv_weight, {}, [], time.perf_counter() - layer_start, config)]
+            raise
         with torch.no_grad():
             error = float(objective.error(run.best_image))
         results.append(InvertResult(layer, images.tensor_to_pil(run.best_image), resized, error, tv_weight,
