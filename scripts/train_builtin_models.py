@@ -98,15 +98,11 @@ ARBITRARY = {  # name: (recipe, card)
 def machine() -> str:
     import torch
 
+    from convscope.devices import cpu_model_name
+
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name} CPU, {torch.get_num_threads()} threads"
+    return f"{cpu_model_name()} CPU, {torch.get_num_threads()} threads"
 
 
 def unpack(data: Path, scratch: Path, name: str) -> Path:

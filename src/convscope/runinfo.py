@@ -26,7 +26,7 @@ def versions() -> dict[str, str]:
 
 
 def device_name(device: torch.device | str) -> str:
-    from .devices import resolve_device
+    from .devices import cpu_model_name, resolve_device
 
     try:
         device = resolve_device(str(device))
@@ -34,7 +34,7 @@ def device_name(device: torch.device | str) -> str:
         return str(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or device.type
+    return cpu_model_name() if device.type == "cpu" else device.type
 
 
 def run_metadata(command: str, config: dict, **extra) -> dict:
