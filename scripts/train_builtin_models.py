@@ -15,7 +15,6 @@ src/convscope/fast/models/ with its model card (data, steps, losses, time, machi
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tarfile
 import time
