@@ -840,6 +840,12 @@ def test_demo_model_refuses_an_optimization_option_it_would_ignore(capsys, tmp_p
     assert names_in(tmp_path) == []
 
 
+def test_demo_without_model_refuses_the_one_pass_options(capsys, tmp_path):
+    r = run(capsys, "demo", "--strength", "0.3", "-o", tmp_path / "d.png", "--size", "32", "--iterations", "2")
+    assert_user_error(r, "--strength applies to --model only")
+    assert names_in(tmp_path) == []
+
+
 def test_demo_model_at_the_demo_defaults_is_not_refused(capsys, tmp_path):
     # demo's own --iterations default (120) is not a change from StyleConfig's 500
     r = run(capsys, "demo", "--model", "starry_night", "-o", tmp_path / "d.png", "--size", "48", "-q")

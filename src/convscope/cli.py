@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from .clichecks import DEFAULT_DECODER, check_method_options, command_parser, refuse_to_overwrite_an_input
 from .errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -195,33 +196,6 @@ def print_summary(written: list, frames: list, seconds: float, losses: dict[str,
           + f" in {seconds:.1f} s ({terms})", file=sys.stderr)
 
 
-DEFAULT_DECODER = "adain-lite"  # fast.models.ARBITRARY_BUILTIN (a test keeps them equal; that module loads torch)
-
-
-def _check_method_options(args, method: str, command_defaults: dict | None = None) -> None:
-    """ConfigError for an option only other `stylize` methods than `method` use (gatys, fast = --model,
-    arbitrary) when it was given a value other than its default: it would be silently ignored.
-    `command_defaults` are a command's own defaults where they differ (demo's iterations)."""
-    from .errors import ConfigError
-    from .fast.apply import FastConfig
-    from .style.config import StyleConfig
-
-    shared = {"size", "preserve_color", "device", "precision"}
-    users = {f.name: {"gatys"} for f in fields(StyleConfig) if f.name not in shared}
-    users.update(style_blend={"gatys", "arbitrary"}, strength={"fast"}, alpha={"arbitrary"},
-                 style_size={"arbitrary"}, decoder={"arbitrary"})
-    defaults = {f.name: f.default for f in (*fields(StyleConfig), *fields(FastConfig))}
-    defaults.update(decoder=DEFAULT_DECODER, **(command_defaults or {}))
-    label = {"gatys": "the gatys method", "fast": "--model", "arbitrary": "--method arbitrary"}
-    for name, methods in users.items():
-        if not hasattr(args, name):  # an option this command does not have
-            continue
-        value = getattr(args, name)
-        if method not in methods and (tuple(value) if isinstance(value, list) else value) != defaults[name]:
-            which = " and ".join(label[m] for m in sorted(methods))
-            raise ConfigError(f"--{name.replace('_', '-')} applies to {which} only; drop it or change the method")
-
-
 def cmd_stylize(args) -> int:
     from .errors import ConfigError
     from .style.config import StyleConfig
@@ -229,7 +203,7 @@ def cmd_stylize(args) -> int:
     if args.model is not None and args.method == "arbitrary":
         raise ConfigError("--model is a trained style network; --method arbitrary takes style images "
                           "(and --decoder): use one or the other")
-    _check_method_options(args, "fast" if args.model is not None else args.method)
+    check_method_options(args, "fast" if args.model is not None else args.method)
     if args.model is not None or args.method == "arbitrary":
         from .commands.fast_style import run_one_pass
         from .fast.apply import FastConfig
@@ -262,7 +236,7 @@ def cmd_demo(args) -> int:
         from .fast.apply import FastConfig
         from .fast.models import ARBITRARY_KIND, STYLE_KIND, ModelError, read_header, resolve
 
-        _check_method_options(args, "fast", DEMO_DEFAULTS)
+        check_method_options(args, "fast", DEMO_DEFAULTS)
         if read_header(resolve(args.model, STYLE_KIND)).get("kind") == ARBITRARY_KIND:
             raise ModelError(f"{args.model} is an arbitrary-style model (it takes a style image); demo --model "
                              "takes a feed-forward style (see: convscope styles), or try: convscope stylize "
@@ -271,6 +245,7 @@ def cmd_demo(args) -> int:
         args.content, args.styles, args.mask, args.decoder = str(sample_photo_path()), [], None, None
         args.size = FastConfig.size if args.size is None else args.size
         return run_one_pass(args, "fast")
+    check_method_options(args, "gatys", DEMO_DEFAULTS)  # --strength is --model's
     args.size = DEMO_DEFAULTS["size"] if args.size is None else args.size
     config = config_from_args(args, StyleConfig).validate()  # the seed feeds the style drawing
     content = sample_photo_path()
@@ -367,37 +342,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
-    """The (sub)parser of the command `args` were parsed for, so an error names its own --help."""
-    while True:
-        action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-        name = getattr(args, action.dest, None) if action is not None else None
-        if name not in (action.choices if action is not None else {}):
-            return parser
-        parser = action.choices[name]
-
-
-def _refuse_to_overwrite_an_input(args: argparse.Namespace) -> None:
-    """ConfigError when -o names one of the run's own inputs: a file it would replace (`activations
-    photo.jpg -o photo.jpg`), or the folder of images a folder run would write over."""
-    from .errors import ConfigError
-
-    out = getattr(args, "output", None)
-    if not isinstance(out, str) or not out or not Path(out).expanduser().exists():
-        return
-    for name, value in vars(args).items():
-        for v in value if isinstance(value, list) else [value]:
-            if name == "output" or not isinstance(v, str) or not v:
-                continue
-            try:
-                same = os.path.samefile(Path(v).expanduser(), Path(out).expanduser())
-            except OSError:  # not a path that exists (a name, a number, a missing file)
-                continue
-            if same:
-                raise ConfigError(f"-o {out} is one of this run's inputs ({name.replace('_', '-')}); writing there "
-                                  "would replace it: choose another output name")
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -415,14 +359,14 @@ def _main(argv: list[str] | None) -> int:
         if extras and getattr(args, "command", None) == "stylize" and not any(e.startswith("-") for e in extras):
             args.styles = [*args.styles, *extras]
         elif extras:
-            _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+            command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
     except SystemExit as exc:  # --help, --version, or a bad option (already reported in one line)
         return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USER_ERROR
     try:
-        _refuse_to_overwrite_an_input(args)
+        refuse_to_overwrite_an_input(args)
         return args.func(args)
     except UserError as exc:
         print(f"convscope: error: {exc}", file=sys.stderr)

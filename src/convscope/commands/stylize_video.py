@@ -41,21 +41,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-# Options only one method uses: given another value than the default with the other method, they
-# would be silently ignored (as `stylize` does, that is an error).
-_METHOD_ONLY = {"strength": "feed-forward", "alpha": "arbitrary", "style_size": "arbitrary", "decoder": "arbitrary"}
-
-
 def _check_method(args) -> None:
+    from ..clichecks import check_method_options
     from ..errors import ConfigError
-    from ..fast.apply import FastConfig
 
-    defaults = {"strength": FastConfig.strength, "alpha": FastConfig.alpha, "style_size": FastConfig.style_size,
-                "decoder": DEFAULT_DECODER}
-    for name, method in _METHOD_ONLY.items():
-        if method != args.method and getattr(args, name, defaults[name]) != defaults[name]:
-            flag = "--model" if method == "feed-forward" else "--method arbitrary"
-            raise ConfigError(f"--{name.replace('_', '-')} applies to {flag} only; drop it or change the method")
+    # An option of the other method would be silently ignored: as in `stylize`, that is an error.
+    check_method_options(args, "fast" if args.method == "feed-forward" else "arbitrary",
+                         labels={"fast": "--model", "arbitrary": "--method arbitrary"},
+                         only=("strength", "alpha", "style_size", "decoder"))
     if args.method == "feed-forward":
         if args.model is None:
             raise ConfigError("give --model NAME|FILE (a trained style; see: convscope styles), or "

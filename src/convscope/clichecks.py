@@ -1,0 +1,70 @@
+"""The command line's checks of what argparse cannot see: an option that the chosen method would
+silently ignore, an output that would replace one of the run's inputs, and which (sub)command's
+--help an error should point at. One-line ConfigErrors, raised before any work."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import fields
+from pathlib import Path
+
+DEFAULT_DECODER = "adain-lite"  # fast.models.ARBITRARY_BUILTIN (a test keeps them equal; that module loads torch)
+
+
+def check_method_options(args, method: str, command_defaults: dict | None = None,
+                         labels: dict[str, str] | None = None, only: tuple[str, ...] | None = None) -> None:
+    """ConfigError for an option only other `stylize` methods than `method` use (gatys, fast = --model,
+    arbitrary) when it was given a value other than its default: it would be silently ignored.
+    `command_defaults` are a command's own defaults where they differ (demo's iterations); `labels`
+    name the methods in the message, a method left out is not named (stylize-video has no gatys);
+    `only` limits the check to these options (stylize-video's --preset is x264's, not the layers')."""
+    from .errors import ConfigError
+    from .fast.apply import FastConfig
+    from .style.config import StyleConfig
+
+    shared = {"size", "preserve_color", "device", "precision"}
+    users = {f.name: {"gatys"} for f in fields(StyleConfig) if f.name not in shared}
+    users.update(style_blend={"gatys", "arbitrary"}, strength={"fast"}, alpha={"arbitrary"},
+                 style_size={"arbitrary"}, decoder={"arbitrary"})
+    defaults = {f.name: f.default for f in (*fields(StyleConfig), *fields(FastConfig))}
+    defaults.update(decoder=DEFAULT_DECODER, **(command_defaults or {}))
+    label = labels or {"gatys": "the gatys method", "fast": "--model", "arbitrary": "--method arbitrary"}
+    for name, methods in users.items():
+        if not hasattr(args, name) or (only is not None and name not in only):  # not this command's
+            continue
+        value = getattr(args, name)
+        if method not in methods and (tuple(value) if isinstance(value, list) else value) != defaults[name]:
+            which = " and ".join(label[m] for m in sorted(methods) if m in label)
+            raise ConfigError(f"--{name.replace('_', '-')} applies to {which} only; drop it or change the method")
+
+
+def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command `args` were parsed for, so an error names its own --help."""
+    while True:
+        action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, action.dest, None) if action is not None else None
+        if name not in (action.choices if action is not None else {}):
+            return parser
+        parser = action.choices[name]
+
+
+def refuse_to_overwrite_an_input(args: argparse.Namespace) -> None:
+    """ConfigError when -o names one of the run's own inputs: a file it would replace (`activations
+    photo.jpg -o photo.jpg`), or the folder of images a folder run would write over."""
+    from .errors import ConfigError
+
+    out = getattr(args, "output", None)
+    if not isinstance(out, str) or not out or not Path(out).expanduser().exists():
+        return
+    for name, value in vars(args).items():
+        for v in value if isinstance(value, list) else [value]:
+            if name == "output" or not isinstance(v, str) or not v:
+                continue
+            try:
+                same = os.path.samefile(Path(v).expanduser(), Path(out).expanduser())
+            except OSError:  # not a path that exists (a name, a number, a missing file)
+                continue
+            if same:
+                raise ConfigError(f"-o {out} is one of this run's inputs ({name.replace('_', '-')}); writing there "
+                                  "would replace it: choose another output name")
