@@ -289,6 +289,25 @@ def test_evaluate_on_a_test_folder_uses_all_its_images(trained, capsys):
     assert "purple" in err and len(err.splitlines()) == 1
 
 
+def test_evaluate_on_a_copy_of_the_training_data_warns(tmp_path, capsys):
+    # A copy (or a moved folder) is another path: scored whole, its training images counted, silently.
+    import shutil
+
+    make_folder(tmp_path / "d", n_train=10, n_test=0, size=8, corrupt=False)
+    data, run = tmp_path / "d" / "train", tmp_path / "run"
+    assert main(["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "1", "--batch-size", "8",
+                 "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "-q"]) == 0
+    shutil.copytree(data, tmp_path / "copy")
+    capsys.readouterr()
+    assert main(["classify", "evaluate", str(run), "--data", str(tmp_path / "copy"), "--device", "cpu"]) == 0
+    assert "if it is a copy of the run's data, its training images are scored too" in capsys.readouterr().err
+    # another folder with train/ only: its own hold-out, and no "changed since training" warning
+    other = make_folder(tmp_path / "o", n_train=4, n_test=0, size=8, corrupt=False)
+    shutil.rmtree(other / "test")
+    assert main(["classify", "evaluate", str(run), "--data", str(other), "--device", "cpu"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_evaluate_finds_the_runs_data_from_another_folder(tmp_path, monkeypatch, capsys):
     # config.json keeps --data as typed ("data", relative): evaluate from elsewhere said "not found".
     make_folder(tmp_path / "data", n_train=6, n_test=2, size=8, corrupt=False)
@@ -361,6 +380,16 @@ def test_transfer_decode_size_is_not_set_by_one_small_first_image(tmp_path):
     assert decode_size(str(tmp_path), 32, "transfer:vgg19") == 32
     assert decode_size(str(tmp_path), 224, "transfer:vgg19") == 40   # small images stay small
     assert decode_size(str(tmp_path), 224, "simple") == 224
+    # 70 thumbnails sorted before 50 photos: the sample must reach past the first 64 files; hidden
+    # folders (not part of the data) are not looked at.
+    many = tmp_path / "many"
+    for name, n, side in (("a", 70, 12), ("b", 50, 48)):
+        (many / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (side, side - 8 if side > 12 else side)).save(many / name / f"{i:03d}.png")
+    (many / ".cache").mkdir()
+    Image.new("RGB", (500, 500)).save(many / ".cache" / "big.png")
+    assert decode_size(str(many), 224, "transfer:vgg19") == 40
 
 
 @pytest.mark.parametrize("command", [["evaluate", "{half}"], ["predict", "{half}", "{img}"],

@@ -261,3 +261,18 @@ def test_snapshots_auto_layer_is_one_that_learns(tmp_path):
     run = RunDir(tmp_path / "s")
     train(splits(n_train=32, n_val=6), config(model="resnet-fast", epochs=1, snapshots=True), run)
     assert load_tensors(run.file("snapshots.safetensors"))[1]["layer"] == "stage1"
+
+
+def test_resume_options_compare_resolved_values_and_let_snapshots_start():
+    import json
+
+    from convscope.classify.config import check_resume_options
+
+    saved = json.loads(json.dumps(TrainConfig(model="transfer:vgg19").resolved().to_dict()))  # as config.json
+    check_resume_options(saved, TrainConfig(model="transfer:vgg19", hidden=[512, 256]), "RUN")  # a list: the same
+    # Snapshots may start on resume, at a layer of the user's choosing ...
+    check_resume_options(saved, TrainConfig(model="transfer:vgg19", snapshots=True, snapshot_layer="x"), "RUN")
+    # ... but a run that has them keeps its layer (the figure would mix two).
+    with pytest.raises(ConfigError, match="--snapshot-layer auto, not --snapshot-layer x"):
+        check_resume_options({**saved, "snapshots": True},
+                             TrainConfig(model="transfer:vgg19", snapshots=True, snapshot_layer="x"), "RUN")

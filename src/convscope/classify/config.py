@@ -8,6 +8,7 @@ config is what a run directory records.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -198,7 +199,8 @@ class TrainConfig:
             raise ConfigError("--backbone-lr sets the rate of the backbone blocks --finetune N trains; without "
                               "--finetune the backbone is frozen")
         if self.momentum != default["momentum"] and self.optimizer not in (None, "sgd"):
-            raise ConfigError(f"--momentum is sgd's; --optimizer {self.optimizer} has its own")
+            raise ConfigError(f"--momentum is sgd's; the optimizer here is {self.optimizer} (--optimizer, or the "
+                              "model's recipe): add --optimizer sgd or drop --momentum")
         return self
 
 
@@ -210,16 +212,19 @@ def check_resume_options(saved: dict, config: TrainConfig, run: str) -> None:
     """ConfigError (one line) when a run is resumed with options other than those it was trained with
     (`saved`, its config.json's): the checkpoint would go on with another recipe while config.json
     still described the old one. Both sides are compared resolved (a recipe default written out or
-    left as None is the same option); `data` is the caller's to compare (a folder moves)."""
+    left as None is the same option); `data` is the caller's to compare (a folder moves). The
+    snapshot layer may change while the run had no snapshots (so --snapshots can start with one)."""
     known = {f.name for f in fields(TrainConfig)}
     try:
         before = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
                                 for k, v in saved.items() if k in known}).resolved().to_dict()
     except (ConfigError, TypeError):
         return  # a config.json this version cannot read back; loading the checkpoint will say more
-    now = config.resolved().to_dict()
+    now = json.loads(json.dumps(config.resolved().to_dict()))  # tuples as lists on both sides
+    before = json.loads(json.dumps(before))
+    free = set(RESUME_MAY_CHANGE) | ({"snapshot_layer"} if not before.get("snapshots") else set())
     for key, value in now.items():
-        if key in RESUME_MAY_CHANGE or key == "data" or key not in saved or before[key] == value:
+        if key in free or key == "data" or key not in saved or before[key] == value:
             continue
         raise ConfigError(f"{run} was trained with {_as_option(key, before[key])}, not {_as_option(key, value)}; "
                           f"resume with the run's options (only "

@@ -130,11 +130,12 @@ def decode_size(folder: str, input_size: int, model: str, sample: int = 64) -> i
         return input_size
     from PIL import Image
 
-    files = [p for p in sorted(Path(folder).expanduser().rglob("*"))
-             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
-    step = max(1, len(files) // sample)
+    root = Path(folder).expanduser()
+    files = [p for p in sorted(root.rglob("*")) if is_image(p.name) and p.is_file()
+             and all(visible(part) for part in p.relative_to(root).parts)]  # as list_split sees them
+    n = min(sample, len(files))
     largest = 0
-    for path in files[::step][:sample]:
+    for path in (files[i * len(files) // n] for i in range(n)):  # evenly spaced over the sorted list
         try:
             with Image.open(path) as im:
                 largest = max(largest, min(im.size))

@@ -84,27 +84,12 @@ def capture(model: nn.Module, image: torch.Tensor, layer: str, epoch: int, input
     try:
         net = HookedNet(model, nn.Identity(), "training", input_size)
         name = auto_layer(model, net) if layer == AUTO else layer
-        maps = _layer_output(model, net.resolve(name), image)[0].float().cpu()
+        maps = net.features(image, [name])[name][0].float().cpu()
     finally:
         model.train(was_training)
     conv = first_conv(model)
     filters = conv.weight.detach().float().cpu().clone() if conv is not None else torch.zeros(0, 3, 1, 1)
     return Snapshot(epoch, filters, maps if maps.ndim == 3 else maps.view(-1, 1, 1), name)
-
-
-def _layer_output(model: nn.Module, name: str, image: torch.Tensor) -> torch.Tensor:
-    """The output of module `name` ("" = the logits; its last call) in one whole forward pass. Not
-    HookedNet.features: it stops the forward early by raising, which a transfer model's own
-    HookedNet backbone, running inside, catches as its own stop."""
-    if name == "":
-        return model(image)
-    outputs: list[torch.Tensor] = []
-    handle = dict(model.named_modules())[name].register_forward_hook(lambda m, a, out: outputs.append(out))
-    try:
-        model(image)
-    finally:
-        handle.remove()
-    return outputs[-1]
 
 
 def _filter_grid(filters: torch.Tensor, columns: int = 8) -> np.ndarray:

@@ -230,13 +230,15 @@ def run_evaluate(args) -> int:
 
         val = load_images(spec, classes=loaded.classes, size=size)
         val_kind = "all images"
+        _warn_if_a_copy_of_the_training_data(args.run_dir, spec, val)
         if val.skipped:
             print(f"warning: skipped {len(val.skipped)} unreadable image(s), e.g. {val.skipped[0]}", file=sys.stderr)
     else:
         splits = load_data(spec, root=args.data_root or loaded.config.data_root, size=size,
                            val_split=loaded.config.val_split, seed=loaded.config.seed)
         val, val_kind = splits.val, splits.val_kind
-        _warn_if_the_hold_out_moved(args.run_dir, splits)
+        if _same_folder(spec, own):
+            _warn_if_the_hold_out_moved(args.run_dir, splits)
     if val.classes != loaded.classes:
         from ..errors import ConfigError
         raise ConfigError(f"the data's classes ({', '.join(val.classes[:5])}, ...) differ from the run's "
@@ -253,6 +255,21 @@ def run_evaluate(args) -> int:
     if args.output:
         _confusion_figure(ev, loaded.classes, args.output)
     return 0
+
+
+def _warn_if_a_copy_of_the_training_data(run_dir: str, folder: str, val) -> None:
+    """A test folder with the run's classes and exactly as many images as it trained and validated on
+    is likely a copy of its data (moved, or on another machine): scored whole, its training images
+    count too. Say so."""
+    from ..classify.run import RunDir
+
+    meta = RunDir(run_dir).info().get("run", {})
+    total = (meta.get("train_images") or 0) + (meta.get("val_images") or 0)
+    if total and len(val) + len(val.skipped) == total + meta.get("skipped", 0) and \
+            sorted(set(val.labels.tolist())) == list(range(len(val.classes))):
+        print(f"warning: {folder} has the run's classes and as many images as it trained and validated on "
+              f"({total}): if it is a copy of the run's data, its training images are scored too; give the run's "
+              "own folder (no --data) to score its hold-out", file=sys.stderr)
 
 
 def _warn_if_the_hold_out_moved(run_dir: str, splits) -> None:
