@@ -377,6 +377,8 @@ def test_too_small_says_which_size_works_or_that_no_size_does():
     assert explain(photo(64, 8), cpu(net="vgg19", size=128), net=vgg).image.size == (128, 16)
     with pytest.raises(ImageError, match=r"\(2000x4\) is too elongated for any --size up to 4096; crop it$"):
         explain(photo(2000, 4), cpu(net="vgg19", size=1024), net=vgg)
+    with pytest.raises(ImageError, match=r"is 224x0, .*\(4000x8\) is too elongated for any --size up to 4096; crop it$"):
+        explain(photo(4000, 8), cpu(net="vgg19", size=224), net=vgg)  # 0 px at --size 224: was a resize error
 
 
 def test_twenty_runs_leave_no_hooks_and_do_not_slow_down():

@@ -97,11 +97,13 @@ def test_guide_increases_the_feature_dot_product():
 
 def test_too_small_says_which_size_works_or_to_crop():
     # It said only that the short side needs more pixels "at --size N", not what would do.
-    with pytest.raises(ImageError, match=r"\(400x10\) is too small or elongated .*; use --size 80 or more or a "
+    with pytest.raises(ImageError, match=r"\(400x10\) is too small or elongated .*; use --size 80 or more, or use a "
                                          r"shallower --layer$"):
         Dreamer(tiny(size=40)).run(photo().resize((400, 10)))  # relu2_1: stride 2; 40x1 at --size 40
-    with pytest.raises(ImageError, match=r"\(5000x1\) .*; crop it or a shallower --layer$"):
+    with pytest.raises(ImageError, match=r"\(5000x1\) .*; crop it, or use a shallower --layer$"):
         Dreamer(tiny(size=5000, layer="relu3_1")).run(Image.new("RGB", (5000, 1)))  # --size 20000 > 8192
+    with pytest.raises(ImageError, match=r"\(4000x3\) .*; use --size 2667 or more, or use"):  # 0 px at --size 64
+        Dreamer(tiny(size=64)).run(Image.new("RGB", (4000, 3)))
 
 
 def test_small_octaves_are_dropped():

@@ -249,8 +249,9 @@ def long_side_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
 
 
 def long_side_for(size: tuple[int, int], short_side: int) -> int:
-    """The smallest long side at which a non-empty `size`, resized as resize_long_side does, keeps at
-    least `short_side` px on its short side (ceil, so the rounding cannot fall below it)."""
+    """A long side at which a non-empty `size`, resized as resize_long_side does, keeps at least
+    `short_side` px on its short side: the exact ratio rounded up, so rounding cannot fall below it
+    (the smallest such side, or one more than it)."""
     w, h = size
     return max(short_side, math.ceil(short_side * max(w, h) / max(1, min(w, h))))
 

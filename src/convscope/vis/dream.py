@@ -231,12 +231,14 @@ class Dreamer:
         full-size dream so far as `image` ([1, 3, H, W] on the CPU), for live previews."""
         c = self.config
         image = as_image(image, "the image")
-        img = images.resize_long_side(image, c.size)
-        if min(img.size) < self.stride:
+        if min(image.size) >= 1 and min(images.long_side_size(image.size, c.size)) < self.stride:
+            # checked before resizing: a thin strip would round to 0 px there, with a vaguer message
             needed = images.long_side_for(image.size, self.stride)
-            fix = (f"use --size {needed} or more" if needed <= MAX_SIDE else "crop it") + " or a shallower --layer"
+            fix = f"use --size {needed} or more" if needed <= MAX_SIDE else "crop it"
             raise ImageError(f"image ({image.width}x{image.height}) is too small or elongated for {c.layer}: "
-                             f"its short side needs at least {self.stride} px at --size {c.size}; {fix}")
+                             f"its short side needs at least {self.stride} px at --size {c.size}; {fix}, or use a "
+                             "shallower --layer")
+        img = images.resize_long_side(image, c.size)
         start = time.perf_counter()
         base = images.pil_to_tensor(img, device=self.device)
         sizes = self.octave_sizes(*img.size)

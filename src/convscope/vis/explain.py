@@ -206,12 +206,13 @@ def explain(image: Image.Image, config: ExplainConfig | None = None, net=None) -
         device = param.device if param is not None else torch.device("cpu")
     precision = default_precision(device) if config.precision == "auto" else config.precision
     p = plan(net, config)
-    small = images.resize_long_side(images.to_rgb(image), config.size)
     stride = net.stride_of([p.layer, p.cam_layer])
-    if min(small.size) < stride:
-        raise ImageError(f"the image at --size {config.size} is {small.width}x{small.height}, too small for "
-                         f"{net.net_name} up to {p.layer} (needs a short side of {stride} px); "
-                         + _size_hint(image.size, stride))
+    if min(image.size) >= 1:  # (an empty image: resize_long_side says so)
+        w, h = images.long_side_size(image.size, config.size)  # checked before resizing: a strip may round to 0 px
+        if min(w, h) < stride:
+            raise ImageError(f"the image at --size {config.size} is {w}x{h}, too small for {net.net_name} up to "
+                             f"{p.layer} (needs a short side of {stride} px); " + _size_hint(image.size, stride))
+    small = images.resize_long_side(images.to_rgb(image), config.size)
 
     start = time.perf_counter()
     x = images.pil_to_tensor(small, device=device)
