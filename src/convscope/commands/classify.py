@@ -25,7 +25,8 @@ def register(subparsers) -> None:
                        description="Train --model on --data. Every epoch writes a checkpoint, metrics.csv, "
                        "TensorBoard scalars and curves.png into the run folder; --resume continues a run "
                        "stopped at any point and ends where an uninterrupted run would.")
-    t.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder (new or empty)")
+    t.add_argument("-o", "--output", required=True, metavar="RUN_DIR",
+                   help="run folder: new or empty, or a run to continue with --resume")
     t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     t.add_argument("--cache-dir", default=None,
                    help="where decoded images and bottleneck features are cached (default ~/.cache/convscope)")
