@@ -212,6 +212,41 @@ def test_widgets_take_defaults_help_and_choices_from_the_configs():
         assert build_config(cls, specs, raw) == cls(), cls.__name__
 
 
+def test_optional_numbers_start_empty_not_as_zero():
+    # Gradio's Number shows an empty value as 0 and a whole-number one sends 0 back: DeepDream
+    # amplified channel 0 instead of the whole layer, and opening Explain's channel box turned the
+    # top class's explanation into channel 0's (and a typed class then failed).
+    gr = pytest.importorskip("gradio")
+    from convscope.style.config import StyleConfig
+    from convscope.vis.dream import DreamConfig
+    from convscope.vis.explain import ExplainConfig
+    from convscope.vis.texture import TextureConfig
+    from convscope.web.widgets import make_widget
+
+    for cls, name, typed, value in [(DreamConfig, "channel", "7", 7), (ExplainConfig, "channel", " 12 ", 12),
+                                    (StyleConfig, "lr", "0.5", 0.5), (TextureConfig, "lr", "2", 2.0)]:
+        w = make_widget(cls, name)
+        assert not isinstance(w, gr.Number) and w.value == "", (cls.__name__, name)
+        assert parse_value(cls, name, w.value) is None           # untouched: the engine's default
+        assert parse_value(cls, name, typed) == value
+    with pytest.raises(ConfigError, match="channel must be a whole number"):
+        parse_value(DreamConfig, "channel", "1.5")
+
+
+def test_help_texts_name_the_forms_fields_not_cli_flags():
+    pytest.importorskip("gradio")
+    from convscope.vis.dream import DreamConfig
+    from convscope.vis.texture import TextureConfig
+    from convscope.web import forms
+    from convscope.web.widgets import make_widget
+
+    assert "--layer" in DreamConfig.__dataclass_fields__["channel"].metadata["help"]
+    info = make_widget(DreamConfig, "channel", labels=forms.DREAM_LABELS).info
+    assert "channel of layer" in info and "--" not in info
+    info = make_widget(TextureConfig, "warmup", labels=forms.TEXTURE_LABELS).info
+    assert "counted in iterations" in info and "--" not in info
+
+
 # ---- jobs ----------------------------------------------------------------------------------------
 def _progress(i, n=1000, image=None):
     return Progress(i, n, 1.0 / i, {"loss": 1.0 / i}, 0.01 * i, image=image)
@@ -313,6 +348,37 @@ def handlers(uploads):
     yield h
     h.cleanup()
     assert not h.tmp.exists()
+
+
+def test_builtin_samples_keep_their_names(handlers):
+    # Handed to the page as PIL images they came back as "image.png": in messages and in the
+    # inputs the result's metadata records.
+    from convscope.web.limits import display_name
+
+    for path, name, size in [(handlers.builtin_photo(), "grace_hopper.jpg", (512, 600)),
+                             (handlers.builtin_style(), "swirl_painting.png", (512, 512))]:
+        rec = record(Path(path))
+        assert display_name(rec) == name and Path(path).parent == handlers.tmp
+        assert check_upload(rec, Limits()).size == size
+
+
+def test_the_page_shows_progress_and_errors_on_the_result_not_the_status_line():
+    # On every output Gradio's "Error" badge covered the middle of the one-line message in the
+    # status line. And no help text on the page names a CLI flag (the classify model's named --runs).
+    gr = pytest.importorskip("gradio")
+    from convscope.web.app import build_app
+    from convscope.web.handlers import Settings
+
+    demo = build_app(Settings(limits=Limits(), device="cpu"))
+    try:
+        events = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+        for name in ("stylize", "classify", "explain", "dream", "texture"):
+            shown_on = events[name].show_progress_on
+            assert shown_on and all(isinstance(c, gr.Image) for c in shown_on), name
+        infos = [b.info for b in demo.blocks.values() if getattr(b, "info", None)]
+        assert infos and not [i for i in infos if "--" in i]
+    finally:
+        demo.convscope_handlers.cleanup()
 
 
 def test_handlers_refuse_unknown_choices(handlers, uploads):
@@ -643,6 +709,8 @@ def test_serve_without_gradio_says_how_to_install(monkeypatch, capsys):
     (["--runs", "/no/such/folder"], "--runs /no/such/folder: no such folder"),
     (["--concurrency", "0"], "--concurrency must be from 1 to 64"),
     (["--max-upload-mb", "0"], "--max-upload-mb must be positive"),
+    (["--max-upload-mb", "inf"], "--max-upload-mb must be positive and at most 1,000,000"),  # was a traceback
+    (["--max-upload-mb", "1e300"], "--max-upload-mb must be positive and at most"),  # Gradio failed to start
 ])
 def test_serve_bad_options(argv, message, capsys):
     pytest.importorskip("gradio")

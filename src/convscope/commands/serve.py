@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 LOOPBACK_HOST = "127.0.0.1"
+MAX_UPLOAD_MB = 1_000_000  # --max-upload-mb at most (a terabyte)
 
 
 def register(subparsers) -> None:
@@ -74,8 +75,10 @@ def settings_from(args):
     from ..web.handlers import Settings
     from ..web.limits import Limits
 
-    if not args.max_upload_mb > 0:
-        raise ConfigError(f"--max-upload-mb must be positive, not {args.max_upload_mb}")
+    # A finite number (inf raised OverflowError; 1e300 made Gradio fail to start with a message
+    # about share links): at most a terabyte, far beyond any image.
+    if not 0 < args.max_upload_mb <= MAX_UPLOAD_MB:
+        raise ConfigError(f"--max-upload-mb must be positive and at most {MAX_UPLOAD_MB:,}, not {args.max_upload_mb}")
     if args.max_pixels < 1:
         raise ConfigError(f"--max-pixels must be positive, not {args.max_pixels}")
     if not 1 <= args.concurrency <= 64:

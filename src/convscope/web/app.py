@@ -145,16 +145,17 @@ def build_app(settings: Settings):
                         style_builtin = gr.Button("Use the built-in swirl painting", size="sm")
                         with gr.Accordion("Second style image (blend two styles)", open=False):
                             style2 = _image_input("Second style image", "stylize-style2")
-                            blend = make_widget(StyleConfig, forms.BLEND, "stylize-")
+                            blend = make_widget(StyleConfig, forms.BLEND, "stylize-", forms.STYLIZE_LABELS)
                         methods = H.methods()
                         method = gr.Dropdown(choices=[(label, value) for value, label in methods.items()],
                                              value="gatys", label="method", elem_id="stylize-method")
                         with gr.Group(visible=True) as gatys_box:
-                            gatys = make_widgets(StyleConfig, forms.GATYS_MAIN, "gatys-")
+                            gatys = make_widgets(StyleConfig, forms.GATYS_MAIN, "gatys-", forms.STYLIZE_LABELS)
                             with gr.Accordion("More options", open=False):
-                                gatys.update(make_widgets(StyleConfig, forms.GATYS_MORE, "gatys-"))
+                                gatys.update(make_widgets(StyleConfig, forms.GATYS_MORE, "gatys-",
+                                                          forms.STYLIZE_LABELS))
                         with gr.Group(visible=False) as fast_box:
-                            fast = make_widgets(FastConfig, forms.FAST, "fast-")
+                            fast = make_widgets(FastConfig, forms.FAST, "fast-", forms.STYLIZE_LABELS)
                         run, cancel = _run_cancel("stylize", "Stylize")
                     with gr.Column():
                         result = _result_image("Result (live preview)", "stylize-result")
@@ -177,7 +178,8 @@ def build_app(settings: Settings):
                          *(f"fast_{n}" for n in fast_names)]
                 event = run.click(_api(stylize, names, (1, 3)),
                                   [method, content, style1, style2, blend, *gatys.values(), *fast.values()],
-                                  [result, status, download], api_name="stylize", **queued)
+                                  [result, status, download], api_name="stylize", show_progress_on=result,
+                                  **queued)
                 cancel.click(lambda: "cancelled", None, status, cancels=[event], **quick)
 
             # ---- Classify ---------------------------------------------------------------------
@@ -190,8 +192,9 @@ def build_app(settings: Settings):
                         models = H.models()
                         model = gr.Dropdown(choices=[(label, value) for value, label in models.items()],
                                             value=forms.IMAGENET, label="model", elem_id="classify-model",
-                                            info="ImageNet top 5 with EfficientNet-Lite0, or a trained run "
-                                                 "found under --runs")
+                                            info="ImageNet top 5 with EfficientNet-Lite0" + (
+                                                ", or one of the trained runs this server offers"
+                                                if H.runs else ""))
                         run_c = gr.Button("Classify", variant="primary", elem_id="classify-run")
                     with gr.Column():
                         label = gr.Label(num_top_classes=5, label="Top 5 (first image)", elem_id="classify-label")
@@ -199,7 +202,7 @@ def build_app(settings: Settings):
                         table = gr.Markdown(elem_id="classify-table")
                 photo.click(_shown_errors()(lambda: [H.builtin_photo_file()]), None, files, **quick)
                 run_c.click(_api(H.classify, ["images", "model"]), [files, model], [label, chart, table],
-                            api_name="classify", **queued)
+                            api_name="classify", show_progress_on=chart, **queued)
 
             # ---- Explain ----------------------------------------------------------------------
             with gr.Tab("Explain", id="explain", elem_id="tab-explain"):
@@ -209,9 +212,9 @@ def build_app(settings: Settings):
                     with gr.Column():
                         ex_image = _image_input("Image", "explain-image")
                         ex_builtin = gr.Button("Use the built-in photo", size="sm")
-                        ex = make_widgets(ExplainConfig, forms.EXPLAIN_MAIN, "explain-")
+                        ex = make_widgets(ExplainConfig, forms.EXPLAIN_MAIN, "explain-", forms.EXPLAIN_LABELS)
                         with gr.Accordion("Explain a channel instead; Grad-CAM layer", open=False):
-                            ex.update(make_widgets(ExplainConfig, forms.EXPLAIN_MORE, "explain-"))
+                            ex.update(make_widgets(ExplainConfig, forms.EXPLAIN_MORE, "explain-", forms.EXPLAIN_LABELS))
                         run_e, cancel_e = _run_cancel("explain", "Explain")
                     with gr.Column():
                         ex_figure = _result_image("Explanation", "explain-figure")
@@ -225,7 +228,8 @@ def build_app(settings: Settings):
                     yield from H.explain(img, dict(zip(ex_names, values)))
 
                 event_e = run_e.click(_api(explain, ["image", *ex_names], (3, 4)), [ex_image, *ex.values()],
-                                      [ex_figure, ex_gallery, ex_top, ex_status], api_name="explain", **queued)
+                                      [ex_figure, ex_gallery, ex_top, ex_status], api_name="explain",
+                                      show_progress_on=ex_figure, **queued)
                 cancel_e.click(lambda: "cancelled", None, ex_status, cancels=[event_e], **quick)
 
             # ---- Dream & textures -------------------------------------------------------------
@@ -239,9 +243,9 @@ def build_app(settings: Settings):
                             with gr.Column():
                                 d_image = _image_input("Image", "dream-image")
                                 d_builtin = gr.Button("Use the built-in photo", size="sm")
-                                dw = make_widgets(DreamConfig, forms.DREAM_MAIN, "dream-")
+                                dw = make_widgets(DreamConfig, forms.DREAM_MAIN, "dream-", forms.DREAM_LABELS)
                                 with gr.Accordion("More options", open=False):
-                                    dw.update(make_widgets(DreamConfig, forms.DREAM_MORE, "dream-"))
+                                    dw.update(make_widgets(DreamConfig, forms.DREAM_MORE, "dream-", forms.DREAM_LABELS))
                                 run_d, cancel_d = _run_cancel("dream", "Dream")
                             with gr.Column():
                                 d_result = _result_image("Dream", "dream-result")
@@ -253,9 +257,10 @@ def build_app(settings: Settings):
                             with gr.Column():
                                 t_image = _image_input("Source texture", "texture-source")
                                 t_builtin = gr.Button("Use the built-in swirl painting", size="sm")
-                                tw = make_widgets(TextureConfig, forms.TEXTURE_MAIN, "texture-")
+                                tw = make_widgets(TextureConfig, forms.TEXTURE_MAIN, "texture-", forms.TEXTURE_LABELS)
                                 with gr.Accordion("More options", open=False):
-                                    tw.update(make_widgets(TextureConfig, forms.TEXTURE_MORE, "texture-"))
+                                    tw.update(make_widgets(TextureConfig, forms.TEXTURE_MORE, "texture-",
+                                                           forms.TEXTURE_LABELS))
                                 run_t, cancel_t = _run_cancel("texture", "Synthesize")
                             with gr.Column():
                                 t_result = _result_image("Texture (live preview)", "texture-result")
@@ -273,10 +278,12 @@ def build_app(settings: Settings):
                     yield from H.texture(img, dict(zip(t_names, values)))
 
                 event_d = run_d.click(_api(dream, ["image", *d_names], (1, 3)), [d_image, *dw.values()],
-                                      [d_result, d_status, d_download], api_name="dream", **queued)
+                                      [d_result, d_status, d_download], api_name="dream",
+                                      show_progress_on=d_result, **queued)
                 cancel_d.click(lambda: "cancelled", None, d_status, cancels=[event_d], **quick)
                 event_t = run_t.click(_api(texture, ["source", *t_names], (1, 3)), [t_image, *tw.values()],
-                                      [t_result, t_status, t_download], api_name="texture", **queued)
+                                      [t_result, t_status, t_download], api_name="texture",
+                                      show_progress_on=t_result, **queued)
                 cancel_t.click(lambda: "cancelled", None, t_status, cancels=[event_t], **quick)
 
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=settings.concurrency)

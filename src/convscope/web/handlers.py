@@ -131,15 +131,19 @@ class Handlers:
                     self._nets[name] = get_net(name, "max", self.device())
             return self._nets[name]
 
-    def builtin_photo(self) -> Image.Image:
-        from ..demo import sample_photo_path
+    def builtin_photo(self) -> str:
+        """The built-in photo for an image input: a file, so it keeps its name (grace_hopper.jpg) in
+        messages and in the result's metadata (a PIL image reached the job as "image.png")."""
+        return self.builtin_photo_file()
 
-        return images.load_image(sample_photo_path())
-
-    def builtin_style(self) -> Image.Image:
+    def builtin_style(self) -> str:
+        """The built-in swirl painting, as a file named for it (see builtin_photo)."""
         from ..demo import swirl_painting
 
-        return swirl_painting(512)
+        path = self.tmp / BUILTIN_STYLE
+        if not path.exists():
+            images.write_atomic(path, lambda f: swirl_painting(512).save(f, format="PNG"))
+        return str(path)
 
     def builtin_photo_file(self) -> str:
         """A copy of the built-in photo in the temp folder (for file inputs)."""

@@ -98,15 +98,16 @@ def _as_text(value) -> str:
     return str(value)
 
 
-def make_widget(cls, spec: Spec | str, elem_prefix: str = ""):
-    """The Gradio input for one field of `cls`, with the field's default and help."""
+def make_widget(cls, spec: Spec | str, elem_prefix: str = "", labels: dict[str, str] | None = None):
+    """The Gradio input for one field of `cls`, with the field's default and help; with `labels`
+    (the tab's: `labels_of`), the CLI flags the help names are named as the tab's fields."""
     import gradio as gr
 
     spec = Spec(spec) if isinstance(spec, str) else spec
     f = field_of(cls, spec.name)
     kind, optional = _kind(f)
     default = default_of(f)
-    info = f.metadata.get("help", "")
+    info = in_form_terms(f.metadata.get("help", ""), labels or {})
     common = {"label": spec_label(spec), "info": info,
               "elem_id": f"{elem_prefix}{f.name}" if elem_prefix else None}
     choices = _choices(cls, spec)
@@ -119,6 +120,12 @@ def make_widget(cls, spec: Spec | str, elem_prefix: str = ""):
     if kind in ("int", "float") and spec.slider is not None:
         low, high, step = spec.slider
         return gr.Slider(minimum=low, maximum=high, step=step, value=default, **common)
+    if kind in ("int", "float") and optional and default is None:
+        # A text box, empty = the field's default: Gradio's Number shows an empty value as 0, and
+        # an int one sends 0 back, so DeepDream amplified channel 0 instead of the whole layer and
+        # opening Explain's channel box turned a class explanation into one of channel 0.
+        common["info"] = f"{info} (empty = default)"
+        return gr.Textbox(value="", placeholder="default", max_lines=1, max_length=40, **common)
     if kind == "int":
         return gr.Number(value=default, precision=0, **common)
     if kind == "float":
@@ -128,12 +135,12 @@ def make_widget(cls, spec: Spec | str, elem_prefix: str = ""):
     return gr.Textbox(value=_as_text(default), max_lines=1, max_length=MAX_TEXT, **common)
 
 
-def make_widgets(cls, specs, elem_prefix: str = "") -> dict:
+def make_widgets(cls, specs, elem_prefix: str = "", labels: dict[str, str] | None = None) -> dict:
     """name -> widget, in the order given."""
     out = {}
     for spec in specs:
         spec = Spec(spec) if isinstance(spec, str) else spec
-        out[spec.name] = make_widget(cls, spec, elem_prefix)
+        out[spec.name] = make_widget(cls, spec, elem_prefix, labels)
     return out
 
 
