@@ -362,16 +362,30 @@ def test_builtin_samples_keep_their_names(handlers):
         assert check_upload(rec, Limits()).size == size
 
 
+def test_stylize_shows_only_the_parts_a_method_uses():
+    # A built-in style showed the style uploads, alpha and style size; arbitrary showed strength.
+    pytest.importorskip("gradio")
+    from convscope.web.app import stylize_parts_shown
+
+    # gatys box, one-pass box, style, built-in style button, second style, strength, alpha, style size
+    assert stylize_parts_shown("gatys") == (True, False, True, True, True, False, False, False)
+    assert stylize_parts_shown("arbitrary") == (False, True, True, True, True, False, True, True)
+    assert stylize_parts_shown("model:starry_night") == (False, True, False, False, False, True, False, False)
+
+
 def test_the_page_shows_progress_and_errors_on_the_result_not_the_status_line():
     # On every output Gradio's "Error" badge covered the middle of the one-line message in the
     # status line. And no help text on the page names a CLI flag (the classify model's named --runs).
     gr = pytest.importorskip("gradio")
-    from convscope.web.app import build_app
+    from convscope.web.app import build_app, stylize_parts_shown
     from convscope.web.handlers import Settings
 
     demo = build_app(Settings(limits=Limits(), device="cpu"))
     try:
         events = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
+        method_change = [fn for fn in demo.fns.values() if len(fn.inputs) == 1 and
+                         getattr(fn.inputs[0], "elem_id", None) == "stylize-method"]
+        assert len(method_change) == 1 and len(method_change[0].outputs) == len(stylize_parts_shown("gatys"))
         for name in ("stylize", "classify", "explain", "dream", "texture"):
             shown_on = events[name].show_progress_on
             assert shown_on and all(isinstance(c, gr.Image) for c in shown_on), name
@@ -913,9 +927,10 @@ def test_browser_screenshots_of_the_other_tabs(page):
 def test_browser_shows_a_users_mistake_in_one_line(page, pictures):
     pg = page
     pg.click("button[role=tab]:has-text('Stylize')")
-    pg.set_input_files("#stylize-content input[type=file]", str(pictures / "notes.png"))
-    pg.set_input_files("#stylize-style input[type=file]", str(pictures / "style.png"))
     pick(pg, "#stylize-method", "starry_night")
+    pg.wait_for_selector("#stylize-style", state="hidden")  # a built-in style takes no style image
+    pg.wait_for_selector("#fast-alpha", state="hidden")
+    pg.set_input_files("#stylize-content input[type=file]", str(pictures / "notes.png"))
     pg.click("#stylize-run")
     text = wait_status(pg, "#stylize-status", "error")
     assert "notes.png is not an image" in text and "Traceback" not in pg.content()

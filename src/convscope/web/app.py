@@ -116,6 +116,15 @@ def _run_cancel(prefix: str, text: str):
     return run, cancel
 
 
+def stylize_parts_shown(method: str) -> tuple[bool, ...]:
+    """Which parts of the Stylize form `method` uses, in the order: gatys options, one-pass options,
+    style image, its built-in button, second style, strength (a style model's), alpha and style size
+    (arbitrary's). A built-in style has its painting inside: no style images."""
+    gatys, arbitrary = method == "gatys", method == "arbitrary"
+    model = not gatys and not arbitrary
+    return gatys, not gatys, not model, not model, not model, model, arbitrary, arbitrary
+
+
 def build_app(settings: Settings):
     """The Blocks app, its queue configured. Its `convscope_handlers` attribute is the Handlers: call
     its cleanup() when the server stops."""
@@ -143,7 +152,7 @@ def build_app(settings: Settings):
                         content_builtin = gr.Button("Use the built-in photo", size="sm")
                         style1 = _image_input("Style image", "stylize-style")
                         style_builtin = gr.Button("Use the built-in swirl painting", size="sm")
-                        with gr.Accordion("Second style image (blend two styles)", open=False):
+                        with gr.Accordion("Second style image (blend two styles)", open=False) as style2_box:
                             style2 = _image_input("Second style image", "stylize-style2")
                             blend = make_widget(StyleConfig, forms.BLEND, "stylize-", forms.STYLIZE_LABELS)
                         methods = H.methods()
@@ -165,8 +174,10 @@ def build_app(settings: Settings):
 
                 content_builtin.click(_shown_errors()(H.builtin_photo), None, content, **quick)
                 style_builtin.click(_shown_errors()(H.builtin_style), None, style1, **quick)
-                method.change(lambda m: (gr.update(visible=m == "gatys"), gr.update(visible=m != "gatys")),
-                              method, [gatys_box, fast_box], **quick)
+                shown_parts = [gatys_box, fast_box, style1, style_builtin, style2_box, fast["strength"],
+                               fast["alpha"], fast["style_size"]]
+                method.change(lambda m: [gr.update(visible=v) for v in stylize_parts_shown(m)], method,
+                              shown_parts, **quick)
                 gatys_names, fast_names = list(gatys), list(fast)
 
                 def stylize(m, c, s1, s2, b, *values):
