@@ -155,6 +155,8 @@ def _decoding(p: Path, max_pixels: int | None):
         raise ImageError(f"not enough memory to decode {p}; shrink the image first") from None
     except _DECODE_ERRORS as exc:
         detail = " ".join(str(exc).split()) or type(exc).__name__
+        # PIL's own "image file is truncated (16 bytes not processed)" would repeat our first words
+        detail = re.sub(r"^image file is truncated \((.*)\)$", r"\1", detail)
         raise ImageError(f"image file is truncated or corrupt: {p} ({detail}); re-export or re-download it") from None
 
 
