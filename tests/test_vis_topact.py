@@ -361,16 +361,20 @@ def test_cli_quiet_and_auto_layer(capsys, colour_folder, tmp_path):
     assert json.loads((tmp_path / "sheet.json").read_text())["layer"] == "relu3_4"
 
 
+def _ctrl_c_at(stage: str, done: int):
+    """A stand-in for the command's progress bar that presses Ctrl-C once `stage` has done `done`."""
+    def bar():
+        def callback(p):
+            if p.stage == stage and p.done >= done:
+                raise KeyboardInterrupt
+        return callback
+    return bar
+
+
 def test_cli_ctrl_c_saves_the_sheet_of_what_was_scanned(capsys, colour_folder, tmp_path, monkeypatch):
     from convscope.commands import top_activations as command
 
-    def bar():
-        def callback(p):
-            if p.stage == "scan" and p.done >= 16:
-                raise KeyboardInterrupt
-        return callback
-
-    monkeypatch.setattr(command, "progress_bar", bar)
+    monkeypatch.setattr(command, "progress_bar", _ctrl_c_at("scan", 16))
     root, _ = colour_folder
     out = tmp_path / "sheet.png"
     code, _, err = run(capsys, "top-activations", root, "--layer", "relu1_2", "--channels", "0", "--size", "32",
@@ -383,13 +387,7 @@ def test_cli_ctrl_c_during_the_projections_keeps_the_scan(capsys, colour_folder,
     # Ctrl-C after the scan used to lose everything (exit 130, no sheet): the scan is the long part.
     from convscope.commands import top_activations as command
 
-    def bar():
-        def callback(p):
-            if p.stage == "project" and p.done >= 8:
-                raise KeyboardInterrupt
-        return callback
-
-    monkeypatch.setattr(command, "progress_bar", bar)
+    monkeypatch.setattr(command, "progress_bar", _ctrl_c_at("project", 8))
     root, _ = colour_folder
     out = tmp_path / "sheet.png"
     code, _, err = run(capsys, "top-activations", root, "--layer", "relu1_2", "--channels", "0,1", "--size", "32",
