@@ -144,3 +144,17 @@ def decode_size(folder: str, input_size: int, model: str, sample: int = 64) -> i
         if largest >= input_size:
             break
     return min(input_size, largest) if largest else input_size
+
+
+def plain_class_folder(spec: str) -> bool:
+    """A folder of class sub-folders without train/ (val/, test/) inside."""
+    root = Path(spec).expanduser()
+    return root.is_dir() and layout(root)[0] == root
+
+
+def same_folder(a: str, b: str) -> bool:
+    """Whether two paths name the same folder (relative, ~ and symlinks resolved)."""
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    except OSError:
+        return False

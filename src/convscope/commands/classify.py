@@ -132,13 +132,14 @@ def _report_interrupt(run, made) -> None:
 
 def _check_resume_data(run, info: dict, config) -> None:
     """RunError (one line) when --resume is given other data than the run was trained on."""
+    from ..classify.folders import same_folder
     from ..classify.run import RunError
 
     recorded = info.get("run", {}).get("data") or info.get("config", {}).get("data")
     # A recorded folder that is gone (data moved, run copied to another machine) cannot be compared.
     moved = recorded != "cifar10" and config.data != "cifar10" and not Path(str(recorded)).expanduser().is_dir()
     if isinstance(recorded, str) and not moved and not (
-            config.data == recorded if "cifar10" in (config.data, recorded) else _same_folder(config.data, recorded)):
+            config.data == recorded if "cifar10" in (config.data, recorded) else same_folder(config.data, recorded)):
         raise RunError(f"{run.path} was trained on --data {recorded}, not {config.data}; resume it with its own data")
 
 
@@ -212,7 +213,7 @@ def _bar():
 
 def run_evaluate(args) -> int:
     from ..classify.data import load_data
-    from ..classify.folders import decode_size
+    from ..classify.folders import decode_size, plain_class_folder, same_folder
     from ..classify.predict import evaluate, load_run
     from ..devices import resolve_device
     from ..images import check_output_path
@@ -225,7 +226,7 @@ def run_evaluate(args) -> int:
     spec = args.data or own
     folder = spec != "cifar10"
     size = decode_size(spec, loaded.input_size, loaded.config.model) if folder else None
-    if folder and args.data and _plain_folder(spec) and not _same_folder(spec, own):
+    if folder and args.data and plain_class_folder(spec) and not same_folder(spec, own):
         # Another folder of class sub-folders: a test set, all of it (not a val_split hold-out of it).
         from ..classify.data import load_images
 
@@ -238,7 +239,7 @@ def run_evaluate(args) -> int:
         splits = load_data(spec, root=args.data_root or loaded.config.data_root, size=size,
                            val_split=loaded.config.val_split, seed=loaded.config.seed)
         val, val_kind = splits.val, splits.val_kind
-        if _same_folder(spec, own):
+        if same_folder(spec, own):
             _warn_if_the_hold_out_moved(args.run_dir, splits)
     if val.classes != loaded.classes:
         from ..errors import ConfigError
@@ -299,21 +300,6 @@ def _run_data(run_dir: str, data: str) -> str:
     if data != "cifar10" and isinstance(source, str) and Path(source).is_absolute() and Path(source).is_dir():
         return source
     return data
-
-
-def _plain_folder(spec: str) -> bool:
-    """A folder of class sub-folders without train/ (val/, test/) inside."""
-    from ..classify.folders import layout
-
-    root = Path(spec).expanduser()
-    return root.is_dir() and layout(root)[0] == root
-
-
-def _same_folder(a: str, b: str) -> bool:
-    try:
-        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-    except OSError:
-        return False
 
 
 def _confusion_figure(ev, classes, out) -> None:
