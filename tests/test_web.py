@@ -204,7 +204,8 @@ def test_widgets_take_defaults_help_and_choices_from_the_configs():
         for spec in specs:
             name = spec if isinstance(spec, str) else spec.name
             w = make_widget(cls, spec)
-            assert w.info.startswith(defaults[name].metadata["help"]), name
+            own = spec.help if isinstance(spec, Spec) and spec.help else defaults[name].metadata["help"]
+            assert w.info.startswith(own), name  # the field's help, or the form's where it narrows the choices
             raw[name] = w.value
             if defaults[name].metadata.get("choices") and not isinstance(spec, Spec):
                 assert [c[1] for c in w.choices] == list(defaults[name].metadata["choices"]), name
@@ -231,6 +232,21 @@ def test_optional_numbers_start_empty_not_as_zero():
         assert parse_value(cls, name, typed) == value
     with pytest.raises(ConfigError, match="channel must be a whole number"):
         parse_value(DreamConfig, "channel", "1.5")
+
+
+def test_help_texts_describe_only_the_choices_the_page_offers():
+    # The init and net fields' help (from the configs) offered an image file, fast:MODEL and any
+    # torchvision classifier: choices the page narrows away.
+    pytest.importorskip("gradio")
+    from convscope.style.config import StyleConfig
+    from convscope.vis.explain import ExplainConfig
+    from convscope.web import forms
+    from convscope.web.widgets import make_widget
+
+    init = make_widget(StyleConfig, next(s for s in forms.GATYS_MORE if getattr(s, "name", s) == "init"))
+    net = make_widget(ExplainConfig, next(s for s in forms.EXPLAIN_MAIN if getattr(s, "name", s) == "net"))
+    assert "image file" not in init.info and "fast:MODEL" not in init.info and "fast" in init.info
+    assert "torchvision" not in net.info and "vgg19" in net.info
 
 
 def test_help_texts_name_the_forms_fields_not_cli_flags():

@@ -12,13 +12,19 @@ IMAGENET = "efficientnet_lite0"
 # `init` and `net` are narrowed: a browser never names a file or a folder on the server.
 GATYS_MAIN = [Spec("size", slider=(64, 1024, 32)), "iterations", "content_weight", "style_weight", "tv_weight",
               "preserve_color"]
-GATYS_MORE = ["preset", "optimizer", "lr", "lr_decay", Spec("init", choices=("content", "noise", "style", "fast")),
+GATYS_MORE = ["preset", "optimizer", "lr", "lr_decay",
+              Spec("init", choices=("content", "noise", "style", "fast"),
+                   help="start image: the content, noise, the style, or fast: the one-pass result of the built-in "
+                        "arbitrary model for these styles, which the optimization then refines (far fewer "
+                        "iterations reach a given style loss)"),
               "pooling", "style_scale", "scales", "seed", "tv_kind", "style_norm", "range_weight",
               "lbfgs_history", "content_layers", "style_layers", "style_layer_weights"]
 BLEND = "style_blend"
 FAST = ["size", Spec("strength", slider=(0, 1, 0.05)), Spec("alpha", slider=(0, 1, 0.05)), "style_size",
         "preserve_color"]
-EXPLAIN_MAIN = [Spec("net", choices=(IMAGENET, "vgg19")), "target",
+EXPLAIN_MAIN = [Spec("net", choices=(IMAGENET, "vgg19"),
+                     help="network: efficientnet_lite0 (ImageNet classes) or vgg19 (no classifier: it explains "
+                          "a channel)"), "target",
                 Spec("rules", choices=("guided", "deconvnet", "gradient")), "size", "cmap",
                 Spec("alpha", slider=(0, 1, 0.05))]
 EXPLAIN_MORE = ["layer", "channel", "cam_layer"]

@@ -20,12 +20,14 @@ MAX_TEXT = 400  # characters of a text option (layer lists are the longest)
 
 @dataclass(frozen=True)
 class Spec:
-    """How one field is shown: `choices` narrows the field's own; `slider` = (low, high, step)."""
+    """How one field is shown: `choices` narrows the field's own; `slider` = (low, high, step);
+    `help` replaces the field's help where `choices` leave out what it describes."""
 
     name: str
     choices: tuple | None = None
     slider: tuple[float, float, float] | None = None
     label: str | None = None
+    help: str | None = None
 
 
 def field_of(cls, name: str) -> Field:
@@ -107,7 +109,7 @@ def make_widget(cls, spec: Spec | str, elem_prefix: str = "", labels: dict[str, 
     f = field_of(cls, spec.name)
     kind, optional = _kind(f)
     default = default_of(f)
-    info = in_form_terms(f.metadata.get("help", ""), labels or {})
+    info = in_form_terms(spec.help or f.metadata.get("help", ""), labels or {})
     common = {"label": spec_label(spec), "info": info,
               "elem_id": f"{elem_prefix}{f.name}" if elem_prefix else None}
     choices = _choices(cls, spec)
