@@ -215,6 +215,7 @@ def run_evaluate(args) -> int:
     from ..classify.data import load_data
     from ..classify.folders import decode_size, plain_class_folder, same_folder
     from ..classify.predict import evaluate, load_run
+    from ..classify.run import RunDir
     from ..devices import resolve_device
     from ..images import check_output_path
 
@@ -222,7 +223,8 @@ def run_evaluate(args) -> int:
         check_output_path(args.output)  # before the evaluation, not after its report
     device = resolve_device(args.device)
     loaded = load_run(args.run_dir, device)
-    own = _run_data(args.run_dir, loaded.config.data)
+    recorded = RunDir(args.run_dir).info().get("run", {})  # what training saw: its folder and counts
+    own = _run_data(recorded, loaded.config.data)
     spec = args.data or own
     folder = spec != "cifar10"
     size = decode_size(spec, loaded.input_size, loaded.config.model) if folder else None
@@ -232,7 +234,7 @@ def run_evaluate(args) -> int:
 
         val = load_images(spec, classes=loaded.classes, size=size)
         val_kind = "all images"
-        _warn_if_a_copy_of_the_training_data(args.run_dir, spec, val)
+        _warn_if_a_copy_of_the_training_data(recorded, spec, val)
         if val.skipped:
             print(f"warning: skipped {len(val.skipped)} unreadable image(s), e.g. {val.skipped[0]}", file=sys.stderr)
     else:
@@ -240,7 +242,7 @@ def run_evaluate(args) -> int:
                            val_split=loaded.config.val_split, seed=loaded.config.seed)
         val, val_kind = splits.val, splits.val_kind
         if same_folder(spec, own):
-            _warn_if_the_hold_out_moved(args.run_dir, splits)
+            _warn_if_the_hold_out_moved(recorded, splits)
     if val.classes != loaded.classes:
         from ..errors import ConfigError
         raise ConfigError(f"the data's classes ({', '.join(val.classes[:5])}, ...) differ from the run's "
@@ -259,13 +261,10 @@ def run_evaluate(args) -> int:
     return 0
 
 
-def _warn_if_a_copy_of_the_training_data(run_dir: str, folder: str, val) -> None:
+def _warn_if_a_copy_of_the_training_data(meta: dict, folder: str, val) -> None:
     """A test folder with the run's classes and exactly as many images as it trained and validated on
     is likely a copy of its data (moved, or on another machine): scored whole, its training images
-    count too. Say so."""
-    from ..classify.run import RunDir
-
-    meta = RunDir(run_dir).info().get("run", {})
+    count too. Say so. `meta`: the run's record of its training (config.json's "run")."""
     total = (meta.get("train_images") or 0) + (meta.get("val_images") or 0)
     if total and len(val) + len(val.skipped) == total + meta.get("skipped", 0) and \
             sorted(set(val.labels.tolist())) == list(range(len(val.classes))):
@@ -274,15 +273,12 @@ def _warn_if_a_copy_of_the_training_data(run_dir: str, folder: str, val) -> None
               "own folder (no --data) to score its hold-out", file=sys.stderr)
 
 
-def _warn_if_the_hold_out_moved(run_dir: str, splits) -> None:
+def _warn_if_the_hold_out_moved(meta: dict, splits) -> None:
     """A hold-out split is drawn again from the folder as it is now: if images came or went since
     training, it is another split, and may hold images the run trained on. Say so (counts recorded
     at training against now)."""
     if not splits.val_kind.startswith("split:"):
         return
-    from ..classify.run import RunDir
-
-    meta = RunDir(run_dir).info().get("run", {})
     then = (meta.get("train_images"), meta.get("val_images"))
     now = (len(splits.train), len(splits.val))
     if None not in then and then != now:
@@ -291,12 +287,10 @@ def _warn_if_the_hold_out_moved(run_dir: str, splits) -> None:
               "trained on; evaluate on a separate folder with --data", file=sys.stderr)
 
 
-def _run_data(run_dir: str, data: str) -> str:
+def _run_data(meta: dict, data: str) -> str:
     """The run's data as it can be found from here: the absolute folder the run recorded (config.json
     keeps --data as typed, relative to where training ran), else `data`."""
-    from ..classify.run import RunDir
-
-    source = RunDir(run_dir).info().get("run", {}).get("data")
+    source = meta.get("data")
     if data != "cifar10" and isinstance(source, str) and Path(source).is_absolute() and Path(source).is_dir():
         return source
     return data
