@@ -292,7 +292,7 @@ class TopActivations:
         c = self.config
         todo = [(self.channels[slot], rank, w) for slot in range(len(self.channels))
                 for rank, w in enumerate(scan.top.winners(slot), 1)]
-        out: dict[int, list[Winner]] = {ch: [] for ch in self.channels} if into is None else into
+        out: dict[int, list[Winner]] = {} if into is None else into
         for ch in self.channels:
             out.setdefault(ch, [])
         start = time.perf_counter()
@@ -342,7 +342,7 @@ class TopActivations:
             raise ImageError(f"none of the {scan.scanned} image(s) in {folder} could be read (the first: "
                              f"{relative_name(scan.skipped[0], Path(folder))}); check the files")
         project_start = time.perf_counter()
-        winners: dict[int, list[Winner]] = {ch: [] for ch in self.channels}
+        winners: dict[int, list[Winner]] = {ch: [] for ch in self.channels}  # kept if Ctrl-C stops project
         projected = None
         try:
             self.project(paths, scan, callback, into=winners)
