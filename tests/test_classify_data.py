@@ -542,3 +542,26 @@ def test_load_data_refuses_arguments_of_the_wrong_kind(tmp_path, kwargs, word):
     one_line_error(e, word)
     with pytest.raises(ConfigError, match="root"):
         load_data("cifar10", root=3)                # was TypeError
+
+
+def test_predict_feeds_the_net_the_pixels_training_decoded(tmp_path):
+    # predict resampled with bicubic where the training decoder uses Lanczos to shrink (and placed
+    # its crop on a rounded grid), so a photo reached the net differently than it did in training.
+    from convscope.classify.predict import predict_images
+    from convscope.classify.data import load_images
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "a").mkdir()
+    Image.fromarray(rng.integers(0, 256, (61, 97, 3), dtype=np.uint8)).save(tmp_path / "a" / "x.png")
+    decoded = load_images(str(tmp_path), classes=["a"], size=24).images[0]
+
+    seen = []
+
+    class Record(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x)
+            return torch.zeros(x.shape[0], 1)
+
+    predict_images(Record(), ["a"], [tmp_path / "a" / "x.png"], 24, "cpu")
+    fed = (seen[0][0] * 255).round().to(torch.uint8)
+    assert torch.equal(fed, decoded)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from .data import (_CACHE_FORMAT, _CHUNK, CIFAR10, CIFAR10_CLASSES, DataError, DataSplits, ImageData,
                    LoadProgress, _cache_load, _cache_path, _cache_save, _check_memory, _chw, _run_chunks,
-                   _square)
+                   square_crop)
 
 
 def default_cifar10_root() -> Path:
@@ -77,7 +77,7 @@ def _resized_cifar(root, pixels, labels, classes, side, what, cache, report) -> 
 
     def resize(start: int) -> int:
         for i in range(start, min(start + _CHUNK, n)):
-            img = _square(Image.fromarray(arrays[i]), side)
+            img = square_crop(Image.fromarray(arrays[i]), side)
             out[i].copy_(_chw(img))
         return min(start + _CHUNK, n) - start
 

@@ -265,7 +265,7 @@ def _decode_listing(listing: Listing, size: int | None, shape: tuple[int, int], 
                 reasons[i] = str(exc)
                 continue
             if size:
-                img = _square(img, size)
+                img = square_crop(img, size)
             elif (img.height, img.width) != shape:
                 raise DataError(
                     f"images differ in size ({listing.folder / listing.files[i]} is {img.width}x{img.height}, "
@@ -303,8 +303,10 @@ def _chw(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(img)).permute(2, 0, 1)
 
 
-def _square(img: Image.Image, size: int) -> Image.Image:
-    """Short side to `size`, centre crop to size x size (one resampling, the crop given as its box)."""
+def square_crop(img: Image.Image, size: int) -> Image.Image:
+    """Short side to `size`, centre crop to size x size: one resampling of just the crop's box (so a
+    20000x1 image never becomes a 4480000x224 intermediate). Training, evaluation and prediction all
+    use it, so a photo reaches the net the same way in each."""
     w, h = img.size
     if (w, h) == (size, size):
         return img

@@ -21,6 +21,7 @@ from ..argcheck import as_image
 from ..devices import as_device
 from ..errors import ConfigError, ImageError
 from .config import TrainConfig
+from .data import square_crop
 from .models import build_model
 from .run import RunDir, RunError
 from .infer import predict_logits
@@ -129,7 +130,7 @@ def predict_images(model: nn.Module, classes: list[str], paths: list[str], input
                 skipped.append((path, str(exc)))
         if not chunk:
             continue
-        x = torch.stack([images.pil_to_tensor(_square(im, input_size))[0] for im in loaded]).to(device)
+        x = torch.stack([images.pil_to_tensor(square_crop(im, input_size))[0] for im in loaded]).to(device)
         with torch.no_grad():
             probs = model(x).float().softmax(1).cpu()
         if probs.shape[1] != len(classes):
@@ -160,18 +161,6 @@ def _check_predict_args(model, classes, paths, input_size, top, batch, keep_imag
     if isinstance(paths, (str, os.PathLike, Image.Image, torch.Tensor)):
         return [paths]
     return list(paths)
-
-
-def _square(img: Image.Image, size: int) -> Image.Image:
-    """Short side to `size`, centre crop to size x size. One resampling of just the crop's box, at
-    the scale of the full resize: resizing the whole image first made a 20000x1 upload a 4480000x224
-    intermediate (GBs for a 143-byte file)."""
-    w, h = img.size
-    scale = size / min(w, h)
-    rw, rh = max(size, round(w * scale)), max(size, round(h * scale))  # the full resize's size
-    left, top = (rw - size) // 2, (rh - size) // 2                       # the crop in it
-    box = (left * w / rw, top * h / rh, (left + size) * w / rw, (top + size) * h / rh)
-    return img.resize((size, size), Image.BICUBIC, box=box)
 
 
 def image_paths(inputs: list[str]) -> list[str]:
