@@ -383,10 +383,12 @@ def test_stylize_shows_only_the_parts_a_method_uses():
     pytest.importorskip("gradio")
     from convscope.web.app import stylize_parts_shown
 
-    # gatys box, one-pass box, style, built-in style button, second style, strength, alpha, style size
-    assert stylize_parts_shown("gatys") == (True, False, True, True, True, False, False, False)
-    assert stylize_parts_shown("arbitrary") == (False, True, True, True, True, False, True, True)
-    assert stylize_parts_shown("model:starry_night") == (False, True, False, False, False, True, False, False)
+    # gatys box, one-pass box, style, built-in style button, second style, strength, alpha, style size,
+    # Stop (a one-pass job has nothing to stop early)
+    assert stylize_parts_shown("gatys") == (True, False, True, True, True, False, False, False, True)
+    assert stylize_parts_shown("arbitrary") == (False, True, True, True, True, False, True, True, False)
+    assert stylize_parts_shown("model:starry_night") == (False, True, False, False, False, True, False, False,
+                                                         False)
 
 
 def test_the_page_shows_progress_and_errors_on_the_result_not_the_status_line():
@@ -661,6 +663,97 @@ def test_the_page_names_form_fields_where_the_engines_name_flags(handlers, uploa
     assert str(err.value).startswith(message) and "--" not in str(err.value)
 
 
+def test_stop_ends_the_running_job_with_its_best_image(monkeypatch):
+    # The engines take Stop as Ctrl-C: their Interrupted (with the image so far) reaches the page.
+    import torch
+
+    from convscope.optimize import Interrupted
+
+    monkeypatch.setattr(jobs, "free_memory", lambda: None)
+
+    def work(job):
+        try:
+            for i in range(1, 100_000):
+                job.callback(_progress(i))
+                time.sleep(0.002)
+        except KeyboardInterrupt:
+            raise Interrupted(torch.full((1, 3, 2, 2), 0.5), i) from None
+
+    switch = jobs.StopSwitch()
+    assert not switch.press()  # nothing running: nothing to stop, and no stop left for the next job
+    gen = jobs.stream(work, jobs.DeviceSlots(1), interval=0.05, switch=switch)
+    assert isinstance(next(gen), jobs.Tick)
+    assert switch.press()
+    with pytest.raises(Interrupted) as stop:
+        list(gen)
+    assert stop.value.iteration > 0 and stop.value.best_image.shape == (1, 3, 2, 2)
+    assert not switch.press()  # the job detached itself when it ended
+    assert list(jobs.stream(lambda job: job.callback(_progress(1)) or 7, jobs.DeviceSlots(1),
+                            switch=switch))[-1] == ("result", 7)
+
+
+def test_stop_before_the_engine_reports_is_a_cancel(monkeypatch):
+    monkeypatch.setattr(jobs, "free_memory", lambda: None)
+    switch = jobs.StopSwitch()
+    started = threading.Event()
+
+    def work(job):
+        started.set()
+        time.sleep(0.2)      # loading the network: no report yet
+        job.callback(_progress(1))
+
+    gen = jobs.stream(work, jobs.DeviceSlots(1), switch=switch)
+    thread = threading.Thread(target=lambda: (started.wait(5), switch.press()))
+    thread.start()
+    with pytest.raises(jobs.Cancelled):
+        list(gen)
+    thread.join()
+
+
+def _stopped_after_first_preview(outs, switch) -> tuple:
+    """Drive a handler's outputs, pressing Stop at the first preview image; the output after it
+    (read before the generator ends, which removes the job's download folder)."""
+    for out in outs:
+        if isinstance(out[0], Image.Image):
+            assert switch.press()
+            return next(outs)
+    raise AssertionError("no preview")
+
+
+@pytest.mark.parametrize("tab", ["gatys", "texture", "dream"])
+def test_stop_keeps_the_image_so_far_as_the_result(handlers, uploads, tab):
+    pytest.importorskip("gradio")
+    from convscope.images import read_png_metadata
+    from convscope.style.config import StyleConfig
+    from convscope.vis.dream import DreamConfig
+    from convscope.vis.texture import TextureConfig
+    from convscope.web import forms
+
+    content, style = uploads / "c.png", uploads / "s.png"
+    photo().save(content)
+    photo(48, 48).save(style)
+    switch = jobs.StopSwitch()
+    if tab == "gatys":
+        # 400 iterations: a preview every 20 (the page asks for about 20 per run), stopped long before the end
+        form = _form(StyleConfig, forms.GATYS_MAIN + forms.GATYS_MORE, size=64, iterations=400)
+        outs = handlers.stylize("gatys", record(content), record(style), None, "", form, {}, switch)
+    elif tab == "texture":
+        form = _form(TextureConfig, forms.TEXTURE_MAIN + forms.TEXTURE_MORE, size="64 48", iterations=400,
+                     source_size=48)
+        outs = handlers.texture(record(style), form, switch)
+    else:
+        form = _form(DreamConfig, forms.DREAM_MAIN + forms.DREAM_MORE, size=64, octaves=1, steps=400,
+                     layer="relu2_1")
+        outs = handlers.dream(record(content), form, switch)
+    image, status, download = _stopped_after_first_preview(outs, switch)
+    assert status.startswith("stopped ") and status.endswith("64x48"), status
+    assert image.size == (64, 48) and Image.open(download).size == (64, 48)
+    at = read_png_metadata(download)["interrupted_at"]
+    assert 20 <= (at["step"] if tab == "dream" else at["iteration"]) < 400
+    assert list(outs) == []
+    assert not switch.press()
+
+
 def test_gatys_from_the_one_pass_result(handlers, uploads):
     pytest.importorskip("gradio")
     from convscope.images import read_png_metadata
@@ -700,7 +793,7 @@ def test_dream_and_explain_handlers(handlers, uploads):
 
 
 def test_find_runs_offers_only_run_folders(tmp_path):
-    from convscope.web.handlers import find_runs
+    from convscope.web.runs import find_runs
 
     (tmp_path / "a" / "run1").mkdir(parents=True)
     (tmp_path / "a" / "run1" / "config.json").write_text('{"kind": "convscope-classifier"}')
@@ -860,6 +953,7 @@ def test_browser_stylize_fast_then_gatys(page, pictures):
 
     pick(pg, "#stylize-method", "starry_night")
     pg.wait_for_selector("#fast-strength", state="visible")
+    pg.wait_for_selector("#stylize-stop", state="hidden")  # one pass: nothing to stop early
     pg.click("#stylize-run")
     assert wait_status(pg, "#stylize-status", "done").startswith("done")
     assert result_size(pg, "#stylize-result") == (80, 60)  # fast: the content's own size
@@ -901,6 +995,25 @@ def test_browser_cancel_frees_the_device_for_the_next_job(page, pictures, server
     pick(pg, "#stylize-method", "starry_night")
     pg.click("#stylize-run")
     assert wait_status(pg, "#stylize-status", "done").startswith("done")
+
+
+@browser_test
+def test_browser_stop_keeps_the_image_so_far(page, pictures):
+    pg = page
+    pg.click("button[role=tab]:has-text('Stylize')")
+    pick(pg, "#stylize-method", "gatys")  # a built-in style (an earlier test's) hides the style image
+    pg.set_input_files("#stylize-content input[type=file]", str(pictures / "content.png"))
+    pg.set_input_files("#stylize-style input[type=file]", str(pictures / "style.png"))
+    set_number(pg, "#gatys-size", 64)
+    pg.locator("#gatys-iterations input").fill("100000")
+    pg.locator("#gatys-iterations input").blur()
+    pg.click("#stylize-run")
+    wait_status(pg, "#stylize-status", "iteration")
+    pg.click("#stylize-stop")
+    status = wait_status(pg, "#stylize-status", "stopped at iteration")
+    assert status.endswith("64x48"), status
+    assert result_size(pg, "#stylize-result") == (64, 48)
+    assert pg.locator("#stylize-download a").first.get_attribute("href").endswith("stylized.png")
 
 
 @browser_test

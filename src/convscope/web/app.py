@@ -2,8 +2,10 @@
 
 Every long job goes through Gradio's queue under one concurrency id ("device"), so at most
 `concurrency` jobs use the device at once and the rest wait their turn; each tab's Cancel button
-cancels its job (queued or running). A user's mistake (a UserError) shows as its one-line message,
-never a traceback; anything else is logged on the server and shown as a one-line internal error.
+cancels its job (queued or running), and the tabs that optimize an image have a Stop button that
+ends the running job with its best image so far (as Ctrl-C does on the command line). A user's
+mistake (a UserError) shows as its one-line message, never a traceback; anything else is logged on
+the server and shown as a one-line internal error.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import traceback
 from ..errors import UserError
 from . import forms
 from .handlers import SKIP, Handlers, Settings
-from .jobs import Cancelled
+from .jobs import Cancelled, StopSwitch
 from .widgets import make_widget, make_widgets
 
 TITLE = "convscope"
@@ -116,13 +118,33 @@ def _run_cancel(prefix: str, text: str):
     return run, cancel
 
 
+def _run_stop_cancel(prefix: str, text: str):
+    """Run, Stop (keep the image so far) and Cancel buttons, and the tab's StopSwitch for each
+    browser session (a gr.State built per session from the class)."""
+    import gradio as gr
+
+    with gr.Row():
+        run = gr.Button(text, variant="primary", elem_id=f"{prefix}-run")
+        stop = gr.Button("Stop", variant="secondary", elem_id=f"{prefix}-stop")
+        cancel = gr.Button("Cancel", variant="stop", elem_id=f"{prefix}-cancel")
+    return run, stop, cancel, gr.State(StopSwitch)
+
+
+def pressed(switch: StopSwitch):
+    """The Stop button: the status says the job will stop (nothing changes when none runs)."""
+    import gradio as gr
+
+    return "stopping: the image so far comes next..." if switch.press() else gr.skip()
+
+
 def stylize_parts_shown(method: str) -> tuple[bool, ...]:
     """Which parts of the Stylize form `method` uses, in the order: gatys options, one-pass options,
     style image, its built-in button, second style, strength (a style model's), alpha and style size
-    (arbitrary's). A built-in style has its painting inside: no style images."""
+    (arbitrary's), the Stop button (an optimization's). A built-in style has its painting inside: no
+    style images."""
     gatys, arbitrary = method == "gatys", method == "arbitrary"
     model = not gatys and not arbitrary
-    return gatys, not gatys, not model, not model, not model, model, arbitrary, arbitrary
+    return gatys, not gatys, not model, not model, not model, model, arbitrary, arbitrary, gatys
 
 
 def build_app(settings: Settings):
@@ -165,7 +187,7 @@ def build_app(settings: Settings):
                                                           forms.STYLIZE_LABELS))
                         with gr.Group(visible=False) as fast_box:
                             fast = make_widgets(FastConfig, forms.FAST, "fast-", forms.STYLIZE_LABELS)
-                        run, cancel = _run_cancel("stylize", "Stylize")
+                        run, stop, cancel, switch = _run_stop_cancel("stylize", "Stylize")
                     with gr.Column():
                         result = _result_image("Result (live preview)", "stylize-result")
                         status = gr.Markdown(elem_id="stylize-status")
@@ -175,22 +197,24 @@ def build_app(settings: Settings):
                 content_builtin.click(_shown_errors()(H.builtin_photo), None, content, **quick)
                 style_builtin.click(_shown_errors()(H.builtin_style), None, style1, **quick)
                 shown_parts = [gatys_box, fast_box, style1, style_builtin, style2_box, fast["strength"],
-                               fast["alpha"], fast["style_size"]]
+                               fast["alpha"], fast["style_size"], stop]
                 method.change(lambda m: [gr.update(visible=v) for v in stylize_parts_shown(m)], method,
                               shown_parts, **quick)
                 gatys_names, fast_names = list(gatys), list(fast)
 
-                def stylize(m, c, s1, s2, b, *values):
+                def stylize(m, c, s1, s2, b, sw, *values):
                     g = dict(zip(gatys_names, values[:len(gatys_names)]))
                     f = dict(zip(fast_names, values[len(gatys_names):]))
-                    yield from H.stylize(m, c, s1, s2, b, g, f)
+                    yield from H.stylize(m, c, s1, s2, b, g, f, sw)
 
-                names = ["method", "content", "style", "style2", forms.BLEND, *gatys_names,
+                # The State's name stays out of the API (Gradio fills it from the session).
+                names = ["method", "content", "style", "style2", forms.BLEND, "stop", *gatys_names,
                          *(f"fast_{n}" for n in fast_names)]
                 event = run.click(_api(stylize, names, (1, 3)),
-                                  [method, content, style1, style2, blend, *gatys.values(), *fast.values()],
+                                  [method, content, style1, style2, blend, switch, *gatys.values(), *fast.values()],
                                   [result, status, download], api_name="stylize", show_progress_on=result,
                                   **queued)
+                stop.click(pressed, switch, status, **quick)
                 cancel.click(lambda: "cancelled", None, status, cancels=[event], **quick)
 
             # ---- Classify ---------------------------------------------------------------------
@@ -257,7 +281,7 @@ def build_app(settings: Settings):
                                 dw = make_widgets(DreamConfig, forms.DREAM_MAIN, "dream-", forms.DREAM_LABELS)
                                 with gr.Accordion("More options", open=False):
                                     dw.update(make_widgets(DreamConfig, forms.DREAM_MORE, "dream-", forms.DREAM_LABELS))
-                                run_d, cancel_d = _run_cancel("dream", "Dream")
+                                run_d, stop_d, cancel_d, switch_d = _run_stop_cancel("dream", "Dream")
                             with gr.Column():
                                 d_result = _result_image("Dream", "dream-result")
                                 d_status = gr.Markdown(elem_id="dream-status")
@@ -272,7 +296,7 @@ def build_app(settings: Settings):
                                 with gr.Accordion("More options", open=False):
                                     tw.update(make_widgets(TextureConfig, forms.TEXTURE_MORE, "texture-",
                                                            forms.TEXTURE_LABELS))
-                                run_t, cancel_t = _run_cancel("texture", "Synthesize")
+                                run_t, stop_t, cancel_t, switch_t = _run_stop_cancel("texture", "Synthesize")
                             with gr.Column():
                                 t_result = _result_image("Texture (live preview)", "texture-result")
                                 t_status = gr.Markdown(elem_id="texture-status")
@@ -282,19 +306,21 @@ def build_app(settings: Settings):
                 t_builtin.click(_shown_errors()(H.builtin_style), None, t_image, **quick)
                 d_names, t_names = list(dw), list(tw)
 
-                def dream(img, *values):
-                    yield from H.dream(img, dict(zip(d_names, values)))
+                def dream(img, sw, *values):
+                    yield from H.dream(img, dict(zip(d_names, values)), sw)
 
-                def texture(img, *values):
-                    yield from H.texture(img, dict(zip(t_names, values)))
+                def texture(img, sw, *values):
+                    yield from H.texture(img, dict(zip(t_names, values)), sw)
 
-                event_d = run_d.click(_api(dream, ["image", *d_names], (1, 3)), [d_image, *dw.values()],
-                                      [d_result, d_status, d_download], api_name="dream",
-                                      show_progress_on=d_result, **queued)
+                event_d = run_d.click(_api(dream, ["image", "stop", *d_names], (1, 3)),
+                                      [d_image, switch_d, *dw.values()], [d_result, d_status, d_download],
+                                      api_name="dream", show_progress_on=d_result, **queued)
+                stop_d.click(pressed, switch_d, d_status, **quick)
                 cancel_d.click(lambda: "cancelled", None, d_status, cancels=[event_d], **quick)
-                event_t = run_t.click(_api(texture, ["source", *t_names], (1, 3)), [t_image, *tw.values()],
-                                      [t_result, t_status, t_download], api_name="texture",
-                                      show_progress_on=t_result, **queued)
+                event_t = run_t.click(_api(texture, ["source", "stop", *t_names], (1, 3)),
+                                      [t_image, switch_t, *tw.values()], [t_result, t_status, t_download],
+                                      api_name="texture", show_progress_on=t_result, **queued)
+                stop_t.click(pressed, switch_t, t_status, **quick)
                 cancel_t.click(lambda: "cancelled", None, t_status, cancels=[event_t], **quick)
 
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=settings.concurrency)

@@ -9,9 +9,7 @@ tuples of plain values (PIL images, text, file paths) in the order of the tab's 
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import shutil
 import tempfile
 import threading
@@ -23,18 +21,17 @@ from pathlib import Path
 from PIL import Image
 
 from .. import images
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError
+from ..optimize import Interrupted
 from . import jobs
 from .charts import probability_chart, thumbnail
 from .forms import (BLEND, DREAM_LABELS, DREAM_MAIN, DREAM_MORE, EXPLAIN_LABELS, EXPLAIN_MAIN, EXPLAIN_MORE, FAST,
                     GATYS_MAIN, GATYS_MORE, IMAGENET, STYLIZE_LABELS, TEXTURE_LABELS, TEXTURE_MAIN, TEXTURE_MORE)
 from .limits import Limits, check_upload, display_name, probe_upload
-from .widgets import build_config, in_form_terms, parse_value
+from .runs import find_runs
+from .widgets import build_config, form_terms, parse_value
 
-RUN_PREFIX = "run: "
 MAX_CLASSIFY = 16          # images per classify request
-MAX_RUNS_LISTED = 200      # run folders offered from --runs
-RUNS_DEPTH = 4             # how deep under --runs they are looked for
 PREVIEWS = 20              # live previews per optimization run (about)
 BUILTIN_PHOTO = "grace_hopper.jpg"
 BUILTIN_STYLE = "swirl_painting.png"
@@ -51,48 +48,6 @@ class Settings:
 def preview_every(iterations: int) -> int:
     """Every how many iterations a preview image is sent: about PREVIEWS per run."""
     return max(1, math.ceil(iterations / PREVIEWS))
-
-
-def find_runs(root: Path | None) -> dict[str, Path]:
-    """Classifier run folders under `root` (their config.json says so), by label: at most
-    MAX_RUNS_LISTED, at most RUNS_DEPTH folders down, hidden folders skipped. Found once at start:
-    the browser picks a label, never a path."""
-    if root is None:
-        return {}
-    from ..classify.run import CONFIG, RunDir, RunError
-
-    found: dict[str, Path] = {}
-    for folder, subfolders, files in os.walk(root):
-        here = Path(folder)
-        depth = len(here.relative_to(root).parts)
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")) if depth < RUNS_DEPTH else []
-        if CONFIG not in files:
-            continue
-        try:
-            RunDir(here).info()
-        except (RunError, OSError):
-            continue
-        subfolders[:] = []  # a run's own folders (tensorboard, ...) hold no runs
-        found[RUN_PREFIX + (str(here.relative_to(root)) if depth else root.name)] = here
-        if len(found) >= MAX_RUNS_LISTED:
-            break
-    return found
-
-
-def _in_form_terms(labels: dict[str, str]):
-    """A tab's action (a generator) whose errors name the fields of the tab's form where the
-    engines' messages name CLI flags: one translation for every message, from the table of labels
-    the form is built from (`forms`)."""
-    def wrap(fn):
-        @functools.wraps(fn)
-        def run(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except UserError as exc:
-                exc.args = (in_form_terms(str(exc), labels),)
-                raise
-        return run
-    return wrap
 
 
 class Handlers:
@@ -161,9 +116,11 @@ class Handlers:
         return str(images.save_image(image, folder / name, meta))
 
     # ---- Stylize -----------------------------------------------------------------------------
-    @_in_form_terms(STYLIZE_LABELS)
-    def stylize(self, method: str, content, style1, style2, blend: str, gatys: dict, fast: dict) -> Iterator[tuple]:
-        """Yields (preview image, status text, download path) as the job goes."""
+    @form_terms(STYLIZE_LABELS)
+    def stylize(self, method: str, content, style1, style2, blend: str, gatys: dict, fast: dict,
+                switch: jobs.StopSwitch | None = None) -> Iterator[tuple]:
+        """Yields (preview image, status text, download path) as the job goes; `switch` stops an
+        optimization early, keeping its best image."""
         from ..fast.models import ARBITRARY_BUILTIN
         from ..runinfo import run_metadata
         from ..style.config import StyleConfig
@@ -189,7 +146,7 @@ class Handlers:
                 self.limits.check_output(style.size, round(config.size * config.style_scale),
                                          "style size (size x style scale)")
             yield None, "loading the network...", None
-            yield from self._run_gatys(content_img, styles, config, names)
+            yield from self._run_gatys(content_img, styles, config, names, switch)
             return
         from ..fast.apply import FastConfig
 
@@ -238,7 +195,8 @@ class Handlers:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _run_gatys(self, content: Image.Image, styles: list, config, names: dict) -> Iterator[tuple]:
+    def _run_gatys(self, content: Image.Image, styles: list, config, names: dict,
+                   switch: jobs.StopSwitch | None) -> Iterator[tuple]:
         from ..runinfo import run_metadata
         from ..style.gatys import stylize_images
 
@@ -251,14 +209,19 @@ class Handlers:
                                                              seed=config.seed, seconds=round(r.seconds, 3),
                                                              final_losses=r.losses,
                                                              stage_sizes=r.stage_sizes,
-                                                             iterations_run=len(r.history)))
+                                                             iterations_run=len(r.history)),
+                                      switch, lambda stop: run_metadata("stylize", (stop.config or config).to_dict(),
+                                                                        inputs=names, seed=config.seed,
+                                                                        interrupted_at=_stopped_at(stop)))
 
-    def _optimization(self, work, filename: str, meta_of) -> Iterator[tuple]:
+    def _optimization(self, work, filename: str, meta_of, switch: jobs.StopSwitch | None,
+                      stopped_meta) -> Iterator[tuple]:
         """Stream a job whose progress carries preview images: (preview, status, None) while it
-        runs, then (result, summary, download path)."""
+        runs, then (result, summary, download path); after a Stop, the best image so far as the
+        result (its metadata from stopped_meta(Interrupted))."""
         folder = self._job_dir()
         try:
-            for item in jobs.stream(work, self.slots):
+            for item in jobs.stream(work, self.slots, switch=switch):
                 if isinstance(item, jobs.Tick):
                     preview = images.tensor_to_pil(item.image) if item.image is not None else SKIP
                     yield preview, jobs.describe(item), SKIP
@@ -268,8 +231,17 @@ class Handlers:
                     terms = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
                     yield (result.image, f"done in {result.seconds:.1f} s: {result.image.width}x"
                            f"{result.image.height} ({terms})", path)
+        except Interrupted as stop:
+            where = f"at iteration {stop.iteration}" + (f" of stage {stop.stage}" if stop.stage > 1 else "")
+            yield self._kept(stop, folder, filename, stopped_meta(stop), where, "the best image so far")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def _kept(self, stop: Interrupted, folder: Path, filename: str, meta: dict, where: str, what: str) -> tuple:
+        """(image, status, download) for a job ended by the Stop button: what it had so far."""
+        image = images.tensor_to_pil(stop.best_image)
+        path = self._save(image, folder, filename, meta)
+        return image, f"stopped {where}: {what}, {image.width}x{image.height}", path
 
     def methods(self) -> dict[str, str]:
         """Stylize methods offered: value -> label (built-in models as installed)."""
@@ -332,7 +304,7 @@ class Handlers:
         return top, probability_chart(preds, labels), "\n".join(rows)
 
     # ---- Explain -----------------------------------------------------------------------------
-    @_in_form_terms(EXPLAIN_LABELS)
+    @form_terms(EXPLAIN_LABELS)
     def explain(self, record, options: dict) -> Iterator[tuple]:
         """Yields (figure, gallery [(image, caption)], top-5 {name: score}, status)."""
         from ..vis.explain import ExplainConfig, explain, explain_figure, panels
@@ -359,9 +331,9 @@ class Handlers:
                 yield figure, gallery, top, f"{result.target_name}: done in {result.seconds:.1f} s"
 
     # ---- Dream & textures --------------------------------------------------------------------
-    @_in_form_terms(DREAM_LABELS)
-    def dream(self, record, options: dict) -> Iterator[tuple]:
-        """Yields (image, status, download path)."""
+    @form_terms(DREAM_LABELS)
+    def dream(self, record, options: dict, switch: jobs.StopSwitch | None = None) -> Iterator[tuple]:
+        """Yields (image, status, download path); `switch` stops it early, keeping the dream so far."""
         from ..runinfo import run_metadata
         from ..vis.dream import DreamConfig, Dreamer
 
@@ -379,7 +351,7 @@ class Handlers:
         yield SKIP, "loading the network...", None
         folder = self._job_dir()
         try:
-            for item in jobs.stream(work, self.slots):
+            for item in jobs.stream(work, self.slots, switch=switch):
                 if isinstance(item, jobs.Tick):
                     # The objective every step; the full-size dream so far every few steps.
                     p = item.progress
@@ -395,12 +367,17 @@ class Handlers:
                     path = self._save(r.image, folder, "dream.png", meta)
                     yield r.image, (f"done in {r.seconds:.1f} s: objective {r.start_objective:.4g} -> "
                                     f"{r.objective:.4g}"), path
+        except Interrupted as stop:
+            meta = run_metadata("dream", config.to_dict(), inputs=names, seed=config.seed,
+                                interrupted_at={"octave": stop.stage, "step": stop.iteration})
+            yield self._kept(stop, folder, "dream.png", meta, f"in octave {stop.stage} at step {stop.iteration}",
+                             "the dream so far")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    @_in_form_terms(TEXTURE_LABELS)
-    def texture(self, record, options: dict) -> Iterator[tuple]:
-        """Yields (preview image, status, download path)."""
+    @form_terms(TEXTURE_LABELS)
+    def texture(self, record, options: dict, switch: jobs.StopSwitch | None = None) -> Iterator[tuple]:
+        """Yields (preview image, status, download path); `switch` stops it early, keeping its best image."""
         from ..runinfo import run_metadata
         from ..vis.texture import TextureConfig, synthesize
 
@@ -418,7 +395,10 @@ class Handlers:
         yield SKIP, "loading the network...", None
         yield from self._optimization(work, "texture.png",
                                       lambda r: run_metadata("texture", r.config.to_dict(), inputs=names,
-                                                             seed=config.seed, seconds=round(r.seconds, 3)))
+                                                             seed=config.seed, seconds=round(r.seconds, 3)),
+                                      switch, lambda stop: run_metadata("texture", config.to_dict(), inputs=names,
+                                                                        seed=config.seed,
+                                                                        interrupted_at=_stopped_at(stop)))
 
 
 class _Skip:
@@ -429,6 +409,10 @@ class _Skip:
 
 
 SKIP = _Skip()
+
+
+def _stopped_at(stop: Interrupted) -> dict:
+    return {"stage": stop.stage, "iteration": stop.iteration}
 
 
 def _offered(value, offered: dict, what: str) -> None:

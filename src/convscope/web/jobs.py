@@ -4,6 +4,8 @@ An engine reports through a callback (convscope.optimize.Progress). `stream` run
 worker thread and turns those reports into a generator the page iterates, so each Gradio event
 can yield live previews. Closing the generator (Gradio does when a user cancels or leaves) sets
 the job's cancel flag; the callback then raises `Cancelled` inside the engine, which unwinds it.
+A tab's Stop button (a `StopSwitch` per browser session) instead raises `StopRequested`, which the
+optimizing engines take as Ctrl-C: they end with `Interrupted` carrying the best image so far.
 Whatever way a job ends, its memory is released (and the CUDA cache emptied).
 
 A per-app `DeviceSlots` semaphore bounds how many engines run at once, so a cancelled job still
@@ -23,11 +25,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import UserError
-from ..optimize import Progress
+from ..optimize import Interrupted, Progress
 
 
 class Cancelled(Exception):
     """The user cancelled the job (raised from the engine's progress callback)."""
+
+
+class StopRequested(KeyboardInterrupt):
+    """The user pressed Stop: raised from the progress callback, where the engines take it as
+    Ctrl-C and raise `Interrupted` with the best image so far (before the first report it unwinds
+    like a cancel)."""
 
 
 def free_memory() -> None:
@@ -70,17 +78,48 @@ _END = object()
 class Job:
     def __init__(self):
         self.cancelled = threading.Event()
+        self.stop = threading.Event()
         self.events: queue.Queue = queue.Queue()
 
     def callback(self, p: Progress) -> None:
         if self.cancelled.is_set():
             raise Cancelled()
+        if self.stop.is_set():
+            raise StopRequested()
         self.events.put(p)
 
     def check(self) -> None:
-        """For engines without progress reports: stop between steps when cancelled."""
-        if self.cancelled.is_set():
+        """For engines without progress reports: stop between steps when cancelled (or stopped:
+        before an engine's first report there is nothing to keep)."""
+        if self.cancelled.is_set() or self.stop.is_set():
             raise Cancelled()
+
+
+class StopSwitch:
+    """One tab's Stop button for one browser session (the page keeps one in a gr.State): `press`
+    stops the job that tab is running, if any. A job attaches itself while it runs, so a press
+    with nothing running (or a job still queued) does not stop the next one."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._job: Job | None = None
+
+    def attach(self, job: Job | None) -> None:
+        with self._lock:
+            self._job = job
+
+    def detach(self, job: Job) -> None:
+        with self._lock:
+            if self._job is job:
+                self._job = None
+
+    def press(self) -> bool:
+        """Ask the running job to stop; False when this tab runs none."""
+        with self._lock:
+            if self._job is None:
+                return False
+            self._job.stop.set()
+            return True
 
 
 def fraction(p: Progress) -> float:
@@ -90,12 +129,16 @@ def fraction(p: Progress) -> float:
     return min(1.0, ((p.stage - 1) + p.iteration / max(p.iterations, 1)) / stages)
 
 
-def stream(work: Callable[[Job], object], slots: DeviceSlots, interval: float = 0.4) -> Iterator[Tick | tuple]:
+def stream(work: Callable[[Job], object], slots: DeviceSlots, interval: float = 0.4,
+           switch: StopSwitch | None = None) -> Iterator[Tick | tuple]:
     """Run `work(job)` in a worker thread; yield a Tick at most every `interval` seconds (and at
     once when a preview image arrives), then ("result", value). The worker's exception is raised
-    here (Cancelled included); closing the generator cancels the job without waiting for it."""
+    here (Cancelled, and Interrupted after a Stop, included); closing the generator cancels the job
+    without waiting for it. `switch`, when given, can stop the job while it runs."""
     job = Job()
     box: dict = {}
+    if switch is not None:
+        switch.attach(job)
 
     def worker() -> None:
         try:
@@ -137,7 +180,9 @@ def stream(work: Callable[[Job], object], slots: DeviceSlots, interval: float = 
                 break
         if "error" in box:
             error = box["error"]
-            if not isinstance(error, (UserError, Cancelled)):
+            if isinstance(error, StopRequested):  # stopped before the engine had an image to keep
+                raise Cancelled()
+            if not isinstance(error, (UserError, Cancelled, Interrupted)):
                 print(f"convscope serve: a job failed:\n{box['trace']}", file=sys.stderr)  # the server log
                 with contextlib.suppress(AttributeError):
                     error.logged = True  # the page need not log it again
@@ -145,6 +190,8 @@ def stream(work: Callable[[Job], object], slots: DeviceSlots, interval: float = 
         yield ("result", box["value"])
     finally:
         job.cancelled.set()  # no-op after the end; on close (cancel, disconnect) stops the engine
+        if switch is not None:
+            switch.detach(job)
 
 
 def describe(tick: Tick, what: str = "") -> str:

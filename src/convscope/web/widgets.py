@@ -9,11 +9,12 @@ field's type and, where the field has choices, must be one of the choices offere
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import MISSING, Field, dataclass, fields
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 
 MAX_TEXT = 400  # characters of a text option (layer lists are the longest)
 
@@ -224,3 +225,19 @@ def build_config(cls, specs, raw: dict, fixed: dict | None = None):
         values[spec.name] = parse_value(cls, spec, raw.get(spec.name))
     values.update(fixed or {})
     return cls(**values)
+
+
+def form_terms(labels: dict[str, str]):
+    """A tab's action (a generator) whose errors name the fields of the tab's form where the
+    engines' messages name CLI flags: one translation for every message, from the table of labels
+    the form is built from (`forms`)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except UserError as exc:
+                exc.args = (in_form_terms(str(exc), labels),)
+                raise
+        return run
+    return wrap
