@@ -6,24 +6,32 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import warnings
 from pathlib import Path
 
 import torch
 
-from ..classify.export import (ExportError, _fd1_to_devnull, _has_dynamo_flag, check_output, onnxruntime_or_none,
-                               require_onnx)
+from ..classify.export import (ExportError, _fd1_to_devnull, _first_line, _has_dynamo_flag, check_output,
+                               onnxruntime_or_none, require_onnx)
 from ..images import write_atomic
 from .models import STYLE_KIND, load_model
 
+# onnxruntime runs each of these (batch, 3, H, W) through the file and PyTorch before it is written:
+# odd sizes, and small ones, where the network pads by replicating rather than reflecting.
+CHECK_SHAPES = ((1, 3, 77, 101), (2, 3, 128, 96), (1, 3, 9, 14), (1, 3, 1, 1))
+
+# The newest opset this torch's exporter writes (23 in torch 2.14; 20 in torch 2.4); above it, it
+# fails with a bare "Unsupported onnx_opset_version".
+MAX_OPSET = getattr(getattr(torch.onnx, "_constants", None), "ONNX_MAX_OPSET", 20)
 TOLERANCE = 2e-3  # sigmoid outputs in [0, 1]; float32 kernels of two runtimes differ by ~1e-6
 
 
 def export_onnx(model: str, out: str | Path, opset: int = 17) -> dict:
     onnx = require_onnx()
     path = check_output(out)
-    if not 11 <= opset <= 30:
-        raise ExportError(f"--opset must be between 11 and 30 (17 is a safe choice), not {opset}")
+    if not 11 <= opset <= MAX_OPSET:
+        raise ExportError(f"--opset must be between 11 and {MAX_OPSET} (17 is a safe choice), not {opset}")
     loaded = load_model(model, STYLE_KIND, "cpu",
                         wrong_kind_hint="; export-onnx exports feed-forward styles (convscope styles lists them)")
     net = loaded.net.float().eval()
@@ -33,8 +41,8 @@ def export_onnx(model: str, out: str | Path, opset: int = 17) -> dict:
     try:
         with warnings.catch_warnings(), _fd1_to_devnull():
             warnings.simplefilter("ignore")
-            torch.onnx.export(net, (example,), buf, input_names=["image"], output_names=["stylized"],
-                              opset_version=opset, do_constant_folding=True,
+            torch.onnx.export(net, (example,), buf, input_names=["image"],
+                              output_names=["stylized"], opset_version=opset, do_constant_folding=True,
                               dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                                             "stylized": {0: "batch", 2: "height", 3: "width"}}, **extra)
     except Exception as exc:
@@ -47,17 +55,26 @@ def export_onnx(model: str, out: str | Path, opset: int = 17) -> dict:
     diff = None
     ort = onnxruntime_or_none()
     if ort is not None:
-        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # e.g. an opset or operator this onnxruntime does not have
+            raise ExportError(f"onnxruntime cannot load the exported model ({_first_line(exc)}); not written; "
+                              f"try another --opset (17 is a safe choice)") from None
         diff = 0.0
-        for shape in ((1, 3, 77, 101), (2, 3, 128, 96)):
+        for shape in CHECK_SHAPES:
             x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
             with torch.inference_mode():
                 want = net(x).numpy()
-            got = session.run(None, {"image": x.numpy()})[0]
+            try:
+                got = session.run(None, {"image": x.numpy()})[0]
+            except Exception as exc:
+                raise ExportError(f"onnxruntime cannot run the exported model on a {shape[3]}x{shape[2]} image "
+                                  f"({_first_line(exc)}); not written") from None
             if got.shape != want.shape:
-                raise ExportError(f"the exported model returned shape {got.shape} for input {shape}")
-            diff = max(diff, float(abs(got - want).max()))
-        if diff > TOLERANCE:
+                raise ExportError(f"the exported model returned shape {got.shape} for input {shape}; not written")
+            gap = float(abs(got - want).max())
+            diff = gap if math.isnan(gap) or gap > diff else diff  # max() would drop a NaN
+        if not diff <= TOLERANCE:
             raise ExportError(f"onnxruntime disagrees with PyTorch by {diff:.3g} (> {TOLERANCE}); not written")
     write_atomic(path, lambda f: f.write(data))
     return {"path": str(path), "max_abs_diff": diff, "bytes": len(data)}

@@ -85,8 +85,30 @@ class UpsampleConv(nn.Module):
 def _pad_input(x: torch.Tensor) -> torch.Tensor:
     """Reflection-pad by BORDER, plus up to 3 pixels so both sides are multiples of 4."""
     h, w = x.shape[-2:]
+    if torch.onnx.is_in_onnx_export():
+        return _pad_input_traced(x)
     mode = "reflect" if min(h, w) > BORDER + 3 else "replicate"  # reflect needs pad < size
     return F.pad(x, (BORDER, BORDER + (-w) % 4, BORDER, BORDER + (-h) % 4), mode=mode)
+
+
+def _pad_input_traced(x: torch.Tensor) -> torch.Tensor:
+    """_pad_input as an index gather, for ONNX export: the Python `if` above would be frozen at the
+    example's choice, and the file then failed in onnxruntime on frames with a side under 20 px
+    (its reflect Pad needs pad < side). Here the rows and columns are picked per call, so both
+    choices stay in the graph. Sizes are 0-d tensors while tracing, so they stay dynamic."""
+    h, w = x.shape[-2:]
+    reflect = torch.minimum(torch.as_tensor(h), torch.as_tensor(w)) > BORDER + 3
+    return x.index_select(2, _pad_index(h, (-h) % 4, reflect)).index_select(3, _pad_index(w, (-w) % 4, reflect))
+
+
+def _pad_index(n, extra, reflect: torch.Tensor) -> torch.Tensor:
+    """Source rows (or columns) along an axis of length `n`: BORDER before, BORDER + `extra` after,
+    reflected where `reflect` (a bool tensor) and replicated elsewhere."""
+    i = torch.arange(-BORDER, n + BORDER + extra)
+    mirrored = i.abs()
+    mirrored = torch.where(mirrored > n - 1, 2 * (n - 1) - mirrored, mirrored)
+    clamped = torch.where(i < 0, 0, torch.where(i > n - 1, n - 1, i))  # not clamp: int64 Clip needs opset 12
+    return torch.where(reflect, mirrored, clamped)
 
 
 class TransformerNet(nn.Module):
