@@ -308,3 +308,29 @@ def test_probe_reports_size_rate_and_audio(assets):
     assert info.size == (W, H) and info.fps == FPS and info.audio_codec == "aac"
     assert abs(info.frames - 24) <= 1
     assert video.probe(assets["clip"]).audio_codec is None
+
+
+def test_a_video_cut_off_mid_stream_is_stylized_with_a_warning(assets, tmp_path, out_dir, capsys):
+    # With its index at the front (+faststart, as web videos are), a file cut off while it was
+    # copied still opens; ffmpeg decodes up to the cut and ends without an error. The run keeps
+    # what was decoded, and says the file looks damaged instead of passing it off as complete.
+    faststart = tmp_path / "faststart.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(assets["clip"]),
+                    "-c", "copy", "-movflags", "+faststart", str(faststart)], check=True, stdin=subprocess.DEVNULL)
+    data = faststart.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    out = out_dir / "out.mp4"
+    rc = main(["stylize-video", str(cut), "--model", str(assets["model"]), "-o", str(out), *CPU])
+    err = capsys.readouterr().err
+    assert rc == 0
+    _, frames = read_video(out)
+    assert 1 <= len(frames) < 20
+    assert err.startswith("warning:") and err.count("\n") == 1 and "cut off or damaged" in err
+    assert "about 24" in err  # 24 frames at 24 fps in the source
+
+
+def test_a_complete_video_gives_no_truncation_warning(assets, out_dir, capsys):
+    rc = main(["stylize-video", str(assets["with_aac"]), "--model", str(assets["model"]), "-o",
+               str(out_dir / "out.mp4"), "--max-frames", "5", *CPU])
+    assert rc == 0 and capsys.readouterr().err == ""

@@ -128,6 +128,10 @@ def run(args) -> int:
                         model_card=stylizer.model.card)
     text = json.dumps(meta, indent=2, default=str) + "\n"
     images.write_atomic(images.sidecar_path(out), lambda f: f.write(text.encode("utf-8")))
+    if result.short:
+        print(f"warning: only {result.frames} frame(s) could be decoded where the source's duration "
+              f"({source.duration:.3g} s at {float(source.fps):.4g} fps) promises about {result.expected}: "
+              f"{args.video} may be cut off or damaged; check {out}", file=sys.stderr)
     if result.audio.startswith("dropped"):
         print(f"warning: the source's audio could not be kept ({result.audio[len('dropped: '):]})", file=sys.stderr)
     if not args.quiet:

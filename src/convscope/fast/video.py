@@ -49,6 +49,7 @@ from .videoio import Encoder, VideoError, VideoInfo, mux_audio, next_frame, open
 VIDEO_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 BLUR_SIGMA = 2.0  # px, of the Gaussian blur of the frame difference in the temporal blend
+SHORT_FRACTION = 0.8  # fewer frames than this part of the expected number: VideoResult.short
 
 
 @dataclass
@@ -103,6 +104,14 @@ class VideoResult:
     seconds: float
     audio: str                 # "none" (no source audio), "off", "copied", "aac" (re-encoded), or "dropped: why"
     config: VideoConfig
+    expected: int = 0          # frames the source's duration x frame rate promise (up to max_frames); 0: unknown
+
+    @property
+    def short(self) -> bool:
+        """Far fewer frames than the source promises: a file cut off while it was copied or
+        downloaded decodes up to the cut, and ffmpeg ends without an error. (Also true of some
+        variable-frame-rate videos, whose nominal rate overstates their frames: hence 80%.)"""
+        return self.expected > 0 and self.frames < SHORT_FRACTION * self.expected
 
 
 # ---- paths -----------------------------------------------------------------------------------
@@ -316,7 +325,8 @@ def _run(src: Path, out: Path, info: VideoInfo, frames, fn: Callable, stylizer, 
         for t in temps:
             with contextlib.suppress(OSError):
                 t.unlink()
-    return VideoResult(out, done, out_size, float(fps), time.perf_counter() - start, audio, config)
+    promised = min(info.frames, config.max_frames or info.frames)  # 0 when the source's length is unknown
+    return VideoResult(out, done, out_size, float(fps), time.perf_counter() - start, audio, config, promised)
 
 
 def run_comment(metadata: dict) -> str:
