@@ -181,3 +181,11 @@ def test_bad_input_is_one_line_exit_2_and_no_file(run, tmp_path, capsys, monkeyp
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("*.png"))
+
+
+def test_metadata_says_how_a_photo_becomes_the_input(tmp_path):
+    # classify predict resizes the short side and centre-crops (data.square_crop); a deployment
+    # told only "S x S" would stretch a 4:3 photo and get other predictions.
+    out = ex.export(fake_run("simple", 32), tmp_path / "m.onnx", verify_with_runtime=False).path
+    text = ex.read_metadata(out)["input"]
+    assert "short side" in text and "centre crop" in text

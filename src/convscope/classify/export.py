@@ -50,7 +50,10 @@ from ..options import option as _opt
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 INPUT_NAME, LOGITS, PROBABILITIES = "image", "logits", "probabilities"
-INPUT_CONVENTION = "float32 RGB in [0, 1], NCHW [batch, 3, S, S]; the model normalizes itself"
+# How a photo becomes the input, as classify train/evaluate/predict make it (data.square_crop): a
+# deployment that only knew "S x S" would stretch non-square photos and predict differently.
+INPUT_CONVENTION = ("float32 RGB in [0, 1], NCHW [batch, 3, S, S]; the model normalizes itself; photos: "
+                    "short side resized to S (Lanczos when shrinking, bicubic when enlarging), centre crop S x S")
 # onnxruntime vs PyTorch in float32: measured at most 2e-6 absolute and 5e-7 of the logits' scale on
 # this package's models (simple, vgg19-bn, transfer:*, resnet18); 1e-4 of the logits' scale leaves
 # room for other CPUs' kernels while catching any real mismatch.
