@@ -276,3 +276,29 @@ def test_resume_options_compare_resolved_values_and_let_snapshots_start():
     with pytest.raises(ConfigError, match="--snapshot-layer auto, not --snapshot-layer x"):
         check_resume_options({**saved, "snapshots": True},
                              TrainConfig(model="transfer:vgg19", snapshots=True, snapshot_layer="x"), "RUN")
+
+
+def test_an_api_run_on_a_folder_records_it_and_evaluates_on_its_hold_out(tmp_path, monkeypatch, capsys):
+    # TrainConfig.data stayed "cifar10" in an API run on a folder: `classify evaluate RUN` then
+    # tried to download CIFAR-10 instead of scoring the run's own hold-out.
+    import json
+
+    from convscope.classify.data import load_data
+    from convscope.cli import main
+
+    from test_classify_cli import make_folder
+
+    folder = make_folder(tmp_path / "data", n_train=8, corrupt=False) / "train"  # class folders, no split
+    loaded = load_data(str(folder), size=16, val_split=0.25, seed=3)
+    train(loaded, config(epochs=1, seed=3, val_split=0.1), RunDir(tmp_path / "run"))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["config"]["data"] == str(folder.resolve()) and saved["config"]["val_split"] == 0.25
+    assert saved["run"]["val_images"] == len(loaded.val)
+    monkeypatch.chdir(tmp_path / "data")
+    assert main(["classify", "evaluate", str(tmp_path / "run"), "--json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == len(loaded.val)
+
+    with pytest.raises(ConfigError, match="seed"):       # evaluation would draw another hold-out
+        train(loaded, config(epochs=1, seed=4), RunDir(tmp_path / "r2"))
+    with pytest.raises(ConfigError, match="other data"):
+        train(loaded, config(epochs=1, seed=3, data=str(tmp_path)), RunDir(tmp_path / "r3"))

@@ -208,6 +208,28 @@ class TrainConfig:
 RESUME_MAY_CHANGE = ("epochs", "early_stopping", "device", "precision", "channels_last", "data_root", "snapshots")
 
 
+def for_splits(config: TrainConfig, splits) -> TrainConfig:
+    """`config` with its data options describing `splits` (a DataSplits), as the run will record
+    them: an API caller passes the data loaded, and may leave TrainConfig.data at its default; a run
+    recorded as "cifar10" was then evaluated on CIFAR-10. A hold-out is drawn again from the recorded
+    fraction and seed at evaluation, so a seed other than the one it was drawn with is refused."""
+    from .folders import same_folder
+
+    source, data = splits.source, config.data
+    if data == "cifar10" and source != "cifar10":
+        config = replace(config, data=source)
+    elif data != source and (source == "cifar10" or data == "cifar10" or not same_folder(data, source)):
+        raise ConfigError(f"TrainConfig(data={data!r}) names other data than the splits, loaded from {source}; "
+                          f"leave data at its default or give the same")
+    if splits.val_split is not None:
+        if splits.seed != config.seed:
+            raise ConfigError(f"the hold-out was drawn with load_data(seed={splits.seed}) but TrainConfig has "
+                              f"seed={config.seed}; evaluation draws it again from the run's seed, so give both "
+                              f"the same seed")
+        config = replace(config, val_split=splits.val_split)
+    return config
+
+
 def check_resume_options(saved: dict, config: TrainConfig, run: str) -> None:
     """ConfigError (one line) when a run is resumed with options other than those it was trained with
     (`saved`, its config.json's): the checkpoint would go on with another recipe while config.json

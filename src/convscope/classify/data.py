@@ -81,6 +81,13 @@ class DataSplits:
     val: ImageData              # the test/val folder, or the `val_split` hold-out of the training images
     source: str                 # "cifar10" or the absolute folder path
     val_kind: str               # "test", "val" or "split:0.1"
+    val_split: float | None = None  # the hold-out's draw (fraction and seed), when it is one
+    seed: int | None = None
+
+    def record(self) -> dict:
+        """What a run records of its data: where it came from, the validation split, the counts."""
+        return {"data": self.source, "val": self.val_kind, "train_images": len(self.train),
+                "val_images": len(self.val)}
 
 
 @dataclass
@@ -192,7 +199,7 @@ def _load_folder(root: Path, size, val_split, seed, cache, report) -> DataSplits
     train_idx, val_idx = _stratified_split(pool.labels, len(pool.classes), val_split, seed)
     train_data, val_data = pool.subset(train_idx), pool.subset(val_idx)
     train_data.skipped = pool.skipped  # the hold-out has its own list empty: count them once
-    return DataSplits(train_data, val_data, str(root), f"split:{val_split:g}")
+    return DataSplits(train_data, val_data, str(root), f"split:{val_split:g}", val_split, seed)
 
 
 def _check_splittable(labels: list[int], classes: list[str], root: Path) -> None:

@@ -30,7 +30,7 @@ from torch import nn
 from ..argcheck import callback_or_none, config_of, flag, path_or_none
 from ..devices import resolve_device
 from ..errors import ConfigError, NumericalError
-from .config import TrainConfig, check_resume_options
+from .config import TrainConfig, check_resume_options, for_splits
 from .data import DataSplits, ImageData
 from .features import bottleneck_features
 from .infer import predict_logits
@@ -201,7 +201,7 @@ def _check_image_size(splits: DataSplits, config: TrainConfig) -> None:
                               f"load them with load_data(..., size={side}) or set TrainConfig(input_size={h})")
 
 
-def _start_run(run: RunDir, config: TrainConfig, classes: list[str], resume: bool) -> None:
+def _start_run(run: RunDir, config: TrainConfig, splits: DataSplits, resume: bool) -> None:
     """Make `run` a run folder (config.json, so load_run and resume find the run) unless it is one;
     without `resume` a folder that already holds a trained run is refused, never overwritten."""
     if not resume and run.file(CHECKPOINT).exists():
@@ -210,7 +210,8 @@ def _start_run(run: RunDir, config: TrainConfig, classes: list[str], resume: boo
     if resume and run.file(CONFIG).exists():  # the CLI checks this before loading data; the API here
         check_resume_options(run.info().get("config", {}), config, str(run.path))
     if not run.file(CONFIG).exists():
-        run.create({"config": config.to_dict(), "classes": list(classes)}, resume=resume)
+        run.create({"config": config.to_dict(), "classes": list(splits.train.classes), "run": splits.record()},
+                   resume=resume)
 
 
 def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
@@ -218,7 +219,7 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
     from . import distributed
 
     world = distributed.from_env()
-    config = config.resolved()
+    config = for_splits(config.resolved(), splits)
     device = distributed.setup(world, resolve_device(config.device))
     config = replace(config, device=str(device))
     classes = splits.train.classes
@@ -229,7 +230,7 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
     if not isinstance(model, TransferModel):
         _check_image_size(splits, config)
     if world.main:
-        _start_run(run, config, classes, resume)
+        _start_run(run, config, splits, resume)
     if config.channels_last and device.type != "cpu":
         model = model.to(memory_format=torch.channels_last)
     groups = set_trainable(model, config)

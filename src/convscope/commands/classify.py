@@ -167,8 +167,7 @@ def _train(args, config, world) -> int:
     skipped = splits.train.skipped + splits.val.skipped
     if skipped:
         print(f"warning: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}", file=sys.stderr)
-    meta = run_metadata("classify train", config.to_dict(), data=splits.source, val=splits.val_kind,
-                        train_images=len(splits.train), val_images=len(splits.val), skipped=len(skipped))
+    meta = run_metadata("classify train", config.to_dict(), **splits.record(), skipped=len(skipped))
     info = {"config": config.to_dict(), "classes": splits.train.classes, "run": meta}
     if world.main and (not args.resume or not run.file("config.json").exists()):
         run.create(info, resume=args.resume)
