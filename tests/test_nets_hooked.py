@@ -194,6 +194,21 @@ def test_layers_command_lists_hooked_nets(capsys):
     assert any(r["name"] == "layer4.1.conv2" for r in layer_table("resnet18"))  # no download for a listing
 
 
+@pytest.mark.parametrize("model, layer", [("simple", "features.2"), ("resnet-fast", "stage2.conv1"),
+                                          ("vgg19-bn", "features.4.3")])
+def test_layers_lists_the_classify_models_snapshot_layers(model, layer, capsys):
+    # `layers --net resnet-fast` was "unknown net": no way to see the names --snapshot-layer takes
+    # before training a run.
+    from convscope.classify.models import build_model
+    from convscope.classify.snapshots import check_layer
+
+    assert main(["layers", "--net", model]) == 0
+    assert f"\n{layer} " in capsys.readouterr().out
+    check_layer(build_model(model, 10, 32, pretrained=False), layer, 32, model)  # a name training takes
+    with pytest.raises(ConfigError, match=f"convscope layers --net {model}"):
+        check_layer(build_model(model, 10, 32, pretrained=False), "nope", 32, model)
+
+
 def test_a_hooked_net_inside_a_hooked_net_lets_the_outer_stop_pass():
     # A run's transfer model holds its backbone as a HookedNet; asking the run (itself wrapped as a
     # HookedNet) for a backbone layer stopped the forward inside the backbone's own features(),

@@ -334,9 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_all(sub)
 
-    p = sub.add_parser("layers", help="list a network's layers and their names")
+    p = sub.add_parser("layers", help="list a network's layers and their names",
+                       description="List a network's layers: the names every --layer option takes, with "
+                       "their kinds, channels and strides.")
     p.add_argument("--net", default="vgg19", help=f"network: {', '.join(net_names())}, or any torchvision "
-                   "classifier (resnet18, densenet121, ...; listing needs no weights) (default: vgg19)")
+                   "classifier (resnet18, densenet121, ...; listing needs no weights), a classify model "
+                   "built from scratch (simple, vgg19-bn, resnet-fast: the names --snapshot-layer takes), or "
+                   "a classify run folder (default: vgg19)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_layers)
     return parser

@@ -70,10 +70,14 @@ def check_layer(model: nn.Module, layer: str, input_size: int, model_name: str) 
     try:
         net.resolve(layer)
     except ConfigError:
+        from .models import SCRATCH
+
         known = [n for n in net.names if n] + list(net.aliases)
+        listing = (f"convscope layers --net {model_name}" if model_name in SCRATCH
+                   else "convscope layers --net RUN_DIR, once a run of this model exists")
         raise ConfigError(f"--snapshot-layer {layer!r} is not a layer of {model_name}{suggest(layer, known)}; use "
                           f"auto, or a block such as {', '.join(net.block_outputs()[:4])} (all of them: "
-                          "convscope layers --net RUN_DIR, once a run of this model exists)") from None
+                          f"{listing})") from None
 
 
 @torch.no_grad()

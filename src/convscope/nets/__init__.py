@@ -142,9 +142,18 @@ def is_run_folder(name: str) -> bool:
 
 
 def layer_table(name: str = "vgg19") -> list[dict]:
-    """The layers of a registered net (names, kinds, channels, strides, aliases), without weights."""
+    """The layers of a registered net (names, kinds, channels, strides, aliases), without weights;
+    also of a classifier run folder, and of the CIFAR-10 architectures `classify train` builds from
+    scratch (simple, vgg19-bn, resnet-fast: the names its --snapshot-layer takes), at 32 px."""
     if is_run_folder(name):
         return get_net(name).layer_table()
+    from ..classify.models import SCRATCH
+
+    if name in SCRATCH:
+        from ..classify.models import build_model
+
+        return HookedNet(build_model(name, 10, 32, pretrained=False).eval(), nn.Identity(), name, 32,
+                         None).layer_table()
     return _build(_key(name), "max", weights=False).layer_table()
 
 
