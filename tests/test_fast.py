@@ -772,6 +772,12 @@ def test_cli_train_style_and_export_onnx(folders, tmp_path, capsys):
     assert main(["export-onnx", "--model", str(out), "-o", str(onnx_path)]) == 0
     err = capsys.readouterr().err
     assert onnx_path.exists() and ("matches PyTorch" in err or "not verified" in err)
+    import json
+
+    import onnx
+
+    meta = json.loads({p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}["convscope"])
+    assert meta["source"] == "mine.safetensors"  # the file's name, not where this machine keeps it
     assert main(["export-onnx", "--model", str(tmp_path / "nope.safetensors"), "-o", str(onnx_path) + "x.onnx"]) == 2
     capsys.readouterr()
     assert main(["export-onnx", "--model", "adain", "-o", str(tmp_path / "adain.onnx")]) == 2

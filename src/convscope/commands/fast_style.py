@@ -15,7 +15,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("styles", help="list the built-in style models",
                               description="The built-in feed-forward styles (use with stylize --model NAME) "
-                              "and the arbitrary-style decoder (stylize --method arbitrary), with their cards.")
+                              "and the arbitrary-style networks (stylize --method arbitrary --decoder NAME), "
+                              "with their cards.")
     p.add_argument("--json", action="store_true", help="machine-readable output, model cards included")
     p.set_defaults(func=run_styles)
 

@@ -139,6 +139,7 @@ def run(args) -> int:
         audio = {"none": "no audio in the source", "off": "audio off", "copied": "audio copied",
                  "aac": "audio re-encoded to AAC"}.get(result.audio, "audio dropped")
         rate = result.frames / result.seconds if result.seconds > 0 else 0.0
-        print(f"wrote {out} ({result.frames} frames, {w}x{h}, {result.fps:.4g} fps, {audio}) in "
+        frames = f"{result.frames} frame" + ("" if result.frames == 1 else "s")
+        print(f"wrote {out} ({frames}, {w}x{h}, {result.fps:.4g} fps, {audio}) in "
               f"{result.seconds:.1f} s ({rate:.1f} frames/s)", file=sys.stderr)
     return 0

@@ -15,7 +15,7 @@ import torch
 from ..classify.export import (ExportError, _fd1_to_devnull, _first_line, _has_dynamo_flag, check_output,
                                onnxruntime_or_none, require_onnx)
 from ..images import write_atomic
-from .models import STYLE_KIND, load_model
+from .models import STYLE_KIND, builtin_names, load_model
 
 # onnxruntime runs each of these (batch, 3, H, W) through the file and PyTorch before it is written:
 # odd sizes, and small ones, where the network pads by replicating rather than reflecting.
@@ -49,7 +49,9 @@ def export_onnx(model: str, out: str | Path, opset: int = 17) -> dict:
         raise ExportError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     proto = onnx.load_from_string(buf.getvalue())
     entry = proto.metadata_props.add()
-    entry.key, entry.value = "convscope", json.dumps({"kind": STYLE_KIND, "source": loaded.source,
+    # The built-in's name, or the file's name: not the path, which would tell where this machine keeps it.
+    source = model if model in builtin_names(STYLE_KIND) else Path(loaded.source).name
+    entry.key, entry.value = "convscope", json.dumps({"kind": STYLE_KIND, "source": source,
                                                       "card": loaded.card, "input": "float32 RGB [0, 1] NCHW"})
     data = proto.SerializeToString()
     diff = None
