@@ -60,9 +60,38 @@ def as_net(loaded: LoadedRun):
     vis engines take, so every method works on a trained CIFAR net as on VGG19."""
     from ..nets import HookedNet
 
-    net = HookedNet(loaded.model, nn.Identity(), str(loaded.path), loaded.input_size, loaded.classes)
+    aliases, blocks = _backbone_names(loaded.model)
+    net = HookedNet(loaded.model, nn.Identity(), str(loaded.path), loaded.input_size, loaded.classes,
+                    aliases=aliases, blocks=blocks)
     net.requires_grad_(False)
     return net.eval()
+
+
+def _backbone_names(model: nn.Module) -> tuple[dict[str, str], list[str] | None]:
+    """A transfer run's layer aliases and block outputs, from its pretrained backbone: `conv5_4` or
+    `blocks.10` name the layer as on the bare backbone. Without them the run's only top-level
+    children are the whole backbone (1x1 or flat at its output) and the head, so no block exists
+    for `--layer auto` and `all-conv`. ({}, None) for the from-scratch models."""
+    from ..nets import Backbone, HookedNet
+
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, Backbone):
+        # The VGG chain applies its ReLUs functionally (no module call, so no hook): a block's
+        # output is the conv before its last ReLU, and only conv and pool names can be aliased.
+        path = {name: f"backbone.layers.{i}" for i, (name, m) in enumerate(zip(backbone.names, backbone.layers))
+                if not isinstance(m, nn.ReLU)}
+        aliases = dict(path)
+        aliases.update({a: path[t] for a, t in backbone.aliases.items() if t in path})
+        blocks = [path.get(b) or f"backbone.layers.{backbone.index[b] - 1}" for b in backbone.block_outputs()]
+    elif isinstance(backbone, HookedNet):
+        aliases = {a: f"backbone.model.{t}" for a, t in backbone.aliases.items() if t}
+        aliases.update({n: f"backbone.model.{n}" for n in backbone.names if n and n not in aliases})
+        blocks = [f"backbone.model.{b}" for b in backbone.block_outputs()]
+    else:
+        return {}, None
+    # The run's own module paths win: the backbone's `head` is not the run's head.
+    own = {n for n, _ in model.named_modules()}
+    return {a: t for a, t in aliases.items() if a not in own}, blocks
 
 
 @dataclass

@@ -74,7 +74,9 @@ class HookedNet(nn.Module):
         self.memory_format = torch.contiguous_format
         self.info = self._probe()
         self._min_side: dict[str, int] = {}
-        self.fixed_size = not self._runs_at(self.input_size * 3 // 2)
+        # Twice the size: 1.5x can floor to the same final grid (48 px through five 2x2 poolings is
+        # 1x1, as 32 px is), and a Flatten + Linear head then passes the probe and fails on 224 px.
+        self.fixed_size = not self._runs_at(self.input_size * 2)
         self.names = list(self.info)
         self.index = {n: i for i, n in enumerate(self.names)}
         self.aliases = {LOGITS: "", **(aliases or {})}
@@ -84,7 +86,10 @@ class HookedNet(nn.Module):
         if classes is not None and self.num_classes is not None and len(classes) != self.num_classes:
             raise ValueError(f"{len(classes)} class names for {self.num_classes} outputs")
         self.classes = list(classes) if classes is not None else None
-        self._blocks = list(blocks) if blocks is not None else self._default_blocks()
+        # Given blocks the probe saw no spatial output of (a transfer backbone's deepest stages are
+        # 1x1 or never run at a small input size) are dropped, as the default ones would be.
+        self._blocks = ([b for b in blocks if self._is_block(b)] if blocks is not None
+                        else self._default_blocks())
 
     # ---- probe -------------------------------------------------------------------------------
     def _probe(self) -> dict[str, LayerInfo]:
@@ -131,8 +136,11 @@ class HookedNet(nn.Module):
                 candidates += [(f"{name}.{n}", c) for n, c in child.named_children()]
             else:
                 candidates.append((name, child))
-        return [n for n, m in candidates
-                if n in self.info and self.info[n].spatial and self.info[n].shape[2] > 1 and has_conv(m)]
+        return [n for n, m in candidates if self._is_block(n) and has_conv(m)]
+
+    def _is_block(self, name: str) -> bool:
+        """Whether layer `name` ran in the probe with a spatial output larger than 1x1."""
+        return name in self.info and self.info[name].spatial and self.info[name].shape[2] > 1
 
     def use_avg_pooling(self) -> HookedNet:
         """Every max-pooling layer becomes an average pooling of the same geometry (as Gatys et al.
