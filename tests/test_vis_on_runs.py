@@ -44,3 +44,27 @@ def test_transfer_runs_have_blocks_and_the_backbone_layer_names(model_name, size
     assert net.resolve(conv) == alias
     assert net.resolve("head") == "head"  # the run's own head, not the backbone's
     assert net(image).shape == (1, 3)
+
+
+def test_see_inside_methods_default_to_a_runs_own_input_size():
+    # A 32 px CIFAR run was shown 224 px images (7x the scale it learned; a transfer run, which
+    # shrinks its input itself, gave a dot grid of backprojections). Unless --size says otherwise
+    # the methods now use the run's size; ImageNet nets keep their defaults.
+    from PIL import Image
+
+    from convscope.nets import get_net
+    from convscope.vis.activations import ActivationsConfig, activations
+    from convscope.vis.explain import ExplainConfig, explain
+    from convscope.vis.topact import TopActConfig, TopActivations
+
+    net = run_net("simple", 32)
+    photo = Image.new("RGB", (100, 80), (200, 30, 30))
+    a = activations(photo, ActivationsConfig(device="cpu"), net=net)
+    assert a.config.size == 32 and max(a.image.size) == 32
+    assert max(activations(photo, ActivationsConfig(device="cpu", size=64), net=net).image.size) == 64
+    e = explain(photo, ExplainConfig(device="cpu"), net=net)
+    assert e.config.size == 32 and max(e.image.size) == 32
+    assert TopActivations(TopActConfig(device="cpu"), net=net).config.size == 32
+    vgg = get_net("vgg19", device="cpu")
+    assert activations(photo, ActivationsConfig(device="cpu", layer="relu1_1"), net=vgg).config.size == 224
+    assert TopActivations(TopActConfig(device="cpu"), net=vgg).config.size == 128

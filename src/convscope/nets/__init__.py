@@ -190,6 +190,14 @@ def _pretrained(key: str, pooling: str) -> Net:
     return net.eval()
 
 
+def natural_side(net, default: int) -> int:
+    """The image side a method uses on `net` unless told: `default`, or the net's own input size when
+    that is smaller. A classifier run trained on 32 px images sees them at 32 px: at 224 px its
+    feature maps (and Grad-CAM, and the patches it fires on) show inputs at 7x the scale it learned,
+    and a transfer run that resizes its input itself turned the backprojections into a dot grid."""
+    return min(default, getattr(net, "input_size", None) or default)
+
+
 def clear_net_cache() -> None:
     """Forget the pretrained nets built so far (the next `get_net` loads its weights again)."""
     _pretrained.cache_clear()

@@ -19,7 +19,7 @@ from .. import images
 from ..devices import resolve_device
 from ..argcheck import as_image, check_loaded_net, config_of
 from ..errors import ConfigError
-from ..nets import Backbone, get_net, pick_layer
+from ..nets import Backbone, get_net, natural_side, pick_layer
 from ..nets.base import suggest
 from ..options import option as _opt
 
@@ -27,6 +27,7 @@ ALL_CONV = "all-conv"            # --layer value: one figure per block (its last
 SORTS = ("mean", "max", "index")
 VGG_LAYER, AUTO_DEPTH = "relu3_1", 0.4  # --layer auto on the VGG nets and on others
 MAX_SIZE = 8192                  # long side in px, as for stylize
+DEFAULT_SIZE = 224               # long side in px unless --size (or a run's smaller input size)
 
 
 
@@ -38,7 +39,8 @@ class ActivationsConfig:
                       f"like layer3 on other nets), {ALL_CONV}: the last activation of every block, one "
                       "figure each, or auto: relu3_1 on the VGG nets, the block output at 40% depth on "
                       "others", "auto")
-    size: int = _opt("long side the image is resized to, in pixels", 224)
+    size: int | None = _opt("long side the image is resized to, in pixels (default: 224, or a classifier "
+                            "run's own input size when smaller)", None)
     max_channels: int = _opt("channels shown in the grid (the first ones in --sort order)", 64)
     sort: str = _opt("channel order: mean or max activation (largest first), or index", "mean",
                      choices=SORTS)
@@ -54,9 +56,10 @@ class ActivationsConfig:
         """Check every field that needs no network; ConfigError with a one-line message."""
         for name in ("size", "max_channels"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if (isinstance(value, bool) or not isinstance(value, int) or value <= 0) and not (
+                    name == "size" and value is None):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive whole number, not {value!r}")
-        if self.size > MAX_SIZE:
+        if self.size is not None and self.size > MAX_SIZE:
             raise ConfigError(f"--size {self.size} is too large (at most {MAX_SIZE} px)")
         if not isinstance(self.layer, str):
             raise ConfigError(f"--layer must be one layer name (or {ALL_CONV} or auto), not {self.layer!r}")
@@ -148,7 +151,8 @@ def activations(image: Image.Image, config: ActivationsConfig | None = None,
         net = get_net(config.net, "max", device)
     else:
         device = next(net.parameters()).device
-    config = replace(config, device=str(device), layer=pick_layer(net, config.layer, VGG_LAYER, AUTO_DEPTH))
+    config = replace(config, device=str(device), layer=pick_layer(net, config.layer, VGG_LAYER, AUTO_DEPTH),
+                     size=config.size or natural_side(net, DEFAULT_SIZE))
     layers = resolve_layers(net, config.layer)
     for name, canonical in layers:
         info = getattr(net, "info", {}).get(canonical)  # torchvision and run nets: their heads are vectors

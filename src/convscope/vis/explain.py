@@ -22,7 +22,7 @@ from .. import images
 from ..devices import default_precision, resolve_device
 from ..argcheck import as_image, config_of
 from ..errors import ConfigError, ImageError
-from ..nets import AUTO, get_net
+from ..nets import AUTO, get_net, natural_side
 from ..nets.classes import class_index as _class_index
 from ..optimize import precision_mode
 from ..options import PRECISION_HELP, PRECISIONS, check_choices
@@ -31,6 +31,7 @@ from .activations import check_cmap
 from .attribution import RULES, Target, backproject, check_target, grad_cam, gradient_image
 
 MAX_SIZE = 4096          # long side in px: every method is a full forward + backward at this size
+DEFAULT_SIZE = 224       # long side in px unless --size (or a run's smaller input size)
 TOP_K = 5
 CLASS, CHANNEL = "class", "channel"   # what is explained
 PANEL_TITLES = {"guided": "guided backprop", "deconvnet": "deconvnet", "gradient": "gradient"}
@@ -50,7 +51,8 @@ class ExplainConfig:
     rules: tuple[str, ...] = _opt("backprojections shown, in order: guided (guided backprop; also gives "
                                   "guided Grad-CAM), deconvnet (Zeiler & Fergus), gradient (plain)",
                                   ("guided", "deconvnet"))
-    size: int = _opt("long side the image is resized to, in pixels (any aspect ratio)", 224)
+    size: int | None = _opt("long side the image is resized to, in pixels (any aspect ratio) (default: 224, "
+                            "or a classifier run's own input size when smaller)", None)
     cmap: str = _opt("matplotlib colormap of the Grad-CAM heat map (jet, turbo, inferno, ...)", "jet")
     alpha: float = _opt("opacity of the heat map over the image, 0 to 1", 0.5)
     device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
@@ -61,7 +63,8 @@ class ExplainConfig:
 
     def validate(self) -> ExplainConfig:
         """Check every field that needs no network; ConfigError with a one-line message."""
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 1 <= self.size <= MAX_SIZE:
+        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int)
+                                      or not 1 <= self.size <= MAX_SIZE):
             raise ConfigError(f"--size must be a whole number from 1 to {MAX_SIZE}, not {self.size!r}")
         if self.channel is not None and (isinstance(self.channel, bool) or not isinstance(self.channel, int)
                                          or self.channel < 0):
@@ -205,6 +208,7 @@ def explain(image: Image.Image, config: ExplainConfig | None = None, net=None) -
         param = next(net.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     precision = default_precision(device) if config.precision == "auto" else config.precision
+    config = replace(config, size=config.size or natural_side(net, DEFAULT_SIZE))
     p = plan(net, config)
     stride = net.stride_of([p.layer, p.cam_layer])
     if min(image.size) >= 1:  # (an empty image: resize_long_side says so)

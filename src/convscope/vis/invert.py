@@ -47,7 +47,7 @@ from ..argcheck import as_image
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError
 from ..losses import tv_loss
-from ..nets import Backbone, get_net, pick_layer
+from ..nets import Backbone, get_net, natural_side, pick_layer
 from ..optimize import OPTIMIZERS, Interrupted, Progress, optimize_image
 from ..options import POOLINGS, PRECISIONS
 from ..options import check_choices
@@ -55,6 +55,7 @@ from ..options import option as _opt
 
 # ImageNet mean, RGB, 0..255 pixel units (the Caffe VGG mean): the paper's mean-subtracted images.
 IMAGENET_MEAN_255 = (123.68, 116.779, 103.939)
+DEFAULT_SIZE = 224           # long side in px unless --size (or a run's smaller input size)
 B_PIXEL_NORM = 80.0          # typical Euclidean norm of a mean-subtracted pixel (paper, sec. 3.3)
 B_PLUS = 2 * B_PIXEL_NORM    # bound of the alpha-norm prior, B+ = 2B (the paper's IJCV 2016 version)
 V_EDGE_RATIO = 6.5           # typical finite difference V = B / 6.5 (paper, sec. 3.3)
@@ -73,7 +74,8 @@ class InvertConfig:
                       "auto = relu3_1 on the VGG nets, the block output at 40% depth on others", "auto")
     layers: tuple[str, ...] | None = _opt(
         "several layers: one reconstruction each, side by side with the original in one figure", None)
-    size: int = _opt("long side of the image in pixels", 224)
+    size: int | None = _opt("long side of the image in pixels (default: 224, or a classifier run's own input "
+                            "size when smaller)", None)
     iterations: int = _opt("optimizer iterations per layer", 200)
     alpha: float = _opt("exponent of the alpha-norm range prior R_alpha = ||x||_alpha^alpha", 6.0)
     alpha_weight: float = _opt("lambda_alpha, weight of the alpha-norm prior (normalized units)", 1.0)
@@ -106,8 +108,9 @@ class InvertConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a {kind} "
                                   f"{'whole number' if integer else 'number'}, not {value!r}")
 
-        number("size", self.size, integer=True)
-        if not 16 <= self.size <= 4096:
+        if self.size is not None:
+            number("size", self.size, integer=True)
+        if self.size is not None and not 16 <= self.size <= 4096:
             raise ConfigError(f"--size {self.size} is out of range (16 to 4096 px)")
         number("iterations", self.iterations, integer=True)
         number("save_every", self.save_every, allow_zero=True, integer=True)
@@ -207,6 +210,7 @@ def invert(image: Image.Image, config: InvertConfig | None = None,
     precision = default_precision(device) if config.precision == "auto" else config.precision
     config = replace(config, device=str(device), precision=precision)
     net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
+    config = replace(config, size=config.size or natural_side(net, DEFAULT_SIZE))
     if config.layers is None:  # with --layers, --layer is unused and stays "auto" in the sidecar
         config = replace(config, layer=pick_layer(net, config.layer, VGG_LAYER, AUTO_DEPTH))
     layers = config.layer_list()

@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw
 from .. import images
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError
-from ..nets import AUTO, auto_layer, get_net
+from ..nets import AUTO, auto_layer, get_net, natural_side
 from ..optimize import precision_mode
 from ..options import PRECISION_HELP, PRECISIONS, check_choices, parse_indices
 from ..options import option as _opt
@@ -44,6 +44,10 @@ PATCHES = ("rf", "image")
 MAX_CHANNELS = 64    # rows of the figure; beyond that it is unreadable (run twice instead)
 MAX_TOP = 100
 MAX_SIZE = 2048
+# 128 px: vgg19 to relu3_4 measured ~22 ms per image (bf16, 2 busy CPU cores) against ~235 ms at
+# 224 px, so a 1000-photo folder takes about a minute, not four. Every image becomes the same
+# square so that batches stack.
+DEFAULT_SIZE = 128
 AUTO_DEPTH = 0.5     # --layer auto: the middle block output (relu3_4 on vgg19, blocks.7 on efficientnet_lite0)
 PROJECT_BATCH = 8    # winners per deconvnet pass (VGG19 to relu3_4 keeps ~30 MB per 128-px image for backward)
 
@@ -55,10 +59,8 @@ class TopActConfig:
     channels: str = _opt("channels of --layer, one row of the figure each: ranges and lists such as "
                          f"0-7 or 1,5,9 (at most {MAX_CHANNELS})", "0-7")
     top: int = _opt("images per channel: the ones where the channel fires most", 9)
-    # 128 px: vgg19 to relu3_4 measured ~22 ms per image (bf16, 2 busy CPU cores) against ~235 ms at
-    # 224 px, so a 1000-photo folder takes about a minute, not four. Every image becomes the same
-    # square so that batches stack.
-    size: int = _opt("side of the square every image is resized to (pixels)", 128)
+    size: int | None = _opt("side of the square every image is resized to (pixels) (default: 128, or a "
+                            "classifier run's own input size when smaller)", None)
     fit: str = _opt("how an image becomes a square: crop (centre crop, then resize) or squash "
                     "(resize, ignoring the aspect ratio)", "crop", choices=FITS)
     patch: str = _opt("what the figure shows: rf (the patch at the unit's receptive field) or "
@@ -87,6 +89,8 @@ class TopActConfig:
         for name, lo, hi in (("top", 1, MAX_TOP), ("size", 1, MAX_SIZE), ("batch_size", 1, 4096),
                              ("workers", 1, 64)):
             v = getattr(self, name)
+            if name == "size" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a whole number from {lo} to {hi}, "
                                   f"not {v!r}")
@@ -218,6 +222,7 @@ class TopActivations:
         else:
             device = next(net.parameters()).device
         precision = default_precision(device) if config.precision == "auto" else config.precision
+        config = replace(config, size=config.size or natural_side(net, DEFAULT_SIZE))
         layer = auto_layer(net, AUTO_DEPTH) if config.layer == AUTO else config.layer
         self.net, self.device = net, device
         self.layer = layer

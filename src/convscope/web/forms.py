@@ -25,7 +25,8 @@ FAST = ["size", Spec("strength", slider=(0, 1, 0.05)), Spec("alpha", slider=(0, 
 EXPLAIN_MAIN = [Spec("net", choices=(IMAGENET, "vgg19"),
                      help="network: efficientnet_lite0 (ImageNet classes) or vgg19 (no classifier: it explains "
                           "a channel)"), "target",
-                Spec("rules", choices=("guided", "deconvnet", "gradient")), "size", "cmap",
+                Spec("rules", choices=("guided", "deconvnet", "gradient")),
+                Spec("size", help="long side the image is resized to, in pixels (empty: 224)"), "cmap",
                 Spec("alpha", slider=(0, 1, 0.05))]
 EXPLAIN_MORE = ["layer", "channel", "cam_layer"]
 DREAM_MAIN = ["layer", "channel", Spec("octaves", slider=(1, 8, 1)), "steps", "lr",

@@ -307,12 +307,12 @@ class Handlers:
     @form_terms(EXPLAIN_LABELS)
     def explain(self, record, options: dict) -> Iterator[tuple]:
         """Yields (figure, gallery [(image, caption)], top-5 {name: score}, status)."""
-        from ..vis.explain import ExplainConfig, explain, explain_figure, panels
+        from ..vis.explain import DEFAULT_SIZE, ExplainConfig, explain, explain_figure, panels
 
         image = check_upload(record, self.limits)
         config = build_config(ExplainConfig, EXPLAIN_MAIN + EXPLAIN_MORE, options,
                               {"device": self.settings.device}).validate()
-        self.limits.check_output(image.size, config.size)
+        self.limits.check_output(image.size, config.size or DEFAULT_SIZE)  # the page offers ImageNet nets
 
         def work(job: jobs.Job):
             net = self.net(config.net)
