@@ -792,6 +792,38 @@ def test_dream_and_explain_handlers(handlers, uploads):
     assert [caption for _, caption in gallery][1].startswith("Grad-CAM")
 
 
+def test_explain_offers_the_servers_trained_runs(uploads, tmp_path):
+    # The CLI explains any run folder (--net RUN); the page offered only the two ImageNet nets.
+    pytest.importorskip("gradio")
+    import torch
+
+    from convscope.classify.config import TrainConfig
+    from convscope.classify.data import DataSplits, ImageData
+    from convscope.classify.run import RunDir
+    from convscope.classify.train import train
+    from convscope.vis.explain import ExplainConfig
+    from convscope.web import forms
+    from convscope.web.handlers import Handlers, Settings
+
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(torch.randint(0, 255, (12, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(12) % 2,
+                     ["cat", "dog"], None, [])
+    train(DataSplits(data, data, "synthetic", "test"),
+          TrainConfig(model="simple", epochs=1, batch_size=4, input_size=16, device="cpu"), RunDir(tmp_path / "cifar"))
+    h = Handlers(Settings(limits=Limits(upload_root=uploads), runs=tmp_path, device="cpu"))
+    try:
+        net_spec = h.explain_specs[0]
+        assert net_spec.choices == (forms.IMAGENET, "vgg19", "run: cifar")
+        path = uploads / "p.png"
+        photo(40, 30).save(path)
+        form = _form(ExplainConfig, forms.EXPLAIN_MAIN + forms.EXPLAIN_MORE, net="run: cifar", target="dog")
+        figure, gallery, top, status = list(h.explain(record(path), form))[-1]
+        assert status.startswith("dog: done") and set(top) == {"cat (0)", "dog (1)"}
+        assert gallery[0][0].size == (16, 12)  # the run's own input size, not 224
+    finally:
+        h.cleanup()
+
+
 def test_find_runs_offers_only_run_folders(tmp_path):
     from convscope.web.runs import find_runs
 

@@ -247,7 +247,7 @@ def build_app(settings: Settings):
                     with gr.Column():
                         ex_image = _image_input("Image", "explain-image")
                         ex_builtin = gr.Button("Use the built-in photo", size="sm")
-                        ex = make_widgets(ExplainConfig, forms.EXPLAIN_MAIN, "explain-", forms.EXPLAIN_LABELS)
+                        ex = make_widgets(ExplainConfig, H.explain_specs, "explain-", forms.EXPLAIN_LABELS)
                         with gr.Accordion("Explain a channel instead; Grad-CAM layer", open=False):
                             ex.update(make_widgets(ExplainConfig, forms.EXPLAIN_MORE, "explain-", forms.EXPLAIN_LABELS))
                         run_e, cancel_e = _run_cancel("explain", "Explain")

@@ -29,6 +29,16 @@ EXPLAIN_MAIN = [Spec("net", choices=(IMAGENET, "vgg19"),
                 Spec("size", help="long side the image is resized to, in pixels (empty: 224)"), "cmap",
                 Spec("alpha", slider=(0, 1, 0.05))]
 EXPLAIN_MORE = ["layer", "channel", "cam_layer"]
+
+
+def explain_main(runs=()) -> list:
+    """EXPLAIN_MAIN with the trained runs the server offers (their labels, `serve --runs`) as nets too."""
+    if not runs:
+        return EXPLAIN_MAIN
+    net = Spec("net", choices=(IMAGENET, "vgg19", *runs),
+               help="network: efficientnet_lite0 (ImageNet classes), vgg19 (no classifier: it explains a "
+                    "channel), or a trained run (its own classes, at its own input size)")
+    return [net, *EXPLAIN_MAIN[1:]]
 DREAM_MAIN = ["layer", "channel", Spec("octaves", slider=(1, 8, 1)), "steps", "lr",
               Spec("size", slider=(64, 1024, 32))]
 DREAM_MORE = ["octave_scale", "jitter", "tile", "pooling", "seed"]

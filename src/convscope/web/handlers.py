@@ -25,8 +25,8 @@ from ..errors import ConfigError
 from ..optimize import Interrupted
 from . import jobs
 from .charts import probability_chart, thumbnail
-from .forms import (BLEND, DREAM_LABELS, DREAM_MAIN, DREAM_MORE, EXPLAIN_LABELS, EXPLAIN_MAIN, EXPLAIN_MORE, FAST,
-                    GATYS_MAIN, GATYS_MORE, IMAGENET, STYLIZE_LABELS, TEXTURE_LABELS, TEXTURE_MAIN, TEXTURE_MORE)
+from .forms import (BLEND, DREAM_LABELS, DREAM_MAIN, DREAM_MORE, EXPLAIN_LABELS, EXPLAIN_MORE, FAST, GATYS_MAIN,
+                    GATYS_MORE, IMAGENET, STYLIZE_LABELS, TEXTURE_LABELS, TEXTURE_MAIN, TEXTURE_MORE, explain_main)
 from .limits import Limits, check_upload, display_name, probe_upload
 from .runs import find_runs
 from .widgets import build_config, form_terms, parse_value
@@ -58,6 +58,7 @@ class Handlers:
         self.limits = settings.limits
         self.slots = jobs.DeviceSlots(settings.concurrency)
         self.runs = find_runs(settings.runs)
+        self.explain_specs = explain_main(list(self.runs))  # the Explain form: runs are nets there too
         self.tmp = Path(tempfile.mkdtemp(prefix="convscope-web-"))
         self._nets: dict[str, object] = {}
         self._nets_lock = threading.Lock()
@@ -81,7 +82,9 @@ class Handlers:
                 if name in self.runs:
                     from ..classify.predict import as_net, load_run
 
-                    self._nets[name] = as_net(load_run(self.runs[name], self.device()))
+                    net = as_net(load_run(self.runs[name], self.device()))
+                    net.net_name = name  # its label in messages: the page never shows a server path
+                    self._nets[name] = net
                 else:
                     self._nets[name] = get_net(name, "max", self.device())
             return self._nets[name]
@@ -310,9 +313,9 @@ class Handlers:
         from ..vis.explain import DEFAULT_SIZE, ExplainConfig, explain, explain_figure, panels
 
         image = check_upload(record, self.limits)
-        config = build_config(ExplainConfig, EXPLAIN_MAIN + EXPLAIN_MORE, options,
+        config = build_config(ExplainConfig, self.explain_specs + EXPLAIN_MORE, options,
                               {"device": self.settings.device}).validate()
-        self.limits.check_output(image.size, config.size or DEFAULT_SIZE)  # the page offers ImageNet nets
+        self.limits.check_output(image.size, config.size or DEFAULT_SIZE)  # (a run's own size is smaller)
 
         def work(job: jobs.Job):
             net = self.net(config.net)
