@@ -35,6 +35,22 @@ def test_loss_goes_down_and_output_has_content_size():
     assert [label.split(":")[0] for label, _ in result.snapshots] == ["first", "middle", "last"]
 
 
+@pytest.mark.parametrize("preset, content_block", [("gatys", 4), ("johnson", 1)])
+def test_presets_on_a_net_without_vgg_names_use_its_blocks(preset, content_block):
+    # The presets name VGG layers: `--net efficientnet_lite0` stopped at "unknown layer block5_conv2".
+    net = get_net("efficientnet_lite0")
+    blocks = net.block_outputs()[:5]
+    result = stylize_images(picture(0, (64, 48)), [picture(1, (64, 48))], tiny(net="efficientnet_lite0", size=64,
+                                                                               preset=preset))
+    assert result.config.style_layers == tuple(blocks)
+    assert result.config.content_layers == (blocks[content_block],)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.85 * losses[0]  # (12 iterations at 64 px)
+    given = stylize_images(picture(0, (64, 48)), [picture(1, (64, 48))],
+                           tiny(net="efficientnet_lite0", size=64, iterations=2, content_layers=("blocks.3",)))
+    assert given.config.content_layers == ("blocks.3",) and given.config.style_layers == tuple(blocks)
+
+
 def test_blend_of_identical_styles_equals_one_style():
     net = get_net("vgg19")
     c = images.pil_to_tensor(picture(0))

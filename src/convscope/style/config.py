@@ -78,7 +78,8 @@ class StyleConfig:
                      "1.2-1.4x (bench/fast.py)", "content")
     pooling: str = _opt("pooling in the network: max, or avg (smoother, as in Gatys et al.)", "max",
                         choices=POOLINGS)
-    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
+    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled; on nets without VGG layer names "
+                    "the presets use the first five block outputs)", "vgg19")
     style_blend: tuple[float, ...] | None = _opt(
         "weights of the style images (default: equal); normalized to sum to 1", None)
     style_scale: float = _opt("size of the style image(s) relative to the output size", 1.0)

@@ -131,14 +131,13 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
         init_image = images.load_image(config.init)
     device = resolve_device(config.device)
     precision = default_precision(device) if config.precision == "auto" else config.precision
-    content_layers, style_layers = config.layers()
-    # The config saved with the output says what ran: the preset's layers and the optimizer's step size.
-    config = replace(config, device=str(device), precision=precision, content_layers=content_layers,
-                     style_layers=style_layers, lr=DEFAULT_LR[config.optimizer] if config.lr is None else config.lr)
-
     # NHWC is the layout cuDNN's tensor-core kernels and oneDNN's bf16 kernels want (measured: ~5%
     # per iteration on an H100; on CPU it is what makes bf16 pay off).
     net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
+    content_layers, style_layers = preset_layers(net, config)
+    # The config saved with the output says what ran: the preset's layers and the optimizer's step size.
+    config = replace(config, device=str(device), precision=precision, content_layers=content_layers,
+                     style_layers=style_layers, lr=DEFAULT_LR[config.optimizer] if config.lr is None else config.lr)
     for name in content_layers + style_layers:
         net.resolve(name)  # unknown names fail here, before any work
     min_side = net.stride_of(content_layers + style_layers)
@@ -216,6 +215,28 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
     out = _finish(x, c, config)
     return StyleResult(images.tensor_to_pil(out), config, final, history, time.perf_counter() - start,
                        stage_sizes, snapshots, graphed)
+
+
+# The presets name VGG layers. On other nets (EfficientNet, torchvision models, classifier runs) style
+# comes from the first five block outputs, as in texture synthesis, and content from the block at the
+# preset's depth among them: the last (gatys: block5_conv2), the fourth (classic: conv4_2) or the
+# second (johnson: block2_conv2).
+PRESET_CONTENT_BLOCK = {"gatys": 4, "classic": 3, "johnson": 1}
+
+
+def preset_layers(net, config: StyleConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(content layers, style layers) for `net`: the ones given, else the preset's (on VGG) or their
+    counterparts among the net's block outputs (on other nets)."""
+    content, style = config.layers()
+    if isinstance(net, Backbone) or (config.content_layers and config.style_layers):
+        return content, style
+    blocks = tuple(net.block_outputs()[:5])
+    if not blocks:
+        raise ConfigError(f"{net.net_name} has no convolutional blocks to take style from; give --content-layers "
+                          f"and --style-layers (convscope layers --net {net.net_name} lists them)")
+    if not config.content_layers:
+        content = (blocks[min(PRESET_CONTENT_BLOCK[config.preset], len(blocks) - 1)],)
+    return content, style if config.style_layers else blocks
 
 
 def _style_long_side(config: StyleConfig, size: int) -> int:
