@@ -12,6 +12,7 @@ from ..options import check_choices
 from ..options import option as _opt
 
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
+MAX_STYLE_SIZE = 4096
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
@@ -103,6 +104,8 @@ class TrainStyleConfig(TrainCommon):
         self._positive("style_size", "residual_blocks")
         self._non_negative("content_weight", "style_weight", "tv_weight")
         self._check_widths()
+        if self.style_size > MAX_STYLE_SIZE:  # VGG19 features of a huge style image exhaust memory (OOM kill)
+            raise ConfigError(f"--style-size must be at most {MAX_STYLE_SIZE} pixels, not {self.style_size}")
         if self.residual_blocks > 64:
             raise ConfigError("--residual-blocks must be at most 64")
         if isinstance(self.style_layers, str):  # one layer name is that layer, not its letters

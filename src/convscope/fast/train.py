@@ -125,6 +125,40 @@ def _differences(saved: dict, now: dict) -> list[str]:
             for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
 
 
+def _folder_print(root: Path, files: list[Path]) -> str:
+    """A digest of a training folder's image files (paths relative to it, and byte sizes): a resumed
+    run must draw from the same list, or its crops differ. Relative, so a moved folder still resumes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.relative_to(root).as_posix()}\t{f.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _image_print(img: Image.Image) -> str:
+    """A digest of the style image's pixels (not its file name: a renamed copy is the same style)."""
+    import hashlib
+
+    return hashlib.sha256(f"{img.mode} {img.size}".encode() + img.tobytes()).hexdigest()[:16]
+
+
+def _training_files(folder: str | Path, what: str, out: Path) -> tuple[Path, list[Path]]:
+    """The images of a training folder, less this run's own previews: with -o inside that folder
+    they would otherwise become training data, and change the list between a run and its --resume."""
+    found = image_files(folder, what)
+    root = Path(folder).expanduser()
+    own = preview_folder(out).resolve()
+    kept = [f for f in found if own not in f.resolve().parents]
+    if not kept:
+        raise TrainingError(f"no images in {root} besides this run's previews in {preview_folder(out)}")
+    return root, kept
+
+
+DATA_NAMES = {"style": "the style image", "content": "the content folder's images",
+              "styles": "the style folder's images"}
+
+
 def _flat_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     out = {}
     for i, state in opt.state_dict()["state"].items():
@@ -147,7 +181,7 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
 def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: TrainCommon, out: Path,
            device: torch.device, previews: torch.Tensor, meta: dict, resume: bool,
            callback: Callable[[TrainProgress], None] | None, skipped: Callable[[], int],
-           preview_net: torch.nn.Module | None = None) -> TrainResult:
+           preview_net: torch.nn.Module | None = None, data: dict[str, str] | None = None) -> TrainResult:
     from ..classify.run import load_tensors, save_tensors
 
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -169,6 +203,12 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
                       f"{out})") if any(d.startswith("--steps:") for d in differ) else ""
             raise TrainingError(f"{ckpt} was made with other options ({'; '.join(differ)}); resume with "
                                 f"the same options, or start a new output file{longer}")
+        # The training images define the run as much as the options do (checkpoints from before this
+        # check have no "data": they resume unchecked).
+        changed = [DATA_NAMES.get(k, k) for k, v in (saved.get("data") or {}).items() if (data or {}).get(k) != v]
+        if changed:
+            raise TrainingError(f"{ckpt} was made with other training images ({' and '.join(changed)} changed); "
+                                "resume with the same images, or start a new output file")
         net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         _restore_optimizer(opt, tensors)
         start, history, spent = int(saved["step"]), list(saved.get("history", [])), float(saved.get("seconds", 0))
@@ -209,7 +249,7 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
             save_model(out, kind, net, info)
             save_tensors(ckpt, {**{f"model.{k}": v for k, v in net.state_dict().items()}, **_flat_optimizer(opt)},
                          {"kind": kind, "config": config.to_dict(), "step": done, "history": history,
-                          "seconds": elapsed})
+                          "seconds": elapsed, "data": data or {}})
     net.eval()
     return TrainResult(out, config.steps, spent + time.perf_counter() - began,
                        {k: v for k, v in (history[-1] if history else {}).items() if k != "step"}, skipped())
@@ -234,9 +274,18 @@ def _load_init(net: torch.nn.Module, kind: str, init: str) -> None:
         grow_into(source.net, net)  # the same architecture, or a larger one computing the same function
         return
     if arch_of(source.net) != arch_of(net):
-        grow = " or larger ones" if isinstance(net, TransformerNet) else ""
-        raise ConfigError(f"--init {init}: its architecture {arch_of(source.net)} differs from this training's "
-                          f"{arch_of(net)}; set the same --widths (and --residual-blocks){grow}")
+        # Named as the options that set them (train-arbitrary has no --residual-blocks).
+        def shown(arch: dict) -> str:
+            flat = {k: v for k, v in arch.items() if k != "encoder"}
+            if "encoder" in arch:  # AdaIN-lite: its encoder's stages
+                flat["encoder_widths"] = arch["encoder"]["widths"]
+            return " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                            for k, v in flat.items())
+
+        what = ("the same --widths and --residual-blocks, or larger ones" if isinstance(net, TransformerNet)
+                else "the same --widths")
+        raise ConfigError(f"--init {init}: its architecture ({shown(arch_of(source.net))}) differs from this "
+                          f"training's ({shown(arch_of(net))}); set {what}, or leave out --init")
     net.load_state_dict(source.net.state_dict())
 
 
@@ -280,7 +329,8 @@ def train_style(style: str | Path | Image.Image, content_dir: str | Path, out: s
     config = TrainStyleConfig() if config is None else config
     path, device = _prepare(config, TrainStyleConfig, out, resume, callback, card)
     style_img = as_image(style, "style")
-    sampler = CropSampler(image_files(content_dir, "content"), config.size, "content")
+    root, files = _training_files(content_dir, "content", path)
+    sampler = CropSampler(files, config.size, "content")
     precision, autocast = _autocast_for(device, config.precision)
     style_t = images.pil_to_tensor(images.resize_long_side(style_img, config.style_size), device)
     loss = PerceptualLoss(style_t, config, device, autocast)
@@ -296,8 +346,9 @@ def train_style(style: str | Path | Image.Image, content_dir: str | Path, out: s
     named = {"style_image": Path(style).name} if isinstance(style, (str, os.PathLike)) else {}
     meta = {"card": {**named, **(card or {})},
             "config": {**config.to_dict(), "precision": precision, "device": str(device)}}
+    data = {"style": _image_print(style_img), "content": _folder_print(root, files)}
     return _train(STYLE_KIND, net, step_losses, config, path, device, previews, meta, resume, callback,
-                  lambda: len(sampler.skipped))
+                  lambda: len(sampler.skipped), data=data)
 
 
 class ArbitraryStylizer(torch.nn.Module):
@@ -347,8 +398,10 @@ def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | P
     crops restyled with style crops, Huang & Belongie's losses on VGG19."""
     config = TrainArbitraryConfig() if config is None else config
     path, device = _prepare(config, TrainArbitraryConfig, out, resume, callback, card)
-    contents = CropSampler(image_files(content_dir, "content"), config.size, "content")
-    styles = CropSampler(image_files(style_dir, "style"), config.size, "style")
+    (content_root, content_files), (style_root, style_files) = (_training_files(content_dir, "content", path),
+                                                                _training_files(style_dir, "style", path))
+    contents = CropSampler(content_files, config.size, "content")
+    styles = CropSampler(style_files, config.size, "style")
     precision, autocast = _autocast_for(device, config.precision)
     lite = config.encoder == "lite"
     # The lite model is built first: its initialization then depends on the seed alone, not on whether
@@ -383,4 +436,6 @@ def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | P
     meta = {"card": dict(card or {}), "config": {**config.to_dict(), "precision": precision, "device": str(device)}}
     # Training updates the decoder (and the lite encoder); VGG19 stays frozen.
     return _train(ARBITRARY_KIND, net, step_losses, config, path, device, previews, meta, resume, callback,
-                  lambda: len(contents.skipped) + len(styles.skipped), preview_net=preview_net)
+                  lambda: len(contents.skipped) + len(styles.skipped), preview_net=preview_net,
+                  data={"content": _folder_print(content_root, content_files),
+                        "styles": _folder_print(style_root, style_files)})
