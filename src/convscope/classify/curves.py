@@ -19,16 +19,41 @@ def epoch_outputs(run: RunDir, bar: Callable | None) -> Callable:
     checkpoint and metrics.csv are written) that epoch's TensorBoard scalars and curves.png redrawn,
     so a run killed at any point keeps them up to its last finished epoch, as the checkpoint."""
     writer = ScalarWriter(run.file("tensorboard"))  # one event file per process: resumes add a file
+    first = [True]
 
     def callback(r) -> None:
         if bar is not None:
             bar(r)
         if r.done and r.epoch > 0:
+            history = read_metrics(run)
+            if first[0]:  # a resumed run: epochs checkpointed by a killed process but never logged
+                first[0] = False
+                logged = _logged_epochs(run)
+                for row in history:
+                    if row["epoch"] < r.epoch and row["epoch"] not in logged:
+                        writer.add(row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
             writer.add(r.epoch, {"train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss,
                                  "val_acc": r.val_acc, "lr": r.lr, "seconds": r.seconds})
-            draw_curves(run, read_metrics(run))
+            draw_curves(run, history)
 
     return callback
+
+
+def _logged_epochs(run: RunDir) -> set[int]:
+    """Epochs already in the run's TensorBoard files. A process killed after an epoch's checkpoint
+    but before its scalars leaves that epoch out; the resumed run, which starts after it, adds it.
+    An unreadable (e.g. truncated) file counts as holding nothing: at worst an epoch appears twice,
+    with the same values."""
+    from ..tbevents import read_scalars
+
+    epochs: set[int] = set()
+    folder = run.file("tensorboard")
+    for path in sorted(folder.glob("events.out.tfevents.*")) if folder.is_dir() else []:
+        try:
+            epochs.update(step for step, tag, _ in read_scalars(path) if tag == "val_acc")
+        except (OSError, ValueError, IndexError):
+            continue
+    return epochs
 
 
 def read_metrics(run: RunDir) -> list[dict]:

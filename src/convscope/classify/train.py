@@ -247,7 +247,7 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
         steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
     else:
         shard = splits.train if not world.active else \
-            splits.train.subset(torch.arange(world.rank, len(splits.train), world.size))
+            splits.train.subset(distributed.shard(world, len(splits.train)))
         loader = DeviceLoader(shard, config.batch_size, shuffle=True, drop_last=len(shard) > config.batch_size,
                               flip=config.flip, alternate_flip=config.alternate_flip, translate=config.translate,
                               cutout=config.cutout, device=device,
