@@ -336,7 +336,35 @@ def test_cli_train_ctrl_c_says_whether_there_is_anything_to_resume(stop_at, fold
         assert not checkpoint_path(out).exists() and "nothing saved" in err and "continue with --resume" not in err
     else:
         assert checkpoint_path(out).exists() and "continue with --resume" in err
+        assert "(step 2)" in err  # which step the checkpoint holds
         assert main([*argv, "--resume"]) == 0
+
+
+def test_cli_train_bar_starts_at_the_first_step(folders, tmp_path, capsys):
+    # The bar was drawn before the inputs were checked: an error printed between two empty bars.
+    # A resumed run's bar counted the resumed steps as this process's (6.6 step/s for 2).
+    content, _, style = folders
+    out = tmp_path / "m.safetensors"
+    argv = ["train-style", str(style), "--content-dir", str(content), "-o", str(out), "--size", "32",
+            "--batch-size", "2", "--steps", "2", "--widths", "4", "8", "8", "--residual-blocks", "1",
+            "--style-size", "64", "--checkpoint-every", "2", "--device", "cpu"]
+    assert main([*argv[:3], str(tmp_path / "empty"), *argv[4:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("convscope: error:") and "train:" not in err
+    assert main(argv) == 0
+    capsys.readouterr()
+    argv[argv.index("--steps") + 1] = "3"
+    assert main([*argv, "--resume", "--checkpoint-every", "3"]) == 2  # other options: refused, bar-free
+    assert "train:" not in capsys.readouterr().err
+
+    from types import SimpleNamespace
+
+    from convscope.commands.fast_style import _TrainBar
+
+    bar = _TrainBar(10)
+    bar(SimpleNamespace(step=7, losses={"style": 1.0}))  # the first step of a run resumed at step 6
+    assert (bar.bar.n, bar.bar.initial) == (7, 6)  # rate and ETA count from 6, not from 0
+    bar.close()
 
 
 def test_train_init_help_fits_each_trainer():

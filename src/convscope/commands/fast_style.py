@@ -3,6 +3,7 @@ and the one-pass paths of `stylize` (`--model NAME|FILE`, `--method arbitrary`).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -85,25 +86,29 @@ def run_styles(args) -> int:
 
 
 # ---- training --------------------------------------------------------------------------------
-def _train_bar(args, steps_total: int):
-    if args.quiet:
-        return None, None
-    from tqdm import tqdm
+class _TrainBar:
+    """The training progress bar, made at the first step (so a bad input's error prints alone, not
+    between two drawings of an empty bar) and starting at a resumed run's step (so its speed and ETA
+    count this process's steps, not the resumed ones as if done in its first second)."""
 
-    bar = tqdm(total=steps_total, desc="train", unit="step", file=sys.stderr, dynamic_ncols=True)
+    def __init__(self, total: int):
+        self.total, self.bar = total, None
 
-    def callback(p):
-        if bar.n == 0 and p.step > 1:
-            bar.update(p.step - 1)  # resumed
-        bar.set_postfix({k: f"{v:.3g}" for k, v in p.losses.items()}, refresh=False)
-        bar.update(1)
+    def __call__(self, p) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
 
-    return bar, callback
+            self.bar = tqdm(total=self.total, initial=p.step - 1, desc="train", unit="step", file=sys.stderr,
+                            dynamic_ncols=True)
+        self.bar.set_postfix({k: f"{v:.3g}" for k, v in p.losses.items()}, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
-def _finish_training(args, result, bar) -> int:
-    if bar is not None:
-        bar.close()
+def _finish_training(args, result) -> int:
     if not args.quiet:
         terms = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
         skipped = f"; skipped {result.skipped_images} unreadable image(s)" if result.skipped_images else ""
@@ -114,11 +119,20 @@ def _finish_training(args, result, bar) -> int:
 
 def _interrupted(args) -> int:
     from ..cli import EXIT_INTERRUPTED
+    from ..errors import UserError
     from ..fast.train import checkpoint_path
 
-    if checkpoint_path(Path(args.output).expanduser()).is_file():
-        print(f"\ninterrupted: {args.output} and its checkpoint hold the last saved step; continue with "
-              "--resume", file=sys.stderr)
+    ckpt = checkpoint_path(Path(args.output).expanduser())
+    if ckpt.is_file():
+        from safetensors import safe_open
+
+        try:  # the header alone: the step the checkpoint holds
+            with safe_open(str(ckpt), "pt") as f:
+                step = f" (step {json.loads((f.metadata() or {}).get('convscope', '{}')).get('step', '?')})"
+        except (OSError, ValueError, UserError):
+            step = ""
+        print(f"\ninterrupted: {args.output} and its checkpoint hold the last saved step{step}; continue "
+              "with --resume", file=sys.stderr)
     else:  # stopped before the first checkpoint: there is nothing to resume
         print("\ninterrupted before the first checkpoint: nothing saved; run again without --resume "
               "(a smaller --checkpoint-every saves sooner)", file=sys.stderr)
@@ -128,12 +142,17 @@ def _interrupted(args) -> int:
 def _run_training(args, config_cls, train) -> int:
     """Parse the trainer's config, run `train(config, resume, callback)` with a bar, report."""
     config = config_from_args(args, config_cls).validate()
-    bar, callback = _train_bar(args, config.steps)
+    bar = None if args.quiet else _TrainBar(config.steps)
     try:
-        result = train(config, args.resume, callback)
+        result = train(config, args.resume, bar)
     except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()  # before the message, or the bar draws itself again below it
         return _interrupted(args)
-    return _finish_training(args, result, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return _finish_training(args, result)
 
 
 def run_train_style(args) -> int:
