@@ -425,3 +425,13 @@ def test_evaluate_warns_when_the_hold_out_is_drawn_from_a_changed_folder(tmp_pat
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "the data folder changed since training" in err and "may hold images it trained on" in err
+
+
+def test_a_run_folder_inside_the_data_is_refused_up_front(tmp_path, capsys):
+    # It was read as a class and refused as empty: "add images or remove the folder", advice that
+    # the CLI itself undid by making the folder again.
+    data = make_folder(tmp_path / "data", corrupt=False)
+    out = data / "train" / "run_in"
+    assert main(["classify", "train", "--data", str(data), "-o", str(out), "--epochs", "1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "is inside --data" in err and err.count("\n") == 1 and not out.exists()

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..images import IMAGE_EXTENSIONS
 from ..images import is_image_name as is_image
 from ..images import visible
@@ -158,3 +158,17 @@ def same_folder(a: str, b: str) -> bool:
         return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
     except OSError:
         return False
+
+
+def run_outside_data(out: Path, data: str) -> None:
+    """ConfigError when a run folder `out` lies inside the data folder: it would be read as a class of
+    images (and refused as an empty one, advice that cannot be followed)."""
+    if data == "cifar10":
+        return
+    try:
+        inside = Path(data).expanduser().resolve() in Path(out).expanduser().resolve().parents
+    except OSError:
+        return
+    if inside:
+        raise ConfigError(f"-o {out} is inside --data {data}, where it would be read as a class; "
+                          "choose a run folder outside the data")

@@ -83,10 +83,12 @@ def run_train(args) -> int:
     from ..classify.models import check_model_name
     from ..devices import resolve_device
 
+    from ..classify.folders import run_outside_data
     from ..classify.run import RunDir, RunError
 
     check_model_name(config.model)     # cheap checks before any data is read
     run = RunDir(args.output)          # (and before the processes of a torchrun meet, so all see the same)
+    run_outside_data(run.path, config.data)
     made = None
     if args.resume:
         info = run.info()
