@@ -196,3 +196,26 @@ def test_ddp_shards_give_every_process_the_same_number_of_steps(tmp_path, monkey
     assert steps[0] == steps[1] == 3
     index = [distributed.shard(distributed.World(r, 2), 41) for r in (0, 1)]
     assert len(index[0]) == len(index[1]) == 21 and set(torch.cat(index).tolist()) == set(range(41))
+
+
+def test_resume_clears_the_temp_files_a_kill_left_mid_write(folders, tmp_path):
+    # kill -9 during a write leaves ".checkpoint.safetensors.<hex>.tmp" (or the model's, metrics'),
+    # and nothing ever removed them.
+    content, _, style, _ = folders
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        train_style(style, content, out, _config(), callback=_stop_at(3))
+    litter = [tmp_path / ".m.safetensors.0123456789ab.tmp", tmp_path / f".{checkpoint_path(out).name}.00aa11bb22cc.tmp"]
+    others = [tmp_path / ".notes.txt.0123456789ab.tmp", tmp_path / ".m.safetensors.tmp"]  # not ours
+    for p in litter + others:
+        p.write_bytes(b"half")
+    assert train_style(style, content, out, _config(), resume=True).steps == 6
+    assert not any(p.exists() for p in litter) and all(p.exists() for p in others)
+
+    data, run = _class_folder(tmp_path / "data"), tmp_path / "run"
+    base = ["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "1", "--batch-size", "8",
+            "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "-q"]
+    assert main(base) == 0
+    (run / ".metrics.csv.abcdef012345.tmp").write_bytes(b"half")
+    assert main([*base[:7], "2", *base[8:], "--resume"]) == 0
+    assert not (run / ".metrics.csv.abcdef012345.tmp").exists()

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -43,6 +44,25 @@ def atomic_write(path: Path, data: bytes) -> Path:
         raise RunError(f"cannot create the folder {path.parent} ({e.strerror or e}); choose another folder") from None
     write_atomic(path, lambda f: f.write(data))
     return path
+
+
+# images.write_atomic's temp files: ".NAME.<12 hex digits>.tmp" beside NAME.
+_TEMP = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")
+
+
+def remove_stale_temps(folder: Path, names: set[str] | None = None) -> list[Path]:
+    """Delete the temp files a write left in `folder` when its process was killed mid-write (for the
+    targets `names`, or any); the paths removed. Resuming a run clears its own litter this way."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        m = _TEMP.fullmatch(path.name)
+        if m and (names is None or m["name"] in names) and path.is_file():
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            removed.append(path)
+    return removed
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:

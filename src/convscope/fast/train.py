@@ -182,7 +182,7 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
            device: torch.device, previews: torch.Tensor, meta: dict, resume: bool,
            callback: Callable[[TrainProgress], None] | None, skipped: Callable[[], int],
            preview_net: torch.nn.Module | None = None, data: dict[str, str] | None = None) -> TrainResult:
-    from ..classify.run import load_tensors, save_tensors
+    from ..classify.run import load_tensors, remove_stale_temps, save_tensors
 
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     ckpt = checkpoint_path(out)
@@ -191,6 +191,7 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
         if not ckpt.is_file():
             raise TrainingError(f"nothing to resume: {ckpt} does not exist (start without --resume)")
         tensors, saved = load_tensors(ckpt)
+        remove_stale_temps(out.parent, {out.name, ckpt.name})  # writes a kill cut short
         # Options added since the checkpoint was written count as their defaults.
         saved_config = {**type(config)().to_dict(), **(saved.get("config") or {})}
         if saved.get("kind") != kind:
