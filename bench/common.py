@@ -12,7 +12,13 @@ from pathlib import Path
 def machine() -> dict:
     import torch
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
+    try:  # the model name ("AMD EPYC ..."), not the architecture
+        from convscope.devices import cpu_model_name
+    except ImportError:  # an older convscope on the path
+        def cpu_model_name():
+            return platform.processor() or platform.machine()
+
+    return {"cpu": cpu_model_name(), "cores": os.cpu_count(), "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
