@@ -52,7 +52,8 @@ def _shown_errors(status: tuple[int, int] | None = None):
             if not isinstance(exc, (UserError, Cancelled)) and not getattr(exc, "logged", False):
                 print("convscope serve: a request failed:\n" + "".join(traceback.format_exception(exc)),
                       file=sys.stderr)
-            return gr.Error("cancelled" if isinstance(exc, Cancelled) else one_line(exc), print_exception=False)
+            return gr.Error((str(exc) or "cancelled") if isinstance(exc, Cancelled) else one_line(exc),
+                            print_exception=False)
 
         @functools.wraps(fn)
         def plain(*args):

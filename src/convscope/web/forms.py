@@ -26,7 +26,8 @@ EXPLAIN_MAIN = [Spec("net", choices=(IMAGENET, "vgg19"),
                      help="network: efficientnet_lite0 (ImageNet classes) or vgg19 (no classifier: it explains "
                           "a channel)"), "target",
                 Spec("rules", choices=("guided", "deconvnet", "gradient")),
-                Spec("size", help="long side the image is resized to, in pixels (empty: 224)"), "cmap",
+                Spec("size", help="long side the image is resized to, in pixels (empty: the net's input "
+                                  "size, at most 224)"), "cmap",
                 Spec("alpha", slider=(0, 1, 0.05))]
 EXPLAIN_MORE = ["layer", "channel", "cam_layer"]
 
@@ -39,6 +40,8 @@ def explain_main(runs=()) -> list:
                help="network: efficientnet_lite0 (ImageNet classes), vgg19 (no classifier: it explains a "
                     "channel), or a trained run (its own classes, at its own input size)")
     return [net, *EXPLAIN_MAIN[1:]]
+
+
 DREAM_MAIN = ["layer", "channel", Spec("octaves", slider=(1, 8, 1)), "steps", "lr",
               Spec("size", slider=(64, 1024, 32))]
 DREAM_MORE = ["octave_scale", "jitter", "tile", "pooling", "seed"]

@@ -33,9 +33,12 @@ class Cancelled(Exception):
 
 
 class StopRequested(KeyboardInterrupt):
-    """The user pressed Stop: raised from the progress callback, where the engines take it as
-    Ctrl-C and raise `Interrupted` with the best image so far (before the first report it unwinds
-    like a cancel)."""
+    """The user pressed Stop: raised from the progress callback, where the optimizing engines take
+    it as Ctrl-C and raise `Interrupted` with the best image so far. (A Stop before the engine
+    starts ends the job at `Job.check` instead, with nothing to keep.)"""
+
+
+NOT_STARTED = "stopped before it started: nothing to keep"
 
 
 def free_memory() -> None:
@@ -91,8 +94,10 @@ class Job:
     def check(self) -> None:
         """For engines without progress reports: stop between steps when cancelled (or stopped:
         before an engine's first report there is nothing to keep)."""
-        if self.cancelled.is_set() or self.stop.is_set():
+        if self.cancelled.is_set():
             raise Cancelled()
+        if self.stop.is_set():
+            raise Cancelled(NOT_STARTED)
 
 
 class StopSwitch:
@@ -103,6 +108,11 @@ class StopSwitch:
     def __init__(self):
         self._lock = threading.Lock()
         self._job: Job | None = None
+
+    def __deepcopy__(self, memo) -> StopSwitch:
+        """A new switch: Gradio deep-copies a gr.State's value for each API session (a lock cannot be
+        copied, and a copy must not share the original's job)."""
+        return StopSwitch()
 
     def attach(self, job: Job | None) -> None:
         with self._lock:
@@ -181,7 +191,7 @@ def stream(work: Callable[[Job], object], slots: DeviceSlots, interval: float = 
         if "error" in box:
             error = box["error"]
             if isinstance(error, StopRequested):  # stopped before the engine had an image to keep
-                raise Cancelled()
+                raise Cancelled(NOT_STARTED)
             if not isinstance(error, (UserError, Cancelled, Interrupted)):
                 print(f"convscope serve: a job failed:\n{box['trace']}", file=sys.stderr)  # the server log
                 with contextlib.suppress(AttributeError):
