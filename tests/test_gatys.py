@@ -1,5 +1,7 @@
 """Gatys style transfer engine: properties on tiny images (the CLI is tested in test_cli.py)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -49,6 +51,28 @@ def test_presets_on_a_net_without_vgg_names_use_its_blocks(preset, content_block
     given = stylize_images(picture(0, (64, 48)), [picture(1, (64, 48))],
                            tiny(net="efficientnet_lite0", size=64, iterations=2, content_layers=("blocks.3",)))
     assert given.config.content_layers == ("blocks.3",) and given.config.style_layers == tuple(blocks)
+
+
+def test_style_layer_weights_count_a_small_nets_own_blocks(tmp_path):
+    # They were checked against the preset's five VGG layers: a CIFAR run with two blocks refused two
+    # weights, and five were silently cut to two (no longer summing to 1).
+    from convscope.classify.config import TrainConfig
+    from convscope.classify.data import DataSplits, ImageData
+    from convscope.classify.run import RunDir
+    from convscope.classify.train import train
+
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(torch.randint(0, 255, (8, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(8) % 2,
+                     ["a", "b"], None, [])
+    train(DataSplits(data, data, "synthetic", "test"),
+          TrainConfig(model="simple", epochs=1, batch_size=4, input_size=16, device="cpu"), RunDir(tmp_path / "r"))
+    blocks = get_net(str(tmp_path / "r")).block_outputs()
+    assert len(blocks) == 2
+    run = tiny(net=str(tmp_path / "r"), size=32, iterations=2)
+    weighted = stylize_images(picture(0), [picture(1)], replace(run, style_layer_weights=(1.0, 3.0)))
+    assert weighted.config.style_layers == tuple(blocks) and weighted.config.layer_weights() == (0.25, 0.75)
+    with pytest.raises(ConfigError, match="5 weight.s. for 2 style layer"):
+        stylize_images(picture(0), [picture(1)], replace(run, style_layer_weights=(1.0,) * 5))
 
 
 def test_blend_of_identical_styles_equals_one_style():

@@ -191,7 +191,8 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
         if not ckpt.is_file():
             raise TrainingError(f"nothing to resume: {ckpt} does not exist (start without --resume)")
         tensors, saved = load_tensors(ckpt)
-        remove_stale_temps(out.parent, {out.name, ckpt.name})  # writes a kill cut short
+        remove_stale_temps(out.parent, {out.name, ckpt.name})  # writes a kill cut short, previews' too
+        remove_stale_temps(preview_folder(out))
         # Options added since the checkpoint was written count as their defaults.
         saved_config = {**type(config)().to_dict(), **(saved.get("config") or {})}
         if saved.get("kind") != kind:

@@ -197,7 +197,10 @@ class StyleConfig:
                     isinstance(value, (list, tuple)) and all(isinstance(n, str) for n in value))):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a list of layer names, not {value!r}")
         content_layers, style_layers = self.layers()
-        if self.style_layer_weights is not None and len(self.style_layer_weights) != len(style_layers):
+        # Without --style-layers a net other than VGG gets its own blocks (gatys.preset_layers), which
+        # are counted there.
+        known = self.style_layers or not isinstance(self.net, str) or self.net.startswith("vgg")
+        if self.style_layer_weights is not None and known and len(self.style_layer_weights) != len(style_layers):
             raise ConfigError(f"--style-layer-weights has {len(self.style_layer_weights)} weight(s) for "
                               f"{len(style_layers)} style layer(s); give one per layer")
         if not style_layers and self.style_weight > 0:
