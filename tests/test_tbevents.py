@@ -35,3 +35,16 @@ def test_corruption_is_detected(tmp_path):
     w.path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="checksum"):
         read_scalars(w.path)
+
+
+def test_a_file_cut_short_keeps_its_records_before_the_cut_when_partial(tmp_path):
+    # A kill mid-write cuts the last record; resuming a run reads which epochs were logged, and
+    # counting the whole file as empty re-logged all its earlier epochs.
+    w = ScalarWriter(tmp_path)
+    w.add(1, {"x": 1.0})
+    w.add(2, {"x": 2.0})
+    data = w.path.read_bytes()
+    w.path.write_bytes(data[:-5])
+    with pytest.raises(ValueError, match="checksum"):
+        read_scalars(w.path)
+    assert read_scalars(w.path, partial=True) == [(1, "x", 1.0)]

@@ -131,18 +131,26 @@ def _fields(buf: bytes):
         yield number, value
 
 
-def read_scalars(path: str | Path) -> list[tuple[int, str, float]]:
-    """(step, tag, value) for every scalar in an event file; checks every CRC."""
+def read_scalars(path: str | Path, partial: bool = False) -> list[tuple[int, str, float]]:
+    """(step, tag, value) for every scalar in an event file; checks every CRC. A bad record raises
+    ValueError, or with `partial` ends the list there (a file cut short by a kill keeps the records
+    before the cut, as TensorBoard reads it)."""
     data = Path(path).read_bytes()
     out, i = [], 0
     while i < len(data):
         length_bytes = data[i:i + 8]
+        bad = None
         if data[i + 8:i + 12] != _masked(length_bytes):
-            raise ValueError(f"{path}: bad length checksum at byte {i}")
-        (length,) = struct.unpack("<Q", length_bytes)
-        payload = data[i + 12:i + 12 + length]
-        if data[i + 12 + length:i + 16 + length] != _masked(payload):
-            raise ValueError(f"{path}: bad payload checksum at byte {i}")
+            bad = f"{path}: bad length checksum at byte {i}"
+        else:
+            (length,) = struct.unpack("<Q", length_bytes)
+            payload = data[i + 12:i + 12 + length]
+            if data[i + 12 + length:i + 16 + length] != _masked(payload):
+                bad = f"{path}: bad payload checksum at byte {i}"
+        if bad is not None:
+            if partial:
+                break
+            raise ValueError(bad)
         i += 16 + length
         step = 0
         for number, value in _fields(payload):

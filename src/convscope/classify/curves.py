@@ -42,15 +42,15 @@ def epoch_outputs(run: RunDir, bar: Callable | None) -> Callable:
 def _logged_epochs(run: RunDir) -> set[int]:
     """Epochs already in the run's TensorBoard files. A process killed after an epoch's checkpoint
     but before its scalars leaves that epoch out; the resumed run, which starts after it, adds it.
-    An unreadable (e.g. truncated) file counts as holding nothing: at worst an epoch appears twice,
-    with the same values."""
+    A file cut short by a kill counts with the records before the cut; an unreadable one as holding
+    nothing (at worst an epoch then appears twice, with the same values)."""
     from ..tbevents import read_scalars
 
     epochs: set[int] = set()
     folder = run.file("tensorboard")
     for path in sorted(folder.glob("events.out.tfevents.*")) if folder.is_dir() else []:
         try:
-            epochs.update(step for step, tag, _ in read_scalars(path) if tag == "val_acc")
+            epochs.update(step for step, tag, _ in read_scalars(path, partial=True) if tag == "val_acc")
         except (OSError, ValueError, IndexError):
             continue
     return epochs
