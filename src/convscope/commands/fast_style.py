@@ -48,7 +48,7 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, help="built-in style name (see: convscope styles) or a .safetensors file")
     p.add_argument("-o", "--output", required=True, help="output .onnx file")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, from 11 to the newest your torch "
-                   "writes (23 in torch 2.14) (default: 17)")
+                   "writes (default: 17)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
     p.set_defaults(func=run_export)
 
