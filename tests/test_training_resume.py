@@ -219,3 +219,36 @@ def test_resume_clears_the_temp_files_a_kill_left_mid_write(folders, tmp_path):
     (run / ".metrics.csv.abcdef012345.tmp").write_bytes(b"half")
     assert main([*base[:7], "2", *base[8:], "--resume"]) == 0
     assert not (run / ".metrics.csv.abcdef012345.tmp").exists()
+
+
+def test_a_kill_after_the_last_checkpoint_leaves_no_output_short(tmp_path, monkeypatch):
+    # Killed after the final epoch's checkpoint, before its TensorBoard scalars (or its metrics.csv
+    # row): the resume has no epoch left to run, so nothing logged that epoch again.
+    import glob
+
+    from convscope.classify import train as train_module
+    from convscope.classify.curves import read_metrics
+    from convscope.classify.run import RunDir
+    from convscope.errors import UserError
+    from convscope.tbevents import read_scalars
+
+    data, run = _class_folder(tmp_path / "data"), tmp_path / "run"
+    real = train_module.train
+
+    def killed_after_the_last_checkpoint(*a, callback=None, **k):
+        def spy(r):
+            if r.done and r.epoch == 2:
+                raise UserError("killed here by the test")
+            callback(r)
+        return real(*a, callback=spy, **k)
+
+    base = ["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "2", "--batch-size", "8",
+            "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "-q"]
+    monkeypatch.setattr(train_module, "train", killed_after_the_last_checkpoint)
+    assert main(base) == 2
+    monkeypatch.setattr(train_module, "train", real)
+    RunDir(run).write_metrics(read_metrics(RunDir(run))[:1])  # and before metrics.csv had its row
+    assert main(base + ["--resume"]) == 0
+    assert sorted(s for f in glob.glob(str(run / "tensorboard" / "*")) for s, tag, _ in read_scalars(f)
+                  if tag == "val_acc") == [1, 2]
+    assert [row["epoch"] for row in read_metrics(RunDir(run))] == [1, 2]

@@ -14,29 +14,48 @@ from ..tbevents import ScalarWriter
 from .run import RunDir
 
 
-def epoch_outputs(run: RunDir, bar: Callable | None) -> Callable:
+class EpochOutputs:
     """The train callback of the CLI: the progress bar (if any), and after every epoch (once its
     checkpoint and metrics.csv are written) that epoch's TensorBoard scalars and curves.png redrawn,
-    so a run killed at any point keeps them up to its last finished epoch, as the checkpoint."""
-    writer = ScalarWriter(run.file("tensorboard"))  # one event file per process: resumes add a file
-    first = [True]
+    so a run killed at any point keeps them up to its last finished epoch, as the checkpoint.
+    A kill between an epoch's checkpoint and these outputs leaves them short of it: the resumed run
+    adds what is missing at its first epoch, and `finish` after training (a resume may have no epoch
+    left to run)."""
 
-    def callback(r) -> None:
-        if bar is not None:
-            bar(r)
+    def __init__(self, run: RunDir, bar: Callable | None):
+        self.run, self.bar = run, bar
+        self.writer = ScalarWriter(run.file("tensorboard"))  # one event file per process: resumes add a file
+        self.caught_up = False
+
+    def __call__(self, r) -> None:
+        if self.bar is not None:
+            self.bar(r)
         if r.done and r.epoch > 0:
-            history = read_metrics(run)
-            if first[0]:  # a resumed run: epochs checkpointed by a killed process but never logged
-                first[0] = False
-                logged = _logged_epochs(run)
-                for row in history:
-                    if row["epoch"] < r.epoch and row["epoch"] not in logged:
-                        writer.add(row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
-            writer.add(r.epoch, {"train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss,
-                                 "val_acc": r.val_acc, "lr": r.lr, "seconds": r.seconds})
-            draw_curves(run, history)
+            history = read_metrics(self.run)
+            if not self.caught_up:
+                self._catch_up([row for row in history if row["epoch"] < r.epoch])
+            self.writer.add(r.epoch, {"train_loss": r.train_loss, "train_acc": r.train_acc, "val_loss": r.val_loss,
+                                      "val_acc": r.val_acc, "lr": r.lr, "seconds": r.seconds})
+            draw_curves(self.run, history)
 
-    return callback
+    def finish(self, history: list[dict]) -> None:
+        """After training, with the checkpoint's whole history: metrics.csv, TensorBoard and the
+        curves made whole if a kill cut them short of the last checkpoint."""
+        short = len(read_metrics(self.run)) != len(history)
+        if short:
+            self.run.write_metrics(history)
+        if self._catch_up([{k: float(v) if k != "epoch" else int(v) for k, v in row.items()} for row in history]) \
+                or short:
+            draw_curves(self.run, read_metrics(self.run))
+
+    def _catch_up(self, rows: list[dict]) -> bool:
+        """Log the rows' epochs no TensorBoard file holds; whether there were any."""
+        self.caught_up = True
+        logged = _logged_epochs(self.run)
+        missing = [row for row in rows if row["epoch"] not in logged]
+        for row in missing:
+            self.writer.add(row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
+        return bool(missing)
 
 
 def _logged_epochs(run: RunDir) -> set[int]:

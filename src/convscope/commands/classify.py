@@ -176,13 +176,14 @@ def _train(args, config, world) -> int:
     if world.main and (not args.resume or not run.file("config.json").exists()):
         run.create(info, resume=args.resume)
     distributed.barrier(world)
-    from ..classify.curves import epoch_outputs
+    from ..classify.curves import EpochOutputs
 
-    callback = None if not world.main else epoch_outputs(run, None if args.quiet else _bar())
+    callback = None if not world.main else EpochOutputs(run, None if args.quiet else _bar())
     result = train(splits, config, run, resume=args.resume, callback=callback,
                    cache_dir=Path(cache) / "features")
     if not world.main:
         return 0
+    callback.finish(result.history)
     last = result.history[-1] if result.history else {}
     stop = " (stopped early)" if result.stopped_early else ""
     print(f"{config.model}: validation accuracy {last.get('val_acc', float('nan')):.4f} after "
