@@ -53,9 +53,10 @@ def test_presets_on_a_net_without_vgg_names_use_its_blocks(preset, content_block
     assert given.config.content_layers == ("blocks.3",) and given.config.style_layers == tuple(blocks)
 
 
-def test_style_layer_weights_count_a_small_nets_own_blocks(tmp_path):
+def test_style_layer_weights_count_a_small_nets_own_blocks(tmp_path, monkeypatch):
     # They were checked against the preset's five VGG layers: a CIFAR run with two blocks refused two
-    # weights, and five were silently cut to two (no longer summing to 1).
+    # weights, and five were silently cut to two (no longer summing to 1). (A run folder named vgg*
+    # is no VGG of the registry.)
     from convscope.classify.config import TrainConfig
     from convscope.classify.data import DataSplits, ImageData
     from convscope.classify.run import RunDir
@@ -65,10 +66,12 @@ def test_style_layer_weights_count_a_small_nets_own_blocks(tmp_path):
     data = ImageData(torch.randint(0, 255, (8, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(8) % 2,
                      ["a", "b"], None, [])
     train(DataSplits(data, data, "synthetic", "test"),
-          TrainConfig(model="simple", epochs=1, batch_size=4, input_size=16, device="cpu"), RunDir(tmp_path / "r"))
-    blocks = get_net(str(tmp_path / "r")).block_outputs()
+          TrainConfig(model="simple", epochs=1, batch_size=4, input_size=16, device="cpu"),
+          RunDir(tmp_path / "vgg_cifar"))
+    monkeypatch.chdir(tmp_path)
+    blocks = get_net("vgg_cifar").block_outputs()
     assert len(blocks) == 2
-    run = tiny(net=str(tmp_path / "r"), size=32, iterations=2)
+    run = tiny(net="vgg_cifar", size=32, iterations=2)
     weighted = stylize_images(picture(0), [picture(1)], replace(run, style_layer_weights=(1.0, 3.0)))
     assert weighted.config.style_layers == tuple(blocks) and weighted.config.layer_weights() == (0.25, 0.75)
     with pytest.raises(ConfigError, match="5 weight.s. for 2 style layer"):

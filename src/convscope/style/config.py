@@ -39,6 +39,20 @@ def _names(layers: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return (layers,) if isinstance(layers, str) else tuple(layers)
 
 
+VGG_NETS = ("vgg19", "vgg19-torchvision", "vgg16-torchvision", "vgg16")  # the nets the presets name layers of
+
+
+def _registry_vgg(net) -> bool:
+    return isinstance(net, str) and net.removesuffix(":random") in VGG_NETS
+
+
+def check_layer_weights(weights: tuple[float, ...] | None, style_layers: tuple[str, ...]) -> None:
+    """ConfigError unless --style-layer-weights (when given) has one weight per style layer."""
+    if weights is not None and len(weights) != len(style_layers):
+        raise ConfigError(f"--style-layer-weights has {len(weights)} weight(s) for {len(style_layers)} style "
+                          f"layer(s) ({', '.join(style_layers)}); give one per layer")
+
+
 def fast_init_model(init: str) -> str | None:
     """The one-pass model an --init asks to start from: "" (the built-in arbitrary model) for "fast",
     MODEL for "fast:MODEL"; None for every other init (an image file's path may be a PathLike)."""
@@ -197,12 +211,10 @@ class StyleConfig:
                     isinstance(value, (list, tuple)) and all(isinstance(n, str) for n in value))):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a list of layer names, not {value!r}")
         content_layers, style_layers = self.layers()
-        # Without --style-layers a net other than VGG gets its own blocks (gatys.preset_layers), which
-        # are counted there.
-        known = self.style_layers or not isinstance(self.net, str) or self.net.startswith("vgg")
-        if self.style_layer_weights is not None and known and len(self.style_layer_weights) != len(style_layers):
-            raise ConfigError(f"--style-layer-weights has {len(self.style_layer_weights)} weight(s) for "
-                              f"{len(style_layers)} style layer(s); give one per layer")
+        # Without --style-layers a net other than the registry's VGGs gets its own blocks
+        # (gatys.preset_layers), which are counted there.
+        if self.style_layers or _registry_vgg(self.net):
+            check_layer_weights(self.style_layer_weights, style_layers)
         if not style_layers and self.style_weight > 0:
             raise ConfigError("no style layers given")
         return self

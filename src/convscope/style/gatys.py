@@ -22,7 +22,7 @@ from ..errors import ConfigError, ImageError
 from ..losses import content_loss, gram, range_penalty, style_loss, tv_loss
 from ..nets import Backbone, get_net
 from ..optimize import DEFAULT_LR, WARM_START_FIRST_STEP, Interrupted, Progress, optimize_image, precision_mode
-from .config import INITS, StyleConfig, fast_init_model
+from .config import INITS, StyleConfig, check_layer_weights, fast_init_model
 
 
 @dataclass
@@ -135,9 +135,7 @@ def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: 
     # per iteration on an H100; on CPU it is what makes bf16 pay off).
     net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
     content_layers, style_layers = preset_layers(net, config)
-    if config.style_layer_weights and len(config.style_layer_weights) != len(style_layers):  # a net's own blocks
-        raise ConfigError(f"--style-layer-weights has {len(config.style_layer_weights)} weight(s) for "
-                          f"{len(style_layers)} style layer(s) ({', '.join(style_layers)}); give one per layer")
+    check_layer_weights(config.style_layer_weights, style_layers)  # (a net's own blocks: counted only now)
     # The config saved with the output says what ran: the preset's layers and the optimizer's step size.
     config = replace(config, device=str(device), precision=precision, content_layers=content_layers,
                      style_layers=style_layers, lr=DEFAULT_LR[config.optimizer] if config.lr is None else config.lr)
