@@ -12,7 +12,8 @@ from convscope.classify.data import DataSplits, ImageData
 from convscope.classify.run import RunDir, RunError
 from convscope.errors import ConfigError
 from convscope.classify.infer import _shifted, tta_logits
-from convscope.classify.train import lr_factor, train
+from convscope.classify.optim import lr_factor
+from convscope.classify.train import train
 
 
 def blobs(n: int, seed: int, size: int = 16) -> ImageData:

@@ -252,3 +252,22 @@ def test_a_kill_after_the_last_checkpoint_leaves_no_output_short(tmp_path, monke
     assert sorted(s for f in glob.glob(str(run / "tensorboard" / "*")) for s, tag, _ in read_scalars(f)
                   if tag == "val_acc") == [1, 2]
     assert [row["epoch"] for row in read_metrics(RunDir(run))] == [1, 2]
+
+
+def test_the_api_clears_temps_on_resume_and_refuses_a_run_inside_its_data(tmp_path):
+    from dataclasses import replace
+
+    from convscope.classify.config import TrainConfig
+    from convscope.classify.data import load_data
+    from convscope.classify.train import train
+    from convscope.errors import ConfigError
+
+    data = _class_folder(tmp_path / "data")
+    splits = load_data(str(data), size=32, val_split=0.2, seed=0)
+    config = TrainConfig(model="simple", epochs=1, batch_size=8, device="cpu")
+    train(splits, config, tmp_path / "run")
+    (tmp_path / "run" / ".checkpoint.safetensors.abcdef012345.tmp").write_bytes(b"half")
+    train(splits, replace(config, epochs=2), tmp_path / "run", resume=True)
+    assert not (tmp_path / "run" / ".checkpoint.safetensors.abcdef012345.tmp").exists()
+    with pytest.raises(ConfigError, match="inside --data"):
+        train(splits, config, data / "run_in")

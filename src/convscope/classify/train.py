@@ -33,10 +33,12 @@ from ..errors import ConfigError, NumericalError
 from .config import TrainConfig, check_resume_options, for_splits
 from .data import DataSplits, ImageData
 from .features import bottleneck_features
+from .folders import run_outside_data
 from .infer import predict_logits
 from .loader import DeviceLoader
 from .models import TransferModel, build_model
-from .run import CHECKPOINT, CONFIG, RunDir, RunError, load_tensors, save_tensors
+from .optim import lr_factor, make_optimizer, precision_context
+from .run import CHECKPOINT, CONFIG, RunDir, RunError, load_tensors, remove_stale_temps, save_tensors
 
 
 @dataclass
@@ -65,43 +67,6 @@ class TrainResult:
     epochs_run: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
-
-
-def precision_context(precision: str, device: torch.device):
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
-    if precision == "fp32":
-        return contextlib.nullcontext(), precision
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype), precision
-
-
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Learning-rate multiplier at optimizer step `step` of `total` (warm-up first, linear)."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-    if schedule == "step":
-        return 0.01 if t >= 0.75 else 0.1 if t >= 0.5 else 1.0
-    if schedule == "onecycle":  # linear up for 30% then linear down to 0 (a triangle)
-        return t / 0.3 if t < 0.3 else max(0.0, (1 - t) / 0.7)
-    return 1.0
-
-
-def make_optimizer(config: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
-                               weight_decay=config.weight_decay)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    # Keras' Adadelta of the reference recipe: rho 0.95, epsilon 1e-7.
-    return torch.optim.Adadelta(groups, lr=config.lr, rho=0.95, eps=1e-7, weight_decay=config.weight_decay)
 
 
 # ---- model state -------------------------------------------------------------------------------
@@ -220,6 +185,7 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
 
     world = distributed.from_env()
     config = for_splits(config.resolved(), splits)
+    run_outside_data(run.path, config.data)  # (the CLI checks before loading; the API here)
     device = distributed.setup(world, resolve_device(config.device))
     config = replace(config, device=str(device))
     classes = splits.train.classes
@@ -267,6 +233,8 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
     history: list[dict] = []
     best_acc, best_epoch, start_epoch = -1.0, 0, 0
     if resume:
+        if world.main:
+            remove_stale_temps(run.path)  # writes a kill cut short (the run folder is the run's own)
         state = run.load_checkpoint()
         if state is not None:
             model_state, rest, meta = state

@@ -84,7 +84,7 @@ def run_train(args) -> int:
     from ..devices import resolve_device
 
     from ..classify.folders import run_outside_data
-    from ..classify.run import RunDir, RunError, remove_stale_temps
+    from ..classify.run import RunDir, RunError
 
     check_model_name(config.model)     # cheap checks before any data is read
     run = RunDir(args.output)          # (and before the processes of a torchrun meet, so all see the same)
@@ -96,8 +96,6 @@ def run_train(args) -> int:
             raise RunError(f"{run.path} trained model {info.get('config', {}).get('model')!r}, not {config.model!r}")
         _check_resume_data(run, info, config)
         check_resume_options(info.get("config", {}), config, str(run.path))
-        if distributed.from_env().main:
-            remove_stale_temps(run.path)  # writes a kill cut short (the run folder is the run's own)
     else:
         made = run.prepare()  # the one-line "not empty" / "cannot create" errors before any loading
     world = distributed.from_env()     # under torchrun: one process per GPU (or CPU process)

@@ -1,0 +1,48 @@
+"""The optimizer, learning-rate schedule and arithmetic of a training run, from its config."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from ..errors import ConfigError
+from .config import TrainConfig
+
+
+def precision_context(precision: str, device: torch.device):
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    if precision == "fp32":
+        return contextlib.nullcontext(), precision
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype), precision
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Learning-rate multiplier at optimizer step `step` of `total` (warm-up first, linear)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    if schedule == "step":
+        return 0.01 if t >= 0.75 else 0.1 if t >= 0.5 else 1.0
+    if schedule == "onecycle":  # linear up for 30% then linear down to 0 (a triangle)
+        return t / 0.3 if t < 0.3 else max(0.0, (1 - t) / 0.7)
+    return 1.0
+
+
+def make_optimizer(config: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    # Keras' Adadelta of the reference recipe: rho 0.95, epsilon 1e-7.
+    return torch.optim.Adadelta(groups, lr=config.lr, rho=0.95, eps=1e-7, weight_decay=config.weight_decay)
