@@ -213,3 +213,18 @@ def test_get_net_name_and_device_are_checked():
     with pytest.raises(ConfigError, match="unknown device 'gpu'"):
         get_net("vgg19", device="gpu")
     assert get_net("vgg19", device="auto").layers[0].weight.device.type in ("cpu", "cuda", "mps")
+
+
+@pytest.mark.parametrize("name", ["vgg19", "efficientnet_lite0"])
+def test_loading_a_net_draws_no_random_numbers(name):
+    # Building a net draws its layers' random initialization before the weights replace it: a
+    # seeded training made its style net from another state when the process had not loaded VGG19
+    # yet (a run's result depended on what ran before it in the process).
+    from convscope.nets import clear_net_cache
+
+    clear_net_cache()
+    torch.manual_seed(0)
+    get_net(name)
+    after_load = torch.rand(4)
+    torch.manual_seed(0)
+    assert torch.equal(after_load, torch.rand(4))

@@ -406,8 +406,7 @@ def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | P
     styles = CropSampler(style_files, config.size, "style")
     precision, autocast = _autocast_for(device, config.precision)
     lite = config.encoder == "lite"
-    # The lite model is built first: its initialization then depends on the seed alone, not on whether
-    # VGG19 was loaded already (the VGG19 decoder keeps its order, so earlier runs stay reproducible).
+    # The lite model is built first (loading VGG19 draws no random numbers: nets._pretrained).
     net = LiteAdaIN(tuple(config.widths), tuple(config.encoder_widths)).to(device) if lite else None
     encoder = Encoder().to(device)
     net = net if lite else Decoder(tuple(config.widths)).to(device)

@@ -184,8 +184,12 @@ def _pretrained(key: str, pooling: str) -> Net:
     """A pretrained net as loaded, frozen, on the CPU, built once per process and never handed out:
     `get_net` gives each caller its own copy (hooks, pooling swaps and device moves stay its own).
     Loading and dequantizing VGG19's weights took 0.22-0.26 s a call on a 2-core CPU, the copy a
-    fraction of that; a failed load is not cached. The last 4 nets are kept."""
-    net = _build(key, pooling, weights=True)
+    fraction of that; a failed load is not cached. The last 4 nets are kept.
+    Building draws the layers' random initialization before the weights replace it: drawn from a
+    forked generator, so a seeded run (a style net's initialization after --seed) does not depend on
+    whether this process had loaded the net before."""
+    with torch.random.fork_rng(devices=[]):
+        net = _build(key, pooling, weights=True)
     net.requires_grad_(False)
     return net.eval()
 
