@@ -565,3 +565,19 @@ def test_predict_feeds_the_net_the_pixels_training_decoded(tmp_path):
     predict_images(Record(), ["a"], [tmp_path / "a" / "x.png"], 24, "cpu")
     fed = (seen[0][0] * 255).round().to(torch.uint8)
     assert torch.equal(fed, decoded)
+
+
+def test_a_run_folder_is_refused_only_where_the_data_is_read(tmp_path):
+    from convscope.classify.folders import run_outside_data
+
+    flat = make_tree(tmp_path / "flat", {"a": 2, "b": 2})
+    with pytest.raises(ConfigError, match="inside --data"):
+        run_outside_data(flat / "run", str(flat))
+    run_outside_data(flat / ".runs" / "r1", str(flat))          # hidden: never read as a class
+    run_outside_data(tmp_path / "elsewhere", str(flat))
+    split = tmp_path / "split"
+    make_tree(split / "train", {"a": 2, "b": 2})
+    make_tree(split / "test", {"a": 1, "b": 1})
+    run_outside_data(split / "runs" / "r1", str(split))          # beside train/ and test/: never read
+    with pytest.raises(ConfigError, match="inside --data"):
+        run_outside_data(split / "train" / "r1", str(split))

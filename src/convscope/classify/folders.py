@@ -161,14 +161,20 @@ def same_folder(a: str, b: str) -> bool:
 
 
 def run_outside_data(out: Path, data: str) -> None:
-    """ConfigError when a run folder `out` lies inside the data folder: it would be read as a class of
-    images (and refused as an empty one, advice that cannot be followed)."""
+    """ConfigError when a run folder `out` lies where the data is read from (the data folder, or its
+    train/ and val/ or test/ in the split layout; not hidden folders): it would be read as a class
+    of images (and refused as an empty one, advice that cannot be followed)."""
     if data == "cifar10":
         return
     try:
-        inside = Path(data).expanduser().resolve() in Path(out).expanduser().resolve().parents
-    except OSError:
+        root, target = Path(data).expanduser().resolve(), Path(out).expanduser().resolve()
+        if not root.is_dir() or root not in target.parents:
+            return
+        train, val, _ = layout(root)
+    except (OSError, DataError):
         return
-    if inside:
+    read = [f for f in (train, val) if f is not None]
+    if any(f == target or f in target.parents for f in read) and all(
+            visible(part) for part in target.relative_to(root).parts):
         raise ConfigError(f"-o {out} is inside --data {data}, where it would be read as a class; "
                           "choose a run folder outside the data")
