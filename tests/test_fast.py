@@ -363,7 +363,8 @@ def test_cli_train_bar_starts_at_the_first_step(folders, tmp_path, capsys):
 
     bar = _TrainBar(10)
     bar(SimpleNamespace(step=7, losses={"style": 1.0}))  # the first step of a run resumed at step 6
-    assert (bar.bar.n, bar.bar.initial) == (7, 6)  # rate and ETA count from 6, not from 0
+    bar(SimpleNamespace(step=8, losses={"style": 0.9}))
+    assert (bar.bar.n, bar.bar.initial) == (8, 7)  # the rate counts the steps timed: from 7, not from 0
     bar.close()
 
 

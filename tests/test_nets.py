@@ -220,8 +220,6 @@ def test_loading_a_net_draws_no_random_numbers(name):
     # Building a net draws its layers' random initialization before the weights replace it: a
     # seeded training made its style net from another state when the process had not loaded VGG19
     # yet (a run's result depended on what ran before it in the process).
-    from convscope.nets import clear_net_cache
-
     clear_net_cache()
     torch.manual_seed(0)
     get_net(name)

@@ -95,11 +95,12 @@ class _TrainBar:
         self.total, self.bar = total, None
 
     def __call__(self, p) -> None:
-        if self.bar is None:
+        if self.bar is None:  # its clock starts now: the first step, done before, is its initial count
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.total, initial=p.step - 1, desc="train", unit="step", file=sys.stderr,
-                            dynamic_ncols=True)
+            self.bar = tqdm(total=self.total, initial=p.step, desc="train", unit="step", file=sys.stderr,
+                            dynamic_ncols=True, postfix={k: f"{v:.3g}" for k, v in p.losses.items()})
+            return
         self.bar.set_postfix({k: f"{v:.3g}" for k, v in p.losses.items()}, refresh=False)
         self.bar.update(1)
 
