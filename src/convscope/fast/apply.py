@@ -21,6 +21,7 @@ from ..argcheck import as_image, check_image_batch, config_of
 from ..errors import ConfigError, ImageError
 from ..options import check_choices
 from ..options import option as _opt
+from .config import MAX_STYLE_SIZE
 from .models import ARBITRARY_BUILTIN, ARBITRARY_KIND, STYLE_KIND, StyleModel, load_model, read_header, resolve
 from .nets import Encoder, HalfResTransformerNet, LiteAdaIN, adain, channel_stats
 
@@ -29,7 +30,6 @@ FAST_PRECISIONS = ("auto", "fp32", "bf16")
 MAX_STYLES = 16
 MIN_SIDE = 8         # px a side for the arbitrary method: VGG halves three times before relu4_1
 MAX_SIZE = 16384     # --size at most
-MAX_STYLE_SIZE = 4096
 
 
 @dataclass

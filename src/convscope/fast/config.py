@@ -12,7 +12,7 @@ from ..options import check_choices
 from ..options import option as _opt
 
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
-MAX_STYLE_SIZE = 4096
+MAX_STYLE_SIZE = 4096  # px, a style image's long side (training and one pass): beyond, VGG19 runs out of memory
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
