@@ -133,13 +133,17 @@ def _class_folder(root, n=8, size=8):
     return root
 
 
-def test_tensorboard_gets_the_epoch_a_killed_run_checkpointed_but_never_logged(tmp_path, monkeypatch):
-    # A kill between an epoch's checkpoint and its TensorBoard scalars (metrics.csv and the event
-    # file are written after the checkpoint) used to lose that epoch from TensorBoard for good: the
-    # resumed run starts after it.
+@pytest.mark.parametrize("epochs, metrics_short", [(3, False), (2, True)])
+def test_outputs_a_kill_cut_short_of_a_checkpoint_are_made_whole(tmp_path, monkeypatch, epochs, metrics_short):
+    # A kill between epoch 2's checkpoint and its TensorBoard scalars (metrics.csv and the event file
+    # are written after the checkpoint) lost that epoch from TensorBoard for good: the resumed run
+    # starts after it. When epoch 2 is the last (and metrics.csv lacked its row too), the resume
+    # has no epoch left to run, and nothing wrote them at all.
     import glob
 
     from convscope.classify import train as train_module
+    from convscope.classify.curves import read_metrics
+    from convscope.classify.run import RunDir
     from convscope.errors import UserError
     from convscope.tbevents import read_scalars
 
@@ -153,14 +157,17 @@ def test_tensorboard_gets_the_epoch_a_killed_run_checkpointed_but_never_logged(t
             callback(r)
         return real(*a, callback=spy, **k)
 
-    base = ["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "3", "--batch-size", "8",
+    base = ["classify", "train", "--data", str(data), "-o", str(run), "--epochs", str(epochs), "--batch-size", "8",
             "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "-q"]
     monkeypatch.setattr(train_module, "train", killed_after_checkpoint_2)
     assert main(base) == 2
     monkeypatch.setattr(train_module, "train", real)
+    if metrics_short:
+        RunDir(run).write_metrics(read_metrics(RunDir(run))[:1])
     assert main(base + ["--resume"]) == 0
     assert sorted(s for f in glob.glob(str(run / "tensorboard" / "*")) for s, tag, _ in read_scalars(f)
-                  if tag == "val_acc") == [1, 2, 3]
+                  if tag == "val_acc") == list(range(1, epochs + 1))
+    assert [row["epoch"] for row in read_metrics(RunDir(run))] == list(range(1, epochs + 1))
 
 
 def test_ddp_shards_give_every_process_the_same_number_of_steps(tmp_path, monkeypatch):
@@ -219,39 +226,6 @@ def test_resume_clears_the_temp_files_a_kill_left_mid_write(folders, tmp_path):
     (run / ".metrics.csv.abcdef012345.tmp").write_bytes(b"half")
     assert main([*base[:7], "2", *base[8:], "--resume"]) == 0
     assert not (run / ".metrics.csv.abcdef012345.tmp").exists()
-
-
-def test_a_kill_after_the_last_checkpoint_leaves_no_output_short(tmp_path, monkeypatch):
-    # Killed after the final epoch's checkpoint, before its TensorBoard scalars (or its metrics.csv
-    # row): the resume has no epoch left to run, so nothing logged that epoch again.
-    import glob
-
-    from convscope.classify import train as train_module
-    from convscope.classify.curves import read_metrics
-    from convscope.classify.run import RunDir
-    from convscope.errors import UserError
-    from convscope.tbevents import read_scalars
-
-    data, run = _class_folder(tmp_path / "data"), tmp_path / "run"
-    real = train_module.train
-
-    def killed_after_the_last_checkpoint(*a, callback=None, **k):
-        def spy(r):
-            if r.done and r.epoch == 2:
-                raise UserError("killed here by the test")
-            callback(r)
-        return real(*a, callback=spy, **k)
-
-    base = ["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "2", "--batch-size", "8",
-            "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "-q"]
-    monkeypatch.setattr(train_module, "train", killed_after_the_last_checkpoint)
-    assert main(base) == 2
-    monkeypatch.setattr(train_module, "train", real)
-    RunDir(run).write_metrics(read_metrics(RunDir(run))[:1])  # and before metrics.csv had its row
-    assert main(base + ["--resume"]) == 0
-    assert sorted(s for f in glob.glob(str(run / "tensorboard" / "*")) for s, tag, _ in read_scalars(f)
-                  if tag == "val_acc") == [1, 2]
-    assert [row["epoch"] for row in read_metrics(RunDir(run))] == [1, 2]
 
 
 def test_the_api_clears_temps_on_resume_and_refuses_a_run_inside_its_data(tmp_path):
