@@ -730,7 +730,7 @@ def _stopped_after_first_preview(outs, switch) -> tuple:
     raise AssertionError("no preview")
 
 
-@pytest.mark.parametrize("tab", ["gatys", "texture", "dream"])
+@pytest.mark.parametrize("tab", ["gatys", "gatys2", "texture", "dream"])
 def test_stop_keeps_the_image_so_far_as_the_result(handlers, uploads, tab):
     pytest.importorskip("gradio")
     from convscope.images import read_png_metadata
@@ -743,9 +743,11 @@ def test_stop_keeps_the_image_so_far_as_the_result(handlers, uploads, tab):
     photo().save(content)
     photo(48, 48).save(style)
     switch = jobs.StopSwitch()
-    if tab == "gatys":
-        # 400 iterations: a preview every 20 (the page asks for about 20 per run), stopped long before the end
-        form = _form(StyleConfig, forms.GATYS_MAIN + forms.GATYS_MORE, size=64, iterations=400)
+    if tab.startswith("gatys"):
+        # 400 iterations: a preview every 20 (the page asks for about 20 per run), stopped long before the
+        # end; with two scales, in the first (32 px): its image comes at the size asked for
+        form = _form(StyleConfig, forms.GATYS_MAIN + forms.GATYS_MORE, size=64, iterations=400,
+                     scales=2 if tab == "gatys2" else 0)
         outs = handlers.stylize("gatys", record(content), record(style), None, "", form, {}, switch)
     elif tab == "texture":
         form = _form(TextureConfig, forms.TEXTURE_MAIN + forms.TEXTURE_MORE, size="64 48", iterations=400,
@@ -757,6 +759,7 @@ def test_stop_keeps_the_image_so_far_as_the_result(handlers, uploads, tab):
         outs = handlers.dream(record(content), form, switch)
     image, status, download = _stopped_after_first_preview(outs, switch)
     assert status.startswith("stopped ") and status.endswith("64x48"), status
+    assert ("of stage" in status) == (tab == "gatys2")
     assert image.size == (64, 48) and Image.open(download).size == (64, 48)
     at = read_png_metadata(download)["interrupted_at"]
     assert 20 <= (at["step"] if tab == "dream" else at["iteration"]) < 400

@@ -215,10 +215,11 @@ class Handlers:
                                                              iterations_run=len(r.history)),
                                       switch, lambda stop: run_metadata("stylize", (stop.config or config).to_dict(),
                                                                         inputs=names, seed=config.seed,
-                                                                        interrupted_at=_stopped_at(stop)))
+                                                                        interrupted_at=_stopped_at(stop)),
+                                      stages=len(config.stage_sizes()))
 
     def _optimization(self, work, filename: str, meta_of, switch: jobs.StopSwitch | None,
-                      stopped_meta) -> Iterator[tuple]:
+                      stopped_meta, stages: int = 1) -> Iterator[tuple]:
         """Stream a job whose progress carries preview images: (preview, status, None) while it
         runs, then (result, summary, download path); after a Stop, the best image so far as the
         result (its metadata from stopped_meta(Interrupted))."""
@@ -235,7 +236,8 @@ class Handlers:
                     yield (result.image, f"done in {result.seconds:.1f} s: {result.image.width}x"
                            f"{result.image.height} ({terms})", path)
         except Interrupted as stop:
-            where = f"at iteration {stop.iteration}" + (f" of stage {stop.stage}" if stop.stage > 1 else "")
+            # (a coarse stage's image comes upsampled to the size asked for)
+            where = f"at iteration {stop.iteration}" + (f" of stage {stop.stage}/{stages}" if stages > 1 else "")
             yield self._kept(stop, folder, filename, stopped_meta(stop), where, "the best image so far")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
