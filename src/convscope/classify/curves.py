@@ -44,8 +44,7 @@ class EpochOutputs:
         short = len(read_metrics(self.run)) != len(history)
         if short:
             self.run.write_metrics(history)
-        if self._catch_up([{k: float(v) if k != "epoch" else int(v) for k, v in row.items()} for row in history]) \
-                or short:
+        if self._catch_up(history) or short:
             draw_curves(self.run, read_metrics(self.run))
 
     def _catch_up(self, rows: list[dict]) -> bool:

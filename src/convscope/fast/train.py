@@ -14,6 +14,7 @@ Files, for `-o OUT.safetensors`:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -128,8 +129,6 @@ def _differences(saved: dict, now: dict) -> list[str]:
 def _folder_print(root: Path, files: list[Path]) -> str:
     """A digest of a training folder's image files (paths relative to it, and byte sizes): a resumed
     run must draw from the same list, or its crops differ. Relative, so a moved folder still resumes."""
-    import hashlib
-
     digest = hashlib.sha256()
     for f in files:
         digest.update(f"{f.relative_to(root).as_posix()}\t{f.stat().st_size}\n".encode())
@@ -138,8 +137,6 @@ def _folder_print(root: Path, files: list[Path]) -> str:
 
 def _image_print(img: Image.Image) -> str:
     """A digest of the style image's pixels (not its file name: a renamed copy is the same style)."""
-    import hashlib
-
     return hashlib.sha256(f"{img.mode} {img.size}".encode() + img.tobytes()).hexdigest()[:16]
 
 
