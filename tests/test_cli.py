@@ -948,6 +948,45 @@ def test_every_command_has_help(capsys):
     assert "50% and" in r.out and "%%" not in r.out
 
 
+def test_help_and_option_errors_never_import_torch():
+    # Importing torch takes seconds; --help of every command, and argparse's one-line errors, come
+    # from the config dataclasses alone, so they must not wait for it. A fresh interpreter: this
+    # process has torch loaded already.
+    script = """
+import contextlib, io, sys
+from convscope import cli
+paths = []
+def walk(parser, prefix=()):
+    import argparse
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths.append((*prefix, name))
+                walk(sub, (*prefix, name))
+walk(cli.build_parser())
+codes = []
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    for path in paths:
+        codes.append(cli.main([*path, "--help"]))
+    codes.append(cli.main(["stylize", "a.jpg", "b.jpg", "--iterations", "many"]))
+    codes.append(cli.main(["classify", "train", "--epochs", "x"]))
+    codes.append(cli.main(["dream", "a.jpg", "--no-such-option"]))
+import json
+print(json.dumps({"paths": len(paths), "codes": codes,
+                  "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))}))
+"""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["paths"] >= 20
+    assert seen["codes"] == [0] * seen["paths"] + [2, 2, 2]
+    assert seen["torch"] == [], f"torch was imported: {seen['torch'][:5]}"
+
+
 def test_every_config_with_a_seed_refuses_one_torch_cannot_take():
     # dream, invert, texture, featureviz, classviz and classify train passed seeds over 2**63 - 1
     # through validate() to torch's manual_seed: "ValueError: Overflow when unpacking long long".

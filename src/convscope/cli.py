@@ -279,8 +279,8 @@ def add_output_options(p: argparse.ArgumentParser, default: str | None = None, r
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .nets import net_names
-    from .fast.apply import FastConfig
+    from .options import net_names
+    from .fast.config import FastConfig
     from .style.config import StyleConfig
 
     parser = _Parser(prog="convscope", description="Deep learning on images with CNNs: stylize, "

@@ -20,7 +20,7 @@ def check_method_options(args, method: str, command_defaults: dict | None = None
     name the methods in the message, a method left out is not named (stylize-video has no gatys);
     `only` limits the check to these options (stylize-video's --preset is x264's, not the layers')."""
     from .errors import ConfigError
-    from .fast.apply import FastConfig
+    from .fast.config import FastConfig
     from .style.config import StyleConfig
 
     shared = {"size", "preserve_color", "device", "precision"}

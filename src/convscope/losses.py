@@ -9,6 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from .errors import ConfigError
+from .options import GRAM_NORMS, TV_KINDS
 
 # Gram normalizations, by name. With F the [C, H*W] feature matrix and G = F Fᵀ:
 #   "gatys": sum((G - A)²) / (4 C² (HW)²)  -- Gatys et al. 2015, eq. 4 (E_l)
@@ -17,8 +18,6 @@ from .errors import ConfigError
 #   "relative": as "hw", then divided by mean(A²) of the target, fixed once per layer (see
 #                style/gatys.py); makes every layer count equally, standing in for the mean-activation
 #                rescaling of the network that Gatys et al. applied and our Caffe weights lack.
-GRAM_NORMS = ("relative", "gatys", "hw", "chw")
-TV_KINDS = ("squared", "beta")
 
 
 def gram(features: torch.Tensor, norm: str = "hw") -> torch.Tensor:

@@ -20,8 +20,8 @@ import torch
 
 from .errors import ConfigError, NumericalError
 from .lbfgs import CompactLBFGS
+from .options import OPTIMIZERS
 
-OPTIMIZERS = ("lbfgs", "adam", "sgd")
 # Learning rates in units of the [0, 1] image. L-BFGS takes unit steps along its quasi-Newton
 # direction; Adam moves each pixel by about lr per step; SGD (with momentum) follows the raw gradient.
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02, "sgd": 0.05}

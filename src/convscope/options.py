@@ -6,7 +6,9 @@ Each engine's config is a dataclass whose fields carry their CLI help and choice
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import field, fields
 
 from .errors import ConfigError
@@ -15,6 +17,32 @@ POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 PRECISION_HELP = ("arithmetic: auto (tf32 on CUDA; bf16 on CPUs with native bf16, else fp32), "
                   "fp32, tf32, bf16")
+
+
+# Names the engines accept, here so that configs can offer them as choices without loading torch:
+# losses.gram's normalizations, losses.total_variation's kinds, optimize's optimizers.
+GRAM_NORMS = ("relative", "gatys", "hw", "chw")
+TV_KINDS = ("squared", "beta")
+OPTIMIZERS = ("lbfgs", "adam", "sgd")
+# Layer names with a meaning of their own: the net's own choice (nets.auto_layer), and a
+# classifier's output (nets.hooked).
+AUTO = "auto"
+LOGITS = "logits"
+
+# The built-in networks' registry names (convscope.nets.NETS holds their builders, in this order) and
+# short aliases: here, without torch, so that the CLI can list them in --help at once.
+BUILTIN_NETS = ("vgg19", "vgg19-torchvision", "vgg16-torchvision", "efficientnet_lite0")
+NET_ALIASES = {"vgg16": "vgg16-torchvision", "efficientnet-lite0": "efficientnet_lite0"}
+
+
+def net_names() -> list[str]:
+    return [*BUILTIN_NETS, *NET_ALIASES]
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def option(help: str, default, **meta):

@@ -4,6 +4,9 @@ Options left at None take the model's recipe (`RECIPES`): the reference settings
 model (Adadelta for `simple`, SGD-Nesterov with weight decay, flips and shifts for `vgg19-bn`, Adam
 on cached features for transfer heads, a short large-batch speed run for `resnet-fast`). The resolved
 config is what a run directory records.
+
+Also the options of `classify export` (`ExportConfig`). Free of torch, so the CLI lists its options
+without loading it.
 """
 
 from __future__ import annotations
@@ -259,3 +262,28 @@ def _as_option(key: str, value) -> str:
     if isinstance(value, bool):
         return f"--{flag}" if value else f"--no-{flag}"
     return f"--{flag} {' '.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
+
+
+# ---- classify export (classify.export) -------------------------------------------------------------
+EXPORTERS = ("auto", "torchscript", "dynamo")
+
+
+@dataclass
+class ExportConfig:
+    opset: int = _opt("ONNX opset version (18 runs on onnxruntime >= 1.14; the TorchScript exporter "
+                      "goes up to 20)", 18)
+    dynamic_batch: bool = _opt("accept any batch size (default: on; --no-dynamic-batch fixes it at 1)", True)
+    probabilities: bool = _opt("add a softmax 'probabilities' output next to 'logits' (default: on)", True)
+    verify: bool = _opt("compare onnxruntime's outputs with PyTorch's before writing, when onnxruntime "
+                        "is installed (default: on)", True)
+    exporter: str = _opt("auto (TorchScript exporter, else the torch.export one), torchscript, dynamo",
+                         "auto", choices=EXPORTERS)
+
+    def validate(self) -> ExportConfig:
+        check_choices(self)
+        if not 9 <= self.opset <= 30:
+            raise ConfigError(f"--opset must be between 9 and 30 (18 is a safe choice), not {self.opset}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)

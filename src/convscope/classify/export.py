@@ -36,19 +36,19 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError, OutputError, UserError
+from ..errors import OutputError, UserError
 # images' atomic writer: temp file + fsync + rename, the user's umask for the mode, OutputError on OSError.
 from ..images import check_output_file, write_atomic
-from ..options import check_choices
-from ..options import option as _opt
+from . import config as _config
+from .config import ExportConfig
 
-EXPORTERS = ("auto", "torchscript", "dynamo")
+EXPORTERS = _config.EXPORTERS  # of ExportConfig, which lives in the torch-free .config
 INPUT_NAME, LOGITS, PROBABILITIES = "image", "logits", "probabilities"
 # How a photo becomes the input, as classify train/evaluate/predict make it (data.square_crop): a
 # deployment that only knew "S x S" would stretch non-square photos and predict differently.
@@ -63,27 +63,6 @@ ONNX_HINT = "pip install onnx onnxruntime (or pip install 'convscope[onnx]')"
 
 class ExportError(UserError):
     """The model cannot be exported, or onnxruntime disagrees with PyTorch about the exported model."""
-
-
-@dataclass
-class ExportConfig:
-    opset: int = _opt("ONNX opset version (18 runs on onnxruntime >= 1.14; the TorchScript exporter "
-                      "goes up to 20)", 18)
-    dynamic_batch: bool = _opt("accept any batch size (default: on; --no-dynamic-batch fixes it at 1)", True)
-    probabilities: bool = _opt("add a softmax 'probabilities' output next to 'logits' (default: on)", True)
-    verify: bool = _opt("compare onnxruntime's outputs with PyTorch's before writing, when onnxruntime "
-                        "is installed (default: on)", True)
-    exporter: str = _opt("auto (TorchScript exporter, else the torch.export one), torchscript, dynamo",
-                         "auto", choices=EXPORTERS)
-
-    def validate(self) -> ExportConfig:
-        check_choices(self)
-        if not 9 <= self.opset <= 30:
-            raise ConfigError(f"--opset must be between 9 and 30 (18 is a safe choice), not {self.opset}")
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

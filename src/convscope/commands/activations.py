@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..cli import add_config_options, add_output_options, config_from_args
 from ..errors import ConfigError
-from ..vis.activations import ALL_CONV, ActivationsConfig
+from ..vis.configs import ALL_CONV, ActivationsConfig
 
 
 def register(subparsers) -> None:

@@ -400,7 +400,7 @@ def _predict_figure(preds, out) -> None:
 
 
 def _register_export(sub) -> None:
-    from ..classify.export import ExportConfig
+    from ..classify.config import ExportConfig  # torch-free (classify.export loads torch)
 
     x = sub.add_parser("export", help="write a trained run as an ONNX model",
                        description="Export a trained run to ONNX: input 'image' (float32 RGB in [0, 1], "

@@ -10,14 +10,13 @@ from __future__ import annotations
 import sys
 
 from ..cli import EXIT_INTERRUPTED, RunOutputs, add_config_options, add_output_options, config_from_args, print_summary
+from ..vis.configs import ClassVizConfig
 from .featureviz import add_class_option
 
 COMMAND = "classviz"
 
 
 def register(subparsers) -> None:
-    from ..vis.featureviz import ClassVizConfig
-
     p = subparsers.add_parser(
         COMMAND, help="a picture of what a class looks like to a classifier (class score maximization)",
         description="Optimize an image so that the classifier's logit for --class is as large as possible, "
@@ -33,7 +32,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from .. import images
     from ..runinfo import run_metadata
-    from ..vis.featureviz import ClassVizConfig, FeatureVisualizer
+    from ..vis.featureviz import FeatureVisualizer
 
     out = images.check_output_path(args.output)
     config = config_from_args(args, ClassVizConfig).validate()

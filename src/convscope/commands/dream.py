@@ -6,11 +6,10 @@ import sys
 from pathlib import Path
 
 from ..cli import EXIT_INTERRUPTED, add_config_options, add_output_options, config_from_args, print_summary, progress_bar
+from ..vis.configs import DreamConfig
 
 
 def register(subparsers) -> None:
-    from ..vis.dream import DreamConfig
-
     p = subparsers.add_parser(
         "dream", help="amplify what a layer sees in an image (DeepDream, Mordvintsev et al. 2015)",
         description="Gradient ascent on IMAGE, over several octaves with jitter, so that the patterns a "
@@ -28,7 +27,7 @@ def run(args) -> int:
     from ..errors import UserError
     from ..optimize import Interrupted
     from ..runinfo import run_metadata
-    from ..vis.dream import DreamConfig, Dreamer
+    from ..vis.dream import Dreamer
 
     out = images.check_output_path(args.output)
     config = config_from_args(args, DreamConfig).validate()

@@ -7,7 +7,7 @@ import sys
 
 from ..cli import add_config_options, add_output_options, config_from_args
 from ..errors import ConfigError
-from ..vis.explain import ExplainConfig
+from ..vis.configs import ExplainConfig
 
 
 def register(subparsers) -> None:

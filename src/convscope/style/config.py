@@ -11,9 +11,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
-from ..losses import GRAM_NORMS, TV_KINDS
-from ..optimize import OPTIMIZERS
-from ..options import POOLINGS, PRECISIONS
+from ..options import GRAM_NORMS, OPTIMIZERS, POOLINGS, PRECISIONS, TV_KINDS
 from ..options import check_choices
 from ..options import option as _opt
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -20,67 +20,14 @@ from ..devices import resolve_device
 from ..argcheck import as_image, check_loaded_net, config_of
 from ..errors import ConfigError
 from ..nets import Backbone, get_net, natural_side, pick_layer
-from ..nets.base import suggest
-from ..options import option as _opt
+from ..options import suggest
+from . import configs
+from .configs import ALL_CONV, ActivationsConfig
 
-ALL_CONV = "all-conv"            # --layer value: one figure per block (its last activation)
-SORTS = ("mean", "max", "index")
 VGG_LAYER, AUTO_DEPTH = "relu3_1", 0.4  # --layer auto on the VGG nets and on others
-MAX_SIZE = 8192                  # long side in px, as for stylize
 DEFAULT_SIZE = 224               # long side in px unless --size (or a run's smaller input size)
-
-
-
-
-@dataclass
-class ActivationsConfig:
-    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
-    layer: str = _opt(f"layer by any name (relu3_1, block3_conv1, conv3_1, pool3 ..., or a module path "
-                      f"like layer3 on other nets), {ALL_CONV}: the last activation of every block, one "
-                      "figure each, or auto: relu3_1 on the VGG nets, the block output at 40% depth on "
-                      "others", "auto")
-    size: int | None = _opt("long side the image is resized to, in pixels (default: 224, or a classifier "
-                            "run's own input size when smaller)", None)
-    max_channels: int = _opt("channels shown in the grid (the first ones in --sort order)", 64)
-    sort: str = _opt("channel order: mean or max activation (largest first), or index", "mean",
-                     choices=SORTS)
-    cmap: str = _opt("matplotlib colormap of the feature maps (viridis, magma, gray, ...)", "viridis")
-    shared_scale: bool = _opt("one colour scale for all panels (default: each panel its own "
-                              "min..max)", False)
-    device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def validate(self) -> ActivationsConfig:
-        """Check every field that needs no network; ConfigError with a one-line message."""
-        for name in ("size", "max_channels"):
-            value = getattr(self, name)
-            if (isinstance(value, bool) or not isinstance(value, int) or value <= 0) and not (
-                    name == "size" and value is None):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive whole number, not {value!r}")
-        if self.size is not None and self.size > MAX_SIZE:
-            raise ConfigError(f"--size {self.size} is too large (at most {MAX_SIZE} px)")
-        if not isinstance(self.layer, str):
-            raise ConfigError(f"--layer must be one layer name (or {ALL_CONV} or auto), not {self.layer!r}")
-        if not isinstance(self.shared_scale, bool):
-            raise ConfigError(f"--shared-scale must be True or False, not {self.shared_scale!r}")
-        if self.sort not in SORTS:
-            raise ConfigError(f"--sort must be one of {', '.join(SORTS)}, not {self.sort!r}")
-        check_cmap(self.cmap)
-        return self
-
-
-def check_cmap(name: str) -> None:
-    """ConfigError unless `name` is a registered matplotlib colormap."""
-    import matplotlib  # lazy: heavy, and only figures need it
-
-    known = list(matplotlib.colormaps)
-    if not isinstance(name, str):
-        raise ConfigError(f"the colormap must be a name such as viridis or magma, not {name!r}")
-    if name not in known:
-        raise ConfigError(f"unknown colormap {name!r}{suggest(name, known)}; use a matplotlib colormap "
-                          "such as viridis, magma, inferno, plasma, gray or RdBu_r")
+# The config and its checks live in vis.configs (torch-free, for the CLI); still importable from here.
+SORTS, MAX_SIZE, check_cmap = configs.SORTS, configs.ACTIVATIONS_MAX_SIZE, configs.check_cmap
 
 
 @dataclass

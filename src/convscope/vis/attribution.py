@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..errors import ConfigError
-
-RULES = ("gradient", "deconvnet", "guided")
+from .configs import RULES
 
 # Rectifier-like activations: how to evaluate them out of place (the rule needs the input kept).
 _RECTIFIERS: dict[Callable, Callable] = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -24,71 +24,13 @@ from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError, NumericalError
 from ..nets import get_net, pick_layer
 from ..optimize import Interrupted, Progress, precision_mode
-from ..options import POOLINGS, PRECISIONS
-from ..options import check_choices
-from ..options import option as _opt
+from .configs import DREAM_MAX_SIDE as MAX_SIDE
+from .configs import DreamConfig
 
-MAX_SIDE = 8192
 VGG_LAYER, AUTO_DEPTH = "relu4_3", 0.6  # the default layer (--layer auto) on VGG and on other nets
 # The smallest octave keeps at least this many cells of the layer's grid on its short side: below
 # that the layer sees mostly zero padding and dreams borders, not content.
 MIN_CELLS = 4
-
-
-@dataclass
-class DreamConfig:
-    # 512 px (long side): the default run on tubingen.jpg took 17 s on 2 CPU cores (bf16), 1 GB RSS.
-    size: int = _opt("long side the image is resized to before dreaming (pixels)", 512)
-    layer: str = _opt("layer whose activations are amplified, by any name; auto = relu4_3 on the VGG "
-                      "nets, the block output at 60% depth on others", "auto")
-    channel: int | None = _opt("amplify only this channel of --layer (its mean activation)", None)
-    octaves: int = _opt("number of scales, smallest first (fewer when the image is too small)", 4)
-    octave_scale: float = _opt("size ratio between successive octaves", 1.4)
-    steps: int = _opt("ascent steps per octave", 10)
-    lr: float = _opt("step size in [0, 1] image units (each step moves pixels by about lr)", 0.01)
-    jitter: int = _opt("random circular shift of up to this many pixels each step (0 = none)", 32)
-    tile: int = _opt("compute the gradient in tiles of this many pixels (bounds memory)", 512)
-    zoom_frames: int = _opt("also write this many frames of a zoom-in sequence, OUT_0001.png ...", 0)
-    zoom: float = _opt("zoom factor between frames (centre crop, resized back)", 1.05)
-    zoom_steps: int = _opt("ascent steps per zoom frame (one octave)", 5)
-    pooling: str = _opt("pooling in the network", "max", choices=POOLINGS)
-    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
-    seed: int = _opt("random seed (the jitter)", 0)
-    device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
-    precision: str = _opt("arithmetic: auto (tf32 on CUDA, bf16 on CPUs with native bf16, else fp32), "
-                          "fp32, tf32, bf16", "auto", choices=PRECISIONS)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def validate(self) -> DreamConfig:
-        """Check every field; ConfigError with a one-line message on the first problem."""
-        def whole(name, lo, hi=None):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
-                top = f" to {hi}" if hi is not None else " or more"
-                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number from {lo}{top}, not {v!r}")
-
-        def real(name, lo, hi, what):
-            v = getattr(self, name)
-            if (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
-                    or not lo < v <= hi):
-                raise ConfigError(f"--{name.replace('_', '-')} must be {what}, not {v!r}")
-
-        whole("size", 1, MAX_SIDE)
-        whole("octaves", 1, 20)
-        whole("steps", 1, 1_000_000)  # as stylize's iterations: the history grows per step
-        whole("jitter", 0, MAX_SIDE)
-        whole("tile", 16, MAX_SIDE)
-        whole("zoom_frames", 0, 100000)
-        whole("zoom_steps", 1, 1_000_000)
-        real("lr", 0.0, 1.0, "a number in (0, 1]")
-        real("octave_scale", 1.0, 4.0, "a number above 1 and at most 4")
-        real("zoom", 1.0, 4.0, "a number above 1 and at most 4")
-        if self.channel is not None:
-            whole("channel", 0)
-        check_choices(self)
-        return self
 
 
 @dataclass

@@ -9,7 +9,6 @@ Engine only: a PIL image in, tensors, predictions and a figure (PIL image) out.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -25,68 +24,14 @@ from ..errors import ConfigError, ImageError
 from ..nets import AUTO, get_net, natural_side
 from ..nets.classes import class_index as _class_index
 from ..optimize import precision_mode
-from ..options import PRECISION_HELP, PRECISIONS, check_choices
-from ..options import option as _opt
-from .activations import check_cmap
-from .attribution import RULES, Target, backproject, check_target, grad_cam, gradient_image
+from .attribution import Target, backproject, check_target, grad_cam, gradient_image
+from .configs import EXPLAIN_MAX_SIZE as MAX_SIZE
+from .configs import ExplainConfig
 
-MAX_SIZE = 4096          # long side in px: every method is a full forward + backward at this size
 DEFAULT_SIZE = 224       # long side in px unless --size (or a run's smaller input size)
 TOP_K = 5
 CLASS, CHANNEL = "class", "channel"   # what is explained
 PANEL_TITLES = {"guided": "guided backprop", "deconvnet": "deconvnet", "gradient": "gradient"}
-
-
-@dataclass
-class ExplainConfig:
-    net: str = _opt("network: efficientnet_lite0 (ImageNet classes, bundled), vgg19 (no classifier: "
-                    "explains a channel), or any torchvision classifier", "efficientnet_lite0")
-    target: str | None = _opt("class to explain: an index or an ImageNet class name, case-insensitive "
-                              "(default: the top-1 prediction)", None)
-    layer: str = _opt("explain a channel of this layer instead of a class (the only choice on nets "
-                      f"without a classifier, such as vgg19); {AUTO} = the net's last block", AUTO)
-    channel: int | None = _opt("channel of --layer to explain (default: the most active one on this image)",
-                               None)
-    cam_layer: str = _opt(f"Grad-CAM layer; {AUTO} = the net's last spatial layer before the target", AUTO)
-    rules: tuple[str, ...] = _opt("backprojections shown, in order: guided (guided backprop; also gives "
-                                  "guided Grad-CAM), deconvnet (Zeiler & Fergus), gradient (plain)",
-                                  ("guided", "deconvnet"))
-    size: int | None = _opt("long side the image is resized to, in pixels (any aspect ratio) (default: 224, "
-                            "or a classifier run's own input size when smaller)", None)
-    cmap: str = _opt("matplotlib colormap of the Grad-CAM heat map (jet, turbo, inferno, ...)", "jet")
-    alpha: float = _opt("opacity of the heat map over the image, 0 to 1", 0.5)
-    device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
-    precision: str = _opt(PRECISION_HELP, "auto", choices=PRECISIONS)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def validate(self) -> ExplainConfig:
-        """Check every field that needs no network; ConfigError with a one-line message."""
-        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int)
-                                      or not 1 <= self.size <= MAX_SIZE):
-            raise ConfigError(f"--size must be a whole number from 1 to {MAX_SIZE}, not {self.size!r}")
-        if self.channel is not None and (isinstance(self.channel, bool) or not isinstance(self.channel, int)
-                                         or self.channel < 0):
-            raise ConfigError(f"--channel must be a whole number from 0, not {self.channel!r}")
-        if (isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float))
-                or not math.isfinite(self.alpha) or not 0 <= self.alpha <= 1):
-            raise ConfigError(f"--alpha must be a number from 0 to 1, not {self.alpha!r}")
-        rules = (self.rules,) if isinstance(self.rules, str) else tuple(self.rules)
-        if not rules:
-            raise ConfigError(f"--rules needs at least one of {', '.join(RULES)}")
-        for rule in rules:
-            if rule not in RULES:
-                raise ConfigError(f"unknown rule {rule!r} in --rules; choose from {', '.join(RULES)}")
-        if len(set(rules)) != len(rules):
-            raise ConfigError(f"--rules lists a rule twice: {' '.join(rules)}")
-        if self.target is not None and not str(self.target).strip():
-            raise ConfigError("--target is empty; give a class index or name")
-        if self.target is not None and (self.layer != AUTO or self.channel is not None):
-            raise ConfigError("--target explains a class, --layer/--channel a channel; give one or the other")
-        check_cmap(self.cmap)
-        check_choices(self)
-        return self
 
 
 @dataclass

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -34,157 +34,16 @@ from ..errors import ConfigError, NumericalError
 from ..nets import AUTO, LOGITS, Net, auto_layer, get_net
 from ..nets.classes import class_index, is_class_name
 from ..optimize import Interrupted, Progress, precision_mode
-from ..options import _RANGE, PRECISIONS, check_choices, parse_indices
-from ..options import option as _opt
+from ..options import _RANGE, parse_indices
+from . import configs
+from .configs import BLUR_EVERY, DEFAULT_CHANNELS, ClassVizConfig, FeatureVizConfig, RenderConfig
+from .configs import FEATUREVIZ_AUTO_DEPTH as AUTO_DEPTH
 from .imageprior import ImageParam, random_transform
 
-PARAMS = ("fft", "pixels")
 KINDS = ("channel", "neuron", "class")
-AUTO_DEPTH = 0.6        # --layer auto: the block output 60% of the way through the net
-SHEET_SIDE = 128        # featureviz --size default on ImageNet nets (px); smaller nets: their input size
-MAX_SIDE = 2048
-DEFAULT_CHANNELS = 16   # --channels default: the first 16 (or all, when the layer has fewer)
-BLUR_EVERY = 4          # --blur: every this many steps (Yosinski et al. blur every 4-8 steps)
 NEURON_NUDGE = 0.05     # --neuron: weight of the channel mean added while optimizing (see objective)
-
-
-# ----------------------------------------------------------------------------------- configs
-
-@dataclass
-class RenderConfig:
-    """The options shared by featureviz and classviz: parameterization, transforms, optimizer."""
-
-    net: str = _opt("network: vgg19, efficientnet_lite0, or a torchvision classifier (NAME:random = "
-                    "random weights)", "vgg19")
-    size: int | None = _opt(f"side of the square image in pixels (default: {SHEET_SIDE} on ImageNet nets, "
-                            "the input size of smaller nets, 32 for CIFAR)", None)
-    steps: int = _opt("Adam steps", 64)
-    lr: float = _opt("Adam learning rate (in units of the parameterization)", 0.08)
-    param: str = _opt("image parameterization: fft (1/frequency-scaled spectrum) or pixels", "fft",
-                      choices=PARAMS)
-    fft_power: float = _opt("fft: start from and move along a 1/frequency^power spectrum (larger = smoother)",
-                            1.0)
-    decorrelate: bool = _opt("optimize in decorrelated colour space (natural-image colour statistics)", True)
-    jitter: int | None = _opt("random shift of up to this many pixels each step (default: size/16)", None)
-    scale: float = _opt("random zoom each step, by a factor in [1 - scale, 1 + scale]", 0.1)
-    rotate: float = _opt("random rotation each step, up to this many degrees either way", 10.0)
-    copies: int = _opt("randomly transformed copies of each image per step (their mean is maximized)", 1)
-    blur: float | None = _opt(f"Gaussian blur of this sigma (px) every {BLUR_EVERY} steps (default: size/256 "
-                              "for --param pixels, 0 for fft, whose spectrum scaling already smooths)", None)
-    decay: float = _opt("L2 decay: each step pulls the image this fraction of the way to grey", 0.0)
-    seed: int = _opt("random seed (start image and transforms)", 0)
-    device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
-    precision: str = _opt("arithmetic: auto (tf32 on CUDA, bf16 on CPUs with native bf16, else fp32), "
-                          "fp32, tf32, bf16", "auto", choices=PRECISIONS)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def default_size(self, input_size: int) -> int:
-        return min(SHEET_SIDE, input_size)
-
-    def default_blur(self, size: int) -> float:
-        return size / 256 if self.param == "pixels" else 0.0
-
-    def validate(self):
-        """Check every field that needs no network; ConfigError with a one-line message."""
-        def flag(name):
-            return f"--{name.replace('_', '-')}"
-
-        def whole(name, lo, hi, none_ok=False):
-            v = getattr(self, name)
-            if v is None and none_ok:
-                return
-            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                raise ConfigError(f"{flag(name)} must be a whole number from {lo} to {hi}, not {v!r}")
-
-        def real(name, lo, hi, what, lo_open=False, none_ok=False):
-            v = getattr(self, name)
-            if v is None and none_ok:
-                return
-            ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                  and (lo < v if lo_open else lo <= v) and v <= hi)
-            if not ok:
-                raise ConfigError(f"{flag(name)} must be {what}, not {v!r}")
-
-        for name in ("net", "param", "device", "precision") + (("layer",) if hasattr(self, "layer") else ()):
-            if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"{flag(name)} must be a name, not {getattr(self, name)!r}")
-        for name in ("decorrelate",) + (("neuron",) if hasattr(self, "neuron") else ()):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{flag(name)} must be True or False, not {getattr(self, name)!r}")
-        whole("size", 8, MAX_SIDE, none_ok=True)
-        whole("steps", 1, 1_000_000)
-        whole("jitter", 0, MAX_SIDE, none_ok=True)
-        whole("copies", 1, 64)
-        real("lr", 0.0, 10.0, "a number in (0, 10]", lo_open=True)
-        real("scale", 0.0, 0.5, "a number from 0 to 0.5")
-        real("rotate", 0.0, 180.0, "a number of degrees from 0 to 180")
-        real("blur", 0.0, 64.0, "a number of pixels from 0 to 64", none_ok=True)
-        real("decay", 0.0, 0.5, "a number from 0 to 0.5")
-        real("fft_power", 0.0, 4.0, "a number from 0 to 4")
-        check_choices(self)
-        return self
-
-
-@dataclass
-class FeatureVizConfig(RenderConfig):
-    layer: str = _opt(f"layer by any name (see: convscope layers --net NET), or {AUTO}: the block output "
-                      f"at {AUTO_DEPTH} of the depth of the net", AUTO)
-    channels: str | None = _opt(f"channels to visualize: 0-15, 3,7,9 or 5 (default: the first "
-                                f"{DEFAULT_CHANNELS})", None)
-    neuron: bool = _opt("maximize only the centre position of each channel (a neuron), not its mean", False)
-    target_class: str | None = _opt("maximize classifier logits instead of channels: index(es) 0-9, 3,7 or "
-                                    "class names ('dumbbell'); needs a net with a head", None)
-    batch: int = _opt("images optimized together in one batch (memory vs speed)", 16)
-
-    def validate(self) -> FeatureVizConfig:
-        super().validate()
-        if not isinstance(self.batch, int) or isinstance(self.batch, bool) or not 1 <= self.batch <= 4096:
-            raise ConfigError(f"--batch must be a whole number from 1 to 4096, not {self.batch!r}")
-        if self.channels is not None:
-            parse_indices(self.channels, "--channels")
-        if self.target_class is not None:
-            if self.channels is not None:
-                raise ConfigError("--class and --channels are two different objectives; give one of them")
-            if self.neuron:
-                raise ConfigError("--neuron applies to channels, not to --class")
-            if self.layer not in (AUTO, LOGITS):
-                raise ConfigError(f"--class maximizes the classifier's logits; leave out --layer {self.layer}")
-        return self
-
-
-@dataclass
-class ClassVizConfig(RenderConfig):
-    # A stronger natural-image prior than featureviz's sheet: the net's own input size, more steps,
-    # two transformed copies per step, a smoother spectrum (1/f^1.5) and a light blur. Chosen by
-    # looking at dumbbell and military uniform on efficientnet_lite0: with 1/f alone the class
-    # shows only as texture; 1/f^1.5 plus a 0.35 px blur gives whole objects (hexagonal dumbbells
-    # held in fists); a 0.7 px blur washes them out, lr 0.12 scatters them.
-    net: str = _opt("classifier: efficientnet_lite0 (ImageNet, bundled) or a torchvision classifier",
-                    "efficientnet_lite0")
-    size: int | None = _opt("side of the square image in pixels (default: the net's input size, 224 on "
-                            "ImageNet)", None)
-    steps: int = _opt("Adam steps", 128)
-    fft_power: float = _opt("fft: start from and move along a 1/frequency^power spectrum (larger = smoother)",
-                            1.5)
-    copies: int = _opt("randomly transformed copies of the image per step (their mean logit is maximized)", 2)
-    blur: float | None = _opt(f"Gaussian blur of this sigma (px) every {BLUR_EVERY} steps (default: size/640)",
-                              None)
-    target_class: str | None = _opt("class to draw: an index (543) or a name ('dumbbell', 'military "
-                                    "uniform')", None)
-
-    def default_size(self, input_size: int) -> int:
-        return input_size
-
-    def default_blur(self, size: int) -> float:
-        return size / 640
-
-    def validate(self) -> ClassVizConfig:
-        super().validate()
-        if self.target_class is None or not str(self.target_class).strip():
-            raise ConfigError("give the class to draw: --class INDEX or --class NAME")
-        return self
+# The configs live in vis.configs (torch-free, for the CLI); their constants are still importable from here.
+PARAMS, SHEET_SIDE, MAX_SIDE = configs.PARAMS, configs.SHEET_SIDE, configs.FEATUREVIZ_MAX_SIDE
 
 
 # ------------------------------------------------------------------------------ target parsing

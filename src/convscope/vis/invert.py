@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 from PIL import Image
@@ -48,10 +48,8 @@ from ..devices import default_precision, resolve_device
 from ..errors import ConfigError
 from ..losses import tv_loss
 from ..nets import Backbone, get_net, natural_side, pick_layer
-from ..optimize import OPTIMIZERS, Interrupted, Progress, optimize_image
-from ..options import POOLINGS, PRECISIONS
-from ..options import check_choices
-from ..options import option as _opt
+from ..optimize import Interrupted, Progress, optimize_image
+from .configs import InvertConfig
 
 # ImageNet mean, RGB, 0..255 pixel units (the Caffe VGG mean): the paper's mean-subtracted images.
 IMAGENET_MEAN_255 = (123.68, 116.779, 103.939)
@@ -66,75 +64,6 @@ VGG_LAYER, AUTO_DEPTH = "relu3_1", 0.4  # --layer auto on the VGG nets and on ot
 # (tubingen.jpg): relu1_x keeps errors ~0.01-0.02 and faithful colours; relu3_1 at 0.05 stays
 # sharp (error ~0.09), 0.2 washes colours out; relu5_1 at 0.3 shows the scene (error ~0.15), 1.5 a fog.
 TV_BY_STRIDE = ((2, 0.01), (8, 0.05), (math.inf, 0.3))
-
-
-@dataclass
-class InvertConfig:
-    layer: str = _opt("layer whose representation is inverted (any name: relu3_1, block3_conv1, ...); "
-                      "auto = relu3_1 on the VGG nets, the block output at 40% depth on others", "auto")
-    layers: tuple[str, ...] | None = _opt(
-        "several layers: one reconstruction each, side by side with the original in one figure", None)
-    size: int | None = _opt("long side of the image in pixels (default: 224, or a classifier run's own input "
-                            "size when smaller)", None)
-    iterations: int = _opt("optimizer iterations per layer", 200)
-    alpha: float = _opt("exponent of the alpha-norm range prior R_alpha = ||x||_alpha^alpha", 6.0)
-    alpha_weight: float = _opt("lambda_alpha, weight of the alpha-norm prior (normalized units)", 1.0)
-    beta: float = _opt("exponent of the TV^beta smoothness prior (2 as in the paper's CNN figures)", 2.0)
-    tv_weight: float | None = _opt("lambda_V, weight of the TV^beta prior (normalized units; default "
-                                   "by the layer's depth: 0.01 / 0.05 / 0.3 up to stride 2 / 8 / beyond)", None)
-    optimizer: str = _opt("optimizer", "lbfgs", choices=OPTIMIZERS)
-    lr: float | None = _opt("learning rate (default: lbfgs 1.0, adam 0.02, sgd 0.05)", None)
-    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
-    pooling: str = _opt("pooling in the network: max, or avg", "max", choices=POOLINGS)
-    seed: int = _opt("random seed (the noise the reconstruction starts from)", 0)
-    device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
-    precision: str = _opt("arithmetic: auto (tf32 on CUDA, bf16 on CPUs with native bf16, else fp32), "
-                          "fp32, tf32, bf16", "auto", choices=PRECISIONS)
-    save_every: int = _opt("write the current reconstruction every N iterations (0 = never)", 0)
-
-    def layer_list(self) -> tuple[str, ...]:
-        return tuple(self.layers) if self.layers else (self.layer,)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def validate(self) -> InvertConfig:
-        """Check every field; ConfigError with a one-line message on the first problem."""
-        def number(name, value, allow_zero=False, integer=False):
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                  and (value >= 0 if allow_zero else value > 0) and (not integer or value == int(value)))
-            if not ok:
-                kind = "non-negative" if allow_zero else "positive"
-                raise ConfigError(f"--{name.replace('_', '-')} must be a {kind} "
-                                  f"{'whole number' if integer else 'number'}, not {value!r}")
-
-        if self.size is not None:
-            number("size", self.size, integer=True)
-        if self.size is not None and not 16 <= self.size <= 4096:
-            raise ConfigError(f"--size {self.size} is out of range (16 to 4096 px)")
-        number("iterations", self.iterations, integer=True)
-        number("save_every", self.save_every, allow_zero=True, integer=True)
-        number("alpha_weight", self.alpha_weight, allow_zero=True)
-        if self.tv_weight is not None:
-            number("tv_weight", self.tv_weight, allow_zero=True)
-        if self.lr is not None:
-            number("lr", self.lr)
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 1):
-            raise ConfigError(f"--alpha must be a number >= 1, not {self.alpha!r}")
-        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 1):
-            raise ConfigError(f"--beta must be a number >= 1 (1 = total variation, 2 = squared), not {self.beta!r}")
-        if self.layers is not None and not self.layers:
-            raise ConfigError("--layers needs at least one layer name")
-        if self.layers is not None:
-            # --layer would be silently ignored next to --layers: say so rather than drop it.
-            if self.layer != "auto":
-                raise ConfigError(f"give --layer {self.layer} or --layers, not both (--layers inverts each "
-                                  "layer it lists)")
-            twice = sorted({name for name in self.layers if list(self.layers).count(name) > 1})
-            if twice:
-                raise ConfigError(f"--layers lists {', '.join(twice)} twice; each layer once")
-        check_choices(self)
-        return self
 
 
 @dataclass

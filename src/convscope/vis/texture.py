@@ -10,10 +10,9 @@ and aspect. Engine only: images in, image and figures of merit out, progress thr
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from PIL import Image
@@ -25,94 +24,13 @@ from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError
 from ..losses import gram, range_penalty, style_loss, tv_loss
 from ..nets import AUTO, Backbone, get_net
-from ..optimize import OPTIMIZERS, Interrupted, OptimizeResult, Progress, optimize_image
-from ..options import POOLINGS, PRECISIONS
-from ..options import check_choices
-from ..options import option as _opt
+from ..optimize import Interrupted, OptimizeResult, Progress, optimize_image
+from . import configs
+from .configs import DEFAULT_LAYERS, TextureConfig
 
-# Gatys et al. 2015 (Fig. 2, and their released code): conv1_1 and pool1..pool4 of VGG19 with
-# average pooling. Their "conv1_1" is Caffe's in-place-ReLU output, i.e. our relu1_1.
-DEFAULT_LAYERS = ("relu1_1", "pool1", "pool2", "pool3", "pool4")
-MAX_SIDE = 8192
-MAX_ITERATIONS = 1_000_000  # as for stylize: the loss history is allocated up front
-MAX_LBFGS_HISTORY = 1000
-
-
-@dataclass
-class TextureConfig:
-    size: tuple[int, int] = _opt("output width and height in pixels (any aspect, independent of the source)",
-                                 (256, 256))
-    source_size: int = _opt("long side the source texture is resized to before its Grams are measured", 256)
-    # 100 iterations at 256x256: 44 s measured on 2 CPU cores (bf16) for starry_night.jpg, Gram loss -99%.
-    iterations: int = _opt("optimizer iterations", 100)
-    layers: tuple[str, ...] = _opt("layers whose Gram matrices are matched, by any name; auto = "
-                                   f"{' '.join(DEFAULT_LAYERS)} on the VGG nets, the first five block "
-                                   "outputs on others", (AUTO,))
-    layer_weights: tuple[float, ...] | None = _opt(
-        "relative weight per layer (default: equal); normalized to sum to 1", None)
-    tv_weight: float = _opt("weight of the total-variation (smoothness) loss (the paper uses none)", 0.0)
-    range_weight: float = _opt("weight of the penalty on pixels outside [0, 1] (L-BFGS does not clamp)", 30.0)
-    optimizer: str = _opt("optimizer", "lbfgs", choices=OPTIMIZERS)
-    warmup: int = _opt("Adam iterations before L-BFGS starts (counted in --iterations; lbfgs only)", 10)
-    lr: float | None = _opt("learning rate (default: lbfgs 1.0, adam 0.02, sgd 0.05)", None)
-    lbfgs_history: int = _opt("L-BFGS memory (pairs kept)", 100)
-    pooling: str = _opt("pooling in the network: avg (as in Gatys et al.), or max", "avg", choices=POOLINGS)
-    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
-    tileable: bool = _opt("make a seamless tile (the image wraps around left-right and top-bottom)", False)
-    match_histogram: bool = _opt("match the result's colour histogram to the source's afterwards", False)
-    save_every: int = _opt("write the current image every N iterations (0 = never)", 0)
-    seed: int = _opt("random seed (the start noise)", 0)
-    device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
-    precision: str = _opt("arithmetic: auto (tf32 on CUDA, bf16 on CPUs with native bf16, else fp32), "
-                          "fp32, tf32, bf16", "auto", choices=PRECISIONS)
-    cuda_graph: bool = _opt("replay iterations as a CUDA graph on GPU (L-BFGS)", True)
-
-    def weights(self) -> tuple[float, ...]:
-        """Per-layer weights, normalized to sum to 1."""
-        w = self.layer_weights or (1.0,) * len(self.layers)
-        return tuple(v / sum(w) for v in w)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def validate(self) -> TextureConfig:
-        """Check every field; ConfigError with a one-line message on the first problem."""
-        def number(name, value, allow_zero=False):
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                  and (value >= 0 if allow_zero else value > 0))
-            if not ok:
-                kind = "non-negative" if allow_zero else "positive"
-                raise ConfigError(f"--{name.replace('_', '-')} must be a {kind} number, not {value!r}")
-
-        if not isinstance(self.size, (list, tuple)) or len(self.size) != 2:
-            raise ConfigError(f"--size takes two numbers, width and height, not {self.size!r}")
-        for name, side in (("size", self.size[0]), ("size", self.size[1]), ("source_size", self.source_size)):
-            if not isinstance(side, int) or isinstance(side, bool) or not 0 < side <= MAX_SIDE:
-                raise ConfigError(f"--{name.replace('_', '-')} must be whole numbers of pixels from 1 to "
-                                  f"{MAX_SIDE}, not {side!r}")
-        for name, high in (("iterations", MAX_ITERATIONS), ("lbfgs_history", MAX_LBFGS_HISTORY)):
-            value = getattr(self, name)
-            number(name, value)
-            if not isinstance(value, int) or value > high:  # allocations scale with these
-                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number from 1 to {high}, not {value!r}")
-        for name in ("tv_weight", "range_weight", "save_every", "warmup"):
-            number(name, getattr(self, name), allow_zero=True)
-        if self.lr is not None:
-            number("lr", self.lr)
-        check_choices(self)
-        if not self.layers:
-            raise ConfigError("--layers needs at least one layer")
-        if not isinstance(self.layers, (list, tuple)) or not all(isinstance(n, str) for n in self.layers):
-            raise ConfigError(f"--layers must be a list of layer names, not {self.layers!r}")
-        if self.layer_weights is not None:
-            for v in self.layer_weights:
-                number("layer_weights", v, allow_zero=True)
-            if len(self.layer_weights) != len(self.layers) and tuple(self.layers) != (AUTO,):
-                raise ConfigError(f"--layer-weights has {len(self.layer_weights)} weight(s) for "
-                                  f"{len(self.layers)} layer(s); give one per layer")
-            if sum(self.layer_weights) <= 0:
-                raise ConfigError("--layer-weights must not all be zero")
-        return self
+# The config lives in vis.configs (torch-free, for the CLI); its constants are still importable from here.
+MAX_SIDE, MAX_ITERATIONS = configs.TEXTURE_MAX_SIDE, configs.MAX_ITERATIONS
+MAX_LBFGS_HISTORY = configs.MAX_LBFGS_HISTORY
 
 
 @dataclass

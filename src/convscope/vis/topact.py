@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -33,84 +33,21 @@ from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError
 from ..nets import AUTO, auto_layer, get_net, natural_side
 from ..optimize import precision_mode
-from ..options import PRECISION_HELP, PRECISIONS, check_choices, parse_indices
-from ..options import option as _opt
-from .attribution import RULES, backward_rule
+from . import configs
+from .attribution import backward_rule
+from .configs import TopActConfig, parse_channels
 from .imagefolder import Batch, find_images, load_square, relative_name, stream_batches
 from .receptive import ReceptiveField, receptive_field  # noqa: F401 (part of this module's API)
 
-FITS = ("crop", "squash")
-PATCHES = ("rf", "image")
-MAX_CHANNELS = 64    # rows of the figure; beyond that it is unreadable (run twice instead)
-MAX_TOP = 100
-MAX_SIZE = 2048
+# The config lives in vis.configs (torch-free, for the CLI); its constants are still importable from here.
+FITS, PATCHES, MAX_CHANNELS = configs.FITS, configs.PATCHES, configs.MAX_CHANNELS
+MAX_TOP, MAX_SIZE = configs.MAX_TOP, configs.TOPACT_MAX_SIZE
 # 128 px: vgg19 to relu3_4 measured ~22 ms per image (bf16, 2 busy CPU cores) against ~235 ms at
 # 224 px, so a 1000-photo folder takes about a minute, not four. Every image becomes the same
 # square so that batches stack.
 DEFAULT_SIZE = 128
 AUTO_DEPTH = 0.5     # --layer auto: the middle block output (relu3_4 on vgg19, blocks.7 on efficientnet_lite0)
 PROJECT_BATCH = 8    # winners per deconvnet pass (VGG19 to relu3_4 keeps ~30 MB per 128-px image for backward)
-
-
-@dataclass
-class TopActConfig:
-    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
-    layer: str = _opt(f"layer by any name, or {AUTO}: the net's middle block output (relu3_4 on vgg19)", AUTO)
-    channels: str = _opt("channels of --layer, one row of the figure each: ranges and lists such as "
-                         f"0-7 or 1,5,9 (at most {MAX_CHANNELS})", "0-7")
-    top: int = _opt("images per channel: the ones where the channel fires most", 9)
-    size: int | None = _opt("side of the square every image is resized to (pixels) (default: 128, or a "
-                            "classifier run's own input size when smaller)", None)
-    fit: str = _opt("how an image becomes a square: crop (centre crop, then resize) or squash "
-                    "(resize, ignoring the aspect ratio)", "crop", choices=FITS)
-    patch: str = _opt("what the figure shows: rf (the patch at the unit's receptive field) or "
-                      "image (whole images, receptive field outlined)", "rf", choices=PATCHES)
-    # Zero padding makes many units fire hardest at the image border (measured: 5 of the top 5 of
-    # vgg19 relu3_4 channel 0 over 40 photos sat at the border); those patches are cut off and say
-    # more about the padding than about the channel.
-    border: bool = _opt("also count positions whose receptive field extends past the image border "
-                        "(by default only positions that see a whole field, or the least cut ones "
-                        "when the field is larger than the image)", False)
-    rule: str = _opt("how activations are projected to the pixels: deconvnet (Zeiler & Fergus), guided "
-                     "(guided backprop), gradient, or auto: deconvnet when a max pooling runs before the "
-                     "layer (its switches tie the projection to the image), else guided", AUTO,
-                     choices=(AUTO, *RULES))
-    batch_size: int = _opt("images per forward pass (memory grows with it)", 32)
-    workers: int = _opt("threads decoding images while the network runs", 2)
-    device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
-    precision: str = _opt(PRECISION_HELP + " (of the scan; projections run in fp32)", "auto",
-                          choices=PRECISIONS)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def validate(self) -> TopActConfig:
-        """Check every field that needs no network; ConfigError with a one-line message."""
-        for name, lo, hi in (("top", 1, MAX_TOP), ("size", 1, MAX_SIZE), ("batch_size", 1, 4096),
-                             ("workers", 1, 64)):
-            v = getattr(self, name)
-            if name == "size" and v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number from {lo} to {hi}, "
-                                  f"not {v!r}")
-        parse_channels(self.channels)
-        check_choices(self)
-        return self
-
-
-def parse_channels(spec: str, count: int | None = None, layer: str = "the layer") -> list[int]:
-    """"0-7" / "1,5,9" / "0-3,8" -> channel indices in the order given, duplicates dropped.
-    With `count` (the channels of `layer`), each must be below it. ConfigError otherwise."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError("--channels is empty; give channels such as 0-7 or 1,5,9")
-    found = parse_indices(spec, "--channels", MAX_CHANNELS)
-    if count is not None:
-        bad = [c for c in found if c >= count]
-        if bad:
-            raise ConfigError(f"channel {bad[0]} is out of range: {layer} has {count} channels "
-                              f"(0 to {count - 1})")
-    return found
 
 
 # ------------------------------------------------------------------------------ running top-k

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from PIL import Image
 
-from .. import images
 from ..errors import ConfigError, ImageError
 
 DEFAULT_MAX_UPLOAD_MB = 25
@@ -99,6 +98,8 @@ def probe_upload(record, limits: Limits, what: str = "image") -> Path:
     header), with the same ImageErrors; the server-side path."""
     path = upload_path(record, limits, what)
     name = display_name(record)
+    from .. import images  # loads torch: not at import, so `serve --help` stays quick
+
     kinds = ", ".join(dict.fromkeys(IMAGE_FORMATS.values()))
     try:
         with warnings.catch_warnings():  # PIL's size warning: the pixel cap below is the rule
@@ -120,6 +121,8 @@ def probe_upload(record, limits: Limits, what: str = "image") -> Path:
 def check_upload(record, limits: Limits, what: str = "image") -> Image.Image:
     """The uploaded image as 8-bit RGB (EXIF-upright), or ImageError naming the client's file:
     wrong kind of value, over the byte or pixel cap, not an image, or not an accepted format."""
+    from .. import images
+
     path = probe_upload(record, limits, what)
     with _named(path, display_name(record)):
         return images.load_image(path, max_pixels=limits.max_pixels)
