@@ -226,3 +226,11 @@ def test_loading_a_net_draws_no_random_numbers(name):
     after_load = torch.rand(4)
     torch.manual_seed(0)
     assert torch.equal(after_load, torch.rand(4))
+
+
+def test_the_torch_free_net_names_match_the_registry():
+    # --help lists the nets from options (no torch); get_net builds them from nets.NETS.
+    from convscope import nets, options
+
+    assert tuple(nets.NETS) == options.BUILTIN_NETS
+    assert all(target in nets.NETS for target in options.NET_ALIASES.values())

@@ -20,7 +20,7 @@ PRECISION_HELP = ("arithmetic: auto (tf32 on CUDA; bf16 on CPUs with native bf16
 
 
 # Names the engines accept, here so that configs can offer them as choices without loading torch:
-# losses.gram's normalizations, losses.total_variation's kinds, optimize's optimizers.
+# losses.gram's normalizations, losses.tv_loss's kinds, optimize's optimizers.
 GRAM_NORMS = ("relative", "gatys", "hw", "chw")
 TV_KINDS = ("squared", "beta")
 OPTIMIZERS = ("lbfgs", "adam", "sgd")

@@ -45,10 +45,8 @@ from torch import nn
 from ..errors import OutputError, UserError
 # images' atomic writer: temp file + fsync + rename, the user's umask for the mode, OutputError on OSError.
 from ..images import check_output_file, write_atomic
-from . import config as _config
 from .config import ExportConfig
 
-EXPORTERS = _config.EXPORTERS  # of ExportConfig, which lives in the torch-free .config
 INPUT_NAME, LOGITS, PROBABILITIES = "image", "logits", "probabilities"
 # How a photo becomes the input, as classify train/evaluate/predict make it (data.square_crop): a
 # deployment that only knew "S x S" would stretch non-square photos and predict differently.

@@ -19,15 +19,9 @@ from .. import colour, images
 from ..devices import cpu_has_native_bf16, resolve_device
 from ..argcheck import as_image, check_image_batch, config_of
 from ..errors import ConfigError, ImageError
-from . import config as _config
 from .config import MAX_SIZE, MAX_STYLE_SIZE, MAX_STYLES, MIN_SIDE, FastConfig
 from .models import ARBITRARY_BUILTIN, ARBITRARY_KIND, STYLE_KIND, StyleModel, load_model, read_header, resolve
 from .nets import Encoder, HalfResTransformerNet, LiteAdaIN, adain, channel_stats
-
-# FastConfig and its constants live in the torch-free .config (the CLI builds its options from them
-# without loading torch); these names stay importable from here.
-PRESERVE, FAST_PRECISIONS = _config.PRESERVE, _config.FAST_PRECISIONS
-
 
 def _checked_config(config) -> FastConfig:
     if config is not None:

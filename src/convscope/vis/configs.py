@@ -4,7 +4,8 @@
 CLI imports them for `--help` and for option errors: this module (and `configs_render`, whose
 configs it re-exports) may import only the standard library and torch-free project modules;
 numpy, PIL, matplotlib and torch only lazily, inside functions. The engines import their config
-from here and still export it (and its constants, under their old names) themselves.
+from here and still export it themselves (`from convscope.vis.dream import DreamConfig` works);
+their limits are imported from here.
 """
 
 from __future__ import annotations

@@ -35,15 +35,13 @@ from ..nets import AUTO, LOGITS, Net, auto_layer, get_net
 from ..nets.classes import class_index, is_class_name
 from ..optimize import Interrupted, Progress, precision_mode
 from ..options import _RANGE, parse_indices
-from . import configs
 from .configs import BLUR_EVERY, DEFAULT_CHANNELS, ClassVizConfig, FeatureVizConfig, RenderConfig
 from .configs import FEATUREVIZ_AUTO_DEPTH as AUTO_DEPTH
 from .imageprior import ImageParam, random_transform
 
 KINDS = ("channel", "neuron", "class")
 NEURON_NUDGE = 0.05     # --neuron: weight of the channel mean added while optimizing (see objective)
-# The configs live in vis.configs (torch-free, for the CLI); their constants are still importable from here.
-PARAMS, SHEET_SIDE, MAX_SIDE = configs.PARAMS, configs.SHEET_SIDE, configs.FEATUREVIZ_MAX_SIDE
+# The configs and their limits live in vis.configs (torch-free, for the CLI).
 
 
 # ------------------------------------------------------------------------------ target parsing

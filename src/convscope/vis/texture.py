@@ -25,12 +25,9 @@ from ..errors import ConfigError, ImageError
 from ..losses import gram, range_penalty, style_loss, tv_loss
 from ..nets import AUTO, Backbone, get_net
 from ..optimize import Interrupted, OptimizeResult, Progress, optimize_image
-from . import configs
 from .configs import DEFAULT_LAYERS, TextureConfig
 
-# The config lives in vis.configs (torch-free, for the CLI); its constants are still importable from here.
-MAX_SIDE, MAX_ITERATIONS = configs.TEXTURE_MAX_SIDE, configs.MAX_ITERATIONS
-MAX_LBFGS_HISTORY = configs.MAX_LBFGS_HISTORY
+# The config and its limits live in vis.configs (torch-free, for the CLI).
 
 
 @dataclass

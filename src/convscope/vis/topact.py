@@ -33,15 +33,12 @@ from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError
 from ..nets import AUTO, auto_layer, get_net, natural_side
 from ..optimize import precision_mode
-from . import configs
 from .attribution import backward_rule
 from .configs import TopActConfig, parse_channels
 from .imagefolder import Batch, find_images, load_square, relative_name, stream_batches
 from .receptive import ReceptiveField, receptive_field  # noqa: F401 (part of this module's API)
 
-# The config lives in vis.configs (torch-free, for the CLI); its constants are still importable from here.
-FITS, PATCHES, MAX_CHANNELS = configs.FITS, configs.PATCHES, configs.MAX_CHANNELS
-MAX_TOP, MAX_SIZE = configs.MAX_TOP, configs.TOPACT_MAX_SIZE
+# The config and its limits live in vis.configs (torch-free, for the CLI).
 # 128 px: vgg19 to relu3_4 measured ~22 ms per image (bf16, 2 busy CPU cores) against ~235 ms at
 # 224 px, so a 1000-photo folder takes about a minute, not four. Every image becomes the same
 # square so that batches stack.
