@@ -323,6 +323,7 @@ def test_evaluate_finds_the_runs_data_from_another_folder(tmp_path, monkeypatch,
     (["--data", "{other}"], "was trained on --data"),
     (["--lr", "0.5"], "was trained with --lr 1.0, not --lr 0.5"),
     (["--flip"], "was trained with --no-flip, not --flip"),
+    (["--keep", "best"], "was trained with --keep last, not --keep best"),  # the best epoch may be gone
 ])
 def test_resume_refuses_other_data_or_options(trained, tmp_path, capsys, change, message):
     # --resume used to continue the checkpoint on whatever it was given (another folder, another
@@ -337,6 +338,27 @@ def test_resume_refuses_other_data_or_options(trained, tmp_path, capsys, change,
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before  # nothing touched
+
+
+def test_keep_best_is_reported_and_evaluated(tmp_path, capsys, monkeypatch):
+    from convscope.classify import train as train_module
+
+    accuracies = iter([0.5, 0.9, 0.6, 0.7])  # the second epoch is the best
+    monkeypatch.setattr(train_module, "_validate", lambda *a, **k: (1.0, next(accuracies)))
+    data = make_folder(tmp_path / "data", n_train=4, n_test=2, size=8, corrupt=False)
+    run = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "6", "--batch-size", "4",
+                 "--input-size", "8", "--early-stopping", "2", "--keep", "best", "--device", "cpu",
+                 "--cache-dir", str(tmp_path / "c"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "after 4 epoch(s) (stopped early)" in err
+    assert "model.safetensors holds epoch 2 (the best, validation accuracy 0.9000)" in err
+    assert json.loads((run / "config.json").read_text())["config"]["keep"] == "best"
+    monkeypatch.undo()
+    assert main(["classify", "evaluate", str(run), "--device", "cpu"]) == 0
+    assert "; weights of epoch 2" in capsys.readouterr().out
+    assert main(["classify", "evaluate", str(run), "--json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["epoch"] == 2
 
 
 @pytest.mark.parametrize("stop_after, kept", [(1, True), (0, False)])

@@ -63,6 +63,72 @@ def test_ema_and_label_smoothing_and_schedules(tmp_path):
     assert len(resumed.history) == 4
 
 
+def model_file(run) -> tuple[dict, dict]:
+    from convscope.classify.run import load_tensors
+
+    return load_tensors(run.file("model.safetensors"))
+
+
+def scripted_validation(monkeypatch, accuracies):
+    """The validation accuracy of each epoch in turn, as given: where the best epoch lies is up to the test."""
+    from convscope.classify import train as train_module
+
+    left = iter(accuracies)
+    monkeypatch.setattr(train_module, "_validate", lambda *a, **k: (1.0, next(left)))
+
+
+def test_early_stopping_with_keep_best_holds_the_best_epochs_weights(tmp_path, monkeypatch):
+    scripted_validation(monkeypatch, [0.3, 0.6, 0.9, 0.5, 0.9, 0.4, 1.0])
+    best = train(splits(), config(epochs=10, early_stopping=3, keep="best"), RunDir(tmp_path / "best"))
+    assert best.stopped_early and best.epochs_run == 6  # no better epoch in 3 after epoch 3 (a tie is not better)
+    assert (best.best_epoch, best.best_val_acc, best.model_epoch) == (3, 0.9, 3)
+    weights, meta = model_file(RunDir(tmp_path / "best"))
+    assert (meta["epoch"], meta["val_acc"]) == (3, 0.9)
+    # The same run stopped after epoch 3 has the same weights (epochs replay exactly on the CPU; the
+    # simple recipe has no schedule, so fewer epochs do not change the rates).
+    scripted_validation(monkeypatch, [0.3, 0.6, 0.9])
+    train(splits(), config(epochs=3), RunDir(tmp_path / "short"))
+    same, _ = model_file(RunDir(tmp_path / "short"))
+    assert weights.keys() == same.keys() and all(torch.equal(weights[k], same[k]) for k in weights)
+    # keep="last" (the default) holds the final epoch, whose weights differ.
+    scripted_validation(monkeypatch, [0.3, 0.6, 0.9, 0.5, 0.9, 0.4])
+    last = train(splits(), config(epochs=10, early_stopping=3), RunDir(tmp_path / "last"))
+    final, meta = model_file(RunDir(tmp_path / "last"))
+    assert (last.model_epoch, meta["epoch"], last.best_epoch) == (6, 6, 3)
+    assert any(not torch.equal(final[k], weights[k]) for k in weights)
+
+
+def test_keep_best_survives_resume_and_cannot_change_on_resume(tmp_path, monkeypatch):
+    run = RunDir(tmp_path / "r")
+    scripted_validation(monkeypatch, [0.2, 0.5, 0.4])
+    train(splits(), config(epochs=3, keep="best"), run)
+    assert model_file(run)[1]["epoch"] == 2
+    scripted_validation(monkeypatch, [0.3, 0.7, 0.6])
+    resumed = train(splits(), config(epochs=6, keep="best"), run, resume=True)
+    assert [r["val_acc"] for r in resumed.history] == [0.2, 0.5, 0.4, 0.3, 0.7, 0.6]
+    assert model_file(run)[1]["epoch"] == resumed.model_epoch == resumed.best_epoch == 5
+    with pytest.raises(ConfigError, match="--keep best, not --keep last"):
+        train(splits(), config(epochs=7), run, resume=True)
+    with pytest.raises(ConfigError, match="--keep must be one of last, best"):
+        config(keep="first").resolved()
+
+
+def test_a_kept_best_epoch_evaluates_to_its_recorded_accuracy(tmp_path):
+    """Real validation: the rotated labels (red called green, ...) score worse the better the net
+    learns, so the last epoch is the worst and the model file keeps an earlier one."""
+    from convscope.classify.predict import evaluate, load_run
+
+    val = blobs(48, 1)
+    data = DataSplits(blobs(96, 0), ImageData(val.images, (val.labels + 1) % 3, val.classes, None, []),
+                      "synthetic", "test")
+    result = train(data, config(epochs=4, keep="best"), RunDir(tmp_path / "r"))
+    accs = [r["val_acc"] for r in result.history]
+    assert accs[-1] < max(accs) and result.model_epoch == accs.index(max(accs)) + 1
+    loaded = load_run(tmp_path / "r")
+    assert loaded.epoch == result.model_epoch
+    assert evaluate(loaded, data.val.images, data.val.labels, "cpu").accuracy == pytest.approx(max(accs), abs=1e-6)
+
+
 def test_lr_schedules():
     assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
     assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)

@@ -23,6 +23,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TTA_MODES = ("none", "flip", "shift")  # test-time augmentation of evaluate (infer.tta_logits)
+KEEP_CHOICES = ("last", "best")  # which epoch's weights model.safetensors holds
 
 RECIPES: dict[str, dict] = {
     # The reference: Keras' CIFAR CNN example as in the issue, Adadelta at its Keras defaults.
@@ -90,6 +91,10 @@ class TrainConfig:
     cutout: int = _opt("fill a random square of N pixels per image with the mean colour (0 = off)", 0)
     ema: float = _opt("exponential moving average of the weights, decay per step (0 = off; e.g. 0.999)", 0.0)
     early_stopping: int = _opt("stop after N epochs without a better validation accuracy (0 = off)", 0)
+    keep: str = _opt("the weights model.safetensors holds: last (the final epoch's) or best (the epoch with the "
+                     "highest validation accuracy, e.g. with --early-stopping; where the validation data is the "
+                     "test set, as with cifar10, choosing by it flatters the test accuracy)", "last",
+                     choices=KEEP_CHOICES)
     val_split: float = _opt("fraction of each class held out for validation when the folder has no "
                             "test/ or val/", 0.1)
     input_size: int | None = _opt("side the network sees, in pixels: images are upsampled on the device "

@@ -35,6 +35,7 @@ class LoadedRun:
     classes: list[str]
     input_size: int
     path: Path
+    epoch: int | None = None     # the training epoch the weights are from (None: not recorded)
 
 
 def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
@@ -49,10 +50,12 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
         raise RunError(f"{run.file('config.json')} is incomplete or from another version ({e})") from None
     model = build_model(config.model, len(classes), config.input_size, hidden=tuple(config.hidden),
                         dropout=config.dropout)
-    state, _ = run.load_model_state()
+    state, meta = run.load_model_state()
     load_state(model, state, str(run.file("model.safetensors")))
     model.requires_grad_(False)
-    return LoadedRun(model.eval().to(device), config, classes, int(config.input_size), run.path)
+    epoch = meta.get("epoch")
+    return LoadedRun(model.eval().to(device), config, classes, int(config.input_size), run.path,
+                     epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None)
 
 
 def as_net(loaded: LoadedRun):

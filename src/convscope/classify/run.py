@@ -1,7 +1,8 @@
 """A run directory: what a training run leaves behind, written so a kill at any moment loses nothing.
 
     RUN_DIR/config.json              resolved TrainConfig, classes, model and data facts, versions
-    RUN_DIR/model.safetensors        the latest weights (+ config JSON in the header): evaluate/predict/export
+    RUN_DIR/model.safetensors        the weights evaluate/predict/export use: the last epoch's, or with
+                                     keep="best" the best validation epoch's (epoch, val_acc in the header)
     RUN_DIR/checkpoint.safetensors   everything resume needs: weights, EMA, optimizer state, epoch, history
     RUN_DIR/metrics.csv              one row per epoch
     RUN_DIR/tensorboard/             the same scalars as TensorBoard event files
@@ -157,11 +158,15 @@ class RunDir:
         return info
 
     # ---- checkpoints ---------------------------------------------------------------------------
-    def save(self, weights: dict[str, torch.Tensor], live: dict[str, torch.Tensor],
+    def save(self, weights: dict[str, torch.Tensor] | None, live: dict[str, torch.Tensor],
              train_state: dict[str, torch.Tensor], meta: dict) -> None:
-        """The model file (`weights`: what users get) first, then the resume checkpoint (`live`
-        weights as training left them, plus `train_state`): either can be trusted alone."""
-        save_tensors(self.file(MODEL), weights, {"epoch": meta["epoch"], "kind": KIND})
+        """The model file (`weights`: what users get; None leaves it as it is, e.g. when it keeps an
+        earlier, better epoch) first, then the resume checkpoint (`live` weights as training left
+        them, plus `train_state`): either can be trusted alone. A kill between the two replays the
+        epoch on resume, which writes the same model file again."""
+        if weights is not None:
+            save_tensors(self.file(MODEL), weights, {"epoch": meta["epoch"], "kind": KIND,
+                                                     "val_acc": meta["history"][-1]["val_acc"]})
         save_tensors(self.file(CHECKPOINT), {**{f"model.{k}": v for k, v in live.items()}, **train_state}, meta)
 
     def load_model_state(self) -> tuple[dict[str, torch.Tensor], dict]:

@@ -66,6 +66,9 @@ class TrainResult:
     val_acc: float = math.nan
     epochs_run: int = 0
     stopped_early: bool = False
+    best_epoch: int = 0          # the epoch with the highest validation accuracy (first of equals)
+    best_val_acc: float = math.nan
+    model_epoch: int = 0         # the epoch whose weights model.safetensors holds (config.keep)
     seconds: float = 0.0
 
 
@@ -319,20 +322,25 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
                "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6), "lr": config.lr * factor,
                "seconds": round(time.perf_counter() - epoch_start, 3)}
         history.append(row)
-        if val_acc > best_acc:
+        improved = val_acc > best_acc
+        if improved:
             best_acc, best_epoch = val_acc, epoch + 1
         if world.main:
             if fixed is not None:
                 from .snapshots import capture
                 snaps.append(capture(model, fixed, config.snapshot_layer, epoch + 1, config.input_size))
                 _save_snapshots(run, snaps, splits.val.images[0])
-            _checkpoint(run, model, ema, optimizer, config, classes, history, best_acc, best_epoch, epoch + 1)
+            _checkpoint(run, model, ema, optimizer, config, classes, history, best_acc, best_epoch, epoch + 1,
+                        model_file=improved or config.keep == "last" or not best_epoch)
         distributed.barrier(world)
         if callback is not None and world.main:
             callback(EpochReport(epoch + 1, config.epochs, steps_per_epoch, steps_per_epoch, row["train_loss"],
                                  row["train_acc"], val_loss, val_acc, row["lr"], row["seconds"], done=True))
     result.history, result.epochs_run = history, len(history)
     result.val_acc = history[-1]["val_acc"] if history else math.nan
+    if history:
+        result.best_epoch, result.best_val_acc = best_epoch, best_acc
+        result.model_epoch = best_epoch if config.keep == "best" and best_epoch else history[-1]["epoch"]
     result.seconds = time.perf_counter() - clock
     return result
 
@@ -358,7 +366,10 @@ def _validate(model, ema, cached, val_x, val: ImageData, device, config, autocas
     return loss, acc
 
 
-def _checkpoint(run: RunDir, model, ema, optimizer, config, classes, history, best_acc, best_epoch, epoch) -> None:
+def _checkpoint(run: RunDir, model, ema, optimizer, config, classes, history, best_acc, best_epoch, epoch,
+                model_file: bool = True) -> None:
+    """Everything resume needs; and the model file unless `model_file` is False (keep="best" and
+    this epoch is not the best: the file keeps the best epoch's weights)."""
     live = saved_state(model, config)
     weights = live
     rest: dict[str, torch.Tensor] = {}
@@ -376,7 +387,7 @@ def _checkpoint(run: RunDir, model, ema, optimizer, config, classes, history, be
     groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in opt["param_groups"]]
     meta = {"epoch": epoch, "history": history, "best_acc": best_acc, "best_epoch": best_epoch,
             "optim_groups": groups, "optim_scalars": scalars, "config": config.to_dict(), "classes": classes}
-    run.save(weights, live, rest, meta)
+    run.save(weights if model_file else None, live, rest, meta)
     run.write_metrics(history)
 
 

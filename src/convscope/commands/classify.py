@@ -185,8 +185,22 @@ def _train(args, config, world) -> int:
     last = result.history[-1] if result.history else {}
     stop = " (stopped early)" if result.stopped_early else ""
     print(f"{config.model}: validation accuracy {last.get('val_acc', float('nan')):.4f} after "
-          f"{result.epochs_run} epoch(s){stop}, {result.seconds:.1f} s; run saved in {run.path}", file=sys.stderr)
+          f"{result.epochs_run} epoch(s){stop}, {result.seconds:.1f} s{_best_note(result, config)}; "
+          f"run saved in {run.path}", file=sys.stderr)
     return 0
+
+
+def _best_note(result, config) -> str:
+    """Where the best epoch was, when it was not the last, and which one model.safetensors holds."""
+    if not result.history or not result.best_epoch:
+        return ""
+    if config.keep == "best":
+        return (f"; model.safetensors holds epoch {result.model_epoch} "
+                f"(the best, validation accuracy {result.best_val_acc:.4f})")
+    if result.best_epoch != result.history[-1]["epoch"]:
+        return (f"; the best was epoch {result.best_epoch} ({result.best_val_acc:.4f}): "
+                "train with --keep best to keep the best epoch's weights")
+    return ""
 
 
 def _bar():
@@ -252,10 +266,12 @@ def run_evaluate(args) -> int:
     ev = evaluate(loaded, val.images, val.labels, device, tta=args.tta)
     if args.json:
         print(json.dumps({"accuracy": ev.accuracy, "top_k": ev.top_k, "per_class": ev.per_class,
-                          "count": ev.count, "tta": ev.tta, "confusion": ev.confusion.tolist()}, indent=2))
+                          "count": ev.count, "tta": ev.tta, "epoch": loaded.epoch,
+                          "confusion": ev.confusion.tolist()}, indent=2))
     else:
         print(f"accuracy {ev.accuracy:.4f} on {ev.count} images ({val_kind})"
-              + "".join(f", top-{k} {v:.4f}" for k, v in ev.top_k.items() if k > 1))
+              + "".join(f", top-{k} {v:.4f}" for k, v in ev.top_k.items() if k > 1)
+              + (f"; weights of epoch {loaded.epoch}" if loaded.epoch else ""))
         for name, acc in ev.per_class.items():
             print(f"  {name:<20} {acc:.4f}")
     if args.output:
