@@ -239,6 +239,26 @@ def test_train_refuses_to_overwrite_and_checks_resume(folders, tmp_path):
         train_style(style, content, tmp_path / "new.safetensors", tiny_style_config(steps=2), resume=True)
 
 
+def test_train_refuses_an_output_another_process_is_training(folders, tmp_path):
+    from convscope.runlock import BusyError, exclusive, lock_beside
+
+    content, _, style = folders
+    out = tmp_path / "m.safetensors"
+    # A holder in this process counts as the same process (runlock is re-entrant), so hold the lock
+    # the way another process would: a separate open file with its own lock.
+    import fcntl
+
+    with open(lock_beside(out), "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        with pytest.raises(BusyError, match=f"the training output {out} is being written by another"):
+            train_style(style, content, out, tiny_style_config(steps=2))
+    assert not out.exists() and not checkpoint_path(out).exists()
+    with exclusive(lock_beside(out), "x"):
+        pass  # released: the next run may go
+    train_style(style, content, out, tiny_style_config(steps=2))
+    assert out.exists() and not lock_beside(out).exists()
+
+
 def test_train_style_init_starts_from_a_trained_model(folders, tmp_path):
     content, _, style = folders
     first = tmp_path / "first.safetensors"

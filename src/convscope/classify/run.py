@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..runlock import RUN_LOCK
 
 CONFIG, MODEL, CHECKPOINT, METRICS = "config.json", "model.safetensors", "checkpoint.safetensors", "metrics.csv"
 KIND = "convscope-classifier"
@@ -111,7 +112,7 @@ class RunDir:
     def _check_new(self) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path} exists and is not a folder")
-        if self.path.is_dir() and any(self.path.iterdir()):
+        if self.path.is_dir() and any(p.name != RUN_LOCK for p in self.path.iterdir()):
             hint = " (add --resume to continue it)" if self.file(CONFIG).exists() else ""
             raise RunError(f"{self.path} is not empty{hint}; choose a new run folder")
 

@@ -135,10 +135,24 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
 
     Under `torchrun` (WORLD_SIZE > 1) each process trains on its shard with DistributedDataParallel
     and only rank 0 writes (see classify/distributed.py)."""
+    from . import distributed
+    from ..runlock import RUN_LOCK, BusyError, exclusive
+
     run = _check_args(splits, config, run, resume, callback, cache_dir)
-    with cudnn_autotuning():
-        return _train(splits, config, run, resume, callback,
-                      None if cache_dir is None else Path(cache_dir).expanduser())
+    main = distributed.from_env().main
+    made = main and not run.path.is_dir() and run.prepare()
+    # One process writes a run folder at a time (under torchrun: rank 0, the one that writes).
+    lock = exclusive(run.file(RUN_LOCK), f"the run folder {run.path}") if main else contextlib.nullcontext()
+    try:
+        with lock, cudnn_autotuning():
+            return _train(splits, config, run, resume, callback,
+                          None if cache_dir is None else Path(cache_dir).expanduser())
+    except BusyError:
+        raise  # the folder is another process's now: touch nothing
+    except BaseException:
+        if made:  # a folder this call made, and no epoch finished in it: leave nothing behind
+            run.discard(made)
+        raise
 
 
 def _check_args(splits, config, run, resume, callback, cache_dir) -> RunDir:

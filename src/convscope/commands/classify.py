@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -99,21 +100,26 @@ def run_train(args) -> int:
     else:
         made = run.prepare()  # the one-line "not empty" / "cannot create" errors before any loading
     world = distributed.from_env()     # under torchrun: one process per GPU (or CPU process)
-    try:
-        distributed.setup(world, resolve_device(config.device))
-        return _train(args, config, world)
-    except KeyboardInterrupt:
-        if world.main:  # Ctrl-C: say what is kept, and how to go on
-            _report_interrupt(run, made)
-        raise
-    except Exception:
-        # A new run that failed before its first checkpoint (a bad option found late, unreadable
-        # data) leaves no half-made run folder behind, which would block running it again.
-        if made is not None and world.main:
-            run.discard(made)
-        raise
-    finally:
-        distributed.teardown(world)
+    from ..runlock import RUN_LOCK, exclusive
+
+    # Before anything is written: a second process on the same folder is refused and touches nothing.
+    lock = exclusive(run.file(RUN_LOCK), f"the run folder {run.path}") if world.main else contextlib.nullcontext()
+    with lock:
+        try:
+            distributed.setup(world, resolve_device(config.device))
+            return _train(args, config, world)
+        except KeyboardInterrupt:
+            if world.main:  # Ctrl-C: say what is kept, and how to go on
+                _report_interrupt(run, made)
+            raise
+        except Exception:
+            # A new run that failed before its first checkpoint (a bad option found late, unreadable
+            # data) leaves no half-made run folder behind, which would block running it again.
+            if made is not None and world.main:
+                run.discard(made)
+            raise
+        finally:
+            distributed.teardown(world)
 
 
 def _report_interrupt(run, made) -> None:

@@ -175,7 +175,17 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
     opt.load_state_dict(sd)
 
 
-def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: TrainCommon, out: Path,
+def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: TrainCommon, out: Path, *rest,
+           **kw) -> TrainResult:
+    """`_steps` holding the output's lock: two processes training into one file would overwrite
+    each other's checkpoints (and a resume clears the other's temp files mid-write)."""
+    from ..runlock import exclusive, lock_beside
+
+    with exclusive(lock_beside(out), f"the training output {out}"):
+        return _steps(kind, net, step_losses, config, out, *rest, **kw)
+
+
+def _steps(kind: str, net: torch.nn.Module, step_losses: Callable, config: TrainCommon, out: Path,
            device: torch.device, previews: torch.Tensor, meta: dict, resume: bool,
            callback: Callable[[TrainProgress], None] | None, skipped: Callable[[], int],
            preview_net: torch.nn.Module | None = None, data: dict[str, str] | None = None) -> TrainResult:
