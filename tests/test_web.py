@@ -720,6 +720,79 @@ def test_stop_before_the_engine_reports_is_a_cancel(monkeypatch):
     holder.join()
 
 
+def test_stop_while_the_job_waits_in_the_queue_ends_it_before_it_starts(monkeypatch):
+    from convscope.optimize import Interrupted
+
+    # The page marks the switch as Gradio queues the tab's job (the event's validator): a Stop
+    # pressed while the job waits (with --concurrency 1, behind another) used to find nothing
+    # attached and do nothing, and the job then ran to its end.
+    monkeypatch.setattr(jobs, "free_memory", lambda: None)
+    switch = jobs.StopSwitch()
+    ran = []
+
+    def handler(work=lambda job: ran.append(1) or 7, before=()):
+        """What the page runs when the job leaves Gradio's queue (`before`: yields while the
+        handler reads the form, before its engine starts)."""
+        with switch.running():
+            yield from before
+            yield from jobs.stream(work, jobs.DeviceSlots(1), interval=0.05, switch=switch)
+
+    assert not switch.press()  # nothing queued or running: dropped, not kept for a later job
+    switch.submit()
+    assert switch.press() == "queued"
+    with pytest.raises(jobs.Cancelled, match="stopped before it started: nothing to keep"):
+        list(handler())
+    assert ran == [] and switch.press() is None  # it never ran; the switch let go of it
+
+    # The next job is not stopped by the last one's Stop, nor by a press with nothing queued.
+    switch.submit()
+    assert list(handler()) == [("result", 7)] and ran == [1]
+    assert switch.press() is None
+    switch.submit()
+    assert list(handler()) == [("result", 7)] and ran == [1, 1]
+
+    # Pressed as the job leaves the queue, while the handler reads its form: its engine never starts.
+    switch.submit()
+    outs = handler(before=["reading the form"])
+    assert next(outs) == "reading the form"
+    assert switch.press() == "queued"
+    with pytest.raises(jobs.Cancelled, match="stopped before it started"):
+        list(outs)
+    assert ran == [1, 1]
+
+    # A job that ends before its engine starts (a form error) or is cancelled while it waits leaves
+    # nothing for a later press to stop.
+    def form_error():
+        raise ConfigError("bad size")
+        yield
+
+    switch.submit()
+    with pytest.raises(ConfigError):
+        list(handler(before=form_error()))
+    assert switch.press() is None
+    switch.submit()
+    switch.withdraw()
+    assert switch.press() is None
+
+    # A running job takes the press as before (and keeps its image); the next starts afresh.
+    def engine(job):
+        try:
+            for i in range(1, 100_000):
+                job.callback(_progress(i))
+                time.sleep(0.002)
+        except KeyboardInterrupt:
+            raise Interrupted(None, i) from None
+
+    switch.submit()
+    outs = handler(work=engine)
+    assert isinstance(next(outs), jobs.Tick)
+    assert switch.press() == "running"
+    with pytest.raises(Interrupted):
+        list(outs)
+    switch.submit()
+    assert list(handler()) == [("result", 7)] and ran == [1, 1, 1]
+
+
 def _stopped_after_first_preview(outs, switch) -> tuple:
     """Drive a handler's outputs, pressing Stop at the first preview image; the output after it
     (read before the generator ends, which removes the job's download folder)."""

@@ -3,9 +3,9 @@
 Every long job goes through Gradio's queue under one concurrency id ("device"), so at most
 `concurrency` jobs use the device at once and the rest wait their turn; each tab's Cancel button
 cancels its job (queued or running), and the tabs that optimize an image have a Stop button that
-ends the running job with its best image so far (as Ctrl-C does on the command line). A user's
-mistake (a UserError) shows as its one-line message, never a traceback; anything else is logged on
-the server and shown as a one-line internal error.
+ends the running job with its best image so far (as Ctrl-C does on the command line), or a queued
+one before it starts. A user's mistake (a UserError) shows as its one-line message, never a
+traceback; anything else is logged on the server and shown as a one-line internal error.
 """
 
 from __future__ import annotations
@@ -132,10 +132,33 @@ def _run_stop_cancel(prefix: str, text: str):
 
 
 def pressed(switch: StopSwitch):
-    """The Stop button: the status says the job will stop (nothing changes when none runs)."""
+    """The Stop button: the status says the job will stop (nothing changes when none is queued or
+    running)."""
     import gradio as gr
 
-    return "stopping: the image so far comes next..." if switch.press() else gr.skip()
+    return {"running": "stopping: the image so far comes next...",
+            "queued": "stopping: the job will end before it starts"}.get(switch.press(), gr.skip())
+
+
+def withdrawn(switch: StopSwitch) -> str:
+    """The Cancel button of a tab with a Stop button (Gradio drops the job itself)."""
+    switch.withdraw()
+    return "cancelled"
+
+
+def queues_on(switch_at: int):
+    """The validator of a job event with a StopSwitch among its inputs (at index `switch_at`): Gradio
+    runs it on the server as it queues the job, and only for a job the queue takes, so the switch
+    knows from then on that a job waits, and a Stop pressed before the job starts reaches it. (A
+    quick event chained before the job would also run for a Run click that Gradio ignores because
+    the tab's job is still pending, marking a job that was never queued.)"""
+    import gradio as gr
+
+    def validator(*values):
+        values[switch_at].submit()
+        return [gr.validate(True, "")] * len(values)
+
+    return validator
 
 
 def stylize_parts_shown(method: str) -> tuple[bool, ...]:
@@ -206,7 +229,8 @@ def build_app(settings: Settings):
                 def stylize(m, c, s1, s2, b, sw, *values):
                     g = dict(zip(gatys_names, values[:len(gatys_names)]))
                     f = dict(zip(fast_names, values[len(gatys_names):]))
-                    yield from H.stylize(m, c, s1, s2, b, g, f, sw)
+                    with sw.running():
+                        yield from H.stylize(m, c, s1, s2, b, g, f, sw)
 
                 # The State's name stays out of the API (Gradio fills it from the session).
                 names = ["method", "content", "style", "style2", forms.BLEND, "stop", *gatys_names,
@@ -214,9 +238,9 @@ def build_app(settings: Settings):
                 event = run.click(_api(stylize, names, (1, 3)),
                                   [method, content, style1, style2, blend, switch, *gatys.values(), *fast.values()],
                                   [result, status, download], api_name="stylize", show_progress_on=result,
-                                  **queued)
+                                  validator=queues_on(5), **queued)
                 stop.click(pressed, switch, status, **quick)
-                cancel.click(lambda: "cancelled", None, status, cancels=[event], **quick)
+                cancel.click(withdrawn, switch, status, cancels=[event], **quick)
 
             # ---- Classify ---------------------------------------------------------------------
             with gr.Tab("Classify", id="classify", elem_id="tab-classify"):
@@ -308,21 +332,25 @@ def build_app(settings: Settings):
                 d_names, t_names = list(dw), list(tw)
 
                 def dream(img, sw, *values):
-                    yield from H.dream(img, dict(zip(d_names, values)), sw)
+                    with sw.running():
+                        yield from H.dream(img, dict(zip(d_names, values)), sw)
 
                 def texture(img, sw, *values):
-                    yield from H.texture(img, dict(zip(t_names, values)), sw)
+                    with sw.running():
+                        yield from H.texture(img, dict(zip(t_names, values)), sw)
 
                 event_d = run_d.click(_api(dream, ["image", "stop", *d_names], (1, 3)),
                                       [d_image, switch_d, *dw.values()], [d_result, d_status, d_download],
-                                      api_name="dream", show_progress_on=d_result, **queued)
+                                      api_name="dream", show_progress_on=d_result, validator=queues_on(1),
+                                      **queued)
                 stop_d.click(pressed, switch_d, d_status, **quick)
-                cancel_d.click(lambda: "cancelled", None, d_status, cancels=[event_d], **quick)
+                cancel_d.click(withdrawn, switch_d, d_status, cancels=[event_d], **quick)
                 event_t = run_t.click(_api(texture, ["source", "stop", *t_names], (1, 3)),
                                       [t_image, switch_t, *tw.values()], [t_result, t_status, t_download],
-                                      api_name="texture", show_progress_on=t_result, **queued)
+                                      api_name="texture", show_progress_on=t_result, validator=queues_on(1),
+                                      **queued)
                 stop_t.click(pressed, switch_t, t_status, **quick)
-                cancel_t.click(lambda: "cancelled", None, t_status, cancels=[event_t], **quick)
+                cancel_t.click(withdrawn, switch_t, t_status, cancels=[event_t], **quick)
 
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=settings.concurrency)
     demo.convscope_handlers = H

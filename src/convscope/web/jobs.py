@@ -5,7 +5,8 @@ worker thread and turns those reports into a generator the page iterates, so eac
 can yield live previews. Closing the generator (Gradio does when a user cancels or leaves) sets
 the job's cancel flag; the callback then raises `Cancelled` inside the engine, which unwinds it.
 A tab's Stop button (a `StopSwitch` per browser session) instead raises `StopRequested`, which the
-optimizing engines take as Ctrl-C: they end with `Interrupted` carrying the best image so far.
+optimizing engines take as Ctrl-C: they end with `Interrupted` carrying the best image so far;
+a job stopped while it still waits in Gradio's queue ends as it starts, with nothing to keep.
 Whatever way a job ends, its memory is released (and the CUDA cache emptied).
 
 A per-app `DeviceSlots` semaphore bounds how many engines run at once, so a cancelled job still
@@ -102,34 +103,71 @@ class Job:
 
 class StopSwitch:
     """One tab's Stop button for one browser session (the page keeps one in a gr.State): `press`
-    stops the job that tab is running, if any. A job attaches itself while it runs, so a press
-    with nothing running (or a job still queued) does not stop the next one."""
+    stops the tab's job, whether it runs or still waits in Gradio's queue. The page calls `submit`
+    as Gradio queues the job (the event's validator runs then, server-side, and only for a job the
+    queue takes), so a press from then on reaches it; a press with no job queued or running is
+    dropped, so it cannot stop a job started later, and each job gets a new Job, so a press for
+    one cannot stop the next."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._job: Job | None = None
+        self._job: Job | None = None  # the tab's job, from when it is queued until it ends
+        self._waiting = False         # queued, not yet adopted by `stream`
 
     def __deepcopy__(self, memo) -> StopSwitch:
         """A new switch: Gradio deep-copies a gr.State's value for each API session (a lock cannot be
         copied, and a copy must not share the original's job)."""
         return StopSwitch()
 
-    def attach(self, job: Job | None) -> None:
+    def submit(self) -> None:
+        """A job for this tab was queued: a new Job, which `stream` adopts when the job starts."""
         with self._lock:
-            self._job = job
+            self._job, self._waiting = Job(), True
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Around the page's handler for the queued job: a job stopped while it waited ends at once
+        (`Cancelled`, saying it had not started), and however the handler ends (a form error before
+        the engine starts, a one-pass method that takes no Stop), the switch lets go of its job."""
+        with self._lock:
+            job = self._job if self._waiting else None
+        try:
+            if job is not None:
+                job.check()
+            yield
+        finally:
+            if job is not None:
+                self.detach(job)
+
+    def attach(self) -> Job:
+        """The engine starts: the Job queued for it (stopped if Stop was pressed while it waited),
+        or a new one where none waits (an API call racing another of its session, a test)."""
+        with self._lock:
+            if self._job is None or not self._waiting:
+                self._job = Job()
+            self._waiting = False
+            return self._job
 
     def detach(self, job: Job) -> None:
         with self._lock:
             if self._job is job:
-                self._job = None
+                self._job, self._waiting = None, False
 
-    def press(self) -> bool:
-        """Ask the running job to stop; False when this tab runs none."""
+    def withdraw(self) -> None:
+        """Cancel was pressed: a job still waiting is dropped from Gradio's queue (a running one
+        detaches itself as it unwinds)."""
+        with self._lock:
+            if self._waiting:
+                self._job, self._waiting = None, False
+
+    def press(self) -> str | None:
+        """Ask the tab's job to stop: "running", "queued" (it will end before it starts), or None
+        when there is none (and nothing is kept for a later job)."""
         with self._lock:
             if self._job is None:
-                return False
+                return None
             self._job.stop.set()
-            return True
+            return "queued" if self._waiting else "running"
 
 
 def fraction(p: Progress) -> float:
@@ -144,11 +182,10 @@ def stream(work: Callable[[Job], object], slots: DeviceSlots, interval: float = 
     """Run `work(job)` in a worker thread; yield a Tick at most every `interval` seconds (and at
     once when a preview image arrives), then ("result", value). The worker's exception is raised
     here (Cancelled, and Interrupted after a Stop, included); closing the generator cancels the job
-    without waiting for it. `switch`, when given, can stop the job while it runs."""
-    job = Job()
+    without waiting for it. `switch`, when given, can stop the job (it may have been stopped already,
+    while it waited in the queue: it then ends at its first check)."""
+    job = switch.attach() if switch is not None else Job()
     box: dict = {}
-    if switch is not None:
-        switch.attach(job)
 
     def worker() -> None:
         try:
