@@ -1146,6 +1146,56 @@ def test_browser_stop_keeps_the_image_so_far(page, pictures):
 
 
 @browser_test
+def test_browser_stop_ends_a_queued_job_before_it_starts(page, pictures):
+    # The test server runs one job at a time: a texture waits in Gradio's queue behind a running
+    # stylization. Its Stop used to do nothing while it waited, and it then ran to its end.
+    pg = page
+    pg.click("button[role=tab]:has-text('Stylize')")
+    pick(pg, "#stylize-method", "gatys")
+    pg.set_input_files("#stylize-content input[type=file]", str(pictures / "content.png"))
+    pg.set_input_files("#stylize-style input[type=file]", str(pictures / "style.png"))
+    set_number(pg, "#gatys-size", 64)
+    pg.locator("#gatys-iterations input").fill("100000")
+    pg.locator("#gatys-iterations input").blur()
+    pg.click("#stylize-run")
+    wait_status(pg, "#stylize-status", "iteration")
+
+    pg.click("button[role=tab]:has-text('Dream & textures')")
+    pg.click("button[role=tab]:has-text('Texture synthesis')")
+    pg.set_input_files("#texture-source input[type=file]", str(pictures / "style.png"))
+    pg.wait_for_selector("#texture-source img")
+    pg.locator("#texture-size input").fill("32 24")
+    pg.locator("#texture-iterations input").fill("5")
+    pg.locator("#texture-iterations input").blur()
+    pg.click("#texture-run")
+    pg.wait_for_selector("#texture-result .progress-text:has-text('queue')")  # it waits its turn
+    pg.click("#texture-stop")
+    deadline = time.monotonic() + 10  # (the status shows a timer while the press is answered)
+    while "stopping" not in pg.inner_text("#texture-status") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    acked = pg.inner_text("#texture-status")
+
+    pg.click("button[role=tab]:has-text('Stylize')")
+    pg.click("#stylize-stop")
+    wait_status(pg, "#stylize-status", "stopped at iteration")
+    pg.click("button[role=tab]:has-text('Dream & textures')")
+    pg.wait_for_function("() => /before it started|done/.test(document.querySelector('#texture-status')"
+                         "?.innerText || '')")
+    ended = pg.inner_text("#texture-status")
+    assert acked == "stopping: the job will end before it starts", (acked, ended)
+    assert "stopped before it started: nothing to keep" in ended, ended
+    assert pg.locator("#texture-download a").count() == 0
+
+    # A Stop with nothing queued or running is not kept: the next job runs to its end.
+    pg.click("#texture-stop")
+    pg.click("#texture-run")
+    status = wait_status(pg, "#texture-status", "done")
+    assert status.startswith("done") and status.endswith(")"), status
+    assert result_size(pg, "#texture-result") == (32, 24)
+    pg.click("button[role=tab]:has-text('DeepDream')")  # the page as the later tests expect it
+
+
+@browser_test
 def test_browser_classify_shows_class_names(page, pictures):
     from convscope.nets import imagenet_classes
 
