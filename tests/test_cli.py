@@ -719,6 +719,16 @@ def test_init_from_file(capsys, inputs):
     assert sidecar(out)["config"]["init"] == str(start)
 
 
+def test_init_may_be_the_output_to_refine_it_in_place(capsys, inputs):
+    out = inputs.out_dir / "out.png"
+    assert stylize(capsys, inputs.content, inputs.style, out).code == 0
+    first = out.read_bytes()
+    r = stylize(capsys, inputs.content, inputs.style, out, "--init", out)
+    assert r.code == 0, r.err
+    assert out.read_bytes() != first and opened(out).size == (32, 24)
+    assert sidecar(out)["config"]["init"] == str(out)
+
+
 def test_two_scales(capsys, inputs):
     content = inputs.make("square.png", blocks([RED, BLUE], 40, 40))  # 16x16 at the coarse stage
     out = inputs.out_dir / "out.png"

@@ -49,6 +49,12 @@ def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser = action.choices[name]
 
 
+# Inputs -o may name: stylize's start image (`--init out.png -o out.png` refines an output in place;
+# it is read before the run, and the write replaces it only with the finished, or at Ctrl-C the best,
+# image, atomically).
+MAY_BE_THE_OUTPUT = ("output", "init")
+
+
 def refuse_to_overwrite_an_input(args: argparse.Namespace) -> None:
     """ConfigError when -o names one of the run's own inputs: a file it would replace (`activations
     photo.jpg -o photo.jpg`), or the folder of images a folder run would write over."""
@@ -59,7 +65,7 @@ def refuse_to_overwrite_an_input(args: argparse.Namespace) -> None:
         return
     for name, value in vars(args).items():
         for v in value if isinstance(value, list) else [value]:
-            if name == "output" or not isinstance(v, str) or not v:
+            if name in MAY_BE_THE_OUTPUT or not isinstance(v, str) or not v:
                 continue
             try:
                 same = os.path.samefile(Path(v).expanduser(), Path(out).expanduser())
