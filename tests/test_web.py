@@ -1126,9 +1126,8 @@ def test_browser_cancel_frees_the_device_for_the_next_job(page, pictures, server
     assert wait_status(pg, "#stylize-status", "done").startswith("done")
 
 
-@browser_test
-def test_browser_stop_keeps_the_image_so_far(page, pictures):
-    pg = page
+def start_a_long_stylization(pg, pictures) -> None:
+    """A 64 px gatys stylization of 100,000 iterations, running (it reports iterations) when this returns."""
     pg.click("button[role=tab]:has-text('Stylize')")
     pick(pg, "#stylize-method", "gatys")  # a built-in style (an earlier test's) hides the style image
     pg.set_input_files("#stylize-content input[type=file]", str(pictures / "content.png"))
@@ -1138,6 +1137,12 @@ def test_browser_stop_keeps_the_image_so_far(page, pictures):
     pg.locator("#gatys-iterations input").blur()
     pg.click("#stylize-run")
     wait_status(pg, "#stylize-status", "iteration")
+
+
+@browser_test
+def test_browser_stop_keeps_the_image_so_far(page, pictures):
+    pg = page
+    start_a_long_stylization(pg, pictures)
     pg.click("#stylize-stop")
     status = wait_status(pg, "#stylize-status", "stopped at iteration")
     assert status.endswith("64x48"), status
@@ -1150,15 +1155,7 @@ def test_browser_stop_ends_a_queued_job_before_it_starts(page, pictures):
     # The test server runs one job at a time: a texture waits in Gradio's queue behind a running
     # stylization. Its Stop used to do nothing while it waited, and it then ran to its end.
     pg = page
-    pg.click("button[role=tab]:has-text('Stylize')")
-    pick(pg, "#stylize-method", "gatys")
-    pg.set_input_files("#stylize-content input[type=file]", str(pictures / "content.png"))
-    pg.set_input_files("#stylize-style input[type=file]", str(pictures / "style.png"))
-    set_number(pg, "#gatys-size", 64)
-    pg.locator("#gatys-iterations input").fill("100000")
-    pg.locator("#gatys-iterations input").blur()
-    pg.click("#stylize-run")
-    wait_status(pg, "#stylize-status", "iteration")
+    start_a_long_stylization(pg, pictures)
 
     pg.click("button[role=tab]:has-text('Dream & textures')")
     pg.click("button[role=tab]:has-text('Texture synthesis')")
