@@ -173,6 +173,27 @@ def test_average_pooling_swaps_every_max_pool():
     assert net.features(torch.rand(1, 3, 64, 64), ["maxpool"])["maxpool"].shape[-1] == 16
 
 
+def test_a_random_net_is_one_fixed_net_whatever_ran_before():
+    # NAME:random used to draw its weights from the global RNG at its first build in a process (and
+    # again whenever the net cache had dropped it), so what a test saw on "resnet18:random" depended
+    # on the tests before it: in one order a unit it projected was a closed ReLU, where guided
+    # backprop is exactly zero, and tests/test_vis_topact.py failed.
+    def weights(pooling="max"):
+        return torch.cat([p.flatten() for p in get_net("resnet18:random", pooling).parameters()])
+
+    first = weights()
+    for seed in (1, 12345):
+        torch.manual_seed(seed)
+        torch.rand(7)
+        clear_net_cache()  # built again, from another global RNG state
+        before = torch.get_rng_state()
+        assert torch.equal(weights(), first)
+        assert torch.equal(weights("avg"), first)   # avg pooling swaps layers, not weights
+        assert torch.equal(torch.get_rng_state(), before)  # and the caller's draws are its own
+    layer_table("densenet121")   # a listing builds an architecture: it too leaves the RNG alone
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_unknown_and_offline_nets(monkeypatch):
     with pytest.raises(ConfigError, match="did you mean 'resnet18'"):
         get_net("resnet81")

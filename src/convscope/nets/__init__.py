@@ -7,13 +7,15 @@ with the layer interface every engine uses (`resolve`, `features`, `stride_of`, 
 - `HookedNet` (nets/hooked.py): any classifier, layers named by module path, through hooks:
   EfficientNet-Lite0 with its bundled ImageNet weights, and every torchvision classification model
   (`resnet18`, `densenet121`, ...; ImageNet weights download on first use; `NAME:random` builds the
-  architecture at random initialization, without weights).
+  architecture at random initialization, without weights: one fixed initialization per name, drawn
+  with INIT_SEED, not from the caller's RNG).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import torch
@@ -28,6 +30,10 @@ from .hooked import LOGITS, HookedNet, hook_count
 from .vgg import CaffePreprocess, TorchvisionPreprocess, build_vgg, caffe_vgg19, torchvision_vgg
 
 RANDOM = ":random"  # suffix: the architecture at random initialization (tests, experiments)
+# The seed of every initialization a build draws: NAME:random is one fixed net per name (for a given
+# torch/torchvision version), whatever the caller's RNG state, in every process and after every
+# clear_net_cache(), so a result on it can be repeated (see _private_init).
+INIT_SEED = 0
 
 Net = Backbone | HookedNet
 
@@ -155,7 +161,8 @@ def layer_table(name: str = "vgg19") -> list[dict]:
 
         return HookedNet(build_model(name, 10, 32, pretrained=False).eval(), nn.Identity(), name, 32,
                          None).layer_table()
-    return _build(_key(name), "max", weights=False).layer_table()
+    with _private_init():  # a listing leaves the caller's RNG as it was
+        return _build(_key(name), "max", weights=False).layer_table()
 
 
 def get_net(name: str = "vgg19", pooling: str = "max", device: torch.device | str = "cpu",
@@ -182,13 +189,27 @@ def _pretrained(key: str, pooling: str) -> Net:
     `get_net` gives each caller its own copy (hooks, pooling swaps and device moves stay its own).
     Loading and dequantizing VGG19's weights took 0.22-0.26 s a call on a 2-core CPU, the copy a
     fraction of that; a failed load is not cached. The last 4 nets are kept.
-    Building draws the layers' random initialization before the weights replace it: drawn from a
-    forked generator, so a seeded run (a style net's initialization after --seed) does not depend on
-    whether this process had loaded the net before."""
-    with torch.random.fork_rng(devices=[]):
+    Building draws the layers' random initialization (which the weights then replace, or which a
+    NAME:random net keeps) from a private generator state, see `_private_init`."""
+    with _private_init():
         net = _build(key, pooling, weights=True)
     net.requires_grad_(False)
     return net.eval()
+
+
+@contextmanager
+def _private_init() -> Iterator[None]:
+    """Within this block the CPU generator (the one layer initialization draws from) starts at
+    INIT_SEED, and the caller's state is restored after it. Both halves matter:
+    - a seeded run (a style net's initialization after --seed) does not depend on whether this
+      process had built a net before;
+    - a NAME:random net does not depend on what the process drew before its first build (nor on
+      when the cache above dropped it and it was built again): with the global state, "resnet18:random"
+      was a different net after different earlier work, and a unit that fired in one process could
+      be a closed ReLU in another, where gradient and guided backprop are exactly zero."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(INIT_SEED)  # the CPU generator only: CUDA's is the caller's
+        yield
 
 
 def natural_side(net, default: int) -> int:
