@@ -27,7 +27,6 @@ def lite0():
 
 @pytest.fixture(scope="module")
 def resnet():
-    torch.manual_seed(0)
     return get_net("resnet18:random")
 
 

@@ -40,8 +40,7 @@ NETS: dict = {}
 def build(name="vgg19", pooling="max", device="cpu", dtype=torch.float32):
     if name == "cifar-test":
         return cifar_net()
-    torch.manual_seed(0)  # random-init nets: the same weights on every run
-    return REAL_GET_NET(name, pooling, device, dtype)
+    return REAL_GET_NET(name, pooling, device, dtype)  # NAME:random: the same weights in every run
 
 
 @pytest.fixture(scope="module", autouse=True)
