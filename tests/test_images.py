@@ -626,7 +626,9 @@ def test_output_probe_failure_is_reported(tmp_path, monkeypatch):
     def refuse(folder, prefix):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(images, "_create_temp", refuse)
+    from convscope import imagefiles  # where the probe's temp files are made (images re-exports the check)
+
+    monkeypatch.setattr(imagefiles, "_create_temp", refuse)
     with pytest.raises(OutputError) as e:
         check_output_path(tmp_path / "out.png")
     _one_line_error(e, "not writable", "Permission denied")

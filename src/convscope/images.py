@@ -11,9 +11,7 @@ import contextlib
 import json
 import math
 import numbers
-import os
 import re
-import secrets
 import struct
 import warnings
 import zlib
@@ -24,7 +22,12 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from convscope.errors import ConfigError, ImageError, OutputError
+from convscope.errors import ConfigError, ImageError
+
+# Names, paths and atomic writes live in imagefiles.py (no torch there: the CLI checks paths with it
+# before PyTorch loads); images.* stays the one place callers import image operations from.
+from .imagefiles import (IMAGE_EXTENSIONS, WRITABLE_FORMATS, check_output_file, check_output_path, is_image_name,
+                         list_image_files, readable_file, sidecar_path, visible, write_atomic)
 
 # Colour ops live in colour.py; images.* stays the one place callers import image operations from.
 from .colour import luminance_transfer, match_color_stats, match_histogram, rgb_to_yiq, yiq_to_rgb
@@ -41,45 +44,6 @@ DEFAULT_MAX_PIXELS = 100_000_000
 
 # Metadata key of the PNG text chunk (and of nothing else: the sidecar holds the same dict).
 PNG_METADATA_KEY = "convscope"
-
-# Extension -> PIL format name; the only extensions save_image accepts.
-WRITABLE_FORMATS = {
-    ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
-    ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
-}
-
-# Extensions (lower case) of the files a folder scan reads as images: data sets, content folders,
-# image folders of the see-inside tools.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-
-
-def visible(name: str) -> bool:
-    """Not hidden: ".DS_Store", macOS "._x.jpg" resource forks, ".git" and "__MACOSX" (zip
-    leftovers) are never images or class folders."""
-    return not name.startswith(".") and name != "__MACOSX"
-
-
-def is_image_name(name: str) -> bool:
-    """A visible file name with one of IMAGE_EXTENSIONS (any case)."""
-    return visible(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def list_image_files(folder, recursive: bool = True, limit: int | None = None) -> list[Path]:
-    """The image files in `folder` (and, with `recursive`, its visible sub-folders), sorted by their
-    path relative to it, so every run sees the same order; [] when there are none. With `limit`,
-    the listing stops at limit + 1 files (the caller says what is too many). Unreadable sub-folders
-    are skipped; the caller checks that `folder` itself is a folder."""
-    root = Path(folder)
-    found: list[tuple[str, Path]] = []
-    for parent, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if visible(d)] if recursive else []
-        rel = Path(parent).relative_to(root).as_posix()
-        found += [(f if rel == "." else f"{rel}/{f}", Path(parent, f)) for f in files
-                  if is_image_name(f) and os.path.isfile(os.path.join(parent, f))]
-        if limit is not None and len(found) > limit:
-            break
-    return [path for _, path in sorted(found)]
-
 
 # What PIL raises while decoding a damaged file. Several plugins raise SyntaxError, struct.error,
 # IndexError or zlib.error instead of OSError on malformed data, so all of them mean "corrupt".
@@ -99,7 +63,7 @@ def load_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image
     """
     if max_pixels is not None and (not isinstance(max_pixels, numbers.Integral) or max_pixels <= 0):
         raise ConfigError(f"max_pixels must be a positive integer, got {max_pixels!r}")
-    p = _readable_file(path)
+    p = readable_file(path)
     with _decoding(p, max_pixels) as im:
         _check_pixel_count(p, im.size, max_pixels)
         im.load()  # frame 0 of an animation is the one selected after open
@@ -109,24 +73,10 @@ def load_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image
 def check_image_header(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """What load_image checks before it decodes a pixel (a readable image file, within
     `max_pixels`), with its ImageErrors; the (width, height) from the header. Nothing is decoded."""
-    p = _readable_file(path)
+    p = readable_file(path)
     with _decoding(p, max_pixels) as im:
         _check_pixel_count(p, im.size, max_pixels)
         return im.size
-
-
-def _readable_file(path) -> Path:
-    """Return `path` as a Path if it is a non-empty regular file, else raise ImageError."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise ImageError(f"image not found: {p} is a folder; give the path of an image file")
-    try:
-        size = p.stat().st_size
-    except OSError:
-        raise ImageError(f"image not found: {p}; check the path") from None
-    if size == 0:
-        raise ImageError(f"image file is empty (0 bytes): {p}; re-export or re-download it")
-    return p
 
 
 @contextlib.contextmanager
@@ -314,46 +264,6 @@ def tensor_to_pil(t: torch.Tensor) -> Image.Image:
 
 # ------------------------------------------------------------------------------------ saving
 
-def check_output_path(path, sidecar: bool = True) -> Path:
-    """Check, before any long work, that an image can be written at `path` (and, with `sidecar`,
-    its JSON sidecar beside it: see sidecar_path); return it as a Path."""
-    p = Path(path).expanduser()
-    if p.suffix.lower() not in WRITABLE_FORMATS:
-        kinds = ", ".join(WRITABLE_FORMATS)
-        raise OutputError(f"cannot write {p}: unknown image extension {p.suffix!r}; use one of {kinds}")
-    check_output_file(p, "out.png")
-    if sidecar and sidecar_path(p).is_dir():
-        raise OutputError(f"cannot write {p}: its metadata file {sidecar_path(p)} would replace a folder; "
-                          "move that folder or choose another output name")
-    return p
-
-
-def check_output_file(path, example: str) -> Path:
-    """Check, before any long work, that a file can be written at `path` (not a folder; its folder
-    exists and is writable, tried for real); `example` names a file in messages."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise OutputError(f"cannot write {p}: it is a folder; give a file name such as {p / example}")
-    folder = p.parent
-    if not folder.is_dir():
-        raise OutputError(f"output folder does not exist: {folder}; create it first")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder is not writable: {folder}; choose another folder")
-    # os.access can be wrong (root, ACLs, read-only mounts, network shares): try for real.
-    try:
-        probe = _create_temp(folder, ".convscope-probe-")
-        os.close(probe[0])
-        os.unlink(probe[1])
-    except OSError as exc:
-        raise OutputError(f"output folder is not writable: {folder} ({_reason(exc)}); choose another folder") from None
-    return p
-
-
-def sidecar_path(path) -> Path:
-    """Path of the JSON metadata sidecar of an image: same folder and stem, '.json' (out.png -> out.json)."""
-    return Path(path).expanduser().with_suffix(".json")
-
-
 def save_image(image, path, metadata: dict | None = None) -> Path:
     """Atomically write `image` (PIL image or [1, 3, H, W] / [3, H, W] tensor) to `path`.
 
@@ -381,7 +291,7 @@ def save_image(image, path, metadata: dict | None = None) -> Path:
 
 def read_png_metadata(path) -> dict | None:
     """The metadata dict save_image embedded in a PNG, or None if the file carries none."""
-    p = _readable_file(path)
+    p = readable_file(path)
     with _decoding(p, None) as im:
         text = getattr(im, "text", {}).get(PNG_METADATA_KEY)  # .text also reads chunks after IDAT
     if text is None:
@@ -404,45 +314,3 @@ def _savable(image, fmt: str) -> Image.Image:
     return _to_rgb(image)
 
 
-def _create_temp(folder: Path, prefix: str) -> tuple[int, str]:
-    """Create a new empty file in `folder`; return (fd, path).
-
-    Not tempfile.mkstemp: that makes files mode 0600, which os.replace would then give to the
-    user's output. os.open with 0666 lets the user's umask decide, as for any new file.
-    """
-    for _ in range(100):
-        name = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), name
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary file in {folder}")
-
-
-def write_atomic(p: Path, write) -> None:
-    """Call write(binary file) on a temp file next to `p`, then rename it over `p`.
-
-    The rename is atomic on POSIX and Windows (same folder = same filesystem), so readers see the
-    old file or the new one, never a partial one. The temp file is removed on any failure,
-    Ctrl-C included.
-    """
-    tmp = None
-    try:
-        fd, tmp = _create_temp(p.parent, f".{p.name}.")
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())  # the data is on disk before the name points to it
-        os.replace(tmp, p)
-        tmp = None
-    except OSError as exc:
-        raise OutputError(f"could not write {p} ({_reason(exc)}); check free space and permissions") from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-
-def _reason(exc: OSError) -> str:
-    """A one-line description of an OSError (strerror if known, else its text)."""
-    return exc.strerror or " ".join(str(exc).split()) or type(exc).__name__

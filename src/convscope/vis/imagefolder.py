@@ -14,26 +14,12 @@ import torch
 from PIL import Image
 
 from .. import images
-from ..errors import ConfigError, ImageError
+from ..errors import ImageError
+from ..imagefiles import find_images  # noqa: F401 (its home is imagefiles; the scan's callers import it here)
 
 # Files the scan reads: images.IMAGE_EXTENSIONS (case-insensitive). Hidden files and folders
 # (".DS_Store", macOS "._x.jpg" resource forks, ".git") are not images and are skipped without
 # counting as unreadable.
-
-
-def find_images(folder) -> list[Path]:
-    """Image files under `folder` (recursively, by extension), sorted by relative path so every
-    run sees the same order. ConfigError for a missing folder, a file, or no images."""
-    root = Path(folder).expanduser()
-    if not root.exists():
-        raise ConfigError(f"folder not found: {root}; check the path")
-    if not root.is_dir():
-        raise ConfigError(f"{root} is not a folder; give a folder of images")
-    found = images.list_image_files(root)
-    if not found:
-        raise ConfigError(f"no images in {root} (looked for {', '.join(sorted(images.IMAGE_EXTENSIONS))}, "
-                          "in subfolders too)")
-    return found
 
 
 def load_square(path, size: int, fit: str = "crop") -> Image.Image:
