@@ -27,15 +27,20 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..imagefiles import check_output_path, readable_file
+
+    # What needs no torch first (see dream.run).
+    config = config_from_args(args, ActivationsConfig)
+    if args.output is None and not args.json:
+        raise ConfigError("nothing to write: give -o OUT.png for the figure, or --json for the statistics")
+    out = check_output_path(args.output) if args.output is not None else None
+    config.validate()
+    readable_file(args.image)
+
     from .. import images
     from ..runinfo import run_metadata
     from ..vis.activations import activations, layer_figure, stats_dict
 
-    config = config_from_args(args, ActivationsConfig)
-    if args.output is None and not args.json:
-        raise ConfigError("nothing to write: give -o OUT.png for the figure, or --json for the statistics")
-    out = images.check_output_path(args.output) if args.output is not None else None
-    config.validate()
     image = images.load_image(args.image)
     result = activations(image, config)
 

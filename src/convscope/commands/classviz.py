@@ -30,12 +30,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..imagefiles import check_output_path
+
+    # What needs no torch first (see dream.run).
+    out = check_output_path(args.output)
+    config = config_from_args(args, ClassVizConfig).validate()
+
     from .. import images
     from ..runinfo import run_metadata
     from ..vis.featureviz import FeatureVisualizer
 
-    out = images.check_output_path(args.output)
-    config = config_from_args(args, ClassVizConfig).validate()
     viz = FeatureVisualizer(config)  # loads the net; the class is checked here
     outputs = RunOutputs(args, out, 0, COMMAND)
     result = outputs.run(viz.run, COMMAND, viz.config, {"class": str(config.target_class)})

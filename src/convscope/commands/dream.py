@@ -23,14 +23,22 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..imagefiles import check_output_path, readable_file
+
+    # What needs no torch first, in the order of the run below, so a wrong path or value is
+    # answered at once rather than after PyTorch loads.
+    out = check_output_path(args.output)
+    config = config_from_args(args, DreamConfig).validate()
+    for path in (args.image, args.guide):
+        if path:
+            readable_file(path)
+
     from .. import images
     from ..errors import UserError
     from ..optimize import Interrupted
     from ..runinfo import run_metadata
     from ..vis.dream import Dreamer
 
-    out = images.check_output_path(args.output)
-    config = config_from_args(args, DreamConfig).validate()
     image = images.load_image(args.image)
     guide = images.load_image(args.guide) if args.guide else None
     inputs = {"image": str(args.image), **({"guide": str(args.guide)} if args.guide else {})}

@@ -27,15 +27,20 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..imagefiles import check_output_path, readable_file
+
+    # What needs no torch first (see dream.run).
+    config = config_from_args(args, ExplainConfig)
+    if args.output is None and not args.json:
+        raise ConfigError("nothing to write: give -o OUT.png for the figure, or --json for the predictions")
+    out = check_output_path(args.output) if args.output is not None else None
+    config.validate()
+    readable_file(args.image)
+
     from .. import images
     from ..runinfo import run_metadata
     from ..vis.explain import explain, explain_figure
 
-    config = config_from_args(args, ExplainConfig)
-    if args.output is None and not args.json:
-        raise ConfigError("nothing to write: give -o OUT.png for the figure, or --json for the predictions")
-    out = images.check_output_path(args.output) if args.output is not None else None
-    config.validate()
     image = images.load_image(args.image)
     result = explain(image, config)
     summary = result.summary()

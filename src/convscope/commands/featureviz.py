@@ -53,13 +53,17 @@ def metadata(result, **extra) -> dict:
 
 
 def run(args) -> int:
+    from ..imagefiles import check_output_path
+
+    # What needs no torch first (see dream.run).
+    out = check_output_path(args.output)
+    config = config_from_args(args, FeatureVizConfig).validate()
+
     from .. import images
     from ..optimize import Interrupted
     from ..vis.featureviz import FeatureVisualizer
     from ..vis.featureviz_sheet import sheet
 
-    out = images.check_output_path(args.output)
-    config = config_from_args(args, FeatureVizConfig).validate()
     viz = FeatureVisualizer(config)  # loads the net; layer, channels and classes are checked here
     bar = progress_bar(COMMAND) if not args.quiet else None
     try:

@@ -34,13 +34,18 @@ def _error_line(results) -> str:
 
 
 def run(args) -> int:
+    from ..imagefiles import check_output_path, readable_file
+
+    # What needs no torch first (see dream.run).
+    config = config_from_args(args, InvertConfig).validate()
+    out = check_output_path(args.output)
+    readable_file(args.image)
+
     from .. import images
     from ..runinfo import run_metadata
     from ..optimize import Interrupted
     from ..vis.invert import invert, strip_figure
 
-    config = config_from_args(args, InvertConfig).validate()
-    out = images.check_output_path(args.output)
     original = images.load_image(args.image)
     inputs = {"image": str(args.image)}
     layers = config.layer_list()

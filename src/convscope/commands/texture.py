@@ -29,13 +29,18 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..imagefiles import check_output_path, readable_file
+
+    # What needs no torch first (see dream.run).
+    out = check_output_path(args.output)
+    config = config_from_args(args, TextureConfig).validate()
+    readable_file(args.texture)
+
     from .. import images
     from ..figures import image_strip
     from ..runinfo import run_metadata
     from ..vis.texture import synthesize
 
-    out = images.check_output_path(args.output)
-    config = config_from_args(args, TextureConfig).validate()
     source = images.load_image(args.texture)
     inputs = {"texture": str(args.texture)}
     outputs = RunOutputs(args, out, config.save_every, "texture")

@@ -49,15 +49,19 @@ def progress_bar():
 
 
 def run(args) -> int:
+    from ..imagefiles import check_output_path, find_images
+
+    # What needs no torch first (see dream.run).
+    out = check_output_path(args.output)
+    config = config_from_args(args, TopActConfig).validate()
+    paths = find_images(args.folder)              # an empty folder fails here, before the net loads
+
     from .. import images
     from ..runinfo import run_metadata
-    from ..vis.imagefolder import find_images, relative_name
+    from ..vis.imagefolder import relative_name
     from ..vis.topact import TopActivations
     from ..vis.topact_sheet import metadata_dict, sheet_figure
 
-    out = images.check_output_path(args.output)
-    config = config_from_args(args, TopActConfig).validate()
-    paths = find_images(args.folder)              # an empty folder fails here, before the net loads
     engine = TopActivations(config)               # layer, channels and size checked here
     result = engine.run(paths, args.folder, progress_bar() if not args.quiet else None)
     if result.skipped:
