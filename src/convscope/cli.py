@@ -154,16 +154,23 @@ class RunOutputs:
 
 def _run_style(args, config, content_path, style_paths, content_img=None, style_imgs=None) -> int:
     """Shared by `stylize` and `demo`: check output, load inputs, run with a bar, save atomically."""
+    from .imagefiles import check_output_path, readable_file
+
+    # What needs no torch first, in the order of the run below, so that a wrong path or value is
+    # answered at once rather than after PyTorch loads (seconds).
+    out = check_output_path(args.output)
+    config.validate()
+    for path in ([] if content_img else [content_path]) + ([] if style_imgs else list(style_paths)):
+        readable_file(path)
+    config.blend(len(style_imgs or style_paths))  # fail on mismatched --style-blend before any work
+
     from . import images
     from .figures import image_strip
     from .runinfo import run_metadata
     from .style.gatys import stylize_images
 
-    out = images.check_output_path(args.output)
-    config.validate()
     content = content_img or images.load_image(content_path)
     styles = style_imgs or [images.load_image(p) for p in style_paths]
-    config.blend(len(styles))  # fail on mismatched --style-blend before any work
     inputs = {"content": str(content_path), "styles": [str(p) for p in style_paths]}
     outputs = RunOutputs(args, out, config.save_every, "stylize",
                          tag=lambda p: f"_s{p.stage}" if p.stages > 1 else "")
@@ -206,7 +213,7 @@ def cmd_stylize(args) -> int:
     check_method_options(args, "fast" if args.model is not None else args.method)
     if args.model is not None or args.method == "arbitrary":
         from .commands.fast_style import run_one_pass
-        from .fast.apply import FastConfig
+        from .fast.config import FastConfig  # torch-free (fast.apply exports the same class)
 
         if args.size is None:
             args.size = FastConfig.size
@@ -228,12 +235,11 @@ DEMO_DEFAULTS = {"size": 256, "iterations": 120}
 
 def cmd_demo(args) -> int:
     from .demo import sample_photo_path, swirl_painting
-    from .images import load_image
     from .style.config import StyleConfig
 
     if args.model is not None:  # the fast path: a built-in feed-forward style, seconds on a CPU
         from .commands.fast_style import run_one_pass
-        from .fast.apply import FastConfig
+        from .fast.config import FastConfig
         from .fast.models import ARBITRARY_KIND, STYLE_KIND, ModelError, read_header, resolve
 
         check_method_options(args, "fast", DEMO_DEFAULTS)
@@ -248,9 +254,8 @@ def cmd_demo(args) -> int:
     check_method_options(args, "gatys", DEMO_DEFAULTS)  # --strength is --model's
     args.size = DEMO_DEFAULTS["size"] if args.size is None else args.size
     config = config_from_args(args, StyleConfig).validate()  # the seed feeds the style drawing
-    content = sample_photo_path()
     style = swirl_painting(512, seed=config.seed)
-    return _run_style(args, config, content, ["<built-in swirl painting>"], load_image(content), [style])
+    return _run_style(args, config, sample_photo_path(), ["<built-in swirl painting>"], style_imgs=[style])
 
 
 def cmd_layers(args) -> int:

@@ -187,8 +187,8 @@ def run_export(args) -> int:
 
 # ---- stylize --model / --method arbitrary -----------------------------------------------------
 def _inputs(content: str) -> tuple[list[Path], bool]:
-    from ..images import IMAGE_EXTENSIONS, list_image_files
     from ..errors import ConfigError
+    from ..imagefiles import IMAGE_EXTENSIONS, list_image_files
 
     p = Path(content).expanduser()
     if p.is_dir():
@@ -204,8 +204,8 @@ def _folder_outputs(files: list[Path], out_dir: Path) -> list[Path]:
     OUT made if missing; all of them checked before any is written."""
     from collections import Counter
 
-    from .. import images
     from ..errors import ConfigError, OutputError
+    from ..imagefiles import check_output_path
 
     if out_dir.suffix:
         raise ConfigError(f"CONTENT is a folder, so -o must be a folder too, not {out_dir}")
@@ -222,36 +222,44 @@ def _folder_outputs(files: list[Path], out_dir: Path) -> list[Path]:
         raise ConfigError(f"images in {files[0].parent} would give outputs of the same name; rename them")
     outputs = [out_dir / f"{n}.png" for n in names]
     for out in outputs:
-        images.check_output_path(out)
+        check_output_path(out)
     return outputs
 
 
 def run_one_pass(args, method: str) -> int:
     """`stylize CONTENT --model M` (feed-forward) or `stylize CONTENT STYLE... --method arbitrary`."""
-    from .. import images
     from ..errors import ConfigError, ImageError, UserError
-    from ..fast.apply import ArbitraryStylizer, FastConfig, FastStylizer, run_config
-    from ..runinfo import run_metadata
+    from ..fast.config import FastConfig
+    from ..imagefiles import check_output_path
 
+    # What needs no torch first, so a wrong option is answered before PyTorch loads. The images are
+    # checked where they are loaded, after the model: an unknown --model is reported first.
     config = config_from_args(args, FastConfig).validate()
     files, folder = _inputs(args.content)
     if folder:
         outputs = _folder_outputs(files, Path(args.output).expanduser())
     else:
-        outputs = [images.check_output_path(args.output)]
+        outputs = [check_output_path(args.output)]
     if method == "fast":
         if args.styles:
             raise ConfigError("--model stylizes with a trained network: give no style images (or use "
                               "--method arbitrary for style images)")
         if args.mask:
             raise ConfigError("--mask works with --method arbitrary")
-        stylizer = FastStylizer(args.model, config)
-        styles, model_name = [], args.model
     else:
         if not args.styles:
             raise ConfigError("--method arbitrary needs at least one style image")
         if args.style_blend and len(args.style_blend) != len(args.styles):
             raise ConfigError(f"--style-blend has {len(args.style_blend)} weight(s) for {len(args.styles)} style image(s)")
+
+    from .. import images
+    from ..fast.apply import ArbitraryStylizer, FastStylizer, run_config
+    from ..runinfo import run_metadata
+
+    if method == "fast":
+        stylizer = FastStylizer(args.model, config)
+        styles, model_name = [], args.model
+    else:
         stylizer = ArbitraryStylizer(args.decoder, config)
         styles, model_name = [images.load_image(s) for s in args.styles], args.decoder
     mask = images.load_image(args.mask) if getattr(args, "mask", None) else None
