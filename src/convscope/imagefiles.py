@@ -69,6 +69,22 @@ def find_images(folder) -> list[Path]:
     return found
 
 
+def image_paths(inputs: list[str]) -> list[str]:
+    """Files as given, and the images inside folders (recursive, sorted); ConfigError when none."""
+    found: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found += [str(f) for f in list_image_files(p)]
+        elif p.exists():
+            found.append(str(p))
+        else:
+            raise ConfigError(f"{item}: no such file or folder")
+    if not found:
+        raise ConfigError(f"no images in {', '.join(inputs)}")
+    return found
+
+
 def readable_file(path) -> Path:
     """Return `path` as a Path if it is a non-empty regular file, else raise ImageError."""
     p = Path(path).expanduser()

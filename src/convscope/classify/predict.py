@@ -20,6 +20,7 @@ from .. import images
 from ..argcheck import as_image
 from ..devices import as_device
 from ..errors import ConfigError, ImageError
+from ..imagefiles import image_paths  # noqa: F401 (moved there, torch-free, for the CLI)
 from .config import TrainConfig
 from .data import square_crop
 from .models import build_model
@@ -193,19 +194,3 @@ def _check_predict_args(model, classes, paths, input_size, top, batch, keep_imag
     if isinstance(paths, (str, os.PathLike, Image.Image, torch.Tensor)):
         return [paths]
     return list(paths)
-
-
-def image_paths(inputs: list[str]) -> list[str]:
-    """Files as given, and the images inside folders (recursive, sorted); ConfigError when none."""
-    found: list[str] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found += [str(f) for f in images.list_image_files(p)]
-        elif p.exists():
-            found.append(str(p))
-        else:
-            raise ConfigError(f"{item}: no such file or folder")
-    if not found:
-        raise ConfigError(f"no images in {', '.join(inputs)}")
-    return found

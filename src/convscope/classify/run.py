@@ -21,11 +21,13 @@ import os
 import re
 import shutil
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..runlock import RUN_LOCK
+
+if TYPE_CHECKING:  # annotations only: a run folder is checked without torch, before the CLI loads it
+    import torch
 
 CONFIG, MODEL, CHECKPOINT, METRICS = "config.json", "model.safetensors", "checkpoint.safetensors", "metrics.csv"
 KIND = "convscope-classifier"

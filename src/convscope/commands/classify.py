@@ -234,15 +234,18 @@ def _bar():
 
 
 def run_evaluate(args) -> int:
-    from ..classify.data import load_data
-    from ..classify.folders import decode_size, plain_class_folder, same_folder
-    from ..classify.predict import evaluate, load_run
     from ..classify.run import RunDir
-    from ..devices import resolve_device
-    from ..images import check_output_path
+    from ..imagefiles import check_output_path
 
     if args.output:
         check_output_path(args.output)  # before the evaluation, not after its report
+    RunDir(args.run_dir).info()  # not a run: said before PyTorch loads (load_run reads it again)
+
+    from ..classify.data import load_data
+    from ..classify.folders import decode_size, plain_class_folder, same_folder
+    from ..classify.predict import evaluate, load_run
+    from ..devices import resolve_device
+
     device = resolve_device(args.device)
     loaded = load_run(args.run_dir, device)
     recorded = RunDir(args.run_dir).info().get("run", {})  # what training saw: its folder and counts
@@ -345,17 +348,28 @@ def _confusion_figure(ev, classes, out) -> None:
 
 
 def run_predict(args) -> int:
-    from ..classify.predict import as_net, image_paths, load_run, predict_images
-    from ..devices import resolve_device
+    from ..classify.run import RunDir
     from ..errors import ConfigError
-    from ..images import check_output_path
+    from ..imagefiles import check_output_path, image_paths
 
+    # What needs no torch first, so a wrong path is answered before PyTorch loads (the run folder,
+    # the images named; the net, the device and the run's weights are checked after).
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, not {args.top}")
     figure = check_output_path(args.figure) if args.figure else None
-    device = resolve_device(args.device)
     inputs = list(args.inputs)
-    if args.net:
+    run_dir = None if args.net else inputs.pop(0)
+    if run_dir is not None:
+        RunDir(run_dir).info()  # load_run reads it again
+        if not inputs:
+            raise ConfigError("give images or folders to predict after the run folder")
+    paths = image_paths(inputs)
+
+    from ..classify.predict import as_net, load_run, predict_images
+    from ..devices import resolve_device
+
+    device = resolve_device(args.device)
+    if run_dir is None:
         from ..nets import get_net
 
         net = get_net(args.net, device=device)
@@ -363,11 +377,8 @@ def run_predict(args) -> int:
             raise ConfigError(f"net {args.net!r} has no named classifier head; use efficientnet_lite0")
         model, classes, size = net, net.classes, net.input_size
     else:
-        loaded = load_run(inputs.pop(0), device)
-        if not inputs:
-            raise ConfigError("give images or folders to predict after the run folder")
+        loaded = load_run(run_dir, device)
         model, classes, size = as_net(loaded), loaded.classes, loaded.input_size
-    paths = image_paths(inputs)
     skipped: list[tuple[str, str]] = []
     preds = predict_images(model, classes, paths, size, device, top=args.top, skipped=skipped)
     if skipped and not preds:
@@ -436,13 +447,16 @@ def _register_export(sub) -> None:
 
 
 def run_export(args) -> int:
-    from ..classify.export import ExportConfig, check_output, export, require_onnx
-    from ..classify.predict import load_run
+    from ..classify.config import ExportConfig
     from ..classify.run import RunDir
     from ..cli import config_from_args
 
     config = config_from_args(args, ExportConfig).validate()
     RunDir(args.run_dir).info()        # cheap checks first: a run, a writable .onnx path, onnx installed
+
+    from ..classify.export import check_output, export, require_onnx
+    from ..classify.predict import load_run
+
     check_output(args.output)
     require_onnx()
     loaded = load_run(args.run_dir, "cpu")
