@@ -997,6 +997,58 @@ print(json.dumps({"paths": len(paths), "codes": codes,
     assert seen["torch"] == [], f"torch was imported: {seen['torch'][:5]}"
 
 
+def test_wrong_paths_and_values_are_answered_before_torch_loads(tmp_path):
+    # A missing input (image, folder, run) and a value its config's validate() refuses are found
+    # before PyTorch loads (seconds): the same one line and exit code 2 as ever, at once. A fresh
+    # interpreter: this process has torch loaded already.
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), (200, 120, 40)).save(photo)
+    missing, out = str(tmp_path / "missing.jpg"), str(tmp_path / "out.png")
+    cases = [  # argv, what the one line says
+        (["stylize", missing, str(photo), "-o", out], f"image not found: {missing}; check the path"),
+        (["stylize", str(photo), missing, "-o", out], f"image not found: {missing}; check the path"),
+        (["dream", missing, "-o", out], f"image not found: {missing}; check the path"),
+        (["dream", str(photo), "--guide", str(tmp_path), "-o", out], f"image not found: {tmp_path} is a folder"),
+        (["activations", missing, "--layer", "relu2_1", "-o", out], f"image not found: {missing}"),
+        (["explain", missing, "-o", out], f"image not found: {missing}"),
+        (["invert", missing, "--layer", "relu2_1", "-o", out], f"image not found: {missing}"),
+        (["texture", missing, "-o", out], f"image not found: {missing}"),
+        (["top-activations", str(tmp_path / "nofolder"), "-o", out], "folder not found"),
+        (["classify", "evaluate", str(tmp_path / "NOT_A_RUN")], "is not a run folder"),
+        (["classify", "predict", str(tmp_path / "NOT_A_RUN"), str(photo)], "is not a run folder"),
+        (["classify", "predict", "--net", "efficientnet_lite0", missing], f"{missing}: no such file or folder"),
+        (["activations", str(photo), "--max-channels", "0", "-o", out],
+         "--max-channels must be a positive whole number, not 0"),
+        (["dream", str(photo), "--octaves", "0", "-o", out], "--octaves must be a whole number from 1 to 20, not 0"),
+        (["texture", str(photo), "--iterations", "0", "-o", out], "--iterations must be a positive number"),
+        (["stylize", str(photo), str(photo), "--style-blend", "1", "2", "-o", out], "--style-blend has 2 weight(s)"),
+        (["featureviz", "--channels", "9-1", "-o", out], "runs backwards"),
+    ]
+    script = """
+import contextlib, io, json, sys
+from convscope import cli
+seen = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    seen.append([code, err.getvalue()])
+print(json.dumps({"seen": seen, "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))}))
+"""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script, json.dumps([argv for argv, _ in cases])],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for (argv, says), (code, err) in zip(cases, result["seen"]):
+        assert code == 2 and err.count("\n") == 1 and err.startswith("convscope: error: ") and says in err, (argv, err)
+    assert result["torch"] == [], f"torch was imported: {result['torch'][:5]}"
+    assert list(tmp_path.iterdir()) == [photo]  # nothing written, no output folder made
+
+
 def test_every_config_with_a_seed_refuses_one_torch_cannot_take():
     # dream, invert, texture, featureviz, classviz and classify train passed seeds over 2**63 - 1
     # through validate() to torch's manual_seed: "ValueError: Overflow when unpacking long long".
