@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -69,12 +70,13 @@ def model_file(run) -> tuple[dict, dict]:
     return load_tensors(run.file("model.safetensors"))
 
 
-def scripted_validation(monkeypatch, accuracies):
-    """The validation accuracy of each epoch in turn, as given: where the best epoch lies is up to the test."""
+def scripted_validation(monkeypatch, accuracies, losses=None):
+    """The validation accuracy (and loss) of each epoch in turn, as given: where the best epoch lies
+    is up to the test."""
     from convscope.classify import train as train_module
 
-    left = iter(accuracies)
-    monkeypatch.setattr(train_module, "_validate", lambda *a, **k: (1.0, next(left)))
+    left = iter(zip(losses or [1.0] * len(accuracies), accuracies))
+    monkeypatch.setattr(train_module, "_validate", lambda *a, **k: next(left))
 
 
 def test_early_stopping_with_keep_best_holds_the_best_epochs_weights(tmp_path, monkeypatch):
@@ -111,6 +113,44 @@ def test_keep_best_survives_resume_and_cannot_change_on_resume(tmp_path, monkeyp
         train(splits(), config(epochs=7), run, resume=True)
     with pytest.raises(ConfigError, match="--keep must be one of last, best"):
         config(keep="first").resolved()
+
+
+def test_of_equal_accuracies_the_lower_validation_loss_is_better(tmp_path, monkeypatch):
+    # Small validation sets tie often: the first of equal epochs was kept, and early stopping ended
+    # a run that was still improving its loss.
+    scripted_validation(monkeypatch, [0.9, 0.9, 0.9, 0.9, 0.9], losses=[0.5, 0.3, 0.4, 0.6, 0.7])
+    result = train(splits(), config(epochs=5, early_stopping=2, keep="best"), RunDir(tmp_path / "r"))
+    assert (result.best_epoch, result.model_epoch, result.epochs_run, result.stopped_early) == (2, 2, 4, True)
+
+
+@pytest.mark.parametrize("keep, accuracies, kept", [("last", [0.5, 0.6], 2), ("best", [0.5, 0.6], 2),
+                                                    ("best", [0.6, 0.5], 1)])
+def test_a_kill_between_checkpoint_and_model_file_is_repaired_on_resume(tmp_path, monkeypatch, keep, accuracies,
+                                                                        kept):
+    """The checkpoint is written first: a kill before the model file leaves it an epoch behind, and
+    resuming (even with no epoch left to train) writes the weights it should hold."""
+    scripted_validation(monkeypatch, accuracies)
+    train(splits(), config(epochs=2, keep=keep), RunDir(tmp_path / "whole"))
+    whole, whole_meta = model_file(RunDir(tmp_path / "whole"))
+    run = RunDir(tmp_path / "killed")
+    real = RunDir.save_model
+
+    def killed_at_epoch_2(self, weights, epoch, val_acc):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        real(self, weights, epoch, val_acc)
+
+    scripted_validation(monkeypatch, accuracies)
+    monkeypatch.setattr(RunDir, "save_model", killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt) if kept == 2 else contextlib.nullcontext():  # (a worse epoch 2
+        train(splits(), config(epochs=2, keep=keep), run)                       # writes no model file)
+    monkeypatch.setattr(RunDir, "save_model", real)
+    assert run.load_checkpoint()[2]["epoch"] == 2 and run.model_epoch() == 1
+    resumed = train(splits(), config(epochs=2, keep=keep), run, resume=True)
+    assert resumed.model_epoch == kept
+    weights, meta = model_file(run)
+    assert meta["epoch"] == whole_meta["epoch"] == kept
+    assert all(torch.equal(weights[k], whole[k]) for k in whole)
 
 
 def test_a_kept_best_epoch_evaluates_to_its_recorded_accuracy(tmp_path):

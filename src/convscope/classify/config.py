@@ -90,11 +90,12 @@ class TrainConfig:
     translate: int | None = _opt("random shifts of up to N pixels (default: the model's recipe)", None)
     cutout: int = _opt("fill a random square of N pixels per image with the mean colour (0 = off)", 0)
     ema: float = _opt("exponential moving average of the weights, decay per step (0 = off; e.g. 0.999)", 0.0)
-    early_stopping: int = _opt("stop after N epochs without a better validation accuracy (0 = off)", 0)
+    early_stopping: int = _opt("stop after N epochs without a better validation accuracy (or the same with a "
+                               "lower validation loss) (0 = off)", 0)
     keep: str = _opt("the weights model.safetensors holds: last (the final epoch's) or best (the epoch with the "
-                     "highest validation accuracy, e.g. with --early-stopping; where the validation data is the "
-                     "test set, as with cifar10, choosing by it flatters the test accuracy)", "last",
-                     choices=KEEP_CHOICES)
+                     "highest validation accuracy, of equals the lowest validation loss; e.g. with "
+                     "--early-stopping. Where the validation data is the test set, as with cifar10, choosing by "
+                     "it flatters the test accuracy)", "last", choices=KEEP_CHOICES)
     val_split: float = _opt("fraction of each class held out for validation when the folder has no "
                             "test/ or val/", 0.1)
     input_size: int | None = _opt("side the network sees, in pixels: images are upsampled on the device "

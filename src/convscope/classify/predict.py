@@ -26,7 +26,7 @@ from .data import square_crop
 from .models import build_model
 from .run import RunDir, RunError
 from .infer import predict_logits
-from .train import load_state
+from .checkpoints import load_state
 
 
 @dataclass

@@ -163,14 +163,28 @@ class RunDir:
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self, weights: dict[str, torch.Tensor] | None, live: dict[str, torch.Tensor],
              train_state: dict[str, torch.Tensor], meta: dict) -> None:
-        """The model file (`weights`: what users get; None leaves it as it is, e.g. when it keeps an
-        earlier, better epoch) first, then the resume checkpoint (`live` weights as training left
-        them, plus `train_state`): either can be trusted alone. A kill between the two replays the
-        epoch on resume, which writes the same model file again."""
-        if weights is not None:
-            save_tensors(self.file(MODEL), weights, {"epoch": meta["epoch"], "kind": KIND,
-                                                     "val_acc": meta["history"][-1]["val_acc"]})
+        """The resume checkpoint (`live` weights as training left them, plus `train_state`) first,
+        then the model file (`weights`: what users get; None leaves it as it is, when it keeps an
+        earlier, better epoch). A kill between the two leaves the model file an epoch behind the
+        checkpoint, which a resume rewrites from it; the other order could leave a model file from
+        an epoch the checkpoint never recorded, and a replay of that epoch need not repeat it."""
         save_tensors(self.file(CHECKPOINT), {**{f"model.{k}": v for k, v in live.items()}, **train_state}, meta)
+        if weights is not None:
+            self.save_model(weights, meta["epoch"], meta["history"][-1]["val_acc"])
+
+    def save_model(self, weights: dict[str, torch.Tensor], epoch: int, val_acc: float) -> None:
+        save_tensors(self.file(MODEL), weights, {"epoch": epoch, "kind": KIND, "val_acc": val_acc})
+
+    def model_epoch(self) -> int | None:
+        """The epoch the model file says it holds; None without a (readable) model file."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.file(MODEL)), "pt") as f:
+                epoch = json.loads((f.metadata() or {}).get("convscope", "{}")).get("epoch")
+        except Exception:  # missing, cut short by a kill, not safetensors: rewritten either way
+            return None
+        return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
     def load_model_state(self) -> tuple[dict[str, torch.Tensor], dict]:
         if not self.file(MODEL).exists() and self.file(CONFIG).exists():

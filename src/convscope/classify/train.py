@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from ..argcheck import callback_or_none, config_of, flag, path_or_none
@@ -38,7 +37,9 @@ from .infer import predict_logits
 from .loader import DeviceLoader
 from .models import TransferModel, build_model
 from .optim import lr_factor, make_optimizer, precision_context
-from .run import CHECKPOINT, CONFIG, RunDir, RunError, load_tensors, remove_stale_temps, save_tensors
+from .checkpoints import (load_optimizer, load_snapshots, load_state, repair_model_file, save_snapshots,
+                          saved_state, write_checkpoint)
+from .run import CHECKPOINT, CONFIG, RunDir, RunError, remove_stale_temps
 
 
 @dataclass
@@ -73,25 +74,6 @@ class TrainResult:
 
 
 # ---- model state -------------------------------------------------------------------------------
-def saved_state(model: nn.Module, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """The weights a run keeps: a frozen pretrained backbone is rebuilt from its package, not saved."""
-    state = model.state_dict()
-    if isinstance(model, TransferModel) and not config.finetune:
-        state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
-    return state
-
-
-def load_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    strict = not (isinstance(model, TransferModel) and not any(k.startswith("backbone.") for k in state))
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:
-        raise RunError(f"{where} holds weights of another model: {str(e).splitlines()[1].strip()}") from None
-    if unexpected or (strict and missing) or any(not k.startswith("backbone.") for k in missing):
-        what = unexpected or missing
-        raise RunError(f"{where} holds weights of another model ({len(what)} mismatched, e.g. {what[0]})")
-
-
 def set_trainable(model: nn.Module, config: TrainConfig) -> list[dict]:
     """Parameter groups to optimize; freezes what must not train."""
     if not isinstance(model, TransferModel):
@@ -136,23 +118,22 @@ def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool 
     Under `torchrun` (WORLD_SIZE > 1) each process trains on its shard with DistributedDataParallel
     and only rank 0 writes (see classify/distributed.py)."""
     from . import distributed
-    from ..runlock import RUN_LOCK, BusyError, exclusive
+    from ..runlock import RUN_LOCK, exclusive
 
     run = _check_args(splits, config, run, resume, callback, cache_dir)
     main = distributed.from_env().main
     made = main and not run.path.is_dir() and run.prepare()
     # One process writes a run folder at a time (under torchrun: rank 0, the one that writes).
     lock = exclusive(run.file(RUN_LOCK), f"the run folder {run.path}") if main else contextlib.nullcontext()
-    try:
-        with lock, cudnn_autotuning():
-            return _train(splits, config, run, resume, callback,
-                          None if cache_dir is None else Path(cache_dir).expanduser())
-    except BusyError:
-        raise  # the folder is another process's now: touch nothing
-    except BaseException:
-        if made:  # a folder this call made, and no epoch finished in it: leave nothing behind
-            run.discard(made)
-        raise
+    with lock:  # (a BusyError here: the folder is another process's, and nothing below touches it)
+        try:
+            with cudnn_autotuning():
+                return _train(splits, config, run, resume, callback,
+                              None if cache_dir is None else Path(cache_dir).expanduser())
+        except BaseException:
+            if made:  # a folder this call made, and no epoch finished in it: leave nothing behind
+                run.discard(made)  # (still holding the lock: no other process starts in it meanwhile)
+            raise
 
 
 def _check_args(splits, config, run, resume, callback, cache_dir) -> RunDir:
@@ -248,7 +229,7 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
            if config.ema else None)
 
     history: list[dict] = []
-    best_acc, best_epoch, start_epoch = -1.0, 0, 0
+    best_acc, best_loss, best_epoch, start_epoch = -1.0, math.inf, 0, 0
     if resume:
         if world.main:
             remove_stale_temps(run.path)  # writes a kill cut short (the run folder is the run's own)
@@ -256,15 +237,18 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
         if state is not None:
             model_state, rest, meta = state
             load_state(model, model_state, str(run.file("checkpoint.safetensors")))
-            _load_optimizer(optimizer, rest, meta)
+            load_optimizer(optimizer, rest, meta)
             if ema is not None:
                 ema = {k[4:]: v.to(device) for k, v in rest.items() if k.startswith("ema.")} or ema
             history, best_acc, best_epoch = meta["history"], meta["best_acc"], meta["best_epoch"]
+            best_loss = meta.get("best_loss", history[best_epoch - 1]["val_loss"] if best_epoch else math.inf)
             start_epoch = meta["epoch"]
+            if world.main:
+                repair_model_file(run, model, ema, config, meta)
     if config.snapshots and cached:
         raise ConfigError("--snapshots follows the convolutions as they learn; with a frozen backbone only "
                           "the dense head trains (add --finetune N)")
-    snaps = _load_snapshots(run) if (config.snapshots and resume) else []
+    snaps = load_snapshots(run) if (config.snapshots and resume) else []
     snaps = [s for s in snaps if s.epoch <= start_epoch]
     fixed = splits.val.images[:1].to(device).float().div_(255) if config.snapshots else None
     if fixed is not None:
@@ -336,16 +320,18 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
                "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6), "lr": config.lr * factor,
                "seconds": round(time.perf_counter() - epoch_start, 3)}
         history.append(row)
-        improved = val_acc > best_acc
+        # Better: a higher validation accuracy, or the same with a lower validation loss (small
+        # validation sets tie often; the first of equal epochs is not the one to keep).
+        improved = val_acc > best_acc or (val_acc == best_acc and val_loss < best_loss)
         if improved:
-            best_acc, best_epoch = val_acc, epoch + 1
+            best_acc, best_loss, best_epoch = val_acc, val_loss, epoch + 1
         if world.main:
             if fixed is not None:
                 from .snapshots import capture
                 snaps.append(capture(model, fixed, config.snapshot_layer, epoch + 1, config.input_size))
-                _save_snapshots(run, snaps, splits.val.images[0])
-            _checkpoint(run, model, ema, optimizer, config, classes, history, best_acc, best_epoch, epoch + 1,
-                        model_file=improved or config.keep == "last" or not best_epoch)
+                save_snapshots(run, snaps, splits.val.images[0])
+            write_checkpoint(run, model, ema, optimizer, config, classes, history, (best_acc, best_loss, best_epoch),
+                             epoch + 1, model_file=improved or config.keep == "last" or not best_epoch)
         distributed.barrier(world)
         if callback is not None and world.main:
             callback(EpochReport(epoch + 1, config.epochs, steps_per_epoch, steps_per_epoch, row["train_loss"],
@@ -353,7 +339,8 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
     result.history, result.epochs_run = history, len(history)
     result.val_acc = history[-1]["val_acc"] if history else math.nan
     if history:
-        result.best_epoch, result.best_val_acc = best_epoch, best_acc
+        result.best_epoch = best_epoch
+        result.best_val_acc = history[best_epoch - 1]["val_acc"] if best_epoch else math.nan  # (as recorded)
         result.model_epoch = best_epoch if config.keep == "best" and best_epoch else history[-1]["epoch"]
     result.seconds = time.perf_counter() - clock
     return result
@@ -378,66 +365,3 @@ def _validate(model, ema, cached, val_x, val: ImageData, device, config, autocas
     loss = F.cross_entropy(logits, val.labels).item()
     acc = (logits.argmax(1) == val.labels).float().mean().item()
     return loss, acc
-
-
-def _checkpoint(run: RunDir, model, ema, optimizer, config, classes, history, best_acc, best_epoch, epoch,
-                model_file: bool = True) -> None:
-    """Everything resume needs; and the model file unless `model_file` is False (keep="best" and
-    this epoch is not the best: the file keeps the best epoch's weights)."""
-    live = saved_state(model, config)
-    weights = live
-    rest: dict[str, torch.Tensor] = {}
-    if ema is not None:  # the averaged weights are the model users get; resume needs both
-        weights = {k: (ema[k] if k in ema else v) for k, v in live.items()}
-        rest.update({f"ema.{k}": v for k, v in ema.items()})
-    opt = optimizer.state_dict()
-    scalars: dict[str, dict] = {}
-    for idx, state in opt["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                rest[f"optim.{idx}.{key}"] = value
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in opt["param_groups"]]
-    meta = {"epoch": epoch, "history": history, "best_acc": best_acc, "best_epoch": best_epoch,
-            "optim_groups": groups, "optim_scalars": scalars, "config": config.to_dict(), "classes": classes}
-    run.save(weights if model_file else None, live, rest, meta)
-    run.write_metrics(history)
-
-
-def _save_snapshots(run: RunDir, snaps, image_u8: torch.Tensor) -> None:
-    from ..images import save_image
-    from .snapshots import evolution_figure
-
-    tensors = {}
-    for s in snaps:
-        tensors[f"{s.epoch}.filters"] = s.filters
-        tensors[f"{s.epoch}.activations"] = s.activations
-    save_tensors(run.file("snapshots.safetensors"), tensors, {"layer": snaps[-1].layer,
-                                                              "epochs": [s.epoch for s in snaps]})
-    image = Image.fromarray(image_u8.permute(1, 2, 0).numpy())
-    save_image(evolution_figure(snaps, image), run.file("feature_evolution.png"), None)
-
-
-def _load_snapshots(run: RunDir):
-    from .snapshots import Snapshot
-
-    path = run.file("snapshots.safetensors")
-    if not path.exists():
-        return []
-    tensors, meta = load_tensors(path)
-    return [Snapshot(e, tensors[f"{e}.filters"], tensors[f"{e}.activations"], meta["layer"]) for e in meta["epochs"]]
-
-
-def _load_optimizer(optimizer: torch.optim.Optimizer, rest: dict, meta: dict) -> None:
-    state: dict[int, dict] = {}
-    for key, value in rest.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    for idx, values in meta.get("optim_scalars", {}).items():
-        state.setdefault(int(idx), {}).update(values)
-    try:
-        optimizer.load_state_dict({"state": state, "param_groups": meta["optim_groups"]})
-    except (ValueError, KeyError) as e:
-        raise RunError(f"the checkpoint's optimizer state does not fit this model ({e})") from None

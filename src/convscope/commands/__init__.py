@@ -2,7 +2,8 @@
 
 Each module here defines `register(subparsers) -> None`, which adds its parser with
 `set_defaults(func=...)`; `func(args) -> int` runs it. The CLI discovers every module in this
-package, so adding a command means adding a file.
+package, so adding a command means adding a file; a module whose name starts with "_" holds part
+of another command and is not one itself.
 """
 
 from __future__ import annotations
@@ -13,4 +14,6 @@ import pkgutil
 
 def register_all(subparsers) -> None:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
         importlib.import_module(f"{__name__}.{info.name}").register(subparsers)
