@@ -751,14 +751,27 @@ def test_stop_while_the_job_waits_in_the_queue_ends_it_before_it_starts(monkeypa
     switch.submit()
     assert list(handler()) == [("result", 7)] and ran == [1, 1]
 
-    # Pressed as the job leaves the queue, while the handler reads its form: its engine never starts.
+    # Pressed as the job leaves the queue, while the handler reads its form: the job has left the
+    # queue (so not "queued"), and its engine ends at its first check, before it starts.
     switch.submit()
     outs = handler(before=["reading the form"])
     assert next(outs) == "reading the form"
-    assert switch.press() == "queued"
+    assert switch.press() == "running"
     with pytest.raises(jobs.Cancelled, match="stopped before it started"):
         list(outs)
     assert ran == [1, 1]
+
+    # A one-pass method (a built-in fast style) takes no Stop: a press is not acknowledged, and the
+    # job runs to its end.
+    def one_pass():
+        switch.one_pass()
+        yield "one pass"
+
+    switch.submit()
+    outs = handler(before=one_pass())
+    assert next(outs) == "one pass"
+    assert switch.press() is None
+    assert list(outs) == [("result", 7)] and ran == [1, 1, 1]
 
     # A job that ends before its engine starts (a form error) or is cancelled while it waits leaves
     # nothing for a later press to stop.
@@ -790,7 +803,7 @@ def test_stop_while_the_job_waits_in_the_queue_ends_it_before_it_starts(monkeypa
     with pytest.raises(Interrupted):
         list(outs)
     switch.submit()
-    assert list(handler()) == [("result", 7)] and ran == [1, 1, 1]
+    assert list(handler()) == [("result", 7)] and ran == [1, 1, 1, 1]
 
 
 def _stopped_after_first_preview(outs, switch) -> tuple:
@@ -1183,8 +1196,10 @@ def test_browser_stop_ends_a_queued_job_before_it_starts(page, pictures):
     assert "stopped before it started: nothing to keep" in ended, ended
     assert pg.locator("#texture-download a").count() == 0
 
-    # A Stop with nothing queued or running is not kept: the next job runs to its end.
-    pg.click("#texture-stop")
+    # A Stop with nothing queued or running is not kept: the next job runs to its end. (Run only
+    # once the server has answered the Stop, a quick event: else the two could arrive either way.)
+    with pg.expect_response(lambda r: "/run/" in r.url and r.request.method == "POST"):
+        pg.click("#texture-stop")
     pg.click("#texture-run")
     status = wait_status(pg, "#texture-status", "done")
     assert status.startswith("done") and status.endswith(")"), status

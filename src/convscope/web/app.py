@@ -238,7 +238,7 @@ def build_app(settings: Settings):
                 event = run.click(_api(stylize, names, (1, 3)),
                                   [method, content, style1, style2, blend, switch, *gatys.values(), *fast.values()],
                                   [result, status, download], api_name="stylize", show_progress_on=result,
-                                  validator=queues_on(5), **queued)
+                                  validator=queues_on(names.index("stop")), **queued)
                 stop.click(pressed, switch, status, **quick)
                 cancel.click(withdrawn, switch, status, cancels=[event], **quick)
 
@@ -339,15 +339,17 @@ def build_app(settings: Settings):
                     with sw.running():
                         yield from H.texture(img, dict(zip(t_names, values)), sw)
 
-                event_d = run_d.click(_api(dream, ["image", "stop", *d_names], (1, 3)),
+                d_args, t_args = ["image", "stop", *d_names], ["source", "stop", *t_names]  # as the inputs
+                event_d = run_d.click(_api(dream, d_args, (1, 3)),
                                       [d_image, switch_d, *dw.values()], [d_result, d_status, d_download],
-                                      api_name="dream", show_progress_on=d_result, validator=queues_on(1),
-                                      **queued)
+                                      api_name="dream", show_progress_on=d_result,
+                                      validator=queues_on(d_args.index("stop")), **queued)
                 stop_d.click(pressed, switch_d, d_status, **quick)
                 cancel_d.click(withdrawn, switch_d, d_status, cancels=[event_d], **quick)
-                event_t = run_t.click(_api(texture, ["source", "stop", *t_names], (1, 3)),
+                event_t = run_t.click(_api(texture, t_args, (1, 3)),
                                       [t_image, switch_t, *tw.values()], [t_result, t_status, t_download],
-                                      api_name="texture", show_progress_on=t_result, validator=queues_on(1),
+                                      api_name="texture", show_progress_on=t_result,
+                                      validator=queues_on(t_args.index("stop")),
                                       **queued)
                 stop_t.click(pressed, switch_t, t_status, **quick)
                 cancel_t.click(withdrawn, switch_t, t_status, cancels=[event_t], **quick)

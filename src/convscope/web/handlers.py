@@ -151,6 +151,8 @@ class Handlers:
             yield None, "loading the network...", None
             yield from self._run_gatys(content_img, styles, config, names, switch)
             return
+        if switch is not None:
+            switch.one_pass()  # one pass: nothing for Stop to end early
         from ..fast.apply import FastConfig
 
         config = build_config(FastConfig, FAST, fast, {"device": self.settings.device}).validate()

@@ -112,7 +112,9 @@ class StopSwitch:
     def __init__(self):
         self._lock = threading.Lock()
         self._job: Job | None = None  # the tab's job, from when it is queued until it ends
-        self._waiting = False         # queued, not yet adopted by `stream`
+        # None (no job), "queued" (in Gradio's queue), "started" (its handler reads the form),
+        # "running" (its engine took the job: `stream`), "one-pass" (a method without Stop)
+        self._state: str | None = None
 
     def __deepcopy__(self, memo) -> StopSwitch:
         """A new switch: Gradio deep-copies a gr.State's value for each API session (a lock cannot be
@@ -122,7 +124,7 @@ class StopSwitch:
     def submit(self) -> None:
         """A job for this tab was queued: a new Job, which `stream` adopts when the job starts."""
         with self._lock:
-            self._job, self._waiting = Job(), True
+            self._job, self._state = Job(), "queued"
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -130,7 +132,9 @@ class StopSwitch:
         (`Cancelled`, saying it had not started), and however the handler ends (a form error before
         the engine starts, a one-pass method that takes no Stop), the switch lets go of its job."""
         with self._lock:
-            job = self._job if self._waiting else None
+            job = self._job if self._state == "queued" else None
+            if job is not None:
+                self._state = "started"
         try:
             if job is not None:
                 job.check()
@@ -140,34 +144,42 @@ class StopSwitch:
                 self.detach(job)
 
     def attach(self) -> Job:
-        """The engine starts: the Job queued for it (stopped if Stop was pressed while it waited),
-        or a new one where none waits (an API call racing another of its session, a test)."""
+        """The engine starts: the Job queued for it (stopped if Stop was pressed since it was
+        queued), or a new one where none waits (an API call racing another of its session, a test)."""
         with self._lock:
-            if self._job is None or not self._waiting:
+            if self._job is None or self._state not in ("queued", "started"):
                 self._job = Job()
-            self._waiting = False
+            self._state = "running"
             return self._job
+
+    def one_pass(self) -> None:
+        """The handler runs a method that takes no Stop (a one-pass stylization): a press is not
+        acknowledged as if it would stop it."""
+        with self._lock:
+            if self._job is not None:
+                self._state = "one-pass"
 
     def detach(self, job: Job) -> None:
         with self._lock:
             if self._job is job:
-                self._job, self._waiting = None, False
+                self._job, self._state = None, None
 
     def withdraw(self) -> None:
         """Cancel was pressed: a job still waiting is dropped from Gradio's queue (a running one
         detaches itself as it unwinds)."""
         with self._lock:
-            if self._waiting:
-                self._job, self._waiting = None, False
+            if self._state == "queued":
+                self._job, self._state = None, None
 
     def press(self) -> str | None:
-        """Ask the tab's job to stop: "running", "queued" (it will end before it starts), or None
-        when there is none (and nothing is kept for a later job)."""
+        """Ask the tab's job to stop: "queued" (it will end before it starts), "running" (its engine
+        runs or is about to start, and keeps its image so far), or None when there is no job that
+        Stop can end (and nothing is kept for a later job)."""
         with self._lock:
-            if self._job is None:
+            if self._job is None or self._state == "one-pass":
                 return None
             self._job.stop.set()
-            return "queued" if self._waiting else "running"
+            return "queued" if self._state == "queued" else "running"
 
 
 def fraction(p: Progress) -> float:
