@@ -259,6 +259,28 @@ def test_train_refuses_an_output_another_process_is_training(folders, tmp_path):
     assert out.exists() and not lock_beside(out).exists()
 
 
+def test_cli_train_refuses_a_busy_output_before_loading_anything(folders, tmp_path, monkeypatch, capsys):
+    import fcntl
+
+    from convscope.runlock import lock_beside
+
+    content, _, style = folders
+    out = tmp_path / "m.safetensors"
+
+    def no_loading(*a, **k):
+        raise AssertionError("a network was loaded for a run that cannot start")
+
+    monkeypatch.setattr(convscope.nets, "get_net", no_loading)
+    with open(lock_beside(out), "w") as other:  # held as another process would hold it
+        fcntl.flock(other, fcntl.LOCK_EX)
+        code = main(["train-style", str(style), "--content-dir", str(content), "-o", str(out), "--steps", "2",
+                     "--size", "32", "--device", "cpu", "-q"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"the training output {out} is being written by another training process" in err, err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
 def test_train_style_init_starts_from_a_trained_model(folders, tmp_path):
     content, _, style = folders
     first = tmp_path / "first.safetensors"

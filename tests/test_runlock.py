@@ -61,6 +61,32 @@ def test_a_second_process_is_refused_until_the_holder_dies(tmp_path, holder):
     assert not lock.exists()  # removed on the way out
 
 
+def test_another_thread_of_this_process_is_refused_too(tmp_path):
+    import threading
+
+    lock, seen = tmp_path / ".out.lock", []
+    inside, leave = threading.Event(), threading.Event()
+
+    def first():
+        with exclusive(lock, "the output"):
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    inside.wait(10)
+    try:
+        with exclusive(lock, "the output"):
+            seen.append("entered")
+    except BusyError as e:
+        seen.append(str(e))
+    leave.set()
+    thread.join()
+    assert seen == ["the output is being written by another training in this process; wait for it to finish"]
+    with exclusive(lock, "the output"):  # free again once the other thread let go
+        pass
+
+
 def test_a_run_folder_in_use_is_refused_and_left_alone(tmp_path, holder, capsys):
     data = make_folder(tmp_path / "data", n_train=4, n_test=2, size=8, corrupt=False)
     run = tmp_path / "run"

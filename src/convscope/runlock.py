@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,9 +34,11 @@ def lock_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.lock")
 
 
-# Locks this process holds (by real path): taking one again inside it is a no-op, so the CLI can
-# lock before it writes anything and the engine it calls still locks for API callers.
-_HELD: set[str] = set()
+# Locks this process holds (real path -> the thread holding it): taking one again in the same thread
+# is a no-op, so the CLI can lock before it writes anything and the engine it calls still locks for
+# API callers; another thread of this process is refused like another process.
+_HELD: dict[str, int] = {}
+_HELD_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -44,17 +47,26 @@ def exclusive(lock: Path, what: str) -> Iterator[None]:
     when another process holds it. The lock file is removed on the way out."""
     lock = Path(lock)
     key = os.path.join(os.path.realpath(lock.parent), lock.name)
-    if key in _HELD:
+    with _HELD_LOCK:
+        holder = _HELD.get(key)
+        if holder == threading.get_ident():
+            owned = False
+        elif holder is not None:
+            raise BusyError(f"{what} is being written by another training in this process; wait for it to finish")
+        else:
+            fd = _acquire(lock, what)
+            _HELD[key] = threading.get_ident()
+            owned = True
+    if not owned:
         yield
         return
-    fd = _acquire(lock, what)
-    _HELD.add(key)
     try:
         yield
     finally:
-        _HELD.discard(key)
-        if fd is not None:
-            _release(lock, fd)
+        with _HELD_LOCK:
+            del _HELD[key]
+            if fd is not None:
+                _release(lock, fd)
 
 
 def _acquire(lock: Path, what: str) -> int | None:

@@ -141,10 +141,13 @@ def _interrupted(args) -> int:
 
 def _run_training(args, config_cls, train) -> int:
     """Parse the trainer's config, run `train(config, resume, callback)` with a bar, report."""
+    from ..fast.train import output_lock
+
     config = config_from_args(args, config_cls).validate()
     bar = None if args.quiet else _TrainBar(config.steps)
     try:
-        result = train(config, args.resume, bar)
+        with output_lock(args.output):  # before the data and the networks load: a busy output is said at once
+            result = train(config, args.resume, bar)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()  # before the message, or the bar draws itself again below it

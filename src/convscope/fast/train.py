@@ -175,17 +175,16 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
     opt.load_state_dict(sd)
 
 
-def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: TrainCommon, out: Path, *rest,
-           **kw) -> TrainResult:
-    """`_steps` holding the output's lock: two processes training into one file would overwrite
-    each other's checkpoints (and a resume clears the other's temp files mid-write)."""
+def output_lock(out: str | Path):
+    """The lock a training into `out` holds (runlock: one writer per checkpoint). The CLI takes it
+    before loading anything; the trainers take it again (a no-op then) for API callers."""
     from ..runlock import exclusive, lock_beside
 
-    with exclusive(lock_beside(out), f"the training output {out}"):
-        return _steps(kind, net, step_losses, config, out, *rest, **kw)
+    out = Path(out).expanduser()
+    return exclusive(lock_beside(out), f"the training output {out}")
 
 
-def _steps(kind: str, net: torch.nn.Module, step_losses: Callable, config: TrainCommon, out: Path,
+def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: TrainCommon, out: Path,
            device: torch.device, previews: torch.Tensor, meta: dict, resume: bool,
            callback: Callable[[TrainProgress], None] | None, skipped: Callable[[], int],
            preview_net: torch.nn.Module | None = None, data: dict[str, str] | None = None) -> TrainResult:
@@ -356,8 +355,9 @@ def train_style(style: str | Path | Image.Image, content_dir: str | Path, out: s
     meta = {"card": {**named, **(card or {})},
             "config": {**config.to_dict(), "precision": precision, "device": str(device)}}
     data = {"style": _image_print(style_img), "content": _folder_print(root, files)}
-    return _train(STYLE_KIND, net, step_losses, config, path, device, previews, meta, resume, callback,
-                  lambda: len(sampler.skipped), data=data)
+    with output_lock(path):
+        return _train(STYLE_KIND, net, step_losses, config, path, device, previews, meta, resume, callback,
+                      lambda: len(sampler.skipped), data=data)
 
 
 class ArbitraryStylizer(torch.nn.Module):
@@ -443,7 +443,8 @@ def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | P
 
     meta = {"card": dict(card or {}), "config": {**config.to_dict(), "precision": precision, "device": str(device)}}
     # Training updates the decoder (and the lite encoder); VGG19 stays frozen.
-    return _train(ARBITRARY_KIND, net, step_losses, config, path, device, previews, meta, resume, callback,
-                  lambda: len(contents.skipped) + len(styles.skipped), preview_net=preview_net,
-                  data={"content": _folder_print(content_root, content_files),
-                        "styles": _folder_print(style_root, style_files)})
+    with output_lock(path):
+        return _train(ARBITRARY_KIND, net, step_losses, config, path, device, previews, meta, resume, callback,
+                      lambda: len(contents.skipped) + len(styles.skipped), preview_net=preview_net,
+                      data={"content": _folder_print(content_root, content_files),
+                            "styles": _folder_print(style_root, style_files)})

@@ -14,6 +14,7 @@ with the layer interface every engine uses (`resolve`, `features`, `stride_of`, 
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -34,6 +35,7 @@ RANDOM = ":random"  # suffix: the architecture at random initialization (tests, 
 # torch/torchvision version), whatever the caller's RNG state, in every process and after every
 # clear_net_cache(), so a result on it can be repeated (see _private_init).
 INIT_SEED = 0
+_BUILD_LOCK = threading.RLock()
 
 Net = Backbone | HookedNet
 
@@ -207,7 +209,9 @@ def _private_init() -> Iterator[None]:
       when the cache above dropped it and it was built again): with the global state, "resnet18:random"
       was a different net after different earlier work, and a unit that fired in one process could
       be a closed ReLU in another, where gradient and guided backprop are exactly zero."""
-    with torch.random.fork_rng(devices=[]):
+    # One build at a time (web jobs run in threads): two interleaved builds would draw from each
+    # other's seeded state, and one's restore would undo the other's seeding.
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(INIT_SEED)  # the CPU generator only: CUDA's is the caller's
         yield
 
