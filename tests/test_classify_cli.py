@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -359,6 +360,39 @@ def test_keep_best_is_reported_and_evaluated(tmp_path, capsys, monkeypatch):
     assert "; weights of epoch 2" in capsys.readouterr().out
     assert main(["classify", "evaluate", str(run), "--json", "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["epoch"] == 2
+
+
+def test_evaluate_lists_and_draws_the_most_confident_mistakes(trained, capsys, tmp_path):
+    from convscope.images import read_png_metadata
+
+    _, run = trained
+    # A test folder with two classes' names swapped: the run is sure of the images it gets "wrong".
+    data = make_folder(tmp_path / "swapped", n_train=0, n_test=4, size=16, seed=5, corrupt=False) / "test"
+    (data / "red").rename(data / "tmp")
+    (data / "green").rename(data / "red")
+    (data / "tmp").rename(data / "green")
+    argv = ["classify", "evaluate", str(run), "--data", str(data), "--device", "cpu", "--mistakes", "3"]
+    assert main(argv + ["--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    wrong = report["count"] - sum(report["confusion"][i][i] for i in range(3))
+    mistakes = report["mistakes"]
+    assert wrong >= 3 and len(mistakes) == 3
+    assert [m["p_actual"] for m in mistakes] == sorted(m["p_actual"] for m in mistakes)  # most confident first
+    for m in mistakes:
+        assert m["predicted"] != m["actual"] and m["p_predicted"] > m["p_actual"]
+        assert Path(m["image"]).parent.name == m["actual"] and Path(m["image"]).is_file()
+    assert main(argv + ["--mistakes-figure", str(tmp_path / "m.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"the 3 most confident of {wrong} mistake(s):" in out
+    assert f"{mistakes[0]['image']}: actual {mistakes[0]['actual']}" in out
+    assert read_png_metadata(tmp_path / "m.png")["mistakes"] == mistakes
+    # The figure alone lists (and draws) up to 16; none wrong is said so.
+    assert main(["classify", "evaluate", str(run), "--device", "cpu", "--json"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    own_wrong = own["count"] - sum(own["confusion"][i][i] for i in range(3))
+    assert main(["classify", "evaluate", str(run), "--device", "cpu", "--mistakes-figure", str(tmp_path / "n.png")]) == 0
+    assert len(read_png_metadata(tmp_path / "n.png")["mistakes"]) == min(16, own_wrong)
+    assert ("no mistakes" in capsys.readouterr().out) == (own_wrong == 0)
 
 
 @pytest.mark.parametrize("stop_after, kept", [(1, True), (0, False)])

@@ -153,6 +153,33 @@ def test_a_kill_between_checkpoint_and_model_file_is_repaired_on_resume(tmp_path
     assert all(torch.equal(weights[k], whole[k]) for k in whole)
 
 
+def test_evaluate_finds_the_most_confident_mistakes_and_where_the_net_saw_them(tmp_path):
+    from convscope.classify.predict import evaluate, load_run, mistake_maps
+
+    train(splits(), config(epochs=4), RunDir(tmp_path / "r"))
+    loaded = load_run(tmp_path / "r")
+    val = blobs(48, 1)
+    labels = (val.labels + 1) % 3  # rotated: the better the net, the surer its mistakes
+    logits = loaded.model(val.images.float() / 255).detach()
+    p = logits.softmax(1)
+    wrong = (logits.argmax(1) != labels).nonzero().flatten().tolist()
+    ev = evaluate(loaded, val.images, labels, "cpu", mistakes=5)
+    assert len(wrong) >= 5 and len(ev.mistakes) == 5
+    by_loss = sorted(wrong, key=lambda i: p[i, labels[i]].item())
+    assert [m.index for m in ev.mistakes] == by_loss[:5]
+    for m in ev.mistakes:
+        assert m.actual == labels[m.index] and m.predicted == logits[m.index].argmax()
+        assert m.p_actual == pytest.approx(p[m.index, m.actual].item(), rel=1e-4)
+        assert m.loss == pytest.approx(-math.log(m.p_actual))
+    assert len(evaluate(loaded, val.images, labels, "cpu", mistakes=1000).mistakes) == len(wrong)
+    assert evaluate(loaded, val.images, labels, "cpu").mistakes == []
+    maps = mistake_maps(loaded, val.images, ev.mistakes[:2], "cpu")
+    assert [tuple(m.shape) for m in maps] == [(16, 16)] * 2
+    assert all(float(m.min()) >= 0 and float(m.max()) == pytest.approx(1.0) for m in maps)
+    with pytest.raises(ConfigError, match="mistakes must be a whole number"):
+        evaluate(loaded, val.images, labels, "cpu", mistakes=-1)
+
+
 def test_a_kept_best_epoch_evaluates_to_its_recorded_accuracy(tmp_path):
     """Real validation: the rotated labels (red called green, ...) score worse the better the net
     learns, so the last epoch is the worst and the model file keeps an earlier one."""

@@ -53,6 +53,7 @@ def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 # output in place; it is read before the run, and the write replaces it only with the finished, or at
 # Ctrl-C the best, image, atomically). (train-style's --init is a model to start from: a new model.)
 MAY_BE_THE_OUTPUT = {"stylize": ("init",), "demo": ("init",)}
+OTHER_OUTPUTS = ("mistakes_figure",)  # options that name a second output, not an input
 
 
 def refuse_to_overwrite_an_input(args: argparse.Namespace) -> None:
@@ -65,8 +66,8 @@ def refuse_to_overwrite_an_input(args: argparse.Namespace) -> None:
         return
     for name, value in vars(args).items():
         for v in value if isinstance(value, list) else [value]:
-            if name == "output" or name in MAY_BE_THE_OUTPUT.get(getattr(args, "command", None), ()) or \
-                    not isinstance(v, str) or not v:
+            if name == "output" or name in OTHER_OUTPUTS or \
+                    name in MAY_BE_THE_OUTPUT.get(getattr(args, "command", None), ()) or not isinstance(v, str) or not v:
                 continue
             try:
                 same = os.path.samefile(Path(v).expanduser(), Path(out).expanduser())

@@ -6,10 +6,11 @@ they belong to. ImageNet predictions without training use EfficientNet-Lite0's b
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -106,10 +107,30 @@ class Evaluation:
     confusion: torch.Tensor                  # [C, C] counts, rows = true class
     count: int
     tta: str                                 # none, flip or shift (see infer.tta_logits)
+    mistakes: list[Mistake] = field(default_factory=list)  # the most confident, worst first
+
+
+@dataclass
+class Mistake:
+    """A misclassified image: where it is among the images evaluated, and how wrong."""
+    index: int
+    actual: int
+    predicted: int
+    p_predicted: float
+    p_actual: float
+
+    @property
+    def loss(self) -> float:
+        """Its cross-entropy, -log p(actual): the more confident the mistake, the larger."""
+        return -math.log(max(self.p_actual, 1e-45))
 
 
 def evaluate(loaded: LoadedRun, images_u8: torch.Tensor, labels: torch.Tensor, device, tta: str = "none",
-             ks: tuple[int, ...] = (1, 5)) -> Evaluation:
+             ks: tuple[int, ...] = (1, 5), mistakes: int = 0) -> Evaluation:
+    """Accuracy, top-k, per-class accuracy and the confusion matrix of `loaded` on uint8 images
+    [N, 3, H, W] with `labels`; and the `mistakes` misclassified images of highest loss."""
+    if isinstance(mistakes, bool) or not isinstance(mistakes, int) or mistakes < 0:
+        raise ConfigError(f"mistakes must be a whole number at least 0, not {mistakes!r}")
     logits = predict_logits(loaded.model, images_u8, device, tta=tta)
     c = len(loaded.classes)
     top = logits.topk(min(max(ks), c), dim=1).indices
@@ -121,7 +142,33 @@ def evaluate(loaded: LoadedRun, images_u8: torch.Tensor, labels: torch.Tensor, d
     # Classes without an image (a test folder of some of the run's classes) have no accuracy: left out.
     per_class = {name: (confusion[i, i] / totals[i]).item() for i, name in enumerate(loaded.classes)
                  if confusion[i].sum() > 0}
-    return Evaluation(topk[1], topk, per_class, confusion, int(labels.numel()), tta)
+    return Evaluation(topk[1], topk, per_class, confusion, int(labels.numel()), tta,
+                      _worst(logits, labels, pred, mistakes))
+
+
+def _worst(logits: torch.Tensor, labels: torch.Tensor, pred: torch.Tensor, k: int) -> list[Mistake]:
+    """The k misclassified images with the lowest probability of their actual class."""
+    wrong = (pred != labels).nonzero().flatten()
+    if not k or not len(wrong):
+        return []
+    probs = logits[wrong].float().softmax(1)
+    p_actual = probs.gather(1, labels[wrong, None])[:, 0]
+    order = p_actual.argsort(stable=True)[:k]  # ties: in the data's order
+    return [Mistake(int(wrong[i]), int(labels[wrong[i]]), int(pred[wrong[i]]), float(probs[i, pred[wrong[i]]]),
+                    float(p_actual[i])) for i in order.tolist()]
+
+
+def mistake_maps(loaded: LoadedRun, images_u8: torch.Tensor, mistakes: list[Mistake], device) -> list[torch.Tensor]:
+    """Grad-CAM of each mistake's predicted class, [H, W] in [0, 1] at the image's size: where in the
+    image the net found the evidence for the wrong class."""
+    from ..vis.attribution import Target, grad_cam
+
+    net = as_net(loaded)
+    maps = []
+    for m in mistakes:
+        x = images_u8[m.index:m.index + 1].to(device).float().div_(255)
+        maps.append(grad_cam(net, x, Target("logits", m.predicted)).cam[0].cpu())
+    return maps
 
 
 @dataclass

@@ -47,6 +47,13 @@ def register(subparsers) -> None:
                    help="test-time augmentation: flip (the default when given alone) averages the image and its "
                         "mirror; shift adds both moved by 1 px diagonally each way; none (default)")
     e.add_argument("-o", "--output", default=None, help="confusion-matrix figure (PNG)")
+    e.add_argument("--mistakes", type=int, default=None, metavar="N",
+                   help="list the N misclassified images the run was most sure of (lowest probability of "
+                        "their actual class): mislabelled images and confusable classes show up here "
+                        f"(default: none; {MISTAKES_SHOWN} with --mistakes-figure)")
+    e.add_argument("--mistakes-figure", default=None, metavar="OUT.png",
+                   help="draw those images (at most 64), each with the Grad-CAM of the class it was taken for: "
+                        "where the net saw it")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.add_argument("--device", default="auto", help="device: auto, cpu, cuda, cuda:N, mps (default: auto)")
     e.set_defaults(func=run_evaluate)
@@ -69,12 +76,23 @@ def register(subparsers) -> None:
     _register_export(sub)
 
 
+MISTAKES_SHOWN, MISTAKES_DRAWN = 16, 64  # --mistakes-figure alone lists and draws 16; it draws at most 64
+
+
 def run_evaluate(args) -> int:
     from ..classify.run import RunDir
+    from ..errors import ConfigError
     from ..imagefiles import check_output_path
 
     if args.output:
         check_output_path(args.output)  # before the evaluation, not after its report
+    if args.mistakes is not None and args.mistakes < 0:
+        raise ConfigError(f"--mistakes must be a whole number at least 0, not {args.mistakes}")
+    if args.mistakes_figure:
+        check_output_path(args.mistakes_figure)
+        if args.output and Path(args.output).expanduser().resolve() == Path(args.mistakes_figure).expanduser().resolve():
+            raise ConfigError("-o and --mistakes-figure name the same file; give each figure its own")
+    shown = args.mistakes if args.mistakes is not None else MISTAKES_SHOWN if args.mistakes_figure else 0
     RunDir(args.run_dir).info()  # not a run: said before PyTorch loads (load_run reads it again)
 
     from ..classify.data import load_data
@@ -108,20 +126,72 @@ def run_evaluate(args) -> int:
         from ..errors import ConfigError
         raise ConfigError(f"the data's classes ({', '.join(val.classes[:5])}, ...) differ from the run's "
                           f"({', '.join(loaded.classes[:5])}, ...)")
-    ev = evaluate(loaded, val.images, val.labels, device, tta=args.tta)
+    ev = evaluate(loaded, val.images, val.labels, device, tta=args.tta, mistakes=shown)
+    mistakes = [_mistake_record(m, val, loaded.classes) for m in ev.mistakes]
     if args.json:
         print(json.dumps({"accuracy": ev.accuracy, "top_k": ev.top_k, "per_class": ev.per_class,
                           "count": ev.count, "tta": ev.tta, "epoch": loaded.epoch,
-                          "confusion": ev.confusion.tolist()}, indent=2))
+                          "confusion": ev.confusion.tolist(), **({"mistakes": mistakes} if shown else {})},
+                         indent=2))
     else:
         print(f"accuracy {ev.accuracy:.4f} on {ev.count} images ({val_kind})"
               + "".join(f", top-{k} {v:.4f}" for k, v in ev.top_k.items() if k > 1)
               + (f"; weights of epoch {loaded.epoch}" if loaded.epoch else ""))
         for name, acc in ev.per_class.items():
             print(f"  {name:<20} {acc:.4f}")
+        if shown:
+            wrong = int(ev.count - ev.confusion.diagonal().sum())
+            print(f"the {len(mistakes)} most confident of {wrong} mistake(s):" if mistakes else "no mistakes")
+            for r in mistakes:
+                print(f"  {r['image']}: actual {r['actual']} ({_percent(r['p_actual'])}), "
+                      f"predicted {r['predicted']} ({_percent(r['p_predicted'])})")
     if args.output:
         _confusion_figure(ev, loaded.classes, args.output)
+    if args.mistakes_figure:
+        from ..classify.predict import mistake_maps
+
+        drawn = ev.mistakes[:MISTAKES_DRAWN]
+        _mistakes_figure(val.images, drawn, mistakes, mistake_maps(loaded, val.images, drawn, device),
+                         args.mistakes_figure)
     return 0
+
+
+def _percent(p: float) -> str:
+    return "<0.1%" if p < 0.0005 else f"{p:.1%}"  # (0.0% read as impossible)
+
+
+def _mistake_record(m, val, classes) -> dict:
+    """A mistake as the report shows it: the image's file (or its index in the split), class names."""
+    image = val.paths[m.index] if val.paths is not None else f"image #{m.index}"
+    return {"image": image, "index": m.index, "actual": classes[m.actual], "predicted": classes[m.predicted],
+            "p_actual": m.p_actual, "p_predicted": m.p_predicted}
+
+
+def _mistakes_figure(images_u8, mistakes, records, maps, out) -> None:
+    """A grid of the mistakes, each with the Grad-CAM of its predicted class over it."""
+    from PIL import Image
+
+    from ..figures import render
+    from ..images import save_image
+    from ..vis.explain import heat_overlay
+
+    cols = max(1, min(4, len(mistakes)))
+    rows = max(1, -(-len(mistakes) // cols))
+
+    def draw(fig) -> None:
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        if not mistakes:
+            axes[0, 0].set_title("no mistakes", fontsize=10)
+        for ax, m, r, cam in zip(axes.flat, mistakes, records, maps):
+            image = Image.fromarray(images_u8[m.index].permute(1, 2, 0).numpy())
+            ax.imshow(heat_overlay(image, cam, alpha=0.4).clip(0, 1))  # (float rounding past 1)
+            name = "/".join(Path(r["image"]).parts[-2:])  # class folder and file: "cat/0042.jpg"
+            ax.set_title(f"{name}\nactual: {r['actual']}\npredicted: {r['predicted']} {r['p_predicted']:.0%}",
+                         fontsize=8, color="red")
+
+    save_image(render(draw, (2.6 * cols, 3.2 * rows)), out, {"mistakes": records[:len(mistakes)]})
 
 
 def _warn_if_a_copy_of_the_training_data(meta: dict, folder: str, val) -> None:
