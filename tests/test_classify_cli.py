@@ -377,6 +377,8 @@ def test_evaluate_lists_and_draws_the_most_confident_mistakes(trained, capsys, t
     wrong = report["count"] - sum(report["confusion"][i][i] for i in range(3))
     mistakes = report["mistakes"]
     assert wrong >= 3 and len(mistakes) == 3
+    assert {tuple(report["most_confused"][0][:2]), tuple(report["most_confused"][1][:2])} == {("red", "green"),
+                                                                                              ("green", "red")}
     assert [m["p_actual"] for m in mistakes] == sorted(m["p_actual"] for m in mistakes)  # most confident first
     for m in mistakes:
         assert m["predicted"] != m["actual"] and m["p_predicted"] > m["p_actual"]

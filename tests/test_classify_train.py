@@ -172,6 +172,12 @@ def test_evaluate_finds_the_most_confident_mistakes_and_where_the_net_saw_them(t
         assert m.p_actual == pytest.approx(p[m.index, m.actual].item(), rel=1e-4)
         assert m.loss == pytest.approx(-math.log(m.p_actual))
     assert len(evaluate(loaded, val.images, labels, "cpu", mistakes=1000).mistakes) == len(wrong)
+    pairs = ev.most_confused(val.classes, n=3)
+    off = ev.confusion.clone().fill_diagonal_(0)
+    assert pairs and pairs[0][2] == int(off.max()) and [k for _, _, k in pairs] == sorted((k for _, _, k in pairs),
+                                                                                          reverse=True)
+    for a, b, k in pairs:
+        assert a != b and k == ev.confusion[val.classes.index(a), val.classes.index(b)] > 0
     assert evaluate(loaded, val.images, labels, "cpu").mistakes == []
     maps = mistake_maps(loaded, val.images, ev.mistakes[:2], "cpu")
     assert [tuple(m.shape) for m in maps] == [(16, 16)] * 2

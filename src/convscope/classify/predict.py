@@ -109,6 +109,15 @@ class Evaluation:
     tta: str                                 # none, flip or shift (see infer.tta_logits)
     mistakes: list[Mistake] = field(default_factory=list)  # the most confident, worst first
 
+    def most_confused(self, classes: list[str], n: int = 5) -> list[tuple[str, str, int]]:
+        """The n (actual, predicted, count) pairs of different classes taken for each other most often."""
+        off = self.confusion.clone()
+        off.fill_diagonal_(0)
+        counts, flat = off.flatten().sort(descending=True, stable=True)
+        c = off.shape[0]
+        return [(classes[i // c], classes[i % c], int(k)) for k, i in zip(counts[:n].tolist(), flat[:n].tolist())
+                if k > 0]
+
 
 @dataclass
 class Mistake:

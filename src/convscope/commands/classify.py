@@ -131,14 +131,18 @@ def run_evaluate(args) -> int:
     if args.json:
         print(json.dumps({"accuracy": ev.accuracy, "top_k": ev.top_k, "per_class": ev.per_class,
                           "count": ev.count, "tta": ev.tta, "epoch": loaded.epoch,
-                          "confusion": ev.confusion.tolist(), **({"mistakes": mistakes} if shown else {})},
-                         indent=2))
+                          "confusion": ev.confusion.tolist(), "most_confused": ev.most_confused(loaded.classes),
+                          **({"mistakes": mistakes} if shown else {})}, indent=2))
     else:
         print(f"accuracy {ev.accuracy:.4f} on {ev.count} images ({val_kind})"
               + "".join(f", top-{k} {v:.4f}" for k, v in ev.top_k.items() if k > 1)
               + (f"; weights of epoch {loaded.epoch}" if loaded.epoch else ""))
         for name, acc in ev.per_class.items():
             print(f"  {name:<20} {acc:.4f}")
+        confused = ev.most_confused(loaded.classes)
+        if confused:
+            print("most confused (actual -> predicted): "
+                  + ", ".join(f"{a} -> {b} {k}x" for a, b, k in confused))
         if shown:
             wrong = int(ev.count - ev.confusion.diagonal().sum())
             print(f"the {len(mistakes)} most confident of {wrong} mistake(s):" if mistakes else "no mistakes")
