@@ -186,6 +186,44 @@ def test_evaluate_finds_the_most_confident_mistakes_and_where_the_net_saw_them(t
         evaluate(loaded, val.images, labels, "cpu", mistakes=-1)
 
 
+def test_balanced_class_weights_count_each_class_the_same(tmp_path, monkeypatch):
+    from convscope.classify import train as train_module
+    from convscope.classify.train import class_weights
+
+    labels = torch.tensor([0] * 6 + [1] * 3 + [2] * 1)
+    w = class_weights(labels, 4)  # class 3 has no training image
+    assert torch.allclose(w, torch.tensor([10 / (4 * 6), 10 / (4 * 3), 10 / 4, 0.0]))
+    assert torch.bincount(labels, weights=w[labels]).tolist() == pytest.approx([2.5, 2.5, 2.5])  # each class weighs the same
+    assert torch.equal(class_weights(torch.arange(6) % 3, 3), torch.ones(3))
+    # The training loss is weighted so (the validation loss is not: it stays the plain cross-entropy).
+    made = []
+    real = train_module.nn.CrossEntropyLoss
+    monkeypatch.setattr(train_module.nn, "CrossEntropyLoss", lambda **kw: made.append(kw) or real(**kw))
+    rare = blobs(96, 0).subset(torch.tensor([i for i in range(96) if i % 3 != 2 or i < 12]))  # 4 blue of 68
+    data = DataSplits(rare, blobs(24, 1), "synthetic", "test")
+    train(data, config(epochs=1, class_weights="balanced"), RunDir(tmp_path / "b"))
+    assert torch.allclose(made[-1]["weight"].cpu(), torch.tensor([68 / 96, 68 / 96, 68 / 12]))
+    train(data, config(epochs=1), RunDir(tmp_path / "n"))
+    assert made[-1]["weight"] is None
+    with pytest.raises(ConfigError, match="--class-weights must be one of none, balanced"):
+        config(class_weights="inverse").resolved()
+
+
+def test_balanced_accuracy_weighs_each_class_the_same(tmp_path):
+    from convscope.classify.predict import evaluate, load_run
+
+    train(splits(), config(epochs=1), RunDir(tmp_path / "r"))
+    loaded = load_run(tmp_path / "r")
+    val = blobs(48, 1)
+    ev = evaluate(loaded, val.images, val.labels, "cpu")
+    assert len(set(ev.per_class.values())) > 1  # (classes scored differently, or the test shows nothing)
+    worst = min(ev.per_class, key=ev.per_class.get)
+    more = torch.tensor(list(range(48)) + [i for i in range(48) if val.classes[val.labels[i]] == worst] * 5)
+    ev6 = evaluate(loaded, val.images[more], val.labels[more], "cpu")  # the worst class six times over
+    assert ev6.balanced_accuracy == pytest.approx(ev.balanced_accuracy)
+    assert ev6.accuracy < ev.accuracy  # the plain accuracy follows the counts
+
+
 def test_a_kept_best_epoch_evaluates_to_its_recorded_accuracy(tmp_path):
     """Real validation: the rotated labels (red called green, ...) score worse the better the net
     learns, so the last epoch is the worst and the model file keeps an earlier one."""

@@ -24,6 +24,7 @@ SCHEDULES = ("none", "step", "cosine", "onecycle")
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TTA_MODES = ("none", "flip", "shift")  # test-time augmentation of evaluate (infer.tta_logits)
 KEEP_CHOICES = ("last", "best")  # which epoch's weights model.safetensors holds
+CLASS_WEIGHTS = ("none", "balanced")  # how each class's images count in the training loss
 
 RECIPES: dict[str, dict] = {
     # The reference: Keras' CIFAR CNN example as in the issue, Adadelta at its Keras defaults.
@@ -82,6 +83,10 @@ class TrainConfig:
     schedule: str | None = _opt("learning-rate schedule: none, step (x0.1 at 50% and 75%), cosine, onecycle "
                                 "(default: the model's recipe)", None)
     warmup: float = _opt("epochs of linear learning-rate warm-up", 0.0)
+    class_weights: str = _opt("weigh the training loss per class: none, or balanced (each class in inverse "
+                              "proportion to its share of the training images, so a class with few images "
+                              "counts as much as one with many; scikit-learn's 'balanced')", "none",
+                              choices=CLASS_WEIGHTS)
     label_smoothing: float | None = _opt("label smoothing of the cross-entropy (default: the model's recipe, "
                                          "0 unless it says otherwise)", None)
     flip: bool | None = _opt("random horizontal flips (default: the model's recipe)", None)

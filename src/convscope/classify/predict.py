@@ -109,6 +109,12 @@ class Evaluation:
     tta: str                                 # none, flip or shift (see infer.tta_logits)
     mistakes: list[Mistake] = field(default_factory=list)  # the most confident, worst first
 
+    @property
+    def balanced_accuracy(self) -> float:
+        """The mean of the per-class accuracies: each class counts the same, however many images it
+        has (the accuracy of a run that ignores a rare class hides it; this does not)."""
+        return sum(self.per_class.values()) / max(1, len(self.per_class))
+
     def most_confused(self, classes: list[str], n: int = 5) -> list[tuple[str, str, int]]:
         """The n (actual, predicted, count) pairs of different classes taken for each other most often."""
         off = self.confusion.clone()

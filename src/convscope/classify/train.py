@@ -255,7 +255,9 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
         from .snapshots import check_layer
         check_layer(model, config.snapshot_layer, config.input_size, config.model)  # not after an epoch
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    weight = class_weights(splits.train.labels, len(classes)).to(device) if config.class_weights == "balanced" \
+        else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
     forward = model
     if world.active and not cached:
         from torch.nn.parallel import DistributedDataParallel
@@ -344,6 +346,13 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
         result.model_epoch = best_epoch if config.keep == "best" and best_epoch else history[-1]["epoch"]
     result.seconds = time.perf_counter() - clock
     return result
+
+
+def class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """'balanced' loss weights [C]: n / (C * n_c) for a class of n_c of the n training images (the
+    whole set, the same on every rank); 1 for every class of a balanced set."""
+    counts = torch.bincount(labels, minlength=classes).float()
+    return torch.where(counts > 0, labels.numel() / (classes * counts.clamp(min=1)), torch.zeros(()))
 
 
 def _validate(model, ema, cached, val_x, val: ImageData, device, config, autocast) -> tuple[float, float]:

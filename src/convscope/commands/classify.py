@@ -129,13 +129,14 @@ def run_evaluate(args) -> int:
     ev = evaluate(loaded, val.images, val.labels, device, tta=args.tta, mistakes=shown)
     mistakes = [_mistake_record(m, val, loaded.classes) for m in ev.mistakes]
     if args.json:
-        print(json.dumps({"accuracy": ev.accuracy, "top_k": ev.top_k, "per_class": ev.per_class,
+        print(json.dumps({"accuracy": ev.accuracy, "balanced_accuracy": ev.balanced_accuracy, "top_k": ev.top_k,
+                          "per_class": ev.per_class,
                           "count": ev.count, "tta": ev.tta, "epoch": loaded.epoch,
                           "confusion": ev.confusion.tolist(), "most_confused": ev.most_confused(loaded.classes),
                           **({"mistakes": mistakes} if shown else {})}, indent=2))
     else:
-        print(f"accuracy {ev.accuracy:.4f} on {ev.count} images ({val_kind})"
-              + "".join(f", top-{k} {v:.4f}" for k, v in ev.top_k.items() if k > 1)
+        print(f"accuracy {ev.accuracy:.4f} on {ev.count} images ({val_kind}), mean per class "
+              f"{ev.balanced_accuracy:.4f}" + "".join(f", top-{k} {v:.4f}" for k, v in ev.top_k.items() if k > 1)
               + (f"; weights of epoch {loaded.epoch}" if loaded.epoch else ""))
         for name, acc in ev.per_class.items():
             print(f"  {name:<20} {acc:.4f}")
