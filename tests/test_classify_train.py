@@ -187,8 +187,8 @@ def test_evaluate_finds_the_most_confident_mistakes_and_where_the_net_saw_them(t
 
 
 def test_balanced_class_weights_count_each_class_the_same(tmp_path, monkeypatch):
-    from convscope.classify import train as train_module
-    from convscope.classify.train import class_weights
+    from convscope.classify import setup as setup_module
+    from convscope.classify.setup import class_weights
 
     labels = torch.tensor([0] * 6 + [1] * 3 + [2] * 1)
     w = class_weights(labels, 4)  # class 3 has no training image
@@ -197,8 +197,8 @@ def test_balanced_class_weights_count_each_class_the_same(tmp_path, monkeypatch)
     assert torch.equal(class_weights(torch.arange(6) % 3, 3), torch.ones(3))
     # The training loss is weighted so (the validation loss is not: it stays the plain cross-entropy).
     made = []
-    real = train_module.nn.CrossEntropyLoss
-    monkeypatch.setattr(train_module.nn, "CrossEntropyLoss", lambda **kw: made.append(kw) or real(**kw))
+    real = setup_module.nn.CrossEntropyLoss
+    monkeypatch.setattr(setup_module.nn, "CrossEntropyLoss", lambda **kw: made.append(kw) or real(**kw))
     rare = blobs(96, 0).subset(torch.tensor([i for i in range(96) if i % 3 != 2 or i < 12]))  # 4 blue of 68
     data = DataSplits(rare, blobs(24, 1), "synthetic", "test")
     train(data, config(epochs=1, class_weights="balanced"), RunDir(tmp_path / "b"))

@@ -177,6 +177,7 @@ def test_ddp_shards_give_every_process_the_same_number_of_steps(tmp_path, monkey
     import torch
 
     from convscope.classify import distributed
+    from convscope.classify import setup as setup_module
     from convscope.classify import train as train_module
     from convscope.classify.config import TrainConfig
     from convscope.classify.data import load_data
@@ -187,12 +188,12 @@ def test_ddp_shards_give_every_process_the_same_number_of_steps(tmp_path, monkey
     assert len(splits.train) == 41  # 21 and 20 per rank before the fix: 3 and 2 steps of 7
     steps = {}
 
-    class Loader(train_module.DeviceLoader):
+    class Loader(setup_module.DeviceLoader):
         def __len__(self):
             steps[rank] = super().__len__()
             return steps[rank]
 
-    monkeypatch.setattr(train_module, "DeviceLoader", Loader)
+    monkeypatch.setattr(setup_module, "DeviceLoader", Loader)
     monkeypatch.setattr(distributed, "setup", lambda world, device: device)
     monkeypatch.setattr(distributed, "all_sum", lambda world, *v: list(v))
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda model, **k: model)

@@ -31,15 +31,14 @@ from ..devices import resolve_device
 from ..errors import ConfigError, NumericalError
 from .config import TrainConfig, check_resume_options, for_splits
 from .data import DataSplits, ImageData
-from .features import bottleneck_features
 from .folders import run_outside_data
 from .infer import predict_logits
-from .loader import DeviceLoader
-from .models import TransferModel, build_model
-from .optim import lr_factor, make_optimizer, precision_context
+from .models import TransferModel
+from .optim import lr_factor
 from .checkpoints import (load_optimizer, load_snapshots, load_state, repair_model_file, save_snapshots,
                           saved_state, write_checkpoint)
 from .run import CHECKPOINT, CONFIG, RunDir, RunError, remove_stale_temps
+from .setup import prepare
 
 
 @dataclass
@@ -74,23 +73,6 @@ class TrainResult:
 
 
 # ---- model state -------------------------------------------------------------------------------
-def set_trainable(model: nn.Module, config: TrainConfig) -> list[dict]:
-    """Parameter groups to optimize; freezes what must not train."""
-    if not isinstance(model, TransferModel):
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
-    model.backbone.requires_grad_(False)
-    groups = [{"params": list(model.head.parameters()), "lr_scale": 1.0}]
-    if config.finetune:
-        blocks = model.backbone_blocks()
-        if config.finetune > len(blocks):
-            raise ConfigError(f"--finetune {config.finetune}: {model.backbone_name} has {len(blocks)} blocks")
-        opened = [p for block in blocks[-config.finetune:] for p in block.parameters()]
-        for p in opened:
-            p.requires_grad_(True)
-        groups.append({"params": opened, "lr_scale": config.backbone_lr})
-    return groups
-
-
 def train_mode(model: nn.Module) -> None:
     model.train()
     if isinstance(model, TransferModel):
@@ -153,17 +135,6 @@ def _check_args(splits, config, run, resume, callback, cache_dir) -> RunDir:
     return run
 
 
-def _check_image_size(splits: DataSplits, config: TrainConfig) -> None:
-    """Models trained from scratch see the images as they are: they must have the input size (a
-    transfer model upsamples them on the device instead)."""
-    side = config.input_size
-    for data in (splits.train, splits.val):
-        h, w = data.images.shape[-2:]
-        if (h, w) != (side, side):
-            raise ConfigError(f"the images are {w}x{h} px but model {config.model} takes input_size {side}; "
-                              f"load them with load_data(..., size={side}) or set TrainConfig(input_size={h})")
-
-
 def _start_run(run: RunDir, config: TrainConfig, splits: DataSplits, resume: bool) -> None:
     """Make `run` a run folder (config.json, so load_run and resume find the run) unless it is one;
     without `resume` a folder that already holds a trained run is refused, never overwritten."""
@@ -187,44 +158,18 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
     device = distributed.setup(world, resolve_device(config.device))
     config = replace(config, device=str(device))
     classes = splits.train.classes
-    autocast, precision = precision_context(config.precision, device)
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, len(classes), config.input_size, hidden=config.hidden,
-                        dropout=config.dropout).to(device)
-    if not isinstance(model, TransferModel):
-        _check_image_size(splits, config)
+    # Progress of a frozen backbone's one-off feature pass: reports with epoch 0 (steps = images).
+    report = None if callback is None or not world.main else \
+        (lambda done, total: callback(EpochReport(0, config.epochs, done, total)))
+    shard = None if not world.active else splits.train.subset(distributed.shard(world, len(splits.train)))
+    setup = prepare(splits, config, device, shard=shard, cache_dir=Path(cache_dir) if cache_dir else None,
+                    report=report, init=not resume)
+    model, optimizer, cached, autocast = setup.model, setup.optimizer, setup.cached, setup.autocast
     if world.main:
         _start_run(run, config, splits, resume)
-    if config.channels_last and device.type != "cpu":
-        model = model.to(memory_format=torch.channels_last)
-    groups = set_trainable(model, config)
-    optimizer = make_optimizer(config, groups)
-    cached = isinstance(model, TransferModel) and not config.finetune
-    if cached:
-        cache = Path(cache_dir) if cache_dir else None
-        # Progress of the one-off feature pass: reports with epoch 0 (steps = images).
-        report = None if callback is None or not world.main else \
-            (lambda done, total: callback(EpochReport(0, config.epochs, done, total)))
-        train_x = bottleneck_features(model, splits.train, device, 256, cache, report)
-        val_x = bottleneck_features(model, splits.val, device, 256, cache, report)
-        train_y = splits.train.labels
-        steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
-    else:
-        shard = splits.train if not world.active else \
-            splits.train.subset(distributed.shard(world, len(splits.train)))
-        loader = DeviceLoader(shard, config.batch_size, shuffle=True, drop_last=len(shard) > config.batch_size,
-                              flip=config.flip, alternate_flip=config.alternate_flip, translate=config.translate,
-                              cutout=config.cutout, device=device,
-                              channels_last=config.channels_last and device.type != "cpu", seed=config.seed)
-        steps_per_epoch = len(loader)
+    steps_per_epoch = setup.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup * steps_per_epoch)
-    if not cached and not resume:
-        # Data-dependent initialization (resnet-fast's patch whitening) before the EMA copy is taken,
-        # so the average never mixes random and computed filters. The same images on every rank.
-        from .models import data_init
-
-        data_init(model, splits.train.images[:config.batch_size].to(device).float().div_(255))
     ema = ({k: v.detach().clone() for k, v in saved_state(model, config).items() if v.is_floating_point()}
            if config.ema else None)
 
@@ -254,10 +199,8 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
     if fixed is not None:
         from .snapshots import check_layer
         check_layer(model, config.snapshot_layer, config.input_size, config.model)  # not after an epoch
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    weight = class_weights(splits.train.labels, len(classes)).to(device) if config.class_weights == "balanced" \
-        else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    scaler = torch.amp.GradScaler(device.type) if setup.precision == "fp16" else None
+    criterion = setup.criterion
     forward = model
     if world.active and not cached:
         from torch.nn.parallel import DistributedDataParallel
@@ -276,21 +219,13 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
         train_mode(model)
         epoch_start = time.perf_counter()
         seen, loss_sum, correct_sum = 0, torch.zeros((), device=device), torch.zeros((), device=device)
-        if cached:
-            gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-            order = torch.randperm(len(train_y), generator=gen)
-            batches = ((train_x[order[s:s + config.batch_size]].to(device), train_y[order[s:s + config.batch_size]].to(device))
-                       for s in range(0, len(order), config.batch_size))
-        else:
-            loader.set_epoch(epoch)
-            batches = iter(loader)
-        for i, (x, y) in enumerate(batches):
+        for i, (x, y) in enumerate(setup.batches(config, epoch)):
             step = epoch * steps_per_epoch + i
             factor = lr_factor(step, total_steps, warmup_steps, config.schedule)
             for g in optimizer.param_groups:
                 g["lr"] = config.lr * factor * g["lr_scale"]
             with autocast:
-                logits = model.head(x) if cached else forward(x)
+                logits = setup.logits(x, forward)
                 loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:  # fp16: scale the loss so small gradients do not flush to zero
@@ -316,8 +251,7 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
         if not math.isfinite(train_loss):
             raise NumericalError(f"the training loss became {train_loss} in epoch {epoch + 1}; "
                                  "lower --lr or use --precision fp32")
-        val_loss, val_acc = _validate(model, ema, cached, val_x if cached else None, splits.val, device, config,
-                                      autocast)
+        val_loss, val_acc = _validate(model, ema, cached, setup.val_x, splits.val, device, config, autocast)
         row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(float(correct_sum) / max(seen, 1), 6),
                "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6), "lr": config.lr * factor,
                "seconds": round(time.perf_counter() - epoch_start, 3)}
@@ -346,13 +280,6 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
         result.model_epoch = best_epoch if config.keep == "best" and best_epoch else history[-1]["epoch"]
     result.seconds = time.perf_counter() - clock
     return result
-
-
-def class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
-    """'balanced' loss weights [C]: n / (C * n_c) for a class of n_c of the n training images (the
-    whole set, the same on every rank); 1 for every class of a balanced set."""
-    counts = torch.bincount(labels, minlength=classes).float()
-    return torch.where(counts > 0, labels.numel() / (classes * counts.clamp(min=1)), torch.zeros(()))
 
 
 def _validate(model, ema, cached, val_x, val: ImageData, device, config, autocast) -> tuple[float, float]:

@@ -1,0 +1,132 @@
+"""What every training pass starts from, built one way for `train` and `find_lr`: the model with its
+frozen and trainable parts, the optimizer, the loss, the arithmetic, and the training batches (a
+device-resident loader, or the cached bottleneck features of a frozen backbone)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .config import TrainConfig
+from .data import DataSplits, ImageData
+from .features import bottleneck_features
+from .loader import DeviceLoader
+from .models import TransferModel, build_model
+from .optim import make_optimizer, precision_context
+
+
+@dataclass
+class Setup:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    criterion: nn.Module
+    autocast: contextlib.AbstractContextManager
+    precision: str                       # resolved: fp32, bf16 or fp16
+    cached: bool                         # a frozen backbone: the head trains on train_x
+    train_x: torch.Tensor | None         # bottleneck features of the training / validation images
+    val_x: torch.Tensor | None
+    train_y: torch.Tensor | None
+    loader: DeviceLoader | None          # otherwise the images, augmented on the device
+    steps_per_epoch: int
+
+    def batches(self, config: TrainConfig, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Epoch `epoch`'s training batches (x, y), on the device; the same every time it is asked for."""
+        if self.cached:
+            gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            order = torch.randperm(len(self.train_y), generator=gen)
+            device = next(self.model.parameters()).device
+            return ((self.train_x[order[s:s + config.batch_size]].to(device),
+                     self.train_y[order[s:s + config.batch_size]].to(device))
+                    for s in range(0, len(order), config.batch_size))
+        self.loader.set_epoch(epoch)
+        return iter(self.loader)
+
+    def logits(self, x: torch.Tensor, forward: nn.Module | None = None) -> torch.Tensor:
+        """The model's logits for a batch of `batches` (the head alone on cached features)."""
+        return self.model.head(x) if self.cached else (forward or self.model)(x)
+
+
+def class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """'balanced' loss weights [C]: n / (C * n_c) for a class of n_c of the n training images (the
+    whole set, the same on every rank); 1 for every class of a balanced set."""
+    counts = torch.bincount(labels, minlength=classes).float()
+    return torch.where(counts > 0, labels.numel() / (classes * counts.clamp(min=1)), torch.zeros(()))
+
+
+def set_trainable(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """Parameter groups to optimize; freezes what must not train."""
+    if not isinstance(model, TransferModel):
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr_scale": 1.0}]
+    model.backbone.requires_grad_(False)
+    groups = [{"params": list(model.head.parameters()), "lr_scale": 1.0}]
+    if config.finetune:
+        blocks = model.backbone_blocks()
+        if config.finetune > len(blocks):
+            raise ConfigError(f"--finetune {config.finetune}: {model.backbone_name} has {len(blocks)} blocks")
+        opened = [p for block in blocks[-config.finetune:] for p in block.parameters()]
+        for p in opened:
+            p.requires_grad_(True)
+        groups.append({"params": opened, "lr_scale": config.backbone_lr})
+    return groups
+
+
+def prepare(splits: DataSplits, config: TrainConfig, device: torch.device, *, shard: ImageData | None = None,
+            cache_dir: Path | None = None, report: Callable[[int, int], None] | None = None,
+            init: bool = True) -> Setup:
+    """Build what a training pass needs for resolved `config` on `device`. `shard`: this process's
+    training images under torchrun (default: all); `report(done, total)`: progress of a frozen
+    backbone's one-off feature pass; `init`: run the model's data-dependent initialization (a
+    resumed run loads its weights instead)."""
+    classes = splits.train.classes
+    autocast, precision = precision_context(config.precision, device)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, len(classes), config.input_size, hidden=config.hidden,
+                        dropout=config.dropout).to(device)
+    if not isinstance(model, TransferModel):
+        _check_image_size(splits, config)
+    if config.channels_last and device.type != "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config, set_trainable(model, config))
+    cached = isinstance(model, TransferModel) and not config.finetune
+    train_x = val_x = train_y = loader = None
+    if cached:
+        train_x = bottleneck_features(model, splits.train, device, 256, cache_dir, report)
+        val_x = bottleneck_features(model, splits.val, device, 256, cache_dir, report)
+        train_y = splits.train.labels
+        steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
+    else:
+        shard = splits.train if shard is None else shard
+        loader = DeviceLoader(shard, config.batch_size, shuffle=True, drop_last=len(shard) > config.batch_size,
+                              flip=config.flip, alternate_flip=config.alternate_flip, translate=config.translate,
+                              cutout=config.cutout, device=device,
+                              channels_last=config.channels_last and device.type != "cpu", seed=config.seed)
+        steps_per_epoch = len(loader)
+        if init:
+            # Data-dependent initialization (resnet-fast's patch whitening), before an EMA copy is
+            # taken, so the average never mixes random and computed filters. The same on every rank.
+            from .models import data_init
+
+            data_init(model, splits.train.images[:config.batch_size].to(device).float().div_(255))
+    weight = class_weights(splits.train.labels, len(classes)).to(device) if config.class_weights == "balanced" \
+        else None
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    return Setup(model, optimizer, criterion, autocast, precision, cached, train_x, val_x, train_y, loader,
+                 steps_per_epoch)
+
+
+def _check_image_size(splits: DataSplits, config: TrainConfig) -> None:
+    """Models trained from scratch see the images as they are: they must have the input size (a
+    transfer model upsamples them on the device instead)."""
+    side = config.input_size
+    for data in (splits.train, splits.val):
+        h, w = data.images.shape[-2:]
+        if (h, w) != (side, side):
+            raise ConfigError(f"the images are {w}x{h} px but model {config.model} takes input_size {side}; "
+                              f"load them with load_data(..., size={side}) or set TrainConfig(input_size={h})")
