@@ -275,6 +275,18 @@ def _as_option(key: str, value) -> str:
     return f"--{flag} {' '.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
 
 
+def check_sweep(start, end, steps) -> None:
+    """ConfigError (one line) unless `start` < `end` are learning rates and `steps` a sweep's length
+    (classify.lrfind; here, free of torch, so the CLI checks them before loading anything)."""
+    for name, value in (("start", start), ("end", end)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ConfigError(f"--{name} must be a learning rate above 0, not {value!r}")
+    if not start < end:
+        raise ConfigError(f"--start ({start:g}) must be below --end ({end:g})")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 10 <= steps <= 100_000:
+        raise ConfigError(f"--steps must be a whole number from 10 to 100000, not {steps!r}")
+
+
 # ---- classify export (classify.export) -------------------------------------------------------------
 EXPORTERS = ("auto", "torchscript", "dynamo")
 

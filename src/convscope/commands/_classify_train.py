@@ -89,19 +89,14 @@ def _check_resume_data(run, info: dict, config) -> None:
         raise RunError(f"{run.path} was trained on --data {recorded}, not {config.data}; resume it with its own data")
 
 
-def _train(args, config, world) -> int:
+def load_training_data(config, cache: str):
+    """The splits `config` trains on, decoded (and cached under `cache`) as training reads them;
+    warnings and skipped images said on stderr."""
     import warnings
-    from pathlib import Path
 
-    from ..classify import distributed
     from ..classify.data import load_data
     from ..classify.folders import decode_size
-    from ..classify.run import RunDir
-    from ..classify.train import train
-    from ..runinfo import run_metadata
 
-    run = RunDir(args.output)
-    cache = _cache_dir(args)
     folder = config.data != "cifar10"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -113,6 +108,19 @@ def _train(args, config, world) -> int:
     skipped = splits.train.skipped + splits.val.skipped
     if skipped:
         print(f"warning: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}", file=sys.stderr)
+    return splits
+
+
+def _train(args, config, world) -> int:
+    from ..classify import distributed
+    from ..classify.run import RunDir
+    from ..classify.train import train
+    from ..runinfo import run_metadata
+
+    run = RunDir(args.output)
+    cache = _cache_dir(args)
+    splits = load_training_data(config, cache)
+    skipped = splits.train.skipped + splits.val.skipped
     meta = run_metadata("classify train", config.to_dict(), **splits.record(), skipped=len(skipped))
     info = {"config": config.to_dict(), "classes": splits.train.classes, "run": meta}
     if world.main and (not args.resume or not run.file("config.json").exists()):

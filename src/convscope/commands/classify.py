@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..classify.config import TTA_MODES
 from ..cli import add_config_options
+from ._classify_lrfind import register_lr_find
 from ._classify_train import run_train
 
 
@@ -19,7 +20,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("classify", help="train, evaluate and use image classifiers",
                               description="Image classification: train a CNN from scratch or on a pretrained "
                               "backbone, evaluate it, predict images.")
-    sub = p.add_subparsers(dest="classify_command", metavar="{train,evaluate,predict,export}")
+    sub = p.add_subparsers(dest="classify_command", metavar="{train,lr-find,evaluate,predict,export}")
     sub.required = True
 
     t = sub.add_parser("train", help="train a classifier into a run folder",
@@ -74,6 +75,7 @@ def register(subparsers) -> None:
     r.set_defaults(func=run_predict)
 
     _register_export(sub)
+    register_lr_find(sub)
 
 
 MISTAKES_SHOWN, MISTAKES_DRAWN = 16, 64  # --mistakes-figure alone lists and draws 16; it draws at most 64
