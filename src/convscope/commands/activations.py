@@ -38,8 +38,7 @@ def run(args) -> int:
     readable_file(args.image)
 
     from .. import images
-    from ..runinfo import run_metadata
-    from ..vis.activations import activations, layer_figure, stats_dict
+    from ..vis.activations import activations, figure_metadata, layer_figure, stats_dict
 
     image = images.load_image(args.image)
     result = activations(image, config)
@@ -50,11 +49,7 @@ def run(args) -> int:
         jobs = []
         for la in result.layers:
             path = Path(f"{out.with_suffix('')}_{la.canonical}{out.suffix}") if per_layer else out
-            meta = run_metadata("activations", result.config.to_dict(), input=str(args.image),
-                                layer=la.name, canonical_layer=la.canonical, shape=la.shape,
-                                input_size=list(result.image.size), seconds=round(result.seconds, 3),
-                                channels_shown=la.order[:config.max_channels])
-            jobs.append((path, layer_figure(result, la), meta))
+            jobs.append((path, layer_figure(result, la), figure_metadata(result, la, input=str(args.image))))
         written: list[Path] = []
         try:
             for path, figure, meta in jobs:

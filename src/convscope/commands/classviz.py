@@ -37,20 +37,15 @@ def run(args) -> int:
     config = config_from_args(args, ClassVizConfig).validate()
 
     from .. import images
-    from ..runinfo import run_metadata
     from ..vis.featureviz import FeatureVisualizer
+    from ..vis.featureviz_sheet import picture_metadata
 
     viz = FeatureVisualizer(config)  # loads the net; the class is checked here
     outputs = RunOutputs(args, out, 0, COMMAND)
     result = outputs.run(viz.run, COMMAND, viz.config, {"class": str(config.target_class)})
     if result is None:
         return EXIT_INTERRUPTED
-    k = result.targets[0]
-    meta = run_metadata(COMMAND, result.config.to_dict(), seed=config.seed, seconds=round(result.seconds, 3),
-                        class_index=k, class_name=viz.net.classes[k] if viz.net.classes else None,
-                        start_logit=result.initial[0], logit=result.final[0],
-                        probability=result.probabilities[0], top5=result.top5[0])
-    images.save_image(result.image(0), out, meta)
+    images.save_image(result.image(0), out, picture_metadata(result, viz.net.classes))
     if not args.quiet:
         print_summary([out], [], result.seconds,
                       {"logit": result.final[0], "probability": result.probabilities[0]})

@@ -40,18 +40,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def metadata(result, **extra) -> dict:
-    from ..runinfo import run_metadata
-
-    panels = [{"index": t, "label": label, "start": a, "final": b}
-              for t, label, a, b in zip(result.targets, result.labels, result.initial, result.final)]
-    if result.probabilities is not None:
-        for panel, p, top in zip(panels, result.probabilities, result.top5):
-            panel.update(probability=p, top5=top)
-    return run_metadata(COMMAND, result.config.to_dict(), seed=result.config.seed, kind=result.kind,
-                        layer=result.layer, seconds=round(result.seconds, 3), panels=panels, **extra)
-
-
 def run(args) -> int:
     from ..imagefiles import check_output_path
 
@@ -62,7 +50,7 @@ def run(args) -> int:
     from .. import images
     from ..optimize import Interrupted
     from ..vis.featureviz import FeatureVisualizer
-    from ..vis.featureviz_sheet import sheet
+    from ..vis.featureviz_sheet import sheet, sheet_metadata
 
     viz = FeatureVisualizer(config)  # loads the net; layer, channels and classes are checked here
     bar = progress_bar(COMMAND) if not args.quiet else None
@@ -71,11 +59,11 @@ def run(args) -> int:
     except Interrupted as stop:
         partial = stop.partial
         images.save_image(sheet(partial), out,
-                          metadata(partial, interrupted_at={"stage": stop.stage, "step": stop.iteration}))
+                          sheet_metadata(partial, interrupted_at={"stage": stop.stage, "step": stop.iteration}))
         print(f"\ninterrupted at step {stop.iteration} of batch {stop.stage}: the sheet so far "
               f"({len(partial.targets)} panel(s)) saved to {out}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    images.save_image(sheet(result), out, metadata(result))
+    images.save_image(sheet(result), out, sheet_metadata(result))
     if not args.quiet:
         print_summary([out], [], result.seconds, result.losses)
     return 0

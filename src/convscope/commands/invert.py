@@ -42,9 +42,8 @@ def run(args) -> int:
     readable_file(args.image)
 
     from .. import images
-    from ..runinfo import run_metadata
     from ..optimize import Interrupted
-    from ..vis.invert import invert, strip_figure
+    from ..vis.invert import invert, results_metadata, strip_figure
 
     original = images.load_image(args.image)
     inputs = {"image": str(args.image)}
@@ -64,11 +63,7 @@ def run(args) -> int:
     results = outputs.run(engine, COMMAND, config, inputs)
     if results is None:
         return EXIT_INTERRUPTED
-    per_layer = [{"layer": r.layer, "error": r.error, "tv_weight": r.tv_weight, "final_losses": r.losses,
-                  "seconds": round(r.seconds, 3)} for r in results]
-    meta = run_metadata(COMMAND, results[0].config.to_dict(), inputs=inputs, seed=config.seed,
-                        **({"error": results[0].error} if len(results) == 1 else {}), layers=per_layer,
-                        size=list(results[0].image.size), seconds=round(sum(r.seconds for r in results), 3))
+    meta = results_metadata(results, inputs)
     if config.layers is None:  # --layer: the reconstruction itself; --layers: always the strip figure
         images.save_image(results[0].image, out, meta)
     else:

@@ -138,6 +138,16 @@ def stats_dict(result: ActivationsResult) -> dict:
             "input_size": list(result.image.size), "layers": layers}
 
 
+def figure_metadata(result: ActivationsResult, layer: LayerActivations, **inputs) -> dict:
+    """What the figure of `layer` records (PNG text and .json sidecar): the config as run, `inputs`
+    (how the caller names the image), the layer, its shape, the input size and the channels shown."""
+    from ..runinfo import run_metadata
+
+    return run_metadata("activations", result.config.to_dict(), **inputs, layer=layer.name,
+                        canonical_layer=layer.canonical, shape=layer.shape, input_size=list(result.image.size),
+                        seconds=round(result.seconds, 3), channels_shown=layer.order[:result.config.max_channels])
+
+
 # ------------------------------------------------------------------------------------ figures
 
 def grid_panels(result: ActivationsResult, layer: LayerActivations) -> list[Panel]:

@@ -1,4 +1,5 @@
-"""The featureviz / classviz contact sheet: one panel per target, labelled, in a near-square grid."""
+"""The featureviz / classviz contact sheet: one panel per target, labelled, in a near-square grid;
+and what a sheet or a class picture records (PNG text and .json sidecar)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,30 @@ def sheet(result: FeatureVizResult, dpi: int = 110) -> Image.Image:
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
+
+
+def sheet_metadata(result: FeatureVizResult, **extra) -> dict:
+    """A featureviz sheet's record: the config as run, and every panel's start and final value
+    (with each class panel's probability and the net's top-5 for it)."""
+    from ..runinfo import run_metadata
+
+    panels = [{"index": t, "label": label, "start": a, "final": b}
+              for t, label, a, b in zip(result.targets, result.labels, result.initial, result.final)]
+    if result.probabilities is not None:
+        for panel, p, top in zip(panels, result.probabilities, result.top5):
+            panel.update(probability=p, top5=top)
+    return run_metadata("featureviz", result.config.to_dict(), seed=result.config.seed, kind=result.kind,
+                        layer=result.layer, seconds=round(result.seconds, 3), panels=panels, **extra)
+
+
+def picture_metadata(result: FeatureVizResult, classes) -> dict:
+    """A classviz picture's record: the config as run, the class (index and name, from `classes`,
+    the net's class names or None), the logit at the start and the end, its probability and the
+    net's top-5 for the picture."""
+    from ..runinfo import run_metadata
+
+    k = result.targets[0]
+    return run_metadata("classviz", result.config.to_dict(), seed=result.config.seed,
+                        seconds=round(result.seconds, 3), class_index=k, class_name=classes[k] if classes else None,
+                        start_logit=result.initial[0], logit=result.final[0],
+                        probability=result.probabilities[0], top5=result.top5[0])

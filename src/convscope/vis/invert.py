@@ -182,6 +182,19 @@ def invert(image: Image.Image, config: InvertConfig | None = None,
     return results
 
 
+def results_metadata(results: Sequence[InvertResult], inputs: dict) -> dict:
+    """What a reconstruction (one layer) or a strip (several) records (PNG text and .json sidecar):
+    the config as run, `inputs` (how the caller names the image), per layer its error, TV weight,
+    final loss terms and time; with one layer, its error at the top level too."""
+    from ..runinfo import run_metadata
+
+    per_layer = [{"layer": r.layer, "error": r.error, "tv_weight": r.tv_weight, "final_losses": r.losses,
+                  "seconds": round(r.seconds, 3)} for r in results]
+    return run_metadata("invert", results[0].config.to_dict(), inputs=inputs, seed=results[0].config.seed,
+                        **({"error": results[0].error} if len(results) == 1 else {}), layers=per_layer,
+                        size=list(results[0].image.size), seconds=round(sum(r.seconds for r in results), 3))
+
+
 def strip_figure(results: Sequence[InvertResult], title: str = "") -> Image.Image:
     """The original and each reconstruction side by side, labelled with layer name and error."""
     from ..figures import image_strip
@@ -191,4 +204,5 @@ def strip_figure(results: Sequence[InvertResult], title: str = "") -> Image.Imag
     return image_strip(panels, title)
 
 
-__all__ = ["InvertConfig", "InvertResult", "InversionObjective", "Interrupted", "invert", "strip_figure"]
+__all__ = ["InvertConfig", "InvertResult", "InversionObjective", "Interrupted", "invert", "results_metadata",
+           "strip_figure"]
