@@ -221,10 +221,11 @@ class Handlers:
                                       stages=len(config.stage_sizes()))
 
     def _optimization(self, work, filename: str, meta_of, switch: jobs.StopSwitch | None,
-                      stopped_meta, stages: int = 1) -> Iterator[tuple]:
+                      stopped_meta, stages: int = 1, summary=None, kept=None) -> Iterator[tuple]:
         """Stream a job whose progress carries preview images: (preview, status, None) while it
         runs, then (result, summary, download path); after a Stop, the best image so far as the
-        result (its metadata from stopped_meta(Interrupted))."""
+        result (its metadata from stopped_meta(Interrupted)). `summary(result)` and `kept(stop)`
+        replace the status's loss terms and its "the best image so far"."""
         folder = self._job_dir()
         try:
             for item in jobs.stream(work, self.slots, switch=switch):
@@ -234,13 +235,14 @@ class Handlers:
                 else:
                     result = item[1]
                     path = self._save(result.image, folder, filename, meta_of(result))
-                    terms = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+                    terms = summary(result) if summary else ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
                     yield (result.image, f"done in {result.seconds:.1f} s: {result.image.width}x"
                            f"{result.image.height} ({terms})", path)
         except Interrupted as stop:
             # (a coarse stage's image comes upsampled to the size asked for)
             where = f"at iteration {stop.iteration}" + (f" of stage {stop.stage}/{stages}" if stages > 1 else "")
-            yield self._kept(stop, folder, filename, stopped_meta(stop), where, "the best image so far")
+            yield self._kept(stop, folder, filename, stopped_meta(stop), where,
+                             kept(stop) if kept else "the best image so far")
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -22,13 +22,16 @@ MAX_TEXT = 400  # characters of a text option (layer lists are the longest)
 @dataclass(frozen=True)
 class Spec:
     """How one field is shown: `choices` narrows the field's own; `slider` = (low, high, step);
-    `help` replaces the field's help where `choices` leave out what it describes."""
+    `help` replaces the field's help where `choices` leave out what it describes; `suggest` shows a
+    text field as a list of values that also takes any value typed (the values are a hint: what
+    comes back is parsed as the field's text, not limited to them)."""
 
     name: str
     choices: tuple | None = None
     slider: tuple[float, float, float] | None = None
     label: str | None = None
     help: str | None = None
+    suggest: tuple | None = None
 
 
 def field_of(cls, name: str) -> Field:
@@ -120,6 +123,9 @@ def make_widget(cls, spec: Spec | str, elem_prefix: str = "", labels: dict[str, 
         return gr.CheckboxGroup(choices=list(choices), value=list(default or ()), **common)
     if choices:
         return gr.Dropdown(choices=list(choices), value=default, **common)
+    if spec.suggest is not None and kind == "str":
+        return gr.Dropdown(choices=list(dict.fromkeys([default, *spec.suggest])), value=default,
+                           allow_custom_value=True, filterable=True, **common)
     if kind in ("int", "float") and spec.slider is not None:
         low, high, step = spec.slider
         return gr.Slider(minimum=low, maximum=high, step=step, value=default, **common)
