@@ -5,6 +5,7 @@ a screenshot of each tab under test-artifacts/web/)."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
 import threading
@@ -188,6 +189,7 @@ def test_widgets_take_defaults_help_and_choices_from_the_configs():
     pytest.importorskip("gradio")
     from convscope.fast.apply import FastConfig
     from convscope.style.config import StyleConfig
+    from convscope.vis.configs import ActivationsConfig, ClassVizConfig, FeatureVizConfig, InvertConfig
     from convscope.vis.dream import DreamConfig
     from convscope.vis.explain import ExplainConfig
     from convscope.vis.texture import TextureConfig
@@ -197,7 +199,11 @@ def test_widgets_take_defaults_help_and_choices_from_the_configs():
     shown = [(StyleConfig, forms.GATYS_MAIN + forms.GATYS_MORE + [forms.BLEND]), (FastConfig, forms.FAST),
              (ExplainConfig, forms.EXPLAIN_MAIN + forms.EXPLAIN_MORE),
              (DreamConfig, forms.DREAM_MAIN + forms.DREAM_MORE),
-             (TextureConfig, forms.TEXTURE_MAIN + forms.TEXTURE_MORE)]
+             (TextureConfig, forms.TEXTURE_MAIN + forms.TEXTURE_MORE),
+             (ActivationsConfig, forms.ACTIVATIONS_MAIN + forms.ACTIVATIONS_MORE),
+             (FeatureVizConfig, forms.FEATUREVIZ_MAIN + forms.FEATUREVIZ_MORE),
+             (ClassVizConfig, forms.CLASSVIZ_MAIN + forms.CLASSVIZ_MORE),
+             (InvertConfig, forms.INVERT_MAIN + forms.INVERT_MORE)]
     for cls, specs in shown:
         defaults = {f.name: f for f in fields(cls)}
         raw = {}
@@ -404,9 +410,17 @@ def test_the_page_shows_progress_and_errors_on_the_result_not_the_status_line():
         method_change = [fn for fn in demo.fns.values() if len(fn.inputs) == 1 and
                          getattr(fn.inputs[0], "elem_id", None) == "stylize-method"]
         assert len(method_change) == 1 and len(method_change[0].outputs) == len(stylize_parts_shown("gatys"))
-        for name in ("stylize", "classify", "explain", "dream", "texture"):
+        for name in ("stylize", "classify", "explain", "dream", "texture", "activations", "featureviz", "classviz",
+                     "invert"):
             shown_on = events[name].show_progress_on
             assert shown_on and all(isinstance(c, gr.Image) for c in shown_on), name
+        for form in ("activations", "featureviz", "invert"):  # a new net: its layers suggested, from auto
+            follow = [fn for fn in demo.fns.values() if [getattr(c, "elem_id", None) for c in fn.inputs] ==
+                      [f"{form}-net"] and [c.elem_id for c in fn.outputs] == [f"{form}-layer"]]
+            assert len(follow) == 1, form
+            update = follow[0].fn("vgg19")
+            assert update["value"] == "auto" and "relu3_1" in update["choices"]
+            assert ("all-conv" in update["choices"]) == (form == "activations")
         infos = [b.info for b in demo.blocks.values() if getattr(b, "info", None)]
         assert infos and not [i for i in infos if "--" in i]
     finally:
@@ -891,25 +905,33 @@ def test_dream_and_explain_handlers(handlers, uploads):
     assert [caption for _, caption in gallery][1].startswith("Grad-CAM")
 
 
-def test_explain_offers_the_servers_trained_runs(uploads, tmp_path):
-    # The CLI explains any run folder (--net RUN); the page offered only the two ImageNet nets.
-    pytest.importorskip("gradio")
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """A folder holding one tiny trained classifier run, `cifar` (classes cat and dog, 16 px)."""
     import torch
 
     from convscope.classify.config import TrainConfig
     from convscope.classify.data import DataSplits, ImageData
     from convscope.classify.run import RunDir
     from convscope.classify.train import train
-    from convscope.vis.explain import ExplainConfig
-    from convscope.web import forms
-    from convscope.web.handlers import Handlers, Settings
 
+    folder = tmp_path_factory.mktemp("runs")
     g = torch.Generator().manual_seed(0)
     data = ImageData(torch.randint(0, 255, (12, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(12) % 2,
                      ["cat", "dog"], None, [])
     train(DataSplits(data, data, "synthetic", "test"),
-          TrainConfig(model="simple", epochs=1, batch_size=4, input_size=16, device="cpu"), RunDir(tmp_path / "cifar"))
-    h = Handlers(Settings(limits=Limits(upload_root=uploads), runs=tmp_path, device="cpu"))
+          TrainConfig(model="simple", epochs=1, batch_size=4, input_size=16, device="cpu"), RunDir(folder / "cifar"))
+    return folder
+
+
+def test_explain_offers_the_servers_trained_runs(uploads, runs):
+    # The CLI explains any run folder (--net RUN); the page offered only the two ImageNet nets.
+    pytest.importorskip("gradio")
+    from convscope.vis.explain import ExplainConfig
+    from convscope.web import forms
+    from convscope.web.handlers import Handlers, Settings
+
+    h = Handlers(Settings(limits=Limits(upload_root=uploads), runs=runs, device="cpu"))
     try:
         net_spec = h.explain_specs[0]
         assert net_spec.choices == (forms.IMAGENET, "vgg19", "run: cifar")
@@ -931,6 +953,226 @@ def test_find_runs_offers_only_run_folders(tmp_path):
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "config.json").write_text('{"kind": "something else"}')
     assert find_runs(tmp_path) == {"run: a/run1": tmp_path / "a" / "run1"}
+
+
+# ---- See inside (no browser) -----------------------------------------------------------------------
+@pytest.fixture
+def inside(handlers):
+    from convscope.web.handlers_inside import InsideHandlers
+
+    return InsideHandlers(handlers)
+
+
+def _inside_form(inside, tab: str, **values) -> dict:
+    """What the See inside tab's untouched `tab` form sends, with `values` typed in."""
+    from convscope.vis.configs import ActivationsConfig, ClassVizConfig, FeatureVizConfig, InvertConfig
+    from convscope.web import forms
+
+    cls, specs = {"activations": (ActivationsConfig, inside.activations_specs + forms.ACTIVATIONS_MORE),
+                  "featureviz": (FeatureVizConfig, inside.featureviz_specs + forms.FEATUREVIZ_MORE),
+                  "classviz": (ClassVizConfig, inside.classviz_specs + forms.CLASSVIZ_MORE),
+                  "invert": (InvertConfig, inside.invert_specs + forms.INVERT_MORE)}[tab]
+    return _form(cls, specs, **values)
+
+
+def test_activations_shows_the_clis_grid_with_its_settings_in_the_download(inside, handlers, uploads):
+    pytest.importorskip("gradio")
+    from convscope.images import read_png_metadata
+
+    path = uploads / "a.png"
+    photo(64, 48).save(path)
+    outs = inside.activations(record(path, "mine.png"), _inside_form(inside, "activations", layer="relu2_1",
+                                                                      max_channels=8, size=64))
+    assert next(outs)[1].startswith("running the image")
+    figure, status, downloads = next(outs)
+    assert downloads == [figure] and Image.open(figure).width > 300
+    assert status.startswith("done in ") and "relu2_1 128x24x32, 8 of 128 channels shown" in status
+    meta = read_png_metadata(figure)  # the page copies it while the job's generator waits
+    assert meta["command"] == "activations" and meta["input"] == "mine.png" and meta["layer"] == "relu2_1"
+    assert len(meta["channels_shown"]) == 8 and meta["config"]["device"] == "cpu"
+    assert list(outs) == [] and list(handlers.tmp.iterdir()) == []
+
+    # all-conv: one figure per block, shown one above the other, each its own download as the CLI writes them
+    figure, status, downloads = list(inside.activations(record(path), _inside_form(
+        inside, "activations", layer="all-conv", max_channels=2, size=64)))[-1]
+    assert [Path(d).name for d in downloads] == [f"activations_relu{b}_{n}.png" for b, n in
+                                                 ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))]
+    assert isinstance(figure, Image.Image) and figure.height > 3 * figure.width and status.count("channels shown") == 5
+
+
+def test_featureviz_and_classviz_show_progress_then_the_clis_pictures(inside, handlers):
+    pytest.importorskip("gradio")
+    from convscope.images import read_png_metadata
+
+    outs = inside.featureviz(_inside_form(inside, "featureviz", layer="relu1_2", channels="0-3", steps=4, size=16))
+    seen = []
+    for image, status, download in outs:
+        seen.append(status)
+        if status.startswith("done"):
+            meta = read_png_metadata(download)
+            break
+    assert seen[0] == "loading the network..."
+    assert seen[1:-1] and all(re.fullmatch(r"step [1-4]/4 · activation \S+ · \d+ s · ETA \d+ s", s) for s in seen[1:-1])
+    assert "4 panel(s) of 16x16 px; activation" in seen[-1] and image.width > 300 and download.endswith("featureviz.png")
+    assert meta["command"] == "featureviz" and [p["index"] for p in meta["panels"]] == [0, 1, 2, 3]
+    assert list(outs) == [] and list(handlers.tmp.iterdir()) == []
+
+    outs = list(inside.classviz(_inside_form(inside, "classviz", target_class="dumbbell", steps=2, size=32)))
+    picture, status, download = outs[-1]
+    assert picture.size == (32, 32) and download.endswith("classviz.png")
+    assert status.startswith("done in ") and "class 543 dumbbell, 32x32: logit" in status and "probability" in status
+
+
+def test_invert_shows_the_reconstruction_forming_then_its_error(inside, uploads):
+    pytest.importorskip("gradio")
+    path = uploads / "i.png"
+    photo(64, 48).save(path)
+    outs = list(inside.invert(record(path), _inside_form(inside, "invert", layer="relu1_2", size=32, iterations=6)))
+    previews = [o for o in outs[1:-1] if isinstance(o[0], Image.Image)]
+    assert previews and all(o[0].size == (32, 24) and "iteration" in o[1] and "ETA" in o[1] for o in previews)
+    image, status, download = outs[-1]
+    assert image.size == (32, 24) and download.endswith("inversion.png")
+    assert status.startswith("done in ") and "32x24 (relu1_2: representation error " in status
+
+
+@pytest.mark.parametrize("tab", ["featureviz", "classviz", "invert"])
+def test_see_inside_stop_keeps_what_it_has_so_far(inside, uploads, tab):
+    # As Ctrl-C on the command line: featureviz keeps the sheet so far, classviz the picture, invert
+    # the best reconstruction; each with where it stopped in its metadata.
+    pytest.importorskip("gradio")
+    from convscope.images import read_png_metadata
+
+    path = uploads / "i.png"
+    photo(64, 48).save(path)
+    switch = jobs.StopSwitch()
+    if tab == "featureviz":
+        outs = inside.featureviz(_inside_form(inside, tab, layer="relu1_2", channels="0-2", steps=100_000, size=16),
+                                 switch)
+    elif tab == "classviz":
+        outs = inside.classviz(_inside_form(inside, tab, target_class="3", steps=100_000, size=32), switch)
+    else:
+        outs = inside.invert(record(path), _inside_form(inside, tab, layer="relu1_2", size=32, iterations=400), switch)
+    for image, status, _ in outs:  # running: its progress in the status (invert: a preview too)
+        if isinstance(image, Image.Image) if tab == "invert" else status.startswith("step"):
+            assert switch.press() == "running"
+            break
+    image, status, download = next(outs)
+    meta = read_png_metadata(download)
+    if tab == "featureviz":
+        assert re.fullmatch(r"stopped at step \d+ of batch 1: the sheet so far, 3 panel\(s\)", status), status
+        assert image.width > 300 and len(meta["panels"]) == 3 and 1 <= meta["interrupted_at"]["step"] < 100_000
+    elif tab == "classviz":
+        assert re.fullmatch(r"stopped at step \d+ of batch 1: the picture so far, 32x32", status), status
+        assert image.size == (32, 32) and 1 <= meta["interrupted_at"]["iteration"] < 100_000
+    else:
+        assert re.fullmatch(r"stopped at iteration \d+: the best reconstruction so far \(representation error "
+                            r"\S+\), 32x24", status), status
+        assert image.size == (32, 24) and 20 <= meta["interrupted_at"]["iteration"] < 400
+    assert meta["command"] == tab and Image.open(download).size == image.size
+    assert list(outs) == []
+    assert not switch.press()
+
+
+@pytest.mark.parametrize("tab, values, message", [
+    ("activations", {"max_channels": 0}, "max channels must be a positive whole number, not 0"),
+    ("activations", {"layer": "relu9_1"},
+     "unknown layer 'relu9_1' for net 'vgg19' (did you mean 'relu5_1'?); the layer box suggests them"),
+    ("featureviz", {"layer": "relu1_1", "channels": "0-99", "size": 16},
+     "channels 0-99: channel 64 is out of range, relu1_1 has 64 channels (0 to 63)"),
+    ("featureviz", {"channels": "0-3", "target_class": "dumbbell"},
+     "class and channels are two different objectives; give one of them"),
+    ("classviz", {"target_class": "dumbel", "size": 32}, "unknown class 'dumbel' for efficientnet_lite0"),
+    ("invert", {"size": 8}, "size 8 is out of range (16 to 4096 px)"),
+])
+def test_see_inside_mistakes_are_one_line_naming_the_form_fields(inside, uploads, tab, values, message):
+    # The engines' messages name CLI flags (--max-channels) and the CLI's layer listing; the page
+    # names its own fields and its layer box.
+    pytest.importorskip("gradio")
+    path = uploads / "i.png"
+    photo().save(path)
+    form = _inside_form(inside, tab, **values)
+    run = {"activations": lambda: inside.activations(record(path), form),
+           "featureviz": lambda: inside.featureviz(form), "classviz": lambda: inside.classviz(form),
+           "invert": lambda: inside.invert(record(path), form)}[tab]
+    with pytest.raises(ConfigError) as err:
+        list(run())
+    text = str(err.value)
+    assert text.startswith(message) and "--" not in text and "convscope" not in text and "\n" not in text, text
+
+
+def test_see_inside_sizes_are_capped(uploads):
+    pytest.importorskip("gradio")
+    from convscope.web.handlers import Handlers, Settings
+    from convscope.web.handlers_inside import InsideHandlers
+
+    path = uploads / "i.png"
+    photo(80, 60).save(path)
+    h = Handlers(Settings(limits=Limits(max_pixels=10_000, upload_root=uploads), device="cpu"))
+    inside = InsideHandlers(h)
+    try:
+        for run, message in [
+            (lambda: inside.activations(record(path), _inside_form(inside, "activations", size=200)),
+             "size 200 makes a 200x150 image, over this server's limit of 10,000 pixels"),
+            (lambda: inside.activations(record(path), _inside_form(inside, "activations")),  # the default, 224
+             "size 224 makes a 224x168 image"),
+            (lambda: inside.invert(record(path), _inside_form(inside, "invert", size=200)), "size 200 makes a 200x150"),
+            (lambda: inside.featureviz(_inside_form(inside, "featureviz", size=128)), "size 128 makes a 128x128"),
+            (lambda: inside.featureviz(_inside_form(inside, "featureviz", layer="relu1_2", channels="0-3", size=64)),
+             "4 panel(s) x 1 cop(ies) of 64x64 px are 16,384 pixels, over this server's limit of 10,000"),
+        ]:
+            with pytest.raises(ConfigError, match=re.escape(message)):
+                list(run())
+    finally:
+        h.cleanup()
+
+
+def test_the_layer_box_suggests_the_nets_layers(inside):
+    pytest.importorskip("gradio")
+    from convscope.vis.configs import ActivationsConfig
+    from convscope.web.widgets import make_widget
+
+    choices = inside.layer_choices("vgg19")
+    assert choices[:3] == ["auto", "conv1_1", "relu1_1"] and choices[-1] == "pool5" and len(choices) == 38
+    assert inside.layer_choices("vgg19", "all-conv")[:3] == ["auto", "all-conv", "conv1_1"]
+    spec = next(s for s in inside.activations_specs if getattr(s, "name", None) == "layer")
+    box = make_widget(ActivationsConfig, spec)
+    assert box.value == "auto" and [c[1] for c in box.choices] == inside.layer_choices("vgg19", "all-conv")
+    assert parse_value(ActivationsConfig, spec, " block3_conv1 ") == "block3_conv1"  # suggested, not limited to them
+    for net in ("/etc", ["vgg19"], "resnet18"):  # a browser's value: only the nets the forms offer
+        with pytest.raises(ConfigError, match="unknown net"):
+            inside.layer_choices(net)
+
+
+def test_see_inside_offers_the_servers_trained_runs(uploads, runs):
+    pytest.importorskip("gradio")
+    from convscope.images import read_png_metadata
+    from convscope.web.handlers import Handlers, Settings
+    from convscope.web.handlers_inside import InsideHandlers
+
+    h = Handlers(Settings(limits=Limits(upload_root=uploads), runs=runs, device="cpu"))
+    inside = InsideHandlers(h)
+    try:
+        nets = {name: next(s for s in specs if getattr(s, "name", None) == "net").choices for name, specs in
+                [("activations", inside.activations_specs), ("featureviz", inside.featureviz_specs),
+                 ("classviz", inside.classviz_specs)]}
+        assert nets == {"activations": ("vgg19", "efficientnet_lite0", "run: cifar"),
+                        "featureviz": ("vgg19", "efficientnet_lite0", "run: cifar"),
+                        "classviz": ("efficientnet_lite0", "run: cifar")}
+        assert inside.layer_choices("run: cifar")[:2] == ["auto", "normalize"]
+        path = uploads / "p.png"
+        photo(40, 30).save(path)
+        outs = inside.activations(record(path), _inside_form(inside, "activations", net="run: cifar"))
+        next(outs)
+        figure, status, _ = next(outs)
+        meta = read_png_metadata(figure)
+        assert meta["config"]["net"] == "run: cifar" and meta["input_size"] == [16, 12]  # the run's own size
+        assert str(runs) not in Path(figure).read_bytes().decode("latin-1")  # no server path in the download
+        outs.close()
+        picture, status, _ = list(inside.classviz(_inside_form(inside, "classviz", net="run: cifar",
+                                                               target_class="dog", steps=2)))[-1]
+        assert picture.size == (16, 16) and "class 1 dog" in status
+    finally:
+        h.cleanup()
 
 
 # ---- the serve command ---------------------------------------------------------------------------
@@ -1082,6 +1324,20 @@ def test_api_clients_run_the_jobs_that_have_a_stop_switch(server, tmp_path):
     image, status, download = client.predict(source=client_module.handle_file(str(tmp_path / "t.png")),
                                              size="32 24", iterations=3, api_name="/texture")
     assert status.startswith("done") and Image.open(image).size == (32, 24)
+
+
+def test_api_clients_see_inside(server, tmp_path):
+    client_module = pytest.importorskip("gradio_client")
+    photo(48, 36).save(tmp_path / "i.png")
+    image = client_module.handle_file(str(tmp_path / "i.png"))
+    client = client_module.Client(server[1], verbose=False)
+    figure, status, downloads = client.predict(image=image, layer="relu2_1", max_channels=4, size="48",
+                                               api_name="/activations")
+    assert status.startswith("done") and "4 of 128 channels shown" in status and len(downloads) == 1
+    sheet, status, download = client.predict(layer="relu1_2", channels="0-1", steps=2, size="16", api_name="/featureviz")
+    assert status.startswith("done") and "2 panel(s) of 16x16 px" in status
+    result, status, download = client.predict(image=image, layer="relu1_2", size="16", iterations=3, api_name="/invert")
+    assert "representation error" in status and Image.open(result).size == (16, 12)
 
 
 @browser_test
@@ -1239,7 +1495,14 @@ def test_browser_screenshots_of_the_other_tabs(page):
     pg.click("button[role=tab]:has-text('Texture synthesis')")
     pg.wait_for_selector("#texture-run", state="visible")
     shot(pg, "texture")
-    for name in ("explain", "dream", "texture"):
+    pg.click("button[role=tab]:has-text('See inside')")
+    for tab, name in [("Activations", "activations"), ("Feature visualization", "featureviz"),
+                      ("Class visualization", "classviz"), ("Inversion", "invert")]:
+        pg.click(f"button[role=tab]:has-text('{tab}')")
+        pg.wait_for_selector(f"#{name}-run", state="visible")
+        shot(pg, f"inside-{name}")
+    for name in ("explain", "dream", "texture", "inside-activations", "inside-featureviz", "inside-classviz",
+                 "inside-invert"):
         assert Image.open(ARTIFACTS / "web" / f"{name}.png").size[0] >= 1000
 
 
@@ -1259,3 +1522,45 @@ def test_browser_shows_a_users_mistake_in_one_line(page, pictures):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (1000, 1000, 3), dtype=np.uint8)).save(big)
     pg.set_input_files("#stylize-content input[type=file]", str(big))
     pg.wait_for_selector(".toast-body:has-text('exceed the maximum allowed size of 2.0 Mb')")
+
+
+@browser_test
+def test_browser_see_inside_feature_maps_then_an_inversion(page, pictures):
+    pg = page
+    pg.click("button[role=tab]:has-text('See inside')")
+    pg.click("button[role=tab]:has-text('Activations')")
+    pg.wait_for_selector("#activations-run", state="visible")
+    pg.set_input_files("#activations-image input[type=file]", str(pictures / "content.png"))
+    pg.wait_for_selector("#activations-image img")
+    layer = pg.locator("#activations-layer input")  # the net's layers are suggested; any name may be typed
+    layer.fill("relu9_1")
+    layer.press("Enter")
+    pg.click("#activations-run")
+    text = wait_status(pg, "#activations-status", "error")
+    assert "unknown layer 'relu9_1' for net 'vgg19' (did you mean 'relu5_1'?); the layer box suggests them" in text
+    layer.fill("relu2_1")
+    layer.press("Enter")
+    set_number(pg, "#activations-max_channels", 8)
+    pg.click("#activations-run")
+    status = wait_status(pg, "#activations-status", "done")
+    assert "relu2_1 128x84x112, 8 of 128 channels shown" in status, status  # the 80x60 photo at 224 px
+    assert result_size(pg, "#activations-figure")[0] > 300
+    assert pg.locator("#activations-download a").first.get_attribute("href").endswith("activations.png")
+    shot(pg, "inside-activations-done")
+
+    pg.click("button[role=tab]:has-text('Inversion')")
+    pg.wait_for_selector("#invert-run", state="visible")
+    pg.set_input_files("#invert-image input[type=file]", str(pictures / "content.png"))
+    pg.wait_for_selector("#invert-image img")
+    layer = pg.locator("#invert-layer input")
+    layer.fill("relu1_2")
+    layer.press("Enter")
+    pg.locator("#invert-size input").fill("32")
+    pg.locator("#invert-iterations input").fill("8")
+    pg.locator("#invert-iterations input").blur()
+    pg.click("#invert-run")
+    status = wait_status(pg, "#invert-status", "done")
+    assert "32x24 (relu1_2: representation error " in status, status
+    assert result_size(pg, "#invert-result") == (32, 24)
+    assert pg.locator("#invert-download a").first.get_attribute("href").endswith("inversion.png")
+    shot(pg, "inside-invert-done")

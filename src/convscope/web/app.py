@@ -1,4 +1,5 @@
-"""The Gradio page: four tabs (Stylize, Classify, Explain, Dream & textures) wired to `handlers`.
+"""The Gradio page: five tabs (Stylize, Classify, Explain, Dream & textures wired to `handlers`, and
+See inside, built by `app_inside` and wired to `handlers_inside`).
 
 Every long job goes through Gradio's queue under one concurrency id ("device"), so at most
 `concurrency` jobs use the device at once and the rest wait their turn; each tab's Cancel button
@@ -353,6 +354,12 @@ def build_app(settings: Settings):
                                       **queued)
                 stop_t.click(pressed, switch_t, t_status, **quick)
                 cancel_t.click(withdrawn, switch_t, t_status, cancels=[event_t], **quick)
+
+            # ---- See inside ---------------------------------------------------------------------
+            from .app_inside import inside_tab  # (it builds on this module's pieces)
+            from .handlers_inside import InsideHandlers
+
+            inside_tab(H, InsideHandlers(H), queued, quick)
 
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=settings.concurrency)
     demo.convscope_handlers = H

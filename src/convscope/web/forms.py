@@ -5,6 +5,9 @@ messages the tab shows (an engine's message names CLI flags: `widgets.in_form_te
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from ..vis.configs_render import AUTO, FEATUREVIZ_AUTO_DEPTH
 from .widgets import Spec, labels_of
 
 IMAGENET = "efficientnet_lite0"
@@ -49,7 +52,44 @@ TEXTURE_MAIN = ["size", "iterations", "source_size", "tileable", "match_histogra
 TEXTURE_MORE = ["layers", "layer_weights", "tv_weight", "range_weight", "optimizer", "warmup", "lr",
                 "lbfgs_history", "pooling", "seed"]
 
+# See inside. `net` is narrowed to the bundled nets (and the server's runs: `with_runs`): a browser
+# never names a torchvision download or a folder. `layer` is free text with the net's layers
+# suggested (the page fills them in as the net changes); device and precision are the server's.
+RUNS_HELP = ", or a trained run (its own classes, at its own input size)"
+_NETS = Spec("net", choices=("vgg19", IMAGENET),
+             help="network: vgg19 (original ImageNet weights) or efficientnet_lite0 (ImageNet classes)")
+_LAYER = Spec("layer", suggest=())
+_RENDER_MORE = ["lr", "param", "fft_power", "decorrelate", "jitter", "scale", "rotate", "copies", "blur", "decay",
+                "seed"]
+CLASS = Spec("target_class", label="class")  # the CLI's --class
+ACTIVATIONS_MAIN = [_NETS, _LAYER, "max_channels", "sort"]
+ACTIVATIONS_MORE = ["size", "cmap", "shared_scale"]
+FEATUREVIZ_MAIN = [_NETS, Spec("layer", suggest=(), help=f"layer by any name, or {AUTO}: the block output at "
+                                                          f"{FEATUREVIZ_AUTO_DEPTH} of the depth of the net"),
+                   "channels", CLASS, "steps", "size"]
+FEATUREVIZ_MORE = ["neuron", "batch", *_RENDER_MORE]
+CLASSVIZ_MAIN = [Spec("net", choices=(IMAGENET,), help="classifier: efficientnet_lite0 (ImageNet classes)"),
+                 CLASS, "steps", "size"]
+CLASSVIZ_MORE = _RENDER_MORE
+INVERT_MAIN = [_LAYER, "size", "iterations"]
+INVERT_MORE = [_NETS, "pooling", "optimizer", "lr", "alpha", "alpha_weight", "beta", "tv_weight", "seed"]
+
+
+def with_runs(specs: list, runs=()) -> list:
+    """`specs` with the trained runs the server offers (their labels, `serve --runs`) among the
+    net's choices, and its help saying so."""
+    if not runs:
+        return specs
+    return [replace(s, choices=(*s.choices, *runs), help=s.help + RUNS_HELP)
+            if isinstance(s, Spec) and s.name == "net" else s for s in specs]
+
+
 STYLIZE_LABELS = labels_of(GATYS_MAIN, GATYS_MORE, [BLEND], FAST)
 EXPLAIN_LABELS = labels_of(EXPLAIN_MAIN, EXPLAIN_MORE)
 DREAM_LABELS = labels_of(DREAM_MAIN, DREAM_MORE)
 TEXTURE_LABELS = labels_of(TEXTURE_MAIN, TEXTURE_MORE)
+# The engines name the target_class field by its CLI flag, --class.
+ACTIVATIONS_LABELS = labels_of(ACTIVATIONS_MAIN, ACTIVATIONS_MORE)
+FEATUREVIZ_LABELS = {**labels_of(FEATUREVIZ_MAIN, FEATUREVIZ_MORE), "class": CLASS.label}
+CLASSVIZ_LABELS = {**labels_of(CLASSVIZ_MAIN, CLASSVIZ_MORE), "class": CLASS.label}
+INVERT_LABELS = labels_of(INVERT_MAIN, INVERT_MORE)
