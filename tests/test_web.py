@@ -1115,6 +1115,8 @@ def test_see_inside_sizes_are_capped(uploads):
              "size 200 makes a 200x150 image, over this server's limit of 10,000 pixels"),
             (lambda: inside.activations(record(path), _inside_form(inside, "activations")),  # the default, 224
              "size 224 makes a 224x168 image"),
+            (lambda: inside.activations(record(path), _inside_form(inside, "activations", size=64, max_channels=8)),
+             "the feature maps come to "),  # the figure, a panel per channel shown
             (lambda: inside.invert(record(path), _inside_form(inside, "invert", size=200)), "size 200 makes a 200x150"),
             (lambda: inside.featureviz(_inside_form(inside, "featureviz", size=128)), "size 128 makes a 128x128"),
             (lambda: inside.featureviz(_inside_form(inside, "featureviz", layer="relu1_2", channels="0-3", size=64)),

@@ -112,7 +112,13 @@ class InsideHandlers:
             job.check()
             result = activations(image, config, net=net)
             job.check()
-            return result, [layer_figure(result, la) for la in result.layers]
+            figures = [layer_figure(result, la) for la in result.layers]
+            # A panel per channel shown: 512 channels drew 10 megapixels (all-conv: a figure per block).
+            pixels = sum(f.width * f.height for f in figures)
+            if pixels > self.limits.max_pixels:
+                raise ConfigError(f"the feature maps come to {pixels:,} pixels, over this server's limit of "
+                                  f"{self.limits.max_pixels:,}; use a smaller max channels")
+            return result, figures
 
         yield SKIP, "running the image through the network...", None
         folder = self.base._job_dir()
