@@ -1012,8 +1012,10 @@ def test_featureviz_and_classviz_show_progress_then_the_clis_pictures(inside, ha
             meta = read_png_metadata(download)
             break
     assert seen[0] == "loading the network..."
-    assert seen[1:-1] and all(re.fullmatch(r"step [1-4]/4 · activation \S+ · \d+ s · ETA \d+ s", s) for s in seen[1:-1])
-    assert "4 panel(s) of 16x16 px; activation" in seen[-1] and image.width > 300 and download.endswith("featureviz.png")
+    progress = seen[1:-1]
+    assert progress and all(re.fullmatch(r"step [1-4]/4 · activation \S+ · \d+ s · ETA \d+ s", s) for s in progress)
+    assert "4 panel(s) of 16x16 px; activation" in seen[-1] and image.width > 300
+    assert download.endswith("featureviz.png")
     assert meta["command"] == "featureviz" and [p["index"] for p in meta["panels"]] == [0, 1, 2, 3]
     assert list(outs) == [] and list(handlers.tmp.iterdir()) == []
 
@@ -1336,7 +1338,8 @@ def test_api_clients_see_inside(server, tmp_path):
     figure, status, downloads = client.predict(image=image, layer="relu2_1", max_channels=4, size="48",
                                                api_name="/activations")
     assert status.startswith("done") and "4 of 128 channels shown" in status and len(downloads) == 1
-    sheet, status, download = client.predict(layer="relu1_2", channels="0-1", steps=2, size="16", api_name="/featureviz")
+    sheet, status, download = client.predict(layer="relu1_2", channels="0-1", steps=2, size="16",
+                                             api_name="/featureviz")
     assert status.startswith("done") and "2 panel(s) of 16x16 px" in status
     result, status, download = client.predict(image=image, layer="relu1_2", size="16", iterations=3, api_name="/invert")
     assert "representation error" in status and Image.open(result).size == (16, 12)

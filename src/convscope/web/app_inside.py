@@ -14,34 +14,34 @@ from .widgets import make_widgets
 DOWNLOAD = "Download PNG (its settings are in its metadata)"
 
 
-def inside_tab(H: Handlers, I: InsideHandlers, queued: dict, quick: dict) -> None:
+def inside_tab(H: Handlers, inside: InsideHandlers, queued: dict, quick: dict) -> None:
     """The tab, inside the page's gr.Tabs; `queued` and `quick` are the page's event settings."""
     import gradio as gr
 
     with gr.Tab("See inside", id="inside", elem_id="tab-inside"):
         with gr.Tabs():
             with gr.Tab("Activations", id="activations"):
-                _activations(H, I, queued, quick)
+                _activations(H, inside, queued, quick)
             with gr.Tab("Feature visualization", id="featureviz"):
-                _render(I, "featureviz", queued, quick)
+                _render(inside, "featureviz", queued, quick)
             with gr.Tab("Class visualization", id="classviz"):
-                _render(I, "classviz", queued, quick)
+                _render(inside, "classviz", queued, quick)
             with gr.Tab("Inversion", id="invert"):
-                _invert(H, I, queued, quick)
+                _invert(H, inside, queued, quick)
 
 
-def _layers_follow_net(I: InsideHandlers, widgets: dict, quick: dict, *extra: str) -> None:
+def _layers_follow_net(inside: InsideHandlers, widgets: dict, quick: dict, *extra: str) -> None:
     """A new net: the layer box suggests its layers, and starts again at auto (the last net's layer
     names may not exist on this one)."""
     import gradio as gr
 
     def suggest(net):
-        return gr.update(choices=I.layer_choices(net, *extra), value="auto")
+        return gr.update(choices=inside.layer_choices(net, *extra), value="auto")
 
     widgets["net"].change(_shown_errors()(suggest), widgets["net"], widgets["layer"], **quick)
 
 
-def _activations(H: Handlers, I: InsideHandlers, queued: dict, quick: dict) -> None:
+def _activations(H: Handlers, inside: InsideHandlers, queued: dict, quick: dict) -> None:
     import gradio as gr
 
     from ..vis.configs import ALL_CONV, ActivationsConfig
@@ -51,7 +51,7 @@ def _activations(H: Handlers, I: InsideHandlers, queued: dict, quick: dict) -> N
         with gr.Column():
             image = _image_input("Image", "activations-image")
             builtin = gr.Button("Use the built-in photo", size="sm")
-            w = make_widgets(ActivationsConfig, I.activations_specs, "activations-", labels)
+            w = make_widgets(ActivationsConfig, inside.activations_specs, "activations-", labels)
             with gr.Accordion("More options", open=False):
                 w.update(make_widgets(ActivationsConfig, forms.ACTIVATIONS_MORE, "activations-", labels))
             run, cancel = _run_cancel("activations", "Show feature maps")
@@ -61,18 +61,18 @@ def _activations(H: Handlers, I: InsideHandlers, queued: dict, quick: dict) -> N
             download = gr.File(label=DOWNLOAD, file_count="multiple", interactive=False,
                                elem_id="activations-download")
     builtin.click(_shown_errors()(H.builtin_photo), None, image, **quick)
-    _layers_follow_net(I, w, quick, ALL_CONV)
+    _layers_follow_net(inside, w, quick, ALL_CONV)
     names = list(w)
 
     def activations(img, *values):  # one forward pass: Cancel, no Stop
-        yield from I.activations(img, dict(zip(names, values)))
+        yield from inside.activations(img, dict(zip(names, values)))
 
     event = run.click(_api(activations, ["image", *names], (1, 3)), [image, *w.values()], [figure, status, download],
                       api_name="activations", show_progress_on=figure, **queued)
     cancel.click(lambda: "cancelled", None, status, cancels=[event], **quick)
 
 
-def _render(I: InsideHandlers, kind: str, queued: dict, quick: dict) -> None:
+def _render(inside: InsideHandlers, kind: str, queued: dict, quick: dict) -> None:
     """Feature visualization (a sheet of channels or classes) or class visualization (one picture):
     no image in, progress in the status line, Stop keeps what it has so far."""
     import gradio as gr
@@ -80,12 +80,12 @@ def _render(I: InsideHandlers, kind: str, queued: dict, quick: dict) -> None:
     from ..vis.configs import ClassVizConfig, FeatureVizConfig
 
     if kind == "featureviz":
-        cls, main, more, labels, handler = (FeatureVizConfig, I.featureviz_specs, forms.FEATUREVIZ_MORE,
-                                            forms.FEATUREVIZ_LABELS, I.featureviz)
+        cls, main, more, labels, handler = (FeatureVizConfig, inside.featureviz_specs, forms.FEATUREVIZ_MORE,
+                                            forms.FEATUREVIZ_LABELS, inside.featureviz)
         text, shown = "Visualize", "Sheet: what each channel (or class) responds to"
     else:
-        cls, main, more, labels, handler = (ClassVizConfig, I.classviz_specs, forms.CLASSVIZ_MORE,
-                                            forms.CLASSVIZ_LABELS, I.classviz)
+        cls, main, more, labels, handler = (ClassVizConfig, inside.classviz_specs, forms.CLASSVIZ_MORE,
+                                            forms.CLASSVIZ_LABELS, inside.classviz)
         text, shown = "Draw the class", "The class as the classifier sees it"
     with gr.Row():
         with gr.Column():
@@ -98,7 +98,7 @@ def _render(I: InsideHandlers, kind: str, queued: dict, quick: dict) -> None:
             status = gr.Markdown(elem_id=f"{kind}-status")
             download = gr.File(label=DOWNLOAD, interactive=False, elem_id=f"{kind}-download")
     if "layer" in w:
-        _layers_follow_net(I, w, quick)
+        _layers_follow_net(inside, w, quick)
     names = list(w)
 
     def render(sw, *values):
@@ -112,7 +112,7 @@ def _render(I: InsideHandlers, kind: str, queued: dict, quick: dict) -> None:
     cancel.click(withdrawn, switch, status, cancels=[event], **quick)
 
 
-def _invert(H: Handlers, I: InsideHandlers, queued: dict, quick: dict) -> None:
+def _invert(H: Handlers, inside: InsideHandlers, queued: dict, quick: dict) -> None:
     import gradio as gr
 
     from ..vis.configs import InvertConfig
@@ -122,7 +122,7 @@ def _invert(H: Handlers, I: InsideHandlers, queued: dict, quick: dict) -> None:
         with gr.Column():
             image = _image_input("Image", "invert-image")
             builtin = gr.Button("Use the built-in photo", size="sm")
-            w = make_widgets(InvertConfig, I.invert_specs, "invert-", labels)
+            w = make_widgets(InvertConfig, inside.invert_specs, "invert-", labels)
             with gr.Accordion("More options", open=False):
                 w.update(make_widgets(InvertConfig, forms.INVERT_MORE, "invert-", labels))
             run, stop, cancel, switch = _run_stop_cancel("invert", "Reconstruct")
@@ -131,12 +131,12 @@ def _invert(H: Handlers, I: InsideHandlers, queued: dict, quick: dict) -> None:
             status = gr.Markdown(elem_id="invert-status")
             download = gr.File(label=DOWNLOAD, interactive=False, elem_id="invert-download")
     builtin.click(_shown_errors()(H.builtin_photo), None, image, **quick)
-    _layers_follow_net(I, w, quick)
+    _layers_follow_net(inside, w, quick)
     names = list(w)
 
     def invert(img, sw, *values):
         with sw.running():
-            yield from I.invert(img, dict(zip(names, values)), sw)
+            yield from inside.invert(img, dict(zip(names, values)), sw)
 
     args = ["image", "stop", *names]
     event = run.click(_api(invert, args, (1, 3)), [image, switch, *w.values()], [result, status, download],
