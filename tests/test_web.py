@@ -372,6 +372,21 @@ def handlers(uploads):
     assert not h.tmp.exists()
 
 
+def test_each_job_gets_its_own_copy_of_a_loaded_net(handlers):
+    # Jobs shared one loaded net: with --concurrency above 1, one job's hooks ran in the other's
+    # forward pass, and featureviz switched the shared net to channels-last.
+    import torch
+
+    a, b = handlers.net("efficientnet_lite0"), handlers.net("efficientnet_lite0")
+    assert a is not b and len(handlers._nets) == 1  # loaded once
+    pa, pb = next(a.parameters()), next(b.parameters())
+    assert torch.equal(pa, pb) and pa.data_ptr() != pb.data_ptr()
+    seen = []
+    a.model.stem.register_forward_hook(lambda *args: seen.append(1))
+    b.features(torch.rand(1, 3, 32, 32), ["logits"])
+    assert seen == []  # a's hook is a's alone
+
+
 def test_builtin_samples_keep_their_names(handlers):
     # Handed to the page as PIL images they came back as "image.png": in messages and in the
     # inputs the result's metadata records.

@@ -9,6 +9,7 @@ tuples of plain values (PIL images, text, file paths) in the order of the tab's 
 
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 import tempfile
@@ -74,7 +75,9 @@ class Handlers:
         return resolve_device(self.settings.device)
 
     def net(self, name: str):
-        """A loaded net, kept for the next request (the ImageNet net, VGG19, trained runs)."""
+        """A loaded net (the ImageNet net, VGG19, trained runs), loaded once and kept; each job gets
+        its own copy, as get_net gives: with --concurrency above 1, two jobs on one net would add
+        their hooks to each other's passes, and featureviz changes its net's memory format."""
         with self._nets_lock:
             if name not in self._nets:
                 from ..nets import get_net
@@ -87,7 +90,7 @@ class Handlers:
                     self._nets[name] = net
                 else:
                     self._nets[name] = get_net(name, "max", self.device())
-            return self._nets[name]
+            return copy.deepcopy(self._nets[name])
 
     def builtin_photo(self) -> str:
         """The built-in photo for an image input: a file, so it keeps its name (grace_hopper.jpg) in
