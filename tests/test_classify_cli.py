@@ -395,6 +395,10 @@ def test_evaluate_lists_and_draws_the_most_confident_mistakes(trained, capsys, t
     assert main(["classify", "evaluate", str(run), "--device", "cpu", "--mistakes-figure", str(tmp_path / "n.png")]) == 0
     assert len(read_png_metadata(tmp_path / "n.png")["mistakes"]) == min(16, own_wrong)
     assert ("no mistakes" in capsys.readouterr().out) == (own_wrong == 0)
+    # A figure of none would say "no mistakes" of a run that made some.
+    assert main(["classify", "evaluate", str(run), "--mistakes", "0", "--mistakes-figure", str(tmp_path / "z.png")]) == 2
+    assert "--mistakes 0 leaves --mistakes-figure nothing to draw" in capsys.readouterr().err
+    assert not (tmp_path / "z.png").exists()
 
 
 @pytest.mark.parametrize("stop_after, kept", [(1, True), (0, False)])

@@ -357,14 +357,19 @@ def test_tta_views_move_and_average():
         tta_logits(MaxPerChannel(), imgs, "rotate")
 
 
-def test_a_run_trained_through_the_api_can_be_loaded_and_is_never_overwritten(tmp_path):
+def test_a_run_trained_through_the_api_can_be_loaded_and_is_never_overwritten(tmp_path, monkeypatch):
+    from convscope.classify import train as train_module
     from convscope.classify.predict import load_run
 
     train(splits(), config(epochs=1), str(tmp_path / "run"))        # a path is a RunDir (was AttributeError)
     loaded = load_run(tmp_path / "run")                             # was RunError: no config.json
     assert loaded.classes == ["red", "green", "blue"] and loaded.input_size == 16
-    with pytest.raises(RunError, match="resume=True"):              # was silently trained over
-        train(splits(), config(epochs=1), RunDir(tmp_path / "run"))
+    with monkeypatch.context() as m:  # refused before the model is built (a transfer run's feature pass)
+        m.setattr(train_module, "prepare", lambda *a, **k: pytest.fail("built a model for a refused run"))
+        with pytest.raises(RunError, match="resume=True"):          # was silently trained over
+            train(splits(), config(epochs=1), RunDir(tmp_path / "run"))
+        with pytest.raises(ConfigError, match="was trained with --lr 1.0"):
+            train(splits(), config(epochs=2, lr=0.5), RunDir(tmp_path / "run"), resume=True)
     assert len(train(splits(), config(epochs=2), RunDir(tmp_path / "run"), resume=True).history) == 2
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
@@ -454,6 +459,12 @@ def test_resume_options_compare_resolved_values_and_let_snapshots_start():
     with pytest.raises(ConfigError, match="--snapshot-layer auto, not --snapshot-layer x"):
         check_resume_options({**saved, "snapshots": True},
                              TrainConfig(model="transfer:vgg19", snapshots=True, snapshot_layer="x"), "RUN")
+    # A run from before an option existed trained at its default: resuming with another is refused
+    # (it went through, and config.json never said so).
+    older = {k: v for k, v in saved.items() if k not in ("class_weights", "keep")}
+    check_resume_options(older, TrainConfig(model="transfer:vgg19"), "RUN")
+    with pytest.raises(ConfigError, match="--class-weights none, not --class-weights balanced"):
+        check_resume_options(older, TrainConfig(model="transfer:vgg19", class_weights="balanced"), "RUN")
 
 
 def test_an_api_run_on_a_folder_records_it_and_evaluates_on_its_hold_out(tmp_path, monkeypatch, capsys):

@@ -24,7 +24,7 @@ from convscope.images import pil_to_tensor, read_png_metadata, resize_long_side
 from convscope.nets import get_net
 from convscope.nets.base import Backbone
 from convscope.vis import activations as engine
-from convscope.vis.activations import (ActivationsConfig, activations, grid_panels,
+from convscope.vis.activations import (ActivationsConfig, activations, figure_pixels, grid_panels,
                                        layer_figure)
 
 VGG19_BLOCK_OUTPUTS = ["relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"]
@@ -155,6 +155,7 @@ def test_figure_grows_with_panels_and_shared_scale_adds_a_colour_bar(vgg, photo)
         result = activations(image, config, net=vgg)
         figure = layer_figure(result, result.layers[0])
         assert figure.mode == "RGB"
+        assert figure_pixels(result, result.layers[0]) == figure.width * figure.height  # known before drawing
         sizes[name] = figure.size
     assert sizes["many"][1] > sizes["few"][1]           # more rows
     assert sizes["shared"][0] > sizes["many"][0]        # room for the colour bar

@@ -260,7 +260,9 @@ def check_resume_options(saved: dict, config: TrainConfig, run: str) -> None:
     before = json.loads(json.dumps(before))
     free = set(RESUME_MAY_CHANGE) | ({"snapshot_layer"} if not before.get("snapshots") else set())
     for key, value in now.items():
-        if key in free or key == "data" or key not in saved or before[key] == value:
+        # (An option the saved config lacks, from a version before it existed, counts as its default:
+        # `before` was resolved with it, so --class-weights balanced on such a run is refused.)
+        if key in free or key == "data" or before[key] == value:
             continue
         raise ConfigError(f"{run} was trained with {_as_option(key, before[key])}, not {_as_option(key, value)}; "
                           f"resume with the run's options (only "

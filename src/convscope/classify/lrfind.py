@@ -28,6 +28,7 @@ from .train import train_mode
 SMOOTHING = 0.98      # during the sweep the loss is followed by an exponential moving average
 DIVERGED = 4.0        # (bias-corrected); the sweep stops once it exceeds this many times its minimum
 SKIP = 0.1            # the first 10% of the steps are too noisy to pick from
+MIN_FALL = 0.05       # a sweep whose loss never fell 5% below its start shows no rate to suggest
 
 
 @dataclass
@@ -53,9 +54,11 @@ class LRFindResult:
 
 
 def find_lr(splits: DataSplits, config: TrainConfig, *, start: float = 1e-7, end: float = 10.0, steps: int = 100,
-            callback: Callable[[LRStep], None] | None = None, cache_dir: str | Path | None = None) -> LRFindResult:
+            callback: Callable[[LRStep], None] | None = None, cache_dir: str | Path | None = None,
+            report: Callable[[int, int], None] | None = None) -> LRFindResult:
     """Sweep the learning rate from `start` to `end` over `steps` training steps of `config`'s model
-    on `splits` (on config.device, seeded by config.seed) and suggest a peak rate."""
+    on `splits` (on config.device, seeded by config.seed) and suggest a peak rate. `report(done,
+    total)`: progress of a frozen backbone's feature pass, which comes first."""
     if not isinstance(splits, DataSplits):
         raise ConfigError(f"splits must be the DataSplits that load_data returns, not {type(splits).__name__}")
     config_of(config, TrainConfig)
@@ -69,9 +72,9 @@ def find_lr(splits: DataSplits, config: TrainConfig, *, start: float = 1e-7, end
     config = for_splits(config.resolved(), splits)
     device = resolve_device(config.device)
     config = replace(config, device=str(device))
-    setup = prepare(splits, config, device, cache_dir=Path(cache_dir).expanduser() if cache_dir else None)
+    setup = prepare(splits, config, device, cache_dir=Path(cache_dir).expanduser() if cache_dir else None,
+                    report=report, validation=False)
     model, optimizer = setup.model, setup.optimizer
-    scaler = torch.amp.GradScaler(device.type) if setup.precision == "fp16" else None
     train_mode(model)
     lrs, losses = [], []
     average, best, diverged, epoch = 0.0, math.inf, False, 0
@@ -84,14 +87,7 @@ def find_lr(splits: DataSplits, config: TrainConfig, *, start: float = 1e-7, end
                 g["lr"] = lr * g["lr_scale"]
             with setup.autocast:
                 loss = setup.criterion(setup.logits(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:  # fp16: as train does
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            setup.step(loss)
             value = float(loss.detach())
             average = SMOOTHING * average + (1 - SMOOTHING) * value
             smooth = average / (1 - SMOOTHING ** (i + 1))
@@ -123,12 +119,18 @@ def centred(values: list[float], half: int) -> list[float]:
 
 def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
     """(the rate where the smoothed loss fell fastest per decade, the rate where it was lowest),
-    both from the steps after the first SKIP of them and before any non-finite loss."""
+    both from the steps after the first SKIP of them and before any non-finite loss. ConfigError
+    when the sweep shows no such place: the loss blew up at once, or never fell."""
     usable = [i for i, v in enumerate(smoothed) if math.isfinite(v)]
-    usable = usable[int(len(lrs) * SKIP):] if len(usable) > 10 else usable
     if len(usable) < 3:
-        raise ConfigError("the loss was not finite long enough to suggest a rate; lower --start")
+        raise ConfigError(f"the loss blew up within {len(lrs)} step(s) of --start {lrs[0]:.2g}: nothing to pick "
+                          "from; lower --start")
+    first = smoothed[usable[0]]
+    usable = usable[int(len(lrs) * SKIP):] if len(usable) > 10 else usable
     low = min(usable, key=lambda i: smoothed[i])
+    if not smoothed[low] < (1 - MIN_FALL) * first:
+        raise ConfigError(f"the loss did not fall between {lrs[0]:.2g} and {lrs[-1]:.2g} (from {first:.4g} to "
+                          f"{smoothed[low]:.4g} at best): sweep higher rates (--end) or longer (--steps)")
     # Slope per decade between neighbours (central differences), up to the minimum: past it, a
     # steep fall can only be the loss recovering from a blow-up.
     window = [i for i in usable if i <= low]

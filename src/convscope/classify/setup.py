@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .config import TrainConfig
-from .data import DataSplits, ImageData
+from .data import DataSplits
 from .features import bottleneck_features
 from .loader import DeviceLoader
 from .models import TransferModel, build_model
@@ -35,6 +35,7 @@ class Setup:
     train_y: torch.Tensor | None
     loader: DeviceLoader | None          # otherwise the images, augmented on the device
     steps_per_epoch: int
+    scaler: torch.amp.GradScaler | None  # fp16: small gradients scaled up so they do not flush to zero
 
     def batches(self, config: TrainConfig, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Epoch `epoch`'s training batches (x, y), on the device; the same every time it is asked for."""
@@ -51,6 +52,17 @@ class Setup:
     def logits(self, x: torch.Tensor, forward: nn.Module | None = None) -> torch.Tensor:
         """The model's logits for a batch of `batches` (the head alone on cached features)."""
         return self.model.head(x) if self.cached else (forward or self.model)(x)
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One optimizer step down `loss`."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
 
 
 def class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
@@ -77,13 +89,14 @@ def set_trainable(model: nn.Module, config: TrainConfig) -> list[dict]:
     return groups
 
 
-def prepare(splits: DataSplits, config: TrainConfig, device: torch.device, *, shard: ImageData | None = None,
+def prepare(splits: DataSplits, config: TrainConfig, device: torch.device, *, shard: torch.Tensor | None = None,
             cache_dir: Path | None = None, report: Callable[[int, int], None] | None = None,
-            init: bool = True) -> Setup:
-    """Build what a training pass needs for resolved `config` on `device`. `shard`: this process's
-    training images under torchrun (default: all); `report(done, total)`: progress of a frozen
-    backbone's one-off feature pass; `init`: run the model's data-dependent initialization (a
-    resumed run loads its weights instead)."""
+            init: bool = True, validation: bool = True) -> Setup:
+    """Build what a training pass needs for resolved `config` on `device`. `shard`: the positions of
+    this process's training images under torchrun (default: all); `report(done, total)`: progress
+    of a frozen backbone's one-off feature pass; `init`: run the model's data-dependent
+    initialization (a resumed run loads its weights instead); `validation`: a frozen backbone's
+    validation features too."""
     classes = splits.train.classes
     autocast, precision = precision_context(config.precision, device)
     torch.manual_seed(config.seed)
@@ -98,11 +111,11 @@ def prepare(splits: DataSplits, config: TrainConfig, device: torch.device, *, sh
     train_x = val_x = train_y = loader = None
     if cached:
         train_x = bottleneck_features(model, splits.train, device, 256, cache_dir, report)
-        val_x = bottleneck_features(model, splits.val, device, 256, cache_dir, report)
+        val_x = bottleneck_features(model, splits.val, device, 256, cache_dir, report) if validation else None
         train_y = splits.train.labels
         steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
     else:
-        shard = splits.train if shard is None else shard
+        shard = splits.train if shard is None else splits.train.subset(shard)
         loader = DeviceLoader(shard, config.batch_size, shuffle=True, drop_last=len(shard) > config.batch_size,
                               flip=config.flip, alternate_flip=config.alternate_flip, translate=config.translate,
                               cutout=config.cutout, device=device,
@@ -117,8 +130,9 @@ def prepare(splits: DataSplits, config: TrainConfig, device: torch.device, *, sh
     weight = class_weights(splits.train.labels, len(classes)).to(device) if config.class_weights == "balanced" \
         else None
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     return Setup(model, optimizer, criterion, autocast, precision, cached, train_x, val_x, train_y, loader,
-                 steps_per_epoch)
+                 steps_per_epoch, scaler)
 
 
 def _check_image_size(splits: DataSplits, config: TrainConfig) -> None:

@@ -135,14 +135,19 @@ def _check_args(splits, config, run, resume, callback, cache_dir) -> RunDir:
     return run
 
 
-def _start_run(run: RunDir, config: TrainConfig, splits: DataSplits, resume: bool) -> None:
-    """Make `run` a run folder (config.json, so load_run and resume find the run) unless it is one;
-    without `resume` a folder that already holds a trained run is refused, never overwritten."""
+def _check_run(run: RunDir, config: TrainConfig, resume: bool) -> None:
+    """Before any work: without `resume` a folder that already holds a trained run is refused, never
+    overwritten; with it, options other than the run's are (the CLI checks this before loading data;
+    the API here, before the model is built or a feature pass runs)."""
     if not resume and run.file(CHECKPOINT).exists():
         raise RunError(f"{run.path} already holds a trained run; pass resume=True to continue it "
                        "or choose a new run folder")
-    if resume and run.file(CONFIG).exists():  # the CLI checks this before loading data; the API here
+    if resume and run.file(CONFIG).exists():
         check_resume_options(run.info().get("config", {}), config, str(run.path))
+
+
+def _start_run(run: RunDir, config: TrainConfig, splits: DataSplits, resume: bool) -> None:
+    """Make `run` a run folder (config.json, so load_run and resume find the run) unless it is one."""
     if not run.file(CONFIG).exists():
         run.create({"config": config.to_dict(), "classes": list(splits.train.classes), "run": splits.record()},
                    resume=resume)
@@ -161,7 +166,9 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
     # Progress of a frozen backbone's one-off feature pass: reports with epoch 0 (steps = images).
     report = None if callback is None or not world.main else \
         (lambda done, total: callback(EpochReport(0, config.epochs, done, total)))
-    shard = None if not world.active else splits.train.subset(distributed.shard(world, len(splits.train)))
+    shard = distributed.shard(world, len(splits.train)) if world.active else None
+    if world.main:
+        _check_run(run, config, resume)
     setup = prepare(splits, config, device, shard=shard, cache_dir=Path(cache_dir) if cache_dir else None,
                     report=report, init=not resume)
     model, optimizer, cached, autocast = setup.model, setup.optimizer, setup.cached, setup.autocast
@@ -199,7 +206,6 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
     if fixed is not None:
         from .snapshots import check_layer
         check_layer(model, config.snapshot_layer, config.input_size, config.model)  # not after an epoch
-    scaler = torch.amp.GradScaler(device.type) if setup.precision == "fp16" else None
     criterion = setup.criterion
     forward = model
     if world.active and not cached:
@@ -227,14 +233,7 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
             with autocast:
                 logits = setup.logits(x, forward)
                 loss = criterion(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:  # fp16: scale the loss so small gradients do not flush to zero
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            setup.step(loss)
             if ema_pairs:
                 with torch.no_grad():
                     torch._foreach_lerp_(ema_pairs[0], ema_pairs[1], 1 - config.ema)

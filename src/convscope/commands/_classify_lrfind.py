@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from ..cli import add_config_options
@@ -17,10 +18,10 @@ def register_lr_find(sub) -> None:
     from ..classify.config import TrainConfig
 
     f = sub.add_parser("lr-find", help="find a good learning rate for a recipe (the range test)",
-                       description="Train --model on --data for a few hundred steps while the learning rate grows "
+                       description="Train --model on --data for --steps steps while the learning rate grows "
                        "from --start to --end, and suggest where the loss falls fastest (Smith's range test, "
-                       "fastai's lr_find). Nothing is written but the figure; pass the suggestion to "
-                       "classify train --lr.")
+                       "fastai's lr_find). Nothing is written but the figure (-o, with its JSON sidecar) and "
+                       "the caches; pass the suggestion to classify train --lr.")
     f.add_argument("-o", "--output", default=None, metavar="LR.png", help="the loss-against-rate figure")
     f.add_argument("--start", type=float, default=1e-7, help="first learning rate (default: 1e-07)")
     f.add_argument("--end", type=float, default=10.0, help="last learning rate (default: 10)")
@@ -55,16 +56,17 @@ def run_lr_find(args) -> int:
     try:
         from pathlib import Path
 
-        result = find_lr(splits, config, start=args.start, end=args.end, steps=args.steps,
-                         callback=bar, cache_dir=Path(cache) / "features")
+        result = find_lr(splits, config, start=args.start, end=args.end, steps=args.steps, callback=bar,
+                         cache_dir=Path(cache) / "features", report=bar.features if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
     recipe = config.lr
     if args.json:
+        finite = lambda values: [v if math.isfinite(v) else None for v in values]  # noqa: E731 (JSON has no NaN)
         print(json.dumps({"suggested_lr": result.steepest, "lowest_loss_lr": result.minimum, "recipe_lr": recipe,
-                          "diverged": result.diverged, "lrs": result.lrs, "losses": result.losses,
-                          "smoothed": result.smoothed}))
+                          "diverged": result.diverged, "lrs": result.lrs, "losses": finite(result.losses),
+                          "smoothed": finite(result.smoothed)}))
     else:
         print(f"suggested --lr {result.steepest:.2g} (where the loss fell fastest); the loss was lowest at "
               f"{result.minimum:.2g} (a tenth of that, {result.minimum / 10:.2g}, is the cautious choice); "
@@ -76,15 +78,34 @@ def run_lr_find(args) -> int:
 
 
 def _bar(steps: int):
+    """A progress callback for the sweep's steps, with `.features(done, total)` for a frozen
+    backbone's feature pass before it and `.close()`."""
     from tqdm import tqdm
 
-    bar = tqdm(total=steps, desc="learning-rate sweep", unit="step", file=sys.stderr)
+    bars: dict = {}
+
+    def features(done: int, total: int) -> None:
+        if "features" not in bars:
+            bars["features"] = tqdm(total=total, desc="bottleneck features", unit="img", file=sys.stderr)
+        bar = bars["features"]
+        if done < bar.n or bar.total != total:  # the validation pass would come next; the sweep has none
+            bar.reset(total)
+        bar.update(done - bar.n)
 
     def callback(p) -> None:
+        if "sweep" not in bars:
+            if "features" in bars:
+                bars.pop("features").close()
+            bars["sweep"] = tqdm(total=steps, desc="learning-rate sweep", unit="step", file=sys.stderr)
+        bar = bars["sweep"]
         bar.set_postfix(lr=f"{p.lr:.1e}", loss=f"{p.smoothed:.3f}")
         bar.update(p.step - bar.n)
 
-    callback.close = bar.close
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    callback.features, callback.close = features, close
     return callback
 
 
@@ -106,5 +127,6 @@ def _figure(result, recipe: float, out) -> None:
                title=f"learning-rate range test: {result.config.model}")
         ax.legend(fontsize=8)
 
+    used = {k: v for k, v in result.config.to_dict().items() if k not in NOT_FOR_THE_SWEEP}
     save_image(render(draw, (7, 4.5)), out, {"suggested_lr": result.steepest, "lowest_loss_lr": result.minimum,
-                                             "config": result.config.to_dict()})
+                                             "recipe_lr": recipe, "config": used})

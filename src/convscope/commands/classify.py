@@ -90,6 +90,9 @@ def run_evaluate(args) -> int:
         check_output_path(args.output)  # before the evaluation, not after its report
     if args.mistakes is not None and args.mistakes < 0:
         raise ConfigError(f"--mistakes must be a whole number at least 0, not {args.mistakes}")
+    if args.mistakes == 0 and args.mistakes_figure:
+        raise ConfigError("--mistakes 0 leaves --mistakes-figure nothing to draw: drop --mistakes (16 are drawn) "
+                          "or give how many")
     if args.mistakes_figure:
         check_output_path(args.mistakes_figure)
         if args.output and Path(args.output).expanduser().resolve() == Path(args.mistakes_figure).expanduser().resolve():

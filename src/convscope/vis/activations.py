@@ -174,13 +174,20 @@ def layer_figure(result: ActivationsResult, layer: LayerActivations) -> Image.Im
                          result.config.cmap, result.config.shared_scale)
 
 
-def render_panels(panels: list[Panel], title: str, cmap: str = "viridis",
-                  shared_scale: bool = False, dpi: int = 110) -> Image.Image:
-    """Panels in a grid (about 4:3), a caption above each, `title` on top; RGB image out."""
-    # An explicit Agg canvas as in figures.image_strip: no pyplot, no global backend switch.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def figure_pixels(result: ActivationsResult, layer: LayerActivations, dpi: int = 110) -> int:
+    """How many pixels `layer_figure` will draw (before drawing it: a server can refuse a figure of
+    hundreds of channels without the seconds and memory it takes)."""
+    panels = grid_panels(result, layer)
+    _, _, _, _, fig_w, fig_h = _grid(panels, result.config.shared_scale)
+    return int(fig_w * dpi) * int(fig_h * dpi)  # (as the canvas rounds)
 
+
+_LABEL, _GAP, _TOP, _SIDE = 0.2, 0.06, 0.62, 0.12  # inches: caption, gap, title band, margin
+
+
+def _grid(panels: list[Panel], shared_scale: bool) -> tuple:
+    """(cols, panel width, panel height, bar width, figure width, figure height), inches: panels
+    in a grid of about 4:3."""
     n = len(panels)
     maps = [p.data for p in panels if p.channel is not None]
     h, w = (maps[0] if maps else panels[0].data).shape[:2]
@@ -188,10 +195,23 @@ def render_panels(panels: list[Panel], title: str, cmap: str = "viridis",
     cols = min(n, math.ceil(math.sqrt(4 / 3 * n * aspect)))
     rows = math.ceil(n / cols)
     pw = min(3.0, max(1.25, 9.0 / cols))                   # panel width, inches
-    ph, label, gap, top, side = pw * aspect, 0.2, 0.06, 0.62, 0.12
+    ph = pw * aspect
     bar = 0.75 if shared_scale and maps else 0.0           # room for the colour bar
-    fig_w = max(6.0, 2 * side + cols * (pw + gap) + bar)
-    fig_h = top + rows * (ph + label + gap) + side
+    fig_w = max(6.0, 2 * _SIDE + cols * (pw + _GAP) + bar)
+    fig_h = _TOP + rows * (ph + _LABEL + _GAP) + _SIDE
+    return cols, pw, ph, bar, fig_w, fig_h
+
+
+def render_panels(panels: list[Panel], title: str, cmap: str = "viridis",
+                  shared_scale: bool = False, dpi: int = 110) -> Image.Image:
+    """Panels in a grid (about 4:3), a caption above each, `title` on top; RGB image out."""
+    # An explicit Agg canvas as in figures.image_strip: no pyplot, no global backend switch.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    maps = [p.data for p in panels if p.channel is not None]
+    cols, pw, ph, bar, fig_w, fig_h = _grid(panels, shared_scale)
+    label, gap, top, side = _LABEL, _GAP, _TOP, _SIDE
     fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
     left = (fig_w - bar - cols * (pw + gap) + gap) / 2     # centre the grid
     vmin = min(float(m.min()) for m in maps) if shared_scale and maps else None
