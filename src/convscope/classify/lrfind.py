@@ -1,6 +1,6 @@
 """The learning-rate range test (Smith 2017, "Cyclical Learning Rates", section 3.3; popularized as
-fastai's lr_find): train the run's model for a few hundred steps while the learning rate grows
-exponentially from tiny to huge, and watch the loss. Where it falls fastest is a good peak rate;
+fastai's lr_find): train the recipe's model for `steps` steps (100 by default) while the learning
+rate grows exponentially from tiny to huge, and watch the loss. Where it falls fastest is a good peak rate;
 where it blows up is too far. Nothing is written: the model is thrown away afterwards.
 
 Same model, data, augmentation, optimizer, loss and arithmetic as `train` with this config (built by
