@@ -9,7 +9,6 @@ the page has its copy.
 
 from __future__ import annotations
 
-import functools
 import re
 import shutil
 import threading
@@ -18,7 +17,7 @@ from dataclasses import replace
 
 from PIL import Image
 
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError
 from ..optimize import Interrupted
 from . import jobs
 from .forms import (ACTIVATIONS_LABELS, ACTIVATIONS_MAIN, ACTIVATIONS_MORE, CLASSVIZ_LABELS, CLASSVIZ_MAIN,
@@ -36,16 +35,7 @@ PAGE_LAYERS = "; the layer box suggests them"
 
 def page_terms(labels: dict[str, str]):
     """form_terms(labels), with the CLI's hint for unknown layers replaced by the page's first."""
-    def wrap(fn):
-        @functools.wraps(fn)
-        def run(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except UserError as exc:
-                exc.args = (_CLI_LAYERS.sub(PAGE_LAYERS, str(exc)),)
-                raise
-        return form_terms(labels)(run)
-    return wrap
+    return form_terms(labels, lambda message: _CLI_LAYERS.sub(PAGE_LAYERS, message))
 
 
 class InsideHandlers:

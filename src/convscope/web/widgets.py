@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, fields
 
 from ..errors import ConfigError, UserError
@@ -233,17 +234,17 @@ def build_config(cls, specs, raw: dict, fixed: dict | None = None):
     return cls(**values)
 
 
-def form_terms(labels: dict[str, str]):
+def form_terms(labels: dict[str, str], rewrite: Callable[[str], str] | None = None):
     """A tab's action (a generator) whose errors name the fields of the tab's form where the
     engines' messages name CLI flags: one translation for every message, from the table of labels
-    the form is built from (`forms`)."""
+    the form is built from (`forms`), after `rewrite` (a tab's own changes to the wording)."""
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
             except UserError as exc:
-                exc.args = (in_form_terms(str(exc), labels),)
+                exc.args = (in_form_terms(rewrite(str(exc)) if rewrite else str(exc), labels),)
                 raise
         return run
     return wrap
