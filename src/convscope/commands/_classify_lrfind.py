@@ -84,13 +84,10 @@ def _bar(steps: int):
 
     bars: dict = {}
 
-    def features(done: int, total: int) -> None:
+    def features(done: int, total: int) -> None:  # (the training images' only: the sweep needs no others)
         if "features" not in bars:
             bars["features"] = tqdm(total=total, desc="bottleneck features", unit="img", file=sys.stderr)
-        bar = bars["features"]
-        if done < bar.n or bar.total != total:  # the validation pass would come next; the sweep has none
-            bar.reset(total)
-        bar.update(done - bar.n)
+        bars["features"].update(done - bars["features"].n)
 
     def callback(p) -> None:
         if "sweep" not in bars:
@@ -120,7 +117,7 @@ def _figure(result, recipe: float, out) -> None:
         for lr, colour, text in ((result.steepest, "tab:red", "fastest fall"),
                                  (result.minimum, "tab:green", "lowest"), (recipe, "0.3", "recipe")):
             ax.axvline(lr, color=colour, linestyle="--", linewidth=1, label=f"{text}: {lr:.2g}")
-        finite = [v for v in result.losses + result.smoothed if v == v and abs(v) != float("inf")]
+        finite = [v for v in result.losses + result.smoothed if math.isfinite(v)]
         if finite:  # the blow-up at the end would flatten the rest
             ax.set_ylim(min(finite) * 0.9, min(max(finite), 2.5 * result.smoothed[0]) * 1.05)
         ax.set(xscale="log", xlabel="learning rate", ylabel="training loss",
