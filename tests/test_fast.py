@@ -353,6 +353,52 @@ def test_cli_train_init_of_another_architecture_or_kind_is_refused(folders, tmp_
     assert main([*argv, "--widths", "4", "8", "8", "--residual-blocks", "1", "-o", str(tmp_path / "c.safetensors")]) == 0
 
 
+def _no_vgg(*args, **kwargs):
+    raise AssertionError("VGG19 loaded before a refusal that needs no network")
+
+
+@pytest.mark.parametrize("command", ["train-style", "train-arbitrary"])
+def test_cli_train_refuses_a_bad_init_before_loading_data_or_vgg(command, folders, tmp_path, capsys, monkeypatch):
+    # Was: --init checked after the content images and VGG19 loaded (seconds to say "unknown style
+    # model"), with the hint of `stylize` ("use --method arbitrary for it"), which train-style has not.
+    content, styles, style = folders
+    monkeypatch.setattr(convscope.nets, "get_net", _no_vgg)
+    monkeypatch.setattr(convscope.fast.train, "CropSampler", _no_vgg)
+    other = (tiny_model_file(tmp_path / "dec.safetensors", ARBITRARY_KIND) if command == "train-style"
+             else tiny_model_file(tmp_path / "ff.safetensors", STYLE_KIND))
+    head = ([command, str(style), "--content-dir", str(content)] if command == "train-style" else
+            [command, "--content-dir", str(content), "--style-dir", str(styles)])
+    out = tmp_path / "new.safetensors"
+    for init, expected in (("starry_nigth" if command == "train-style" else "adain-lit", "unknown style model"),
+                           (str(other), "is needed here")):
+        assert main([*head, "-o", str(out), "--device", "cpu", "-q", "--init", init]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "--method" not in err and "--model" not in err, err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_training_checkpoint_given_as_a_model_says_which_file_to_use(folders, tmp_path, capsys, monkeypatch):
+    # Was: "does not hold the weights its header describes (RuntimeError: Error(s) in loading
+    # state_dict for TransformerNet:)" for OUT.checkpoint.safetensors, the file beside the model.
+    content, _, style = folders
+    out = tmp_path / "m.safetensors"
+    train_style(style, content, out, tiny_style_config(steps=1, checkpoint_every=1))
+    ckpt = checkpoint_path(out)
+    with pytest.raises(ModelError, match=f"training checkpoint .*not a model.*beside it: {out}$"):
+        load_model(str(ckpt), STYLE_KIND)
+    with pytest.raises(ModelError, match="training checkpoint"):
+        load_model(str(ckpt))
+    photo = tmp_path / "photo.png"
+    _photo(40, 32).save(photo)
+    for argv in (["stylize", str(photo), "--model", str(ckpt), "-o", str(tmp_path / "o.png")],
+                 ["train-style", str(style), "--content-dir", str(content), "--init", str(ckpt),
+                  "-o", str(tmp_path / "n.safetensors")]):
+        monkeypatch.setattr(convscope.nets, "get_net", _no_vgg)  # train-style: refused before VGG19 loads
+        assert main([*argv, "-q"]) == 2
+        assert f"training checkpoint (what --resume continues from), not a model; give the model file written " \
+               f"beside it: {out}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("stop_at", [1, 3])
 def test_cli_train_ctrl_c_says_whether_there_is_anything_to_resume(stop_at, folders, tmp_path, monkeypatch, capsys):
     import convscope.fast.train as train_mod

@@ -24,7 +24,7 @@ import torch
 from ..devices import as_device
 from ..errors import ConfigError, UserError
 from ..nets.base import suggest
-from .nets import LITE_CONVS, Decoder, LiteAdaIN, TransformerNet
+from .nets import LITE_CONVS, Decoder, LiteAdaIN, TransformerNet, can_grow, grow_into
 
 STYLE_KIND = "convscope-fast-style"
 ARBITRARY_KIND = "convscope-arbitrary-style"
@@ -164,21 +164,23 @@ def read_header(path: Path) -> dict:
     return meta
 
 
-def load_model(name_or_file: str | Path, kind: str | None = None, device: torch.device | str = "cpu",
-               wrong_kind_hint: str | None = None) -> StyleModel:
-    """Load a built-in or trained model of `kind` (fp32 on `device`, in eval mode); kind None takes
-    either kind, the file's. A model of the other kind is a ModelError that says where it is used
-    (or `wrong_kind_hint`, when given)."""
-    from safetensors.torch import load_file
-
+def check_model(name_or_file: str | Path, kind: str | None = None,
+                wrong_kind_hint: str | None = None) -> tuple[Path, dict, str, int]:
+    """What load_model checks before it reads a weight (the name or file, its size, its header, its
+    kind), with its ModelErrors: (path, header, kind, size in bytes). Cheap: a trainer calls it for
+    --init before its data and VGG19 load."""
     if kind is not None and kind not in KINDS:
         raise ConfigError(f"kind must be None, {STYLE_KIND!r} or {ARBITRARY_KIND!r}, not {kind!r}")
-    device = as_device(device)
     path = resolve(name_or_file, kind)
     size = path.stat().st_size
     if size > MAX_MODEL_BYTES:
         raise ModelError(f"{path} is {size / 2**20:.0f} MB: too big to be a style model")
     meta = read_header(path)
+    if "step" in meta and "history" in meta:  # the layout train.py gives OUT.checkpoint.safetensors
+        model = path.name.removesuffix(".checkpoint.safetensors")
+        beside = f": {path.with_name(model + '.safetensors')}" if model != path.name else ""
+        raise ModelError(f"{path} is a training checkpoint (what --resume continues from), not a model; "
+                         f"give the model file written beside it{beside}")
     found = meta.get("kind")
     if kind is None and found in KINDS:
         kind = found
@@ -190,6 +192,18 @@ def load_model(name_or_file: str | Path, kind: str | None = None, device: torch.
                 "; use it with --model" if found == STYLE_KIND else "")
         hint = wrong_kind_hint if wrong_kind_hint is not None and found in KINDS else hint
         raise ModelError(f"{path} is {what}, but {KINDS[kind]} is needed here{hint}")
+    return path, meta, kind, size
+
+
+def load_model(name_or_file: str | Path, kind: str | None = None, device: torch.device | str = "cpu",
+               wrong_kind_hint: str | None = None) -> StyleModel:
+    """Load a built-in or trained model of `kind` (fp32 on `device`, in eval mode); kind None takes
+    either kind, the file's. A model of the other kind is a ModelError that says where it is used
+    (or `wrong_kind_hint`, when given)."""
+    from safetensors.torch import load_file
+
+    device = as_device(device)
+    path, meta, kind, size = check_model(name_or_file, kind, wrong_kind_hint)
     try:
         with torch.device("meta"):  # shapes only: a crafted header cannot make us allocate first
             weights = sum(t.numel() for t in build_net(kind, meta).state_dict().values())
@@ -205,6 +219,39 @@ def load_model(name_or_file: str | Path, kind: str | None = None, device: torch.
         raise ModelError(f"{path} does not hold the weights its header describes ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     return StyleModel(kind, net.to(device).eval().requires_grad_(False), meta, str(path))
+
+
+def init_weights(net: torch.nn.Module, kind: str, init: str) -> None:
+    """Copy the weights of model `init` (built-in name or file, of `kind`) into `net`; ConfigError when
+    its architecture differs. A style network may grow: `net` may have more residual blocks and wider
+    stages than `init` (nets.grow_into: it starts out computing `init`'s function). An AdaIN-lite
+    model may also start from a plain decoder of its decoder's widths (e.g. the built-in adain): the
+    decoder is copied, the encoder starts from random weights."""
+    # The wrong kind is said without load_model's hint, which names the options of `stylize`.
+    source = load_model(init, kind, wrong_kind_hint="")
+    if isinstance(net, LiteAdaIN) and isinstance(source.net, Decoder):
+        if source.net.widths != net.decoder.widths:
+            raise ConfigError(f"--init {init}: its decoder widths {list(source.net.widths)} differ from this "
+                              f"training's {list(net.decoder.widths)}; set the same --widths, or leave out --init")
+        net.decoder.load_state_dict(source.net.state_dict())
+        return
+    if isinstance(net, TransformerNet) and isinstance(source.net, TransformerNet) and can_grow(source.net, net):
+        grow_into(source.net, net)  # the same architecture, or a larger one computing the same function
+        return
+    if arch_of(source.net) != arch_of(net):
+        # Named as the options that set them (train-arbitrary has no --residual-blocks).
+        def shown(arch: dict) -> str:
+            flat = {k: v for k, v in arch.items() if k != "encoder"}
+            if "encoder" in arch:  # AdaIN-lite: its encoder's stages
+                flat["encoder_widths"] = arch["encoder"]["widths"]
+            return " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                            for k, v in flat.items())
+
+        what = ("the same --widths and --residual-blocks, or larger ones" if isinstance(net, TransformerNet)
+                else "the same --widths")
+        raise ConfigError(f"--init {init}: its architecture ({shown(arch_of(source.net))}) differs from this "
+                          f"training's ({shown(arch_of(net))}); set {what}, or leave out --init")
+    net.load_state_dict(source.net.state_dict())
 
 
 def list_styles() -> list[dict]:

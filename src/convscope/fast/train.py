@@ -34,9 +34,8 @@ from ..losses import gram, mean_std_loss, tv_loss
 from .apply import resolve_precision
 from .config import TrainArbitraryConfig, TrainCommon, TrainStyleConfig
 from .data import CropSampler, TrainingError, image_files
-from .models import ARBITRARY_KIND, STYLE_KIND, save_model
-from .nets import (ENCODER_LAYERS, Decoder, Encoder, LiteAdaIN, TransformerNet, adain, can_grow, channel_stats,
-                   grow_into)
+from .models import ARBITRARY_KIND, STYLE_KIND, check_model, init_weights, save_model
+from .nets import ENCODER_LAYERS, Decoder, Encoder, LiteAdaIN, TransformerNet, adain, channel_stats
 
 @dataclass
 class TrainProgress:
@@ -193,9 +192,8 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     ckpt = checkpoint_path(out)
     start, history, spent = 0, [], 0.0
+    check_start(out, resume, kind)  # again, under the lock: another process may have written since
     if resume:
-        if not ckpt.is_file():
-            raise TrainingError(f"nothing to resume: {ckpt} does not exist (start without --resume)")
         tensors, saved = load_tensors(ckpt)
         remove_stale_temps(out.parent, {out.name, ckpt.name})  # writes a kill cut short, previews' too
         remove_stale_temps(preview_folder(out))
@@ -220,11 +218,8 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
         net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         _restore_optimizer(opt, tensors)
         start, history, spent = int(saved["step"]), list(saved.get("history", [])), float(saved.get("seconds", 0))
-    elif ckpt.exists() or out.exists():
-        raise TrainingError(f"{out if out.exists() else ckpt} already exists; add --resume to continue that run, "
-                            "or choose another output file")
     elif config.init:
-        _load_init(net, kind, config.init)
+        init_weights(net, kind, config.init)
     net.train()
     began = time.perf_counter()
     losses: dict[str, float] = {}
@@ -263,40 +258,6 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
                        {k: v for k, v in (history[-1] if history else {}).items() if k != "step"}, skipped())
 
 
-def _load_init(net: torch.nn.Module, kind: str, init: str) -> None:
-    """Copy the weights of model `init` (built-in name or file, of `kind`) into `net`; ConfigError when
-    its architecture differs. A style network may grow: `net` may have more residual blocks and wider
-    stages than `init` (nets.grow_into: it starts out computing `init`'s function). An AdaIN-lite
-    model may also start from a plain decoder of its decoder's widths (e.g. the built-in adain): the
-    decoder is copied, the encoder starts from random weights."""
-    from .models import arch_of, load_model
-
-    source = load_model(init, kind)
-    if isinstance(net, LiteAdaIN) and isinstance(source.net, Decoder):
-        if source.net.widths != net.decoder.widths:
-            raise ConfigError(f"--init {init}: its decoder widths {list(source.net.widths)} differ from this "
-                              f"training's {list(net.decoder.widths)}; set the same --widths, or leave out --init")
-        net.decoder.load_state_dict(source.net.state_dict())
-        return
-    if isinstance(net, TransformerNet) and isinstance(source.net, TransformerNet) and can_grow(source.net, net):
-        grow_into(source.net, net)  # the same architecture, or a larger one computing the same function
-        return
-    if arch_of(source.net) != arch_of(net):
-        # Named as the options that set them (train-arbitrary has no --residual-blocks).
-        def shown(arch: dict) -> str:
-            flat = {k: v for k, v in arch.items() if k != "encoder"}
-            if "encoder" in arch:  # AdaIN-lite: its encoder's stages
-                flat["encoder_widths"] = arch["encoder"]["widths"]
-            return " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                            for k, v in flat.items())
-
-        what = ("the same --widths and --residual-blocks, or larger ones" if isinstance(net, TransformerNet)
-                else "the same --widths")
-        raise ConfigError(f"--init {init}: its architecture ({shown(arch_of(source.net))}) differs from this "
-                          f"training's ({shown(arch_of(net))}); set {what}, or leave out --init")
-    net.load_state_dict(source.net.state_dict())
-
-
 @torch.no_grad()
 def _write_preview(net: torch.nn.Module, previews: torch.Tensor, out: Path, step: int) -> None:
     if previews is None or not len(previews):
@@ -311,8 +272,21 @@ def _write_preview(net: torch.nn.Module, previews: torch.Tensor, out: Path, step
     images.save_image(row, folder / f"step_{step:06d}.png")
 
 
+def check_start(out: Path, resume: bool, kind: str, init: str | None = None) -> None:
+    """TrainingError (or --init's ModelError) where the files beside `out` or `init` rule the run
+    out: all known from a few file headers, so said before any image or network loads."""
+    ckpt = checkpoint_path(out)
+    if resume and not ckpt.is_file():
+        raise TrainingError(f"nothing to resume: {ckpt} does not exist (start without --resume)")
+    if not resume and (ckpt.exists() or out.exists()):
+        raise TrainingError(f"{out if out.exists() else ckpt} already exists; add --resume to continue that run, "
+                            "or choose another output file")
+    if init and not resume:  # a resumed run starts from its checkpoint, not from --init
+        check_model(init, kind, wrong_kind_hint="")
+
+
 def _prepare(config: TrainCommon, expected: type, out: str | Path, resume, callback,
-             card) -> tuple[Path, torch.device]:
+             card, kind: str) -> tuple[Path, torch.device]:
     config_of(config, expected)
     config.validate()
     if not isinstance(out, (str, os.PathLike)):
@@ -325,6 +299,7 @@ def _prepare(config: TrainCommon, expected: type, out: str | Path, resume, callb
     if path.suffix != ".safetensors":
         raise ConfigError(f"the output must be a .safetensors file, not {path.name}")
     images.check_output_file(path, "style.safetensors")
+    check_start(path, resume, kind, config.init)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     return path, device
@@ -335,7 +310,7 @@ def train_style(style: str | Path | Image.Image, content_dir: str | Path, out: s
                 callback: Callable[[TrainProgress], None] | None = None, card: dict | None = None) -> TrainResult:
     """Train a TransformerNet for one style on crops of the images in `content_dir`."""
     config = TrainStyleConfig() if config is None else config
-    path, device = _prepare(config, TrainStyleConfig, out, resume, callback, card)
+    path, device = _prepare(config, TrainStyleConfig, out, resume, callback, card, STYLE_KIND)
     style_img = as_image(style, "style")
     root, files = _training_files(content_dir, "content", path)
     sampler = CropSampler(files, config.size, "content")
@@ -406,7 +381,7 @@ def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | P
     """Train an AdaIN decoder (or, with encoder "lite", an AdaIN-lite encoder and decoder): content
     crops restyled with style crops, Huang & Belongie's losses on VGG19."""
     config = TrainArbitraryConfig() if config is None else config
-    path, device = _prepare(config, TrainArbitraryConfig, out, resume, callback, card)
+    path, device = _prepare(config, TrainArbitraryConfig, out, resume, callback, card, ARBITRARY_KIND)
     (content_root, content_files), (style_root, style_files) = (_training_files(content_dir, "content", path),
                                                                 _training_files(style_dir, "style", path))
     contents = CropSampler(content_files, config.size, "content")
