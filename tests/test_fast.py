@@ -377,6 +377,17 @@ def test_cli_train_refuses_a_bad_init_before_loading_data_or_vgg(command, folder
         assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
+def test_train_style_says_when_the_style_image_is_too_thin_for_its_layers(folders, tmp_path):
+    # Was "a 4x64 image is too small for layer relu5_1 of vgg19": neither the style image nor
+    # --style-size named, and a size the user never saw (the image as resized).
+    content, _, _ = folders
+    thin = tmp_path / "thin.png"
+    _photo(3, 48).save(thin)
+    with pytest.raises(ImageError, match=r"the style image at --style-size 64 is 4x64, under the 16 px a side .*"
+                                         r"larger --style-size"):
+        train_style(thin, content, tmp_path / "m.safetensors", tiny_style_config())
+
+
 def test_a_training_checkpoint_given_as_a_model_says_which_file_to_use(folders, tmp_path, capsys, monkeypatch):
     # Was: "does not hold the weights its header describes (RuntimeError: Error(s) in loading
     # state_dict for TransformerNet:)" for OUT.checkpoint.safetensors, the file beside the model.

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from .. import images
 from ..argcheck import as_image, callback_or_none, config_of, flag
 from ..devices import resolve_device
-from ..errors import ConfigError
+from ..errors import ConfigError, ImageError
 from ..losses import gram, mean_std_loss, tv_loss
 from .apply import resolve_precision
 from .config import TrainArbitraryConfig, TrainCommon, TrainStyleConfig
@@ -67,6 +67,11 @@ class PerceptualLoss:
         self.config, self.autocast = config, autocast
         self.content_layer = self.vgg.resolve(config.content_layer)
         self.style_layers = [self.vgg.resolve(n) for n in config.style_layers]
+        need, (h, w) = self.vgg.stride_of(self.style_layers), style.shape[-2:]
+        if min(h, w) < need:  # features() would say "a 8x384 image": name the image and the option
+            raise ImageError(f"the style image at --style-size {config.style_size} is {w}x{h}, under the {need} px "
+                             "a side the deepest --style-layers need; use a less elongated style image or a larger "
+                             "--style-size")
         with torch.no_grad(), autocast():
             feats = self.vgg.features(style.to(device), self.style_layers)
         self.targets = {n: gram(feats[n]) for n in self.style_layers}
