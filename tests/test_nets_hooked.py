@@ -207,6 +207,27 @@ def test_unknown_and_offline_nets(monkeypatch):
         get_net("resnet18")
 
 
+def test_a_path_that_is_not_a_run_folder_says_what_is_wrong_with_it(tmp_path, capsys):
+    # Was "unknown net '/x/run/model.safetensors'; choose from vgg19, ..." (run folders unmentioned),
+    # for the file a user is most likely to give: the model inside a classify run folder.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")  # what makes a folder a run (nets.is_run_folder)
+    (run / "model.safetensors").write_bytes(b"weights")
+    plain = tmp_path / "photos"
+    plain.mkdir()
+    for name, message in ((run / "model.safetensors", f"a file of a classify run; give the run folder itself: {run}$"),
+                          (plain, "a folder, but not a classify run \\(it has no config.json\\)"),
+                          (tmp_path / "gone", "is not found; give the folder that `convscope classify train` wrote")):
+        with pytest.raises(ConfigError, match=message):
+            get_net(str(name))
+        with pytest.raises(ConfigError, match=message):
+            layer_table(str(name))
+        assert main(["layers", "--net", str(name)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "unknown net" not in err
+
+
 def test_layers_command_lists_hooked_nets(capsys):
     assert main(["layers", "--net", "efficientnet_lite0"]) == 0
     out = capsys.readouterr().out

@@ -119,9 +119,27 @@ def _key(name: str) -> str:
     base = key.removesuffix(RANDOM)
     if base in NETS or base in torchvision_classifiers():
         return key
+    _not_a_run_folder(name)
     raise ConfigError(f"unknown net {name!r}{suggest(name, net_names() + list(torchvision_classifiers()))}; "
                       f"choose from {', '.join(net_names())} or any torchvision classification model "
                       f"(resnet18, densenet121, mobilenet_v3_small, ...)")
+
+
+def _not_a_run_folder(name: str) -> None:
+    """A path given as a net is meant as a classify run folder (is_run_folder said it is not one):
+    say what is wrong with it, where "unknown net" and a list of names would not help."""
+    import os
+    from pathlib import Path
+
+    p = Path(name).expanduser()
+    if not (p.exists() or "/" in name or os.sep in name):
+        return
+    if p.is_file() and is_run_folder(str(p.parent)):  # run/model.safetensors: the folder is the net
+        raise ConfigError(f"net {name!r} is a file of a classify run; give the run folder itself: {p.parent}")
+    what = ("is a folder, but not a classify run (it has no config.json)" if p.is_dir() else
+            "is a file, not a classify run folder" if p.exists() else "is not found")
+    raise ConfigError(f"net {name!r} {what}; give the folder that `convscope classify train` wrote, or a net "
+                      f"name: {', '.join(net_names())} or a torchvision classifier")
 
 
 def _build(key: str, pooling: str, weights: bool) -> Net:
