@@ -454,6 +454,23 @@ def test_transfer_decode_size_is_not_set_by_one_small_first_image(tmp_path):
     assert decode_size(str(many), 224, "transfer:vgg19") == 40
 
 
+def test_transfer_decode_size_passes_over_a_decompression_bomb(tmp_path, recwarn):
+    # A PNG claiming 60000x60000 px raised PIL's DecompressionBombError (no OSError) from the
+    # header scan: a traceback from classify train/evaluate of a transfer model, where the data
+    # layer skips the image with a warning and a count.
+    from test_images import _png_bytes
+    from convscope.classify.folders import decode_size
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (40, 40)).save(tmp_path / name / "1.png")
+    (tmp_path / "a" / "0.png").write_bytes(_png_bytes(60000, 60000))
+    assert decode_size(str(tmp_path), 224, "transfer:efficientnet_lite0") == 40
+    (tmp_path / "b" / "0.png").write_bytes(_png_bytes(12000, 12000))  # over PIL's warning limit only
+    assert decode_size(str(tmp_path), 224, "transfer:efficientnet_lite0") == 224
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
 @pytest.mark.parametrize("command", [["evaluate", "{half}"], ["predict", "{half}", "{img}"],
                                      ["export", "{half}", "-o", "{tmp}/m.onnx"]])
 def test_a_run_without_a_finished_epoch_says_so(trained, tmp_path, capsys, command):

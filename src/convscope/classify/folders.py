@@ -128,6 +128,8 @@ def decode_size(folder: str, input_size: int, model: str, sample: int = 64) -> i
     size. (It was the first image's: one thumbnail sorted first shrank every photo to its size.)"""
     if not model.startswith("transfer:"):
         return input_size
+    import warnings
+
     from PIL import Image
 
     root = Path(folder).expanduser()
@@ -137,10 +139,12 @@ def decode_size(folder: str, input_size: int, model: str, sample: int = 64) -> i
     largest = 0
     for path in (files[i * len(files) // n] for i in range(n)):  # evenly spaced over the sorted list
         try:
-            with Image.open(path) as im:
-                largest = max(largest, min(im.size))
-        except OSError:
-            continue  # unreadable: the data layer reports it
+            with warnings.catch_warnings():  # (a huge image's DecompressionBombWarning: load_image says more)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    largest = max(largest, min(im.size))
+        except Exception:  # noqa: BLE001 - unreadable (a decompression bomb is no OSError): the data layer says so
+            continue
         if largest >= input_size:
             break
     return min(input_size, largest) if largest else input_size
