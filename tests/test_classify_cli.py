@@ -487,6 +487,28 @@ def test_a_run_without_a_finished_epoch_says_so(trained, tmp_path, capsys, comma
     assert "no epoch has finished" in err and "--resume" in err and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("command", [["evaluate", "{bad}"], ["predict", "{bad}", "{img}"],
+                                     ["export", "{bad}", "-o", "{tmp}/m.onnx"]])
+@pytest.mark.parametrize("edit, words", [({"input_size": "x"}, "--input-size"), ({"hidden": [0]}, "--hidden"),
+                                         ({"classes": ["red", "red", "blue"]}, "repeat")])
+def test_a_run_with_a_damaged_config_says_so(trained, tmp_path, capsys, command, edit, words):
+    # An edited or damaged config.json (input_size "x") was a TypeError traceback from inside the model.
+    import shutil
+
+    data, run = trained
+    bad = tmp_path / "bad"
+    shutil.copytree(run, bad, ignore=shutil.ignore_patterns("checkpoint.safetensors", "tensorboard"))
+    info = json.loads((bad / "config.json").read_text())
+    for key, value in edit.items():
+        (info if key == "classes" else info["config"])[key] = value
+    (bad / "config.json").write_text(json.dumps(info))
+    argv = ["classify"] + [a.format(bad=bad, tmp=tmp_path, img=data / "test" / "red" / "0.png") for a in command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.json is damaged" in err and words in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_evaluate_warns_when_the_hold_out_is_drawn_from_a_changed_folder(tmp_path, capsys):
     # The hold-out is drawn again at evaluation: with images added since training it is another
     # split, which may hold training images, and nothing said so.

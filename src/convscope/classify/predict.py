@@ -50,6 +50,12 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
         classes = list(info["classes"])
     except (KeyError, TypeError) as e:
         raise RunError(f"{run.file('config.json')} is incomplete or from another version ({e})") from None
+    try:  # training checked these; an edited or damaged file (input_size "x") failed deep in the model
+        config.validate()
+    except ConfigError as e:
+        raise RunError(f"{run.file('config.json')} is damaged: {e}") from None
+    if len(set(classes)) != len(classes):  # (two outputs of one name: predictions would mislabel)
+        raise RunError(f"{run.file('config.json')} is damaged: its classes repeat a name")
     model = build_model(config.model, len(classes), config.input_size, hidden=tuple(config.hidden),
                         dropout=config.dropout)
     state, meta = run.load_model_state()
