@@ -487,6 +487,23 @@ def test_a_run_without_a_finished_epoch_says_so(trained, tmp_path, capsys, comma
     assert "no epoch has finished" in err and "--resume" in err and len(err.splitlines()) == 1, err
 
 
+def test_resume_after_a_class_folder_was_renamed_is_refused(tmp_path, capsys):
+    # The run went on with its labels shuffled under config.json's old class names.
+    data = make_folder(tmp_path / "data", n_train=4, n_test=2, size=8, corrupt=False)
+    run = tmp_path / "run"
+    argv = ["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "1", "--batch-size", "4",
+            "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "-q"]
+    assert main(argv) == 0
+    for split in ("train", "test"):
+        (data / split / "blue").rename(data / split / "teal")
+    capsys.readouterr()
+    before = (run / "checkpoint.safetensors").read_bytes()
+    assert main(argv[:-1] + ["--epochs", "2", "--resume", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on other classes than the data has now (new: teal; gone: blue)" in err and err.count("\n") == 1
+    assert (run / "checkpoint.safetensors").read_bytes() == before
+
+
 @pytest.mark.parametrize("command", [["evaluate", "{bad}"], ["predict", "{bad}", "{img}"],
                                      ["export", "{bad}", "-o", "{tmp}/m.onnx"]])
 @pytest.mark.parametrize("edit, words", [({"input_size": "x"}, "--input-size"), ({"hidden": [0]}, "--hidden"),

@@ -153,6 +153,26 @@ def test_api_resume_with_another_recipe_is_refused_and_more_epochs_are_not(tmp_p
     assert [r["epoch"] for r in resumed.history] == [1, 2]
 
 
+def test_resume_refuses_other_classes_and_a_run_without_its_checkpoint(tmp_path):
+    # A class renamed since (the same number of classes) went on training with its labels shuffled
+    # under config.json's old names; with the checkpoint deleted (to save space), resume started over
+    # and replaced the trained model.
+    run = RunDir(tmp_path / "run")
+    train(splits(), config(epochs=1), run)
+    checkpoint, model = run.file("checkpoint.safetensors"), run.file("model.safetensors")
+    before = checkpoint.read_bytes(), model.read_bytes()
+    renamed = splits()
+    for part in (renamed.train, renamed.val):
+        part.classes = ["red", "green", "teal"]
+    with pytest.raises(RunError, match=r"trained on other classes than the data has now \(new: teal; gone: blue\)"):
+        train(renamed, config(epochs=2), run, resume=True)
+    assert (checkpoint.read_bytes(), model.read_bytes()) == before
+    checkpoint.unlink()
+    with pytest.raises(RunError, match="has model.safetensors but no checkpoint.safetensors"):
+        train(splits(), config(epochs=2), run, resume=True)
+    assert model.read_bytes() == before[1] and len(run.file("metrics.csv").read_text().splitlines()) == 2
+
+
 def test_tta_views_move_and_average():
     x = torch.zeros(1, 1, 6, 6)
     x[0, 0, 2, 3] = 1.0

@@ -150,6 +150,19 @@ def decode_size(folder: str, input_size: int, model: str, sample: int = 64) -> i
     return min(input_size, largest) if largest else input_size
 
 
+def folder_classes(spec: str) -> list[str] | None:
+    """The class names of a data folder as they are now, from its folder names alone (those
+    list_split finds, before any decoding); None for cifar10 or a folder that cannot be listed
+    (loading it says why)."""
+    root = Path(spec).expanduser()
+    if spec == "cifar10" or not root.is_dir():
+        return None
+    try:
+        return sorted(e.name for e in subfolders(layout(root)[0]))
+    except (OSError, DataError):
+        return None
+
+
 def plain_class_folder(spec: str) -> bool:
     """A folder of class sub-folders without train/ (val/, test/) inside."""
     root = Path(spec).expanduser()

@@ -160,6 +160,25 @@ class RunDir:
             raise RunError(f"{path} is damaged: its classes are not a list of names")
         return info
 
+    def check_resumable(self, classes: list[str] | None = None) -> None:
+        """RunError (one line) where resuming this run would go wrong: the data's `classes` (when
+        known) are not those it was trained on, the names its outputs stand for (a class folder
+        renamed since went on training with its labels shuffled under the old names; one added
+        failed only after the data was decoded, as "weights of another model"); or the model file
+        is there without the checkpoint (deleted to save space: resuming started over and
+        replaced the trained model)."""
+        recorded = self.info().get("classes")
+        if classes is not None and recorded and list(classes) != list(recorded):
+            new = [c for c in classes if c not in recorded]
+            gone = [c for c in recorded if c not in classes]
+            change = "; ".join(([f"new: {', '.join(new[:5])}"] if new else [])
+                               + ([f"gone: {', '.join(gone[:5])}"] if gone else [])) or "another order"
+            raise RunError(f"{self.path} was trained on other classes than the data has now ({change}); resume it "
+                           "with the class folders it was trained on, or train a new run")
+        if self.file(MODEL).exists() and not self.file(CHECKPOINT).exists():
+            raise RunError(f"{self.path} has {MODEL} but no {CHECKPOINT}, which resuming needs: it would start over "
+                           "and replace the trained model; train into a new run folder instead")
+
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self, weights: dict[str, torch.Tensor] | None, live: dict[str, torch.Tensor],
              train_state: dict[str, torch.Tensor], meta: dict) -> None:

@@ -135,7 +135,7 @@ def _check_args(splits, config, run, resume, callback, cache_dir) -> RunDir:
     return run
 
 
-def _check_run(run: RunDir, config: TrainConfig, resume: bool) -> None:
+def _check_run(run: RunDir, config: TrainConfig, resume: bool, classes: list[str]) -> None:
     """Before any work: without `resume` a folder that already holds a trained run is refused, never
     overwritten; with it, options other than the run's are (the CLI checks this before loading data;
     the API here, before the model is built or a feature pass runs)."""
@@ -144,6 +144,7 @@ def _check_run(run: RunDir, config: TrainConfig, resume: bool) -> None:
                        "or choose a new run folder")
     if resume and run.file(CONFIG).exists():
         check_resume_options(run.info().get("config", {}), config, str(run.path))
+        run.check_resumable(classes)
 
 
 def _start_run(run: RunDir, config: TrainConfig, splits: DataSplits, resume: bool) -> None:
@@ -168,7 +169,7 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
         (lambda done, total: callback(EpochReport(0, config.epochs, done, total)))
     shard = distributed.shard(world, len(splits.train)) if world.active else None
     if world.main:
-        _check_run(run, config, resume)
+        _check_run(run, config, resume, classes)
     setup = prepare(splits, config, device, shard=shard, cache_dir=Path(cache_dir) if cache_dir else None,
                     report=report, init=not resume)
     model, optimizer, cached, autocast = setup.model, setup.optimizer, setup.cached, setup.autocast
