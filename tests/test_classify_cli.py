@@ -130,6 +130,11 @@ def test_predict_imagenet_without_training(capsys):
     (["classify", "train", "--data", "{data}", "-o", "{run}"], "not empty"),
     (["classify", "train", "--data", "{data}", "-o", "{tmp}/r2", "--model", "resnet81"], "did you mean"),
     (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--lr", "-1"], "--lr"),
+    # Past float32's range a rate was a RuntimeError traceback from the optimizer's first step.
+    (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--lr", "1e39"],
+     "--lr must be a number above 0 and at most 1e+12"),
+    (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--optimizer", "sgd", "--weight-decay", "1e300"],
+     "--weight-decay must be"),
     (["classify", "train", "--data", "{data}", "-o", "{tmp}/r4", "--device", "cuda:7"], "cuda"),
     (["classify", "train", "--data", "{data}", "-o", "{run}", "--resume", "--model", "vgg19-bn"], "trained model"),
 ])

@@ -69,6 +69,7 @@ def test_a_sweep_where_the_loss_never_falls_suggests_nothing():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(start=0), "--start must be a learning rate above 0"),
+    (dict(end=1e300), r"--end must be a learning rate above 0 and at most 1e\+12"),  # was an overflow traceback
     (dict(start=1.0, end=0.5), r"--start \(1\) must be below --end \(0.5\)"),
     (dict(steps=5), "--steps must be a whole number from 10"),
 ])

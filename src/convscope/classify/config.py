@@ -56,6 +56,10 @@ RECIPES: dict[str, dict] = {
 }
 # What a recipe that does not name them uses.
 RECIPE_DEFAULTS: dict = dict(label_smoothing=0.0, alternate_flip=False)
+# The largest learning rate, rate factor and weight decay taken: far past any use (a run diverges
+# long before), and their products stay inside float32, where the optimizers' steps are computed
+# (past 3.4e38 a step was a RuntimeError traceback instead of the diverged run's one-line error).
+MAX_RATE = 1e12
 TRANSFER_INPUT = {"vgg19": 32, "efficientnet_lite0": 224}
 
 
@@ -176,7 +180,7 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a number "
                                   f"{'above' if open_low else 'at least'} {lo}"
-                                  f"{f' and at most {hi}' if hi is not None else ''}, not {v!r}")
+                                  f"{f' and at most {hi:g}' if hi is not None else ''}, not {v!r}")
 
         whole("epochs", 1, 100_000)
         whole("batch_size", 1, 1 << 16)
@@ -186,14 +190,14 @@ class TrainConfig:
         whole("finetune", 0, 100)
         whole("input_size", 8, 1024)
         whole("seed", 0)
-        number("lr", 0, open_low=True)
+        number("lr", 0, MAX_RATE, open_low=True)
         number("momentum", 0, 0.999)
-        number("weight_decay", 0)
+        number("weight_decay", 0, MAX_RATE)
         number("warmup", 0)
         number("label_smoothing", 0, 0.5)
         number("ema", 0, 0.99999)
         number("val_split", 0, 0.5, open_low=True)
-        number("backbone_lr", 0)
+        number("backbone_lr", 0, MAX_RATE)
         number("dropout", 0, 0.95)
         if not isinstance(self.hidden, (tuple, list)) or not self.hidden or any(
                 isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
@@ -281,8 +285,8 @@ def check_sweep(start, end, steps) -> None:
     """ConfigError (one line) unless `start` < `end` are learning rates and `steps` a sweep's length
     (classify.lrfind; here, free of torch, so the CLI checks them before loading anything)."""
     for name, value in (("start", start), ("end", end)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-            raise ConfigError(f"--{name} must be a learning rate above 0, not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_RATE:
+            raise ConfigError(f"--{name} must be a learning rate above 0 and at most {MAX_RATE:g}, not {value!r}")
     if not start < end:
         raise ConfigError(f"--start ({start:g}) must be below --end ({end:g})")
     if isinstance(steps, bool) or not isinstance(steps, int) or not 10 <= steps <= 100_000:
