@@ -60,6 +60,36 @@ def test_model_names_checked_with_suggestions():
         build_model("simple", 1)
 
 
+def test_input_sizes_a_model_cannot_take_are_refused_before_any_data_is_read(tmp_path, capsys):
+    # alexnet (and vit_b_16, inception_v3) at the recipe's 32 px failed at the first training step
+    # with a traceback; transfer:vgg19 below 32 px said "use a larger image or a shallower layer".
+    from convscope.classify.models import check_input_size
+    from convscope.cli import main
+
+    check_input_size("resnet18", 8)  # (adaptive pooling: any size)
+    for name, size, words in (("alexnet", 32, "model alexnet cannot take 32 px images (Given input size"),
+                              ("vit_b_16", 32, "model vit_b_16 cannot take 32 px images (Wrong image height"),
+                              ("transfer:vgg19", 16, "model transfer:vgg19 needs inputs of at least 32 px")):
+        with pytest.raises(ConfigError) as e:
+            check_input_size(name, size)
+        assert str(e.value).startswith(words) and "--input-size" in str(e.value)
+    with pytest.raises(ConfigError, match="cannot take 32 px images"):
+        build_model("alexnet", 3, 32)
+    for command in ("train", "lr-find"):
+        out = ["-o", str(tmp_path / "run")] if command == "train" else []
+        assert main(["classify", command, "--data", str(tmp_path / "nothing_yet"), "--model", "alexnet", *out,
+                     "--device", "cpu", "-q", *(["--json"] if command == "lr-find" else [])]) == 2
+        err = capsys.readouterr().err
+        assert "cannot take 32 px images" in err and err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_torchvision_models_with_auxiliary_heads_train():
+    # In training mode googlenet returned (logits, aux1, aux2): an AttributeError traceback at the loss.
+    model = build_model("googlenet", 3, 32).train()
+    logits = model(torch.rand(2, 3, 32, 32))
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 3)
+
+
 # ---- resnet-fast ------------------------------------------------------------------------------
 def _blobs(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """float images in [0, 1] of three classes (a bright square in the red, green or blue channel)."""

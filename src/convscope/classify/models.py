@@ -364,17 +364,55 @@ def check_model_name(name: str) -> None:
                       f"choose from {', '.join(model_names())} or a torchvision classification model")
 
 
+# The smallest input side of the named models (five 2x poolings before vgg19's pool5 and in
+# vgg19-bn; resnet-fast's stem and three poolings). torchvision's models are probed instead.
+MIN_INPUT = {"simple": 6, "vgg19-bn": 32, "resnet-fast": 16, "transfer:vgg19": 32, "transfer:efficientnet_lite0": 1}
+
+
+def check_input_size(name: str, input_size: int) -> None:
+    """ConfigError unless model `name` takes `input_size` px images. Cheap, so the CLI asks before it
+    reads any data: a torchvision model runs on the meta device (shapes only: no weights, no
+    arithmetic). alexnet, inception_v3 or vit_b_16 at the recipe's 32 px failed at the first
+    training step with a traceback; transfer:vgg19 below 32 px, with advice about image files."""
+    low = MIN_INPUT.get(name)
+    if low is not None:
+        if input_size < low:
+            raise ConfigError(f"model {name} needs inputs of at least {low} px (--input-size), not {input_size}")
+        return
+    from ..nets import torchvision_classifiers
+
+    if name not in torchvision_classifiers():
+        return
+    import warnings
+
+    import torchvision
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (constructors' notes on their weight initialization)
+        try:
+            with torch.device("meta"):
+                model = _torchvision_model(name, 2).eval()
+        except Exception:  # noqa: BLE001 - a builder that computes on tensors cannot be built there: not probed
+            return
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, 3, input_size, input_size, device="meta"))
+        except (RuntimeError, AssertionError, ValueError) as e:
+            reason = " ".join(str(e).split())[:160] or type(e).__name__
+            raise ConfigError(f"model {name} cannot take {input_size} px images ({reason}); give a larger "
+                              "--input-size, such as 224") from None
+
+
 def build_model(name: str, num_classes: int, input_size: int = 32, pretrained: bool = True,
                 hidden: Sequence[int] = (512, 256), dropout: float = 0.5) -> nn.Module:
     """A fresh model by name (see the module docstring); ConfigError with a suggestion for unknown names."""
     check_model_name(name)
     if num_classes < 2:
         raise ConfigError(f"a classifier needs at least 2 classes, not {num_classes}")
+    check_input_size(name, input_size)
     if name == "simple":
         return SimpleCNN(num_classes, input_size)
     if name == "resnet-fast":
-        if input_size < 16:
-            raise ConfigError(f"model resnet-fast needs inputs of at least 16 px, not {input_size}")
         return ResNetFast(num_classes)
     if name == "vgg19-bn":
         model = VGG19BN(num_classes, input_size, dropout)
@@ -389,9 +427,17 @@ def build_model(name: str, num_classes: int, input_size: int = 32, pretrained: b
     from ..nets import torchvision_classifiers
 
     if name in torchvision_classifiers():
-        import torchvision
-
-        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-        return nn.Sequential(Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), model)
+        return nn.Sequential(Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                             _torchvision_model(name, num_classes))
     raise ConfigError(f"unknown model {name!r}{suggest(name, model_names() + list(torchvision_classifiers()))}; "
                       f"choose from {', '.join(model_names())} or a torchvision classification model")
+
+
+def _torchvision_model(name: str, num_classes: int) -> nn.Module:
+    """torchvision's model `name`, randomly initialized, without auxiliary heads: in training mode
+    googlenet and inception_v3 returned (logits, aux logits) tuples, which the loss cannot take.
+    (Their init_weights given as the default it stands for, which they warned about on stderr.)"""
+    import torchvision
+
+    aux = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **aux)

@@ -46,10 +46,11 @@ def run_lr_find(args) -> int:
     config = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
                             if k in TrainConfig.__dataclass_fields__}).resolved()
     from ..classify.lrfind import find_lr
-    from ..classify.models import check_model_name
+    from ..classify.models import check_input_size, check_model_name
     from ._classify_train import _cache_dir, load_training_data
 
     check_model_name(config.model)
+    check_input_size(config.model, config.input_size)
     cache = _cache_dir(args)
     splits = load_training_data(config, cache)
     bar = None if args.quiet or args.json else _bar(args.steps)

@@ -19,13 +19,14 @@ def run_train(args) -> int:
     config = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
                             if k in TrainConfig.__dataclass_fields__}).resolved()
     from ..classify import distributed
-    from ..classify.models import check_model_name
+    from ..classify.models import check_input_size, check_model_name
     from ..devices import resolve_device
 
     from ..classify.folders import run_outside_data
     from ..classify.run import RunDir, RunError
 
     check_model_name(config.model)     # cheap checks before any data is read
+    check_input_size(config.model, config.input_size)
     run = RunDir(args.output)          # (and before the processes of a torchrun meet, so all see the same)
     run_outside_data(run.path, config.data)
     made = None
