@@ -136,6 +136,11 @@ def test_predict_imagenet_without_training(capsys):
     (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--optimizer", "sgd", "--weight-decay", "1e300"],
      "--weight-decay must be"),
     (["classify", "train", "--data", "{data}", "-o", "{tmp}/r4", "--device", "cuda:7"], "cuda"),
+    # Said by the loader after the data was decoded (and as "cutout must be ...", no option named).
+    (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--cutout", "40"],
+     "--cutout (40) must be at most --input-size (32)"),
+    (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--translate", "32"],
+     "--translate (32) must be below --input-size (32)"),
     (["classify", "train", "--data", "{data}", "-o", "{run}", "--resume", "--model", "vgg19-bn"], "trained model"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys, argv, message):

@@ -203,6 +203,12 @@ class TrainConfig:
                 isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
             raise ConfigError(f"--hidden must be a list of positive whole numbers such as (512, 256), "
                               f"not {self.hidden!r}")
+        # Against the images' side (the loader checks again against the decoded size, which a
+        # transfer model may keep smaller): said here, not after the data was decoded.
+        if self.input_size is not None and self.translate is not None and self.translate >= self.input_size:
+            raise ConfigError(f"--translate ({self.translate}) must be below --input-size ({self.input_size})")
+        if self.input_size is not None and self.cutout > self.input_size:
+            raise ConfigError(f"--cutout ({self.cutout}) must be at most --input-size ({self.input_size})")
         if self.finetune and not self.model.startswith("transfer:"):
             raise ConfigError("--finetune applies to transfer:BACKBONE models only")
         # Options a model has no use for were ignored without a word (--dropout 0.1 on simple).
