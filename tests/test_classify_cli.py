@@ -497,6 +497,26 @@ def test_a_run_without_a_finished_epoch_says_so(trained, tmp_path, capsys, comma
     assert "no epoch has finished" in err and "--resume" in err and len(err.splitlines()) == 1, err
 
 
+def test_evaluate_on_a_split_folder_of_other_classes_says_so_before_decoding(trained, tmp_path, capsys, monkeypatch):
+    # Both splits were decoded first (all of a large training set), then "(cat, dog, ...)" differ.
+    from convscope.classify import data as data_module
+
+    _, run = trained
+    other = tmp_path / "other"
+    for split in ("train", "test"):
+        for name in ("cat", "dog"):
+            (other / split / name).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(other / split / name / "0.png")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr(data_module, "load_data", no_decoding)
+    assert main(["classify", "evaluate", str(run), "--data", str(other), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "the data's classes (cat, dog) differ from the run's (blue, green, red)" in err and err.count("\n") == 1
+
+
 def test_resume_after_a_class_folder_was_renamed_is_refused(tmp_path, capsys):
     # The run went on with its labels shuffled under config.json's old class names.
     data = make_folder(tmp_path / "data", n_train=4, n_test=2, size=8, corrupt=False)

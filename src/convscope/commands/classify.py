@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..classify.config import TTA_MODES
 from ..cli import add_config_options
+from ..errors import ConfigError
 from ._classify_lrfind import register_lr_find
 from ._classify_train import run_train
 
@@ -101,7 +102,7 @@ def run_evaluate(args) -> int:
     RunDir(args.run_dir).info()  # not a run: said before PyTorch loads (load_run reads it again)
 
     from ..classify.data import load_data
-    from ..classify.folders import decode_size, plain_class_folder, same_folder
+    from ..classify.folders import decode_size, folder_classes, plain_class_folder, same_folder
     from ..classify.predict import evaluate, load_run
     from ..devices import resolve_device
 
@@ -122,15 +123,13 @@ def run_evaluate(args) -> int:
         if val.skipped:
             print(f"warning: skipped {len(val.skipped)} unreadable image(s), e.g. {val.skipped[0]}", file=sys.stderr)
     else:
+        _check_classes(folder_classes(spec) if folder else None, loaded.classes)  # (before decoding both splits)
         splits = load_data(spec, root=args.data_root or loaded.config.data_root, size=size,
                            val_split=loaded.config.val_split, seed=loaded.config.seed)
         val, val_kind = splits.val, splits.val_kind
         if same_folder(spec, own):
             _warn_if_the_hold_out_moved(recorded, splits)
-    if val.classes != loaded.classes:
-        from ..errors import ConfigError
-        raise ConfigError(f"the data's classes ({', '.join(val.classes[:5])}, ...) differ from the run's "
-                          f"({', '.join(loaded.classes[:5])}, ...)")
+    _check_classes(val.classes, loaded.classes)
     ev = evaluate(loaded, val.images, val.labels, device, tta=args.tta, mistakes=shown)
     mistakes = [_mistake_record(m, val, loaded.classes) for m in ev.mistakes]
     if args.json:
@@ -164,6 +163,14 @@ def run_evaluate(args) -> int:
         _mistakes_figure(val.images, drawn, mistakes, mistake_maps(loaded, val.images, drawn, device),
                          args.mistakes_figure)
     return 0
+
+
+def _check_classes(data: list[str] | None, run: list[str]) -> None:
+    """ConfigError unless the data's classes (None: not known yet) are the run's."""
+    if data is not None and data != run:
+        def names(c):
+            return ", ".join(c[:5]) + (", ..." if len(c) > 5 else "")
+        raise ConfigError(f"the data's classes ({names(data)}) differ from the run's ({names(run)})")
 
 
 def _percent(p: float) -> str:
