@@ -173,6 +173,22 @@ def test_resume_refuses_other_classes_and_a_run_without_its_checkpoint(tmp_path)
     assert model.read_bytes() == before[1] and len(run.file("metrics.csv").read_text().splitlines()) == 2
 
 
+def test_resume_records_the_new_epochs_and_refuses_fewer_than_trained(tmp_path):
+    # config.json said the first command's --epochs after a resume had extended the run; --epochs
+    # below what the checkpoint holds ended at once, reporting the epochs it had not been asked for.
+    import json
+
+    run = RunDir(tmp_path / "run")
+    train(splits(), config(epochs=2), run)
+    with pytest.raises(RunError, match=r"has trained 2 epochs already; --epochs 1 cannot undo them"):
+        train(splits(), config(epochs=1), run, resume=True)
+    assert json.loads(run.file("config.json").read_text())["config"]["epochs"] == 2
+    result = train(splits(), config(epochs=3), run, resume=True)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert json.loads(run.file("config.json").read_text())["config"]["epochs"] == 3
+    assert train(splits(), config(epochs=3), run, resume=True).epochs_run == 3  # (finished: nothing to do)
+
+
 def test_tta_views_move_and_average():
     x = torch.zeros(1, 1, 6, 6)
     x[0, 0, 2, 3] = 1.0

@@ -160,13 +160,14 @@ class RunDir:
             raise RunError(f"{path} is damaged: its classes are not a list of names")
         return info
 
-    def check_resumable(self, classes: list[str] | None = None) -> None:
+    def check_resumable(self, classes: list[str] | None = None, epochs: int | None = None) -> None:
         """RunError (one line) where resuming this run would go wrong: the data's `classes` (when
         known) are not those it was trained on, the names its outputs stand for (a class folder
         renamed since went on training with its labels shuffled under the old names; one added
-        failed only after the data was decoded, as "weights of another model"); or the model file
+        failed only after the data was decoded, as "weights of another model"); the model file
         is there without the checkpoint (deleted to save space: resuming started over and
-        replaced the trained model)."""
+        replaced the trained model); or `epochs` is fewer than the checkpoint has (the run ended
+        at once and said it had trained that many)."""
         recorded = self.info().get("classes")
         if classes is not None and recorded and list(classes) != list(recorded):
             new = [c for c in classes if c not in recorded]
@@ -178,6 +179,20 @@ class RunDir:
         if self.file(MODEL).exists() and not self.file(CHECKPOINT).exists():
             raise RunError(f"{self.path} has {MODEL} but no {CHECKPOINT}, which resuming needs: it would start over "
                            "and replace the trained model; train into a new run folder instead")
+        done = self.checkpoint_epoch()
+        if epochs is not None and done is not None and epochs < done:
+            raise RunError(f"{self.path} has trained {done} epochs already; --epochs {epochs} cannot undo them "
+                           f"(give --epochs above {done} to train further)")
+
+    def record_resumed(self, options: dict) -> None:
+        """Write the options a resume may change (RESUME_MAY_CHANGE: --epochs to extend the run, the
+        device ...) into config.json, which describes the run as it goes on (it said the first
+        command's --epochs 10 after a resume to 20)."""
+        info = self.info()
+        config = info.setdefault("config", {})
+        if any(config.get(k) != v for k, v in options.items()):
+            config.update(options)
+            atomic_write(self.file(CONFIG), json.dumps(info, indent=2).encode())
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self, weights: dict[str, torch.Tensor] | None, live: dict[str, torch.Tensor],
@@ -196,10 +211,17 @@ class RunDir:
 
     def model_epoch(self) -> int | None:
         """The epoch the model file says it holds; None without a (readable) model file."""
+        return self._header_epoch(MODEL)
+
+    def checkpoint_epoch(self) -> int | None:
+        """The last finished epoch, from the checkpoint's header; None without a (readable) checkpoint."""
+        return self._header_epoch(CHECKPOINT)
+
+    def _header_epoch(self, name: str) -> int | None:
         from safetensors import safe_open
 
         try:
-            with safe_open(str(self.file(MODEL)), "pt") as f:
+            with safe_open(str(self.file(name)), "pt") as f:
                 epoch = json.loads((f.metadata() or {}).get("convscope", "{}")).get("epoch")
         except Exception:  # missing, cut short by a kill, not safetensors: rewritten either way
             return None

@@ -29,7 +29,7 @@ from torch import nn
 from ..argcheck import callback_or_none, config_of, flag, path_or_none
 from ..devices import resolve_device
 from ..errors import ConfigError, NumericalError
-from .config import TrainConfig, check_resume_options, for_splits
+from .config import RESUME_MAY_CHANGE, TrainConfig, check_resume_options, for_splits
 from .data import DataSplits, ImageData
 from .folders import run_outside_data
 from .infer import predict_logits
@@ -144,7 +144,7 @@ def _check_run(run: RunDir, config: TrainConfig, resume: bool, classes: list[str
                        "or choose a new run folder")
     if resume and run.file(CONFIG).exists():
         check_resume_options(run.info().get("config", {}), config, str(run.path))
-        run.check_resumable(classes)
+        run.check_resumable(classes, config.epochs)
 
 
 def _start_run(run: RunDir, config: TrainConfig, splits: DataSplits, resume: bool) -> None:
@@ -152,6 +152,9 @@ def _start_run(run: RunDir, config: TrainConfig, splits: DataSplits, resume: boo
     if not run.file(CONFIG).exists():
         run.create({"config": config.to_dict(), "classes": list(splits.train.classes), "run": splits.record()},
                    resume=resume)
+    elif resume:  # (what check_resume_options lets a resume change: the run's record says it)
+        now = config.to_dict()
+        run.record_resumed({k: now[k] for k in (*RESUME_MAY_CHANGE, "snapshot_layer") if k in now})
 
 
 def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,

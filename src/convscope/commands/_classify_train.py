@@ -38,7 +38,7 @@ def run_train(args) -> int:
         check_resume_options(info.get("config", {}), config, str(run.path))
         from ..classify.folders import folder_classes
 
-        run.check_resumable(folder_classes(config.data))  # (the class folders' names: before decoding)
+        run.check_resumable(folder_classes(config.data), config.epochs)  # (folder names: before decoding)
     else:
         made = run.prepare()  # the one-line "not empty" / "cannot create" errors before any loading
     world = distributed.from_env()     # under torchrun: one process per GPU (or CPU process)
