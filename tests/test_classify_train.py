@@ -350,3 +350,15 @@ def test_an_api_run_on_a_folder_records_it_and_evaluates_on_its_hold_out(tmp_pat
         train(loaded, config(epochs=1, seed=4), RunDir(tmp_path / "r2"))
     with pytest.raises(ConfigError, match="other data"):
         train(loaded, config(epochs=1, seed=3, data=str(tmp_path)), RunDir(tmp_path / "r3"))
+
+
+@pytest.mark.parametrize("model, lr, which", [("simple", 1e12, "training"), ("resnet-fast", 1e6, "validation")])
+def test_a_diverged_run_is_an_error_not_a_saved_epoch(tmp_path, model, lr, which):
+    # resnet-fast at --lr 1e6 kept a finite training loss while BatchNorm's running statistics made
+    # every validation logit nan: the epoch was saved and the run ended with exit 0.
+    from convscope.errors import NumericalError
+
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(NumericalError, match=f"the {which} loss became (nan|inf) in epoch 1; lower --lr"):
+        train(splits(n_train=32, n_val=16), config(model=model, lr=lr, epochs=1, batch_size=8, precision="fp32"), run)
+    assert not run.file("model.safetensors").exists()

@@ -255,6 +255,9 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
             raise NumericalError(f"the training loss became {train_loss} in epoch {epoch + 1}; "
                                  "lower --lr or use --precision fp32")
         val_loss, val_acc = _validate(model, ema, cached, setup.val_x, splits.val, device, config, autocast)
+        if not math.isfinite(val_loss):  # (a finite training loss can hide it: BatchNorm's running statistics)
+            raise NumericalError(f"the validation loss became {val_loss} in epoch {epoch + 1}; "
+                                 "lower --lr or use --precision fp32")
         row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(float(correct_sum) / max(seen, 1), 6),
                "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6), "lr": config.lr * factor,
                "seconds": round(time.perf_counter() - epoch_start, 3)}
