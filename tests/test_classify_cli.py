@@ -142,6 +142,9 @@ def test_predict_imagenet_without_training(capsys):
     (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--translate", "32"],
      "--translate (32) must be below --input-size (32)"),
     (["classify", "train", "--data", "{data}", "-o", "{run}", "--resume", "--model", "vgg19-bn"], "trained model"),
+    # Ignored without a word (no snapshots were recorded).
+    (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--snapshot-layer", "conv1"],
+     "--snapshot-layer names the layer --snapshots records; add --snapshots"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys, argv, message):
     data, run = trained

@@ -318,6 +318,9 @@ def test_resume_options_compare_resolved_values_and_let_snapshots_start():
     with pytest.raises(ConfigError, match="--snapshot-layer auto, not --snapshot-layer x"):
         check_resume_options({**saved, "snapshots": True},
                              TrainConfig(model="transfer:vgg19", snapshots=True, snapshot_layer="x"), "RUN")
+    # ... and a resume without them names no layer (--snapshot-layer alone is refused: it records nothing).
+    check_resume_options({**saved, "snapshots": True, "snapshot_layer": "x"}, TrainConfig(model="transfer:vgg19"),
+                         "RUN")
     # A run from before an option existed trained at its default: resuming with another is refused
     # (it went through, and config.json never said so).
     older = {k: v for k, v in saved.items() if k not in ("class_weights", "keep")}

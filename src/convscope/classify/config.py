@@ -228,6 +228,13 @@ class TrainConfig:
         return self
 
 
+def check_command_options(config: TrainConfig) -> None:
+    """What a training command is refused that a saved config.json may hold (runs of earlier
+    versions, which took it without a word, stay loadable): --snapshot-layer without --snapshots."""
+    if config.snapshot_layer != TrainConfig.snapshot_layer and not config.snapshots:
+        raise ConfigError("--snapshot-layer names the layer --snapshots records; add --snapshots")
+
+
 # What resuming a run may change: how long and where it trains, not what (data, recipe, model shape).
 RESUME_MAY_CHANGE = ("epochs", "early_stopping", "device", "precision", "channels_last", "data_root", "snapshots")
 
@@ -268,7 +275,9 @@ def check_resume_options(saved: dict, config: TrainConfig, run: str) -> None:
         return  # a config.json this version cannot read back; loading the checkpoint will say more
     now = json.loads(json.dumps(config.resolved().to_dict()))  # tuples as lists on both sides
     before = json.loads(json.dumps(before))
-    free = set(RESUME_MAY_CHANGE) | ({"snapshot_layer"} if not before.get("snapshots") else set())
+    # (The layer is pinned while the run records one: a resume without --snapshots names none.)
+    free = set(RESUME_MAY_CHANGE) | ({"snapshot_layer"} if not (before.get("snapshots") and now["snapshots"])
+                                     else set())
     for key, value in now.items():
         # (An option the saved config lacks, from a version before it existed, counts as its default:
         # `before` was resolved with it, so --class-weights balanced on such a run is refused.)

@@ -29,7 +29,7 @@ from torch import nn
 from ..argcheck import callback_or_none, config_of, flag, path_or_none
 from ..devices import resolve_device
 from ..errors import ConfigError, NumericalError
-from .config import RESUME_MAY_CHANGE, TrainConfig, check_resume_options, for_splits
+from .config import RESUME_MAY_CHANGE, TrainConfig, check_command_options, check_resume_options, for_splits
 from .data import DataSplits, ImageData
 from .folders import run_outside_data
 from .infer import predict_logits
@@ -125,6 +125,7 @@ def _check_args(splits, config, run, resume, callback, cache_dir) -> RunDir:
         raise ConfigError(f"splits must be the DataSplits that load_data returns (load_data('my_photos/', "
                           f"size=32)), not {type(splits).__name__}")
     config_of(config, TrainConfig)
+    check_command_options(config)
     if isinstance(run, (str, os.PathLike)):
         run = RunDir(run)
     if not isinstance(run, RunDir):
@@ -152,9 +153,10 @@ def _start_run(run: RunDir, config: TrainConfig, splits: DataSplits, resume: boo
     if not run.file(CONFIG).exists():
         run.create({"config": config.to_dict(), "classes": list(splits.train.classes), "run": splits.record()},
                    resume=resume)
-    elif resume:  # (what check_resume_options lets a resume change: the run's record says it)
+    elif resume:  # (what check_resume_options lets a resume change: the run's record says it; not
+        # --snapshots, whose recorded layer a later resume with snapshots must keep to)
         now = config.to_dict()
-        run.record_resumed({k: now[k] for k in (*RESUME_MAY_CHANGE, "snapshot_layer") if k in now})
+        run.record_resumed({k: now[k] for k in RESUME_MAY_CHANGE if k in now and k != "snapshots"})
 
 
 def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,

@@ -14,7 +14,7 @@ def _cache_dir(args) -> str:
 
 
 def run_train(args) -> int:
-    from ..classify.config import TrainConfig, check_resume_options
+    from ..classify.config import TrainConfig, check_command_options, check_resume_options
 
     config = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
                             if k in TrainConfig.__dataclass_fields__}).resolved()
@@ -26,6 +26,7 @@ def run_train(args) -> int:
     from ..classify.run import RunDir, RunError
 
     check_model_name(config.model)     # cheap checks before any data is read
+    check_command_options(config)
     check_input_size(config.model, config.input_size)
     run = RunDir(args.output)          # (and before the processes of a torchrun meet, so all see the same)
     run_outside_data(run.path, config.data)
