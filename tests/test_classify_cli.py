@@ -514,10 +514,27 @@ def test_evaluate_on_a_split_folder_of_other_classes_says_so_before_decoding(tra
     def no_decoding(*args, **kwargs):
         raise AssertionError("the data was loaded")
 
-    monkeypatch.setattr(data_module, "load_data", no_decoding)
+    monkeypatch.setattr(data_module, "_decode_listing", no_decoding)
     assert main(["classify", "evaluate", str(run), "--data", str(other), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "the data's classes (cat, dog) differ from the run's (blue, green, red)" in err and err.count("\n") == 1
+
+
+def test_evaluate_on_a_train_and_test_folder_decodes_the_test_images_only(trained, capsys, monkeypatch):
+    # The whole training split was decoded first (minutes for a large photo folder), then set aside.
+    import json
+
+    from convscope.classify import data as data_module
+
+    data, run = trained
+    decoded = []
+    real = data_module._decode_listing
+    monkeypatch.setattr(data_module, "_decode_listing",
+                        lambda listing, *a, **k: decoded.append(Path(listing.folder)) or real(listing, *a, **k))
+    assert main(["classify", "evaluate", str(run), "--device", "cpu", "--json"]) == 0
+    assert decoded == [data.resolve() / "test"]
+    report = json.loads(capsys.readouterr().out)
+    assert report["count"] == 18 and sum(map(sum, report["confusion"])) == 18  # 6 per class
 
 
 def test_resume_after_a_class_folder_was_renamed_is_refused(tmp_path, capsys):

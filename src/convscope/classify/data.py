@@ -202,6 +202,27 @@ def _load_folder(root: Path, size, val_split, seed, cache, report) -> DataSplits
     return DataSplits(train_data, val_data, str(root), f"split:{val_split:g}", val_split, seed)
 
 
+def load_validation(spec: str, *, root: str | None = None, size: int | None = None, val_split: float = 0.1,
+                    seed: int = 0) -> tuple[ImageData, str, DataSplits | None]:
+    """The validation images of `load_data(spec, ...)` and their kind, for an evaluation: from a
+    folder with train/ and val/ (or test/) only those are decoded (evaluating a run used to decode
+    its whole training set first); a hold-out needs every image decoded to be drawn again, and
+    CIFAR-10 comes whole: then the DataSplits too, else None."""
+    _check_args(spec, size, val_split, seed)
+    path = Path(spec).expanduser()
+    if spec != CIFAR10 and path.is_dir():
+        path = path.resolve()
+        train_dir, val_dir, val_kind = layout(path)
+        if val_dir is not None:
+            train = list_split(train_dir)  # (the listing alone: the class names and, without a size, the shape)
+            val = list_split(val_dir, train.classes)
+            shape = (size, size) if size else _first_shape(train)
+            _check_memory(len(val.files), *shape)
+            return _decoded(val, size, shape, val_kind, None, lambda p: None), val_kind, None
+    splits = load_data(spec, root=root, size=size, val_split=val_split, seed=seed)
+    return splits.val, splits.val_kind, splits
+
+
 def _check_splittable(labels: list[int], classes: list[str], root: Path) -> None:
     """Every class needs 2 images or more, so that one can be held out and one trained on."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))

@@ -101,7 +101,7 @@ def run_evaluate(args) -> int:
     shown = args.mistakes if args.mistakes is not None else MISTAKES_SHOWN if args.mistakes_figure else 0
     RunDir(args.run_dir).info()  # not a run: said before PyTorch loads (load_run reads it again)
 
-    from ..classify.data import load_data
+    from ..classify.data import load_validation
     from ..classify.folders import decode_size, folder_classes, plain_class_folder, same_folder
     from ..classify.predict import evaluate, load_run
     from ..devices import resolve_device
@@ -124,10 +124,9 @@ def run_evaluate(args) -> int:
             print(f"warning: skipped {len(val.skipped)} unreadable image(s), e.g. {val.skipped[0]}", file=sys.stderr)
     else:
         _check_classes(folder_classes(spec) if folder else None, loaded.classes)  # (before decoding both splits)
-        splits = load_data(spec, root=args.data_root or loaded.config.data_root, size=size,
-                           val_split=loaded.config.val_split, seed=loaded.config.seed)
-        val, val_kind = splits.val, splits.val_kind
-        if same_folder(spec, own):
+        val, val_kind, splits = load_validation(spec, root=args.data_root or loaded.config.data_root, size=size,
+                                                val_split=loaded.config.val_split, seed=loaded.config.seed)
+        if splits is not None and same_folder(spec, own):
             _warn_if_the_hold_out_moved(recorded, splits)
     _check_classes(val.classes, loaded.classes)
     ev = evaluate(loaded, val.images, val.labels, device, tta=args.tta, mistakes=shown)
