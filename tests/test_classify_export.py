@@ -41,6 +41,14 @@ def fake_run(name: str, size: int, classes=("cat", "dog", "ship")) -> LoadedRun:
     return LoadedRun(model, TrainConfig(model=name, input_size=size), list(classes), size, Path("fake"))
 
 
+def test_cli_export_with_a_fixed_batch_says_what_it_verified(run, tmp_path, capsys):
+    # It said "on batches 1, 1" (two batches of one image: the only size the file takes).
+    out = tmp_path / "fixed.onnx"
+    assert main(["classify", "export", str(run), "-o", str(out), "--no-dynamic-batch"]) == 0
+    assert "on 2 batches of 1: max |difference|" in capsys.readouterr().err
+    assert [d.dim_value for d in onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim] == [1, 3, 32, 32]
+
+
 def run_onnx(path, x: torch.Tensor) -> list[np.ndarray]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {"image": x.numpy()})
@@ -50,7 +58,7 @@ def test_cli_export_matches_pytorch_and_carries_the_class_names(run, tmp_path, c
     out = tmp_path / "model.onnx"
     assert main(["classify", "export", str(run), "-o", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "verified with onnxruntime" in err and "max |difference|" in err, err
+    assert "verified with onnxruntime" in err and "on batches of 1 and 3: max |difference|" in err, err
     assert out.exists() and not [p for p in tmp_path.iterdir() if p.name != "model.onnx"]  # no temp left
 
     meta = ex.read_metadata(out)

@@ -385,7 +385,9 @@ def run_export(args) -> int:
     result = export(loaded, args.output, config.opset, config.dynamic_batch, config.probabilities,
                     config.verify, config.exporter)
     v = result.verification
-    check = (f"verified with {v.runtime} on batches {', '.join(map(str, v.batches))}: max |difference| "
+    sizes = ("batches of " + " and ".join(map(str, v.batches)) if v is not None and len(set(v.batches)) > 1
+             else f"{len(v.batches)} batches of {v.batches[0]}" if v is not None else "")  # (a fixed batch: 1, twice)
+    check = (f"verified with {v.runtime} on {sizes}: max |difference| "
              f"{v.max_abs_diff:.2g} (logits up to {v.logit_scale:.3g}, tolerance {v.tolerance:.2g})"
              if v is not None else result.unverified_reason)
     shape = ", ".join(map(str, result.input_shape))
