@@ -54,3 +54,19 @@ def test_check_image_batch_shapes_dtypes_and_empty():
         with pytest.raises(ImageError, match="batch") as info:
             check_image_batch(bad, "batch")
         assert words in str(info.value)
+
+
+def test_as_image_refuses_tensors_whose_values_are_not_an_image_in_0_1():
+    # These used to be clamped silently: a 0..255 float tensor came out white, a [-1, 1] one with
+    # its dark half black, NaN as black, all without a word.
+    x = torch.rand(1, 3, 4, 5)
+    inf = x.clone().index_fill_(3, torch.tensor([1]), float("inf"))
+    for bad, words in ((x * 255, "x / 255"), (x * 2 - 1, "(x + 1) / 2"), (x.sub(0.45).div(0.225), "normalization"),
+                       (torch.full((3, 4, 5), float("nan")), "NaN"), (inf, "infinite"),
+                       (torch.empty(1, 3, 4, 5, device="meta"), "meta tensor")):
+        with pytest.raises(ImageError, match="^content ") as info:
+            as_image(bad, "content")
+        assert words in str(info.value) and "\n" not in str(info.value)
+    # a resampling overshoot is still an image in [0, 1]: clipped, as before
+    out = as_image(x.mul(1.2).sub(0.1).half(), "content")
+    assert (out.mode, out.size) == ("RGB", (5, 4))

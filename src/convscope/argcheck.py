@@ -59,8 +59,8 @@ def path_or_none(value, name: str, what: str = "a folder path"):
 
 def as_image(x, what: str = "image") -> Image.Image:
     """An image argument of the Python API as 8-bit RGB PIL: a path (str or PathLike, loaded with
-    load_image), a PIL image (any mode), or a float tensor [1, 3, H, W] / [3, H, W] in [0, 1].
-    Anything else is an ImageError naming the argument (`what`)."""
+    load_image), a PIL image (any mode), or a float tensor [1, 3, H, W] / [3, H, W] in [0, 1]
+    (see check_image_values). Anything else is an ImageError naming the argument (`what`)."""
     if isinstance(x, Image.Image):
         return images.to_rgb(x)
     if isinstance(x, (str, os.PathLike)):
@@ -68,7 +68,7 @@ def as_image(x, what: str = "image") -> Image.Image:
     if isinstance(x, torch.Tensor):
         if x.dim() == 3:
             x = x.unsqueeze(0)
-        return images.tensor_to_pil(check_image_batch(x, what, batch=1))
+        return images.tensor_to_pil(check_image_values(check_image_batch(x, what, batch=1), what))
     hint = " (PIL.Image.fromarray converts a uint8 HxWx3 array)" if isinstance(x, np.ndarray) else ""
     raise ImageError(f"{what} must be a file path, a PIL image or a float tensor [1, 3, H, W] in [0, 1], "
                      f"not {type(x).__name__}{hint}")
@@ -93,4 +93,29 @@ def check_image_batch(x, what: str = "image batch", batch: int | None = None) ->
         raise ImageError(f"{what} must be a float tensor in [0, 1], not {x.dtype}; for 0..255 data use x.float() / 255")
     if min(shape[2:]) < 1:
         raise ImageError(f"{what} is empty ({shape[3]}x{shape[2]} pixels)")
+    return x
+
+
+# How far outside [0, 1] a tensor's values may stray and still count as an image in [0, 1] (then
+# clipped): resampling (bicubic overshoots at hard edges) leaves a little; the mistakes this catches
+# ([-1, 1] or ImageNet-normalized tensors, 0..255 floats) are far outside it.
+RANGE_SLACK = 0.25
+
+
+def check_image_values(x: torch.Tensor, what: str = "image") -> torch.Tensor:
+    """`x` (a float image tensor) if its values are finite and within [0, 1] (give or take
+    RANGE_SLACK), else an ImageError naming `what` and the likely fix. A pass over the values: for
+    images that enter the API, not for the engines' inner loops (their iterates may stray further)."""
+    if x.is_meta:
+        raise ImageError(f"{what} is a meta tensor (a shape without pixel values)")
+    v = x.detach()
+    if v.numel() == 0:
+        return x
+    if not bool(torch.isfinite(v).all()):
+        raise ImageError(f"{what} holds NaN or infinite values")
+    lo, hi = (float(m) for m in torch.aminmax(v))
+    if lo < -RANGE_SLACK or hi > 1.0 + RANGE_SLACK:
+        hint = ("for 0..255 data use x / 255" if lo >= -RANGE_SLACK else
+                "for a [-1, 1] tensor use (x + 1) / 2; undo any mean/std normalization")
+        raise ImageError(f"{what} has values from {lo:.3g} to {hi:.3g}, but images are floats in [0, 1]; {hint}")
     return x

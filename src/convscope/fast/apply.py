@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from .. import colour, images
 from ..devices import cpu_has_native_bf16, resolve_device
-from ..argcheck import as_image, check_image_batch, config_of
+from ..argcheck import as_image, check_image_batch, check_image_values, config_of
 from ..errors import ConfigError, ImageError
 from .config import MAX_SIZE, MAX_STYLE_SIZE, MAX_STYLES, MIN_SIDE, FastConfig
 from .models import ARBITRARY_BUILTIN, ARBITRARY_KIND, STYLE_KIND, StyleModel, load_model, read_header, resolve
@@ -132,7 +132,7 @@ class FastStylizer:
     @torch.inference_mode()
     def tensor(self, content: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] -> stylized, same shape, float32."""
-        check_image_batch(content, "the content batch")
+        check_image_values(check_image_batch(content, "the content batch"), "the content batch")
         y = self.runner(content.to(self.device, self.dtype)).float()
         return _finish(y, content.to(self.device).float(), self.config.preserve_color, self.config.strength)
 
@@ -196,7 +196,7 @@ class ArbitraryStylizer:
         """Content [1, 3, H, W] in [0, 1] styled by `styles` (blended by `weights`, or by region
         with `mask`) -> [1, 3, H, W] float32. `labels` (content first, then styles; e.g. file
         names) name the images in error messages."""
-        check_image_batch(content, "the content batch", batch=1)
+        check_image_values(check_image_batch(content, "the content batch", batch=1), "the content batch")
         if not styles:
             raise ConfigError("the arbitrary method needs at least one style image")
         if len(styles) > MAX_STYLES:
