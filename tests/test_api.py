@@ -4,10 +4,12 @@ process state (RNG, grad mode, default dtype, threads)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from convscope.errors import ImageError
+from convscope.errors import ConfigError, ImageError
 from convscope.fast.apply import FastConfig, FastStylizer
 from convscope.fast.models import STYLE_KIND, save_model
 from convscope.fast.nets import TransformerNet
@@ -28,3 +30,50 @@ def test_fast_stylizer_tensor_refuses_values_outside_0_1(tmp_path):
         with pytest.raises(ImageError, match="^the content batch ") as info:
             st.tensor(bad)
         assert words in str(info.value)
+
+
+def _engines():
+    from convscope.vis.dream import dream
+    from convscope.vis.invert import invert
+    from convscope.vis.texture import synthesize
+    from convscope.vis.topact import top_activations
+    from convscope.style.gatys import stylize_images
+
+    return {"invert": invert, "dream": dream, "synthesize": synthesize, "stylize_images": stylize_images,
+            "top_activations": top_activations}
+
+
+@pytest.mark.parametrize("name", ["invert", "dream", "synthesize", "stylize_images", "top_activations"])
+def test_engines_name_a_config_or_callback_of_the_wrong_kind(name, tmp_path):
+    # A dict for the config was an AttributeError ('dict' object has no attribute 'validate'), and a
+    # callback that is not a function a TypeError at the first iteration, after the net had loaded.
+    engine = _engines()[name]
+    image = torch.rand(1, 3, 40, 40)
+    first = [str(tmp_path)] if name == "top_activations" else [image, image] if name == "stylize_images" else [image]
+    with pytest.raises(ConfigError, match=r"^config must be an? \w+Config, not dict; use \w+Config\(\*\*d\)$"):
+        engine(*first, {"size": 32})
+    with pytest.raises(ConfigError, match=r"^callback must be a function taking an? \w+ \(or None\), not int$"):
+        engine(*first, None, callback=3)
+
+
+def test_top_activations_names_a_folder_or_net_of_the_wrong_kind():
+    from convscope.vis.topact import top_activations
+
+    with pytest.raises(ConfigError, match="^folder must be a folder path, not NoneType$"):
+        top_activations(None)
+    with pytest.raises(ConfigError, match="^net must be a loaded net"):
+        top_activations(".", net="vgg19")
+
+
+def test_stylize_images_takes_the_image_forms_stylize_takes(tmp_path):
+    # The engine README names took only PIL images: a path was "'str' object has no attribute
+    # 'size'", a tensor or a single style (not in a list) a TypeError.
+    from convscope.style.gatys import stylize_images
+    from convscope.style.config import StyleConfig
+
+    Image.fromarray((np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)).save(tmp_path / "c.png")
+    config = StyleConfig(size=32, iterations=1, device="cpu", precision="fp32")
+    result = stylize_images(tmp_path / "c.png", torch.rand(3, 40, 40), config)
+    assert result.image.mode == "RGB" and result.image.size == (32, 27)
+    with pytest.raises(ImageError, match="^style image 1 has values from"):
+        stylize_images(str(tmp_path / "c.png"), [torch.rand(1, 3, 40, 40) * 255], config)

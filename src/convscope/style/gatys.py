@@ -7,6 +7,7 @@ prior. Engine only: images in, images and figures of merit out, progress through
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,7 +18,7 @@ from torch.nn import functional as F
 
 from .. import images
 from ..devices import default_precision, resolve_device
-from ..argcheck import callback_or_none
+from ..argcheck import as_image, callback_or_none, config_of
 from ..errors import ConfigError, ImageError
 from ..losses import content_loss, gram, range_penalty, style_loss, tv_loss
 from ..nets import Backbone, get_net
@@ -110,21 +111,31 @@ def _init_image(config: StyleConfig, content: torch.Tensor, style: torch.Tensor,
     return images.pil_to_tensor(init_image.resize((w, h), Image.Resampling.LANCZOS), device=content.device)
 
 
-def stylize_images(content: Image.Image, styles: Sequence[Image.Image], config: StyleConfig | None = None,
+ImageArg = Image.Image | str | os.PathLike | torch.Tensor  # what the API takes as an image
+
+
+def stylize_images(content: ImageArg, styles: ImageArg | Sequence[ImageArg], config: StyleConfig | None = None,
                    callback: Callable[[Progress], None] | None = None,
                    init_image: Image.Image | None = None,
                    labels: Sequence[str] | None = None) -> StyleResult:
-    """Stylize `content` (PIL RGB) with `styles` (one or more PIL RGB images).
+    """Stylize `content` with `styles` (one image or a list of them): PIL images (any mode), image
+    file paths or float tensors [1, 3, H, W] in [0, 1], as `convscope.stylize` takes them.
 
     Runs one stage per scale in config.stage_sizes(), coarse to fine, each starting from the
     previous result upsampled. Progress records carry an image every `save_every` iterations.
     `labels` (content first, then styles; e.g. file names) name the images in error messages.
     Raises Interrupted (with the best image so far) on Ctrl-C and UserError subclasses on bad input.
     """
-    config = (config or StyleConfig()).validate()
+    config = config_of(StyleConfig() if config is None else config, StyleConfig).validate()
+    if not isinstance(styles, (list, tuple)):
+        styles = [styles]  # one style: a path, an image or a tensor
     if not styles:
         raise ConfigError("give at least one style image")
     callback_or_none(callback, "Progress")
+    if labels is None:  # file names, where given, name the images in messages
+        labels = [str(x) if isinstance(x, (str, os.PathLike)) else "" for x in (content, *styles)]
+    content = as_image(content, "content")
+    styles = [as_image(s, f"style image {i}") for i, s in enumerate(styles, start=1)]
     blend = config.blend(len(styles))
     fast_model = fast_init_model(config.init)
     if config.init not in INITS and fast_model is None and init_image is None:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .. import images
-from ..argcheck import as_image
+from ..argcheck import as_image, callback_or_none, config_of
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError, NumericalError
 from ..nets import get_net, pick_layer
@@ -224,7 +224,9 @@ class Dreamer:
 def dream(image: Image.Image, config: DreamConfig | None = None, guide: Image.Image | None = None,
           callback: Callable[[Progress], None] | None = None) -> DreamResult:
     """DeepDream on `image` (a PIL image, a path or a float tensor [1, 3, H, W]); see Dreamer.run."""
-    return Dreamer(config or DreamConfig(), guide).run(image, callback)
+    config = config_of(DreamConfig() if config is None else config, DreamConfig)
+    callback_or_none(callback, "Progress")
+    return Dreamer(config, guide).run(image, callback)
 
 
 def _cuts(n: int, tile: int, stride: int) -> list[tuple[int, int]]:

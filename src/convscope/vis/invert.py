@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 
 from .. import images
-from ..argcheck import as_image
+from ..argcheck import as_image, callback_or_none, config_of
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError
 from ..losses import tv_loss
@@ -134,7 +134,8 @@ def invert(image: Image.Image, config: InvertConfig | None = None,
     and UserError subclasses on bad input.
     """
     image = as_image(image, "the image")
-    config = (config or InvertConfig()).validate()
+    config = config_of(InvertConfig() if config is None else config, InvertConfig).validate()
+    callback_or_none(callback, "Progress")
     device = resolve_device(config.device)
     precision = default_precision(device) if config.precision == "auto" else config.precision
     config = replace(config, device=str(device), precision=precision)

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from .. import images
-from ..argcheck import as_image
+from ..argcheck import as_image, callback_or_none, config_of
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError
 from ..losses import gram, range_penalty, style_loss, tv_loss
@@ -112,7 +112,8 @@ def synthesize(source: Image.Image, config: TextureConfig | None = None,
     Ctrl-C and UserError subclasses on bad input.
     """
     source = as_image(source, "the source texture")
-    config = (config or TextureConfig()).validate()
+    config = config_of(TextureConfig() if config is None else config, TextureConfig).validate()
+    callback_or_none(callback, "Progress")
     device = resolve_device(config.device)
     precision = default_precision(device) if config.precision == "auto" else config.precision
     config = replace(config, device=str(device), precision=precision, size=tuple(config.size),

@@ -20,6 +20,7 @@ files are found and streamed by `imagefolder`; `topact_sheet` draws the figure a
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from .. import images
+from ..argcheck import callback_or_none, check_loaded_net, config_of
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError
 from ..nets import AUTO, auto_layer, get_net, natural_side
@@ -314,7 +316,11 @@ class TopActivations:
 def top_activations(folder, config: TopActConfig | None = None, net=None,
                     callback: Callable[[TopActProgress], None] | None = None) -> TopActResult:
     """Top-k images of each channel over `folder`, with deconvnet projections (see the module doc)."""
-    config = (config or TopActConfig()).validate()
+    config = config_of(TopActConfig() if config is None else config, TopActConfig).validate()
+    check_loaded_net(net)
+    callback_or_none(callback, "TopActProgress")
+    if not isinstance(folder, (str, os.PathLike)):
+        raise ConfigError(f"folder must be a folder path, not {type(folder).__name__}")
     paths = find_images(folder)
     return TopActivations(config, net).run(paths, folder, callback)
 
