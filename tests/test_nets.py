@@ -213,6 +213,10 @@ def test_get_net_name_and_device_are_checked():
     with pytest.raises(ConfigError, match="unknown device 'gpu'"):
         get_net("vgg19", device="gpu")
     assert get_net("vgg19", device="auto").layers[0].weight.device.type in ("cpu", "cuda", "mps")
+    # a dtype by name, or an integer one, was a TypeError from deep inside nn.Module.to
+    for bad in ("float16", torch.int64, None):
+        with pytest.raises(ConfigError, match=r"^dtype must be a floating-point torch.dtype such as torch.float32, not"):
+            get_net("vgg19", dtype=bad)
 
 
 @pytest.mark.parametrize("name", ["vgg19", "efficientnet_lite0"])

@@ -189,9 +189,14 @@ def get_net(name: str = "vgg19", pooling: str = "max", device: torch.device | st
             dtype: torch.dtype = torch.float32) -> Net:
     """A frozen network by registry name (or torchvision model name, optionally NAME:random, or a
     classifier run folder written by `convscope classify train`), on `device` (a torch.device, or a
-    name as resolve_device takes it: "auto", "cpu", "cuda:1", ...)."""
+    name as resolve_device takes it: "auto", "cpu", "cuda:1", ...) in floating-point `dtype`, with
+    "max" or "avg" `pooling`. Returns the caller's own copy, a Backbone (the VGG chains) or a
+    HookedNet: `net.features(batch, ["relu1_1", ...])` takes RGB [N, 3, H, W] in [0, 1] on the
+    net's device and returns {name: activations}; see the module docstring for the rest."""
     if not isinstance(name, str):
         raise ConfigError(f"the net name must be a string such as 'vgg19', not {type(name).__name__}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ConfigError(f"dtype must be a floating-point torch.dtype such as torch.float32, not {dtype!r}")
     device = as_device(device)
     if is_run_folder(name):
         from ..classify.predict import as_net, load_run
