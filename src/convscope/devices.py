@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .errors import ConfigError
@@ -81,3 +83,18 @@ def default_precision(device: torch.device) -> str:
     if device.type == "cpu" and cpu_has_native_bf16():
         return "bf16"
     return "fp32"
+
+
+def keeps_caller_rng(fn):
+    """Decorate an API function that seeds torch's global generators (training does: layer
+    initialization and dropout draw from them, seeded by config.seed so that a run repeats) so that
+    it hands the caller's generator states back when it returns or raises: the CPU's, and each CUDA
+    GPU's when CUDA was in use before the call (forking an uninitialized GPU would initialize it).
+    Otherwise a notebook's torch.manual_seed(0) sequence was a different one after a training."""
+    @functools.wraps(fn)
+    def kept(*args, **kwargs):
+        gpus = range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=gpus, device_type="cuda"):
+            return fn(*args, **kwargs)
+
+    return kept

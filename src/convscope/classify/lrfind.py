@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..argcheck import callback_or_none, config_of, path_or_none
-from ..devices import resolve_device
+from ..devices import keeps_caller_rng, resolve_device
 from ..errors import ConfigError
 from .config import TrainConfig, check_sweep, for_splits
 from .data import DataSplits
@@ -53,6 +53,7 @@ class LRFindResult:
     diverged: bool               # the sweep stopped early: the loss blew up
 
 
+@keeps_caller_rng
 def find_lr(splits: DataSplits, config: TrainConfig, *, start: float = 1e-7, end: float = 10.0, steps: int = 100,
             callback: Callable[[LRStep], None] | None = None, cache_dir: str | Path | None = None,
             report: Callable[[int, int], None] | None = None) -> LRFindResult:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..argcheck import callback_or_none, config_of, flag, path_or_none
-from ..devices import resolve_device
+from ..devices import keeps_caller_rng, resolve_device
 from ..errors import ConfigError, NumericalError
 from .config import RESUME_MAY_CHANGE, TrainConfig, check_command_options, check_resume_options, for_splits
 from .data import DataSplits, ImageData
@@ -93,6 +93,7 @@ def cudnn_autotuning():
         torch.backends.cudnn.benchmark = saved
 
 
+@keeps_caller_rng
 def train(splits: DataSplits, config: TrainConfig, run: RunDir, *, resume: bool = False,
           callback: Callable[[EpochReport], None] | None = None, cache_dir: str | Path | None = None) -> TrainResult:
     """Train `config.model` on `splits`, writing every epoch's checkpoint and metrics to `run`.

@@ -209,7 +209,8 @@ def load_model(name_or_file: str | Path, kind: str | None = None, device: torch.
             weights = sum(t.numel() for t in build_net(kind, meta).state_dict().values())
         if size < 2 * weights:  # the files hold fp16 or fp32 weights
             raise ModelError(f"its header describes {weights:,} weights, more than its {size:,} bytes can hold")
-        net = build_net(kind, meta)
+        with torch.random.fork_rng(devices=[]):  # the initialization the weights replace: not from the caller's RNG
+            net = build_net(kind, meta)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from None
     try:

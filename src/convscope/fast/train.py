@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from .. import images
 from ..argcheck import as_image, callback_or_none, config_of, flag
-from ..devices import resolve_device
+from ..devices import keeps_caller_rng, resolve_device
 from ..errors import ConfigError
 from ..losses import mean_std_loss
 from .apply import resolve_precision
@@ -271,10 +271,13 @@ def _prepare(config: TrainCommon, expected: type, out: str | Path, resume, callb
     images.check_output_file(path, "style.safetensors")
     check_start(path, resume, kind, config.init)
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
+    # The nets' initialization draws from the CPU generator (they are built there); nothing here draws
+    # from a GPU's, so its state is left alone.
+    torch.default_generator.manual_seed(config.seed)
     return path, device
 
 
+@keeps_caller_rng
 def train_style(style: str | Path | Image.Image, content_dir: str | Path, out: str | Path,
                 config: TrainStyleConfig | None = None, resume: bool = False,
                 callback: Callable[[TrainProgress], None] | None = None, card: dict | None = None) -> TrainResult:
@@ -320,6 +323,7 @@ class ArbitraryStylizer(torch.nn.Module):
         return self.decoder(adain(c, *channel_stats(s)))
 
 
+@keeps_caller_rng
 def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | Path,
                     config: TrainArbitraryConfig | None = None, resume: bool = False,
                     callback: Callable[[TrainProgress], None] | None = None, card: dict | None = None) -> TrainResult:
