@@ -123,3 +123,21 @@ def test_loading_and_training_leave_the_callers_rng_alone(tmp_path):
 
     assert _leaves_the_rng_alone(sweep)
 
+
+def test_top_level_names_are_listed_and_configs_list_their_options():
+    # dir(convscope) (a notebook's tab completion) showed neither stylize nor get_net: they load lazily.
+    import inspect
+
+    import convscope
+    from convscope.classify.config import TrainConfig
+    from convscope.fast.config import FastConfig, TrainStyleConfig
+    from convscope.vis.configs import ExplainConfig
+
+    assert set(convscope.__all__) <= set(dir(convscope))
+    for name in convscope.__all__:
+        assert name == "__version__" or inspect.getdoc(getattr(convscope, name))
+    # help(StyleConfig) showed only the generated signature: now each option with its default and meaning
+    for cls, line in ((convscope.StyleConfig, "size = 512: long side of the output in pixels"),
+                      (ExplainConfig, "net = 'efficientnet_lite0': network:"), (TrainConfig, "model = 'simple': "),
+                      (FastConfig, "alpha = 1.0: "), (TrainStyleConfig, "steps = 4000: ")):
+        assert line in inspect.getdoc(cls) and "MISSING" not in inspect.getdoc(cls)

@@ -19,3 +19,8 @@ def __getattr__(name):
 
 
 __all__ = ["StyleConfig", "get_net", "stylize", "__version__"]
+
+
+def __dir__():
+    # The lazy names too: a notebook's tab completion and dir() list what `convscope.` offers.
+    return sorted(set(globals()) | set(__all__))

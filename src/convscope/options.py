@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
-from dataclasses import field, fields
+from dataclasses import MISSING, field, fields
 
 from .errors import ConfigError
 
@@ -48,6 +48,17 @@ def suggest(name: str, choices: Iterable[str]) -> str:
 def option(help: str, default, **meta):
     """A dataclass field carrying its CLI help text (and `choices=` when it has them)."""
     return field(default=default, metadata={"help": help, **meta})
+
+
+def documented(cls):
+    """Class decorator (above @dataclass): append each field's default and help to the docstring, so
+    help(StyleConfig) in a notebook lists the options as `--help` does."""
+    def default(f):
+        return f.default_factory() if f.default is MISSING else f.default
+
+    lines = [f"    {f.name} = {default(f)!r}: {f.metadata['help']}" for f in fields(cls) if "help" in f.metadata]
+    cls.__doc__ = f"{(cls.__doc__ or cls.__name__).rstrip()}\n\nFields (default: meaning):\n" + "\n".join(lines)
+    return cls
 
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")

@@ -16,7 +16,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from ..errors import ConfigError
-from ..options import check_choices
+from ..options import check_choices, documented
 from ..options import option as _opt
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta")
@@ -71,8 +71,12 @@ def recipe_of(model: str, finetune: int = 0) -> dict:
     return RECIPES["torchvision"]
 
 
+@documented
 @dataclass
 class TrainConfig:
+    """Options of `convscope.classify.train.train` and `find_lr` (`convscope classify train`); None
+    means the model's own default (resolved() fills them in)."""
+
     data: str = _opt("cifar10 (downloads on first use) or a folder of class sub-folders (optionally "
                      "train/ plus test/ or val/ inside)", "cifar10")
     model: str = _opt("simple, vgg19-bn, resnet-fast, transfer:vgg19, transfer:efficientnet_lite0, or a "

@@ -94,6 +94,10 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 class RunDir:
+    """A classifier run folder (`path`: a str or PathLike, `~` expanded; a RunDir is taken as it is):
+    what `train` writes its config, checkpoints, model and metrics into, and `load_run` opens.
+    Nothing is created until training starts."""
+
     def __init__(self, path: str | Path):
         if isinstance(path, RunDir):
             path = path.path

@@ -9,7 +9,7 @@ import numbers
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
-from ..options import check_choices
+from ..options import check_choices, documented
 from ..options import option as _opt
 
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
@@ -84,8 +84,11 @@ class TrainCommon(_Checked):
         return self
 
 
+@documented
 @dataclass
 class TrainStyleConfig(TrainCommon):
+    """Options of `convscope.fast.train_style` (`convscope train-style`)."""
+
     style_size: int = _opt("long side the style image is resized to for its Gram targets (sets the "
                            "scale of brush strokes)", 384)
     content_weight: float = _opt("weight of the content loss (relative feature error)", 1.0)
@@ -152,6 +155,7 @@ MIN_SIDE = 8         # px a side for the arbitrary method: VGG halves three time
 MAX_SIZE = 16384     # --size at most
 
 
+@documented
 @dataclass
 class FastConfig:
     """Options of one-pass stylization (`stylize --model ...` and `stylize --method arbitrary`)."""

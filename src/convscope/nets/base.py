@@ -142,6 +142,8 @@ class Backbone(nn.Module):
 
         Only the chain up to the deepest requested layer runs. The returned dict is keyed by the
         names as given. ReLUs run in place unless the tensor they would overwrite was requested.
+        The batch's shape, dtype and device are checked, its values not (optimization loops pass
+        iterates slightly outside [0, 1], and a check would cost a pass every call).
         """
         wanted: dict[str, list[str]] = {}  # canonical -> the names it was asked for by
         for n in layer_list(layers):

@@ -259,7 +259,8 @@ class HookedNet(nn.Module):
         return self.to(memory_format=self.memory_format)
 
     def features(self, image: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
-        """Activations of `layers` for RGB [0, 1] `image` [N, 3, H, W], keyed by the names as given."""
+        """Activations of `layers` for RGB [0, 1] `image` [N, 3, H, W], keyed by the names as given
+        (shape, dtype and device checked, values not: see Backbone.features)."""
         wanted: dict[str, list[str]] = {}
         for n in layer_list(layers):
             wanted.setdefault(self._canonical(n), []).append(n)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
 from ..options import GRAM_NORMS, OPTIMIZERS, POOLINGS, PRECISIONS, TV_KINDS
-from ..options import check_choices
+from ..options import check_choices, documented
 from ..options import option as _opt
 
 # Layer presets. Keras names (blockN_convM) are the activated conv outputs (reluN_M).
@@ -62,8 +62,13 @@ def fast_init_model(init: str) -> str | None:
     return init[len(prefix):] if init.startswith(prefix) else None
 
 
+@documented
 @dataclass
 class StyleConfig:
+    """Options of optimization-based style transfer (`convscope.stylize`, `convscope stylize`): give
+    it to stylize as config=, or its fields as keyword arguments. validate() checks every field
+    (a one-line ConfigError); to_dict() is what an output records."""
+
     size: int = _opt("long side of the output in pixels", 512)
     iterations: int = _opt("optimizer iterations (at the coarsest scale; finer scales run half as many each)", 500)
     preset: str = _opt("layer preset: " + ", ".join(PRESETS), "gatys", choices=tuple(PRESETS))

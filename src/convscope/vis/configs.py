@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
-from ..options import PRECISION_HELP, PRECISIONS, check_choices, parse_indices, suggest
+from ..options import PRECISION_HELP, PRECISIONS, check_choices, documented, parse_indices, suggest
 from ..options import option as _opt
 from .configs_render import (AUTO, BLUR_EVERY, DEFAULT_CHANNELS, DEFAULT_LAYERS, DREAM_MAX_SIDE,
                              FEATUREVIZ_AUTO_DEPTH, FEATUREVIZ_MAX_SIDE, LOGITS, MAX_ITERATIONS,
@@ -90,8 +90,11 @@ def check_cmap(name: str) -> None:
                           "such as viridis, magma, inferno, plasma, gray or RdBu_r")
 
 
+@documented
 @dataclass
 class ExplainConfig:
+    """Options of `convscope.vis.explain.explain` (`convscope explain`)."""
+
     net: str = _opt("network: efficientnet_lite0 (ImageNet classes, bundled), vgg19 (no classifier: "
                     "explains a channel), or any torchvision classifier", "efficientnet_lite0")
     target: str | None = _opt("class to explain: an index or an ImageNet class name, case-insensitive "
