@@ -20,7 +20,7 @@ import torch
 
 from .errors import ConfigError, NumericalError
 from .lbfgs import CompactLBFGS
-from .options import OPTIMIZERS
+from .options import MAX_LR, OPTIMIZERS
 
 # Learning rates in units of the [0, 1] image. L-BFGS takes unit steps along its quasi-Newton
 # direction; Adam moves each pixel by about lr per step; SGD (with momentum) follows the raw gradient.
@@ -203,8 +203,8 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
     if iterations < 1:
         raise ConfigError(f"iterations must be at least 1, not {iterations}")
     lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
-    if not lr > 0:
-        raise ConfigError(f"learning rate must be positive, not {lr}")
+    if not 0 < lr <= MAX_LR:
+        raise ConfigError(f"learning rate must be positive and at most {MAX_LR:g}, not {lr}")
     if not 0 < lr_decay <= 1:
         raise ConfigError(f"lr decay must be in (0, 1], not {lr_decay}")
     if lbfgs_first_step is not None and not lbfgs_first_step > 0:

@@ -24,6 +24,9 @@ PRECISION_HELP = ("arithmetic: auto (tf32 on CUDA; bf16 on CPUs with native bf16
 GRAM_NORMS = ("relative", "gatys", "hw", "chw")
 TV_KINDS = ("squared", "beta")
 OPTIMIZERS = ("lbfgs", "adam", "sgd")
+# The largest step size optimize takes: far above any useful one (defaults 0.02 to 1), and below
+# float32's range, which L-BFGS's step tensor overflowed (--lr 1e308: a RuntimeError traceback).
+MAX_LR = 1e6
 # Layer names with a meaning of their own: the net's own choice (nets.auto_layer), and a
 # classifier's output (nets.hooked).
 AUTO = "auto"

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
-from ..options import GRAM_NORMS, OPTIMIZERS, POOLINGS, PRECISIONS, TV_KINDS
+from ..options import GRAM_NORMS, MAX_LR, OPTIMIZERS, POOLINGS, PRECISIONS, TV_KINDS
 from ..options import check_choices, documented
 from ..options import option as _opt
 
@@ -188,6 +188,8 @@ class StyleConfig:
         positive("scales", self.scales, allow_zero=True)
         if self.lr is not None:
             positive("lr", self.lr)
+            if self.lr > MAX_LR:
+                raise ConfigError(f"--lr must be at most {MAX_LR:g}, not {self.lr!r}")
         if not (isinstance(self.lr_decay, (int, float)) and 0 < self.lr_decay <= 1):
             raise ConfigError(f"--lr-decay must be in (0, 1], not {self.lr_decay!r}")
         check_choices(self)

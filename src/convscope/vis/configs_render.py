@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
-from ..options import AUTO, LOGITS, OPTIMIZERS, POOLINGS, PRECISIONS, check_choices, parse_indices
+from ..options import AUTO, LOGITS, MAX_LR, OPTIMIZERS, POOLINGS, PRECISIONS, check_choices, parse_indices
 from ..options import option as _opt
 
 # featureviz / classviz
@@ -272,12 +272,17 @@ class InvertConfig:
         if self.size is not None and not 16 <= self.size <= 4096:
             raise ConfigError(f"--size {self.size} is out of range (16 to 4096 px)")
         number("iterations", self.iterations, integer=True)
+        if self.iterations > MAX_ITERATIONS:  # the loss history is allocated up front
+            raise ConfigError(f"--iterations must be a whole number from 1 to {MAX_ITERATIONS}, "
+                              f"not {self.iterations!r}")
         number("save_every", self.save_every, allow_zero=True, integer=True)
         number("alpha_weight", self.alpha_weight, allow_zero=True)
         if self.tv_weight is not None:
             number("tv_weight", self.tv_weight, allow_zero=True)
         if self.lr is not None:
             number("lr", self.lr)
+            if self.lr > MAX_LR:
+                raise ConfigError(f"--lr must be at most {MAX_LR:g}, not {self.lr!r}")
         if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 1):
             raise ConfigError(f"--alpha must be a number >= 1, not {self.alpha!r}")
         if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 1):
@@ -357,6 +362,8 @@ class TextureConfig:
             number(name, getattr(self, name), allow_zero=True)
         if self.lr is not None:
             number("lr", self.lr)
+            if self.lr > MAX_LR:
+                raise ConfigError(f"--lr must be at most {MAX_LR:g}, not {self.lr!r}")
         check_choices(self)
         if not self.layers:
             raise ConfigError("--layers needs at least one layer")

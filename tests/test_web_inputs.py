@@ -1,0 +1,108 @@
+"""The web UI's handlers given what a browser or an API client can send, and run folders damaged
+after the server found them: one-line messages naming the page's fields and the runs' labels,
+never a traceback, a server path or a CLI command."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convscope.errors import ConfigError
+from convscope.web.limits import Limits
+
+pytest.importorskip("gradio")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def record(path, name=None) -> dict:
+    """What Gradio hands a handler for an uploaded file."""
+    return {"path": str(path), "orig_name": name or path.name, "meta": {"_type": "gradio.FileData"}}
+
+
+def form(cls, specs, **values) -> dict:
+    """The values an untouched form sends (the config's defaults), with `values` typed in."""
+    from convscope.web.widgets import make_widget
+
+    return {**{(sp if isinstance(sp, str) else sp.name): make_widget(cls, sp).value for sp in specs}, **values}
+
+
+@pytest.fixture
+def uploads(tmp_path):
+    root = tmp_path / "uploads"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((40, 50, 3)) * 255).astype(np.uint8)).save(root / "photo.png")
+    return root
+
+
+def _handlers(uploads, runs=None):
+    from convscope.web.handlers import Handlers, Settings
+    from convscope.web.handlers_inside import InsideHandlers
+
+    h = Handlers(Settings(limits=Limits(upload_root=uploads), device="cpu", runs=runs))
+    return h, InsideHandlers(h)
+
+
+@pytest.fixture
+def handlers(uploads):
+    h, inside = _handlers(uploads)
+    yield h, inside
+    h.cleanup()
+
+
+def _one_line_in_form_terms(text: str) -> None:
+    assert "--" not in text and "convscope " not in text and "\n" not in text, text
+
+
+@pytest.mark.parametrize("tab, values, message", [
+    # L-BFGS put the step size in a float32 tensor: 1e308 raised a RuntimeError (an internal error
+    # on the page, a traceback in the server log; the CLI printed the traceback).
+    ("gatys", {"lr": 1e308}, "lr must be at most 1e+06, not 1e+308"),
+    ("texture", {"lr": 1e308}, "lr must be at most 1e+06, not 1e+308"),
+    ("invert", {"lr": 1e308}, "lr must be at most 1e+06, not 1e+308"),
+    # Inversion alone took any number of iterations, and allocated a loss history that long up
+    # front: 10**12 was "the device ran out of memory; use a smaller size", 1e308 a TypeError.
+    ("invert", {"iterations": 10**12}, "iterations must be a whole number from 1 to 1000000, not 1000000000000"),
+    ("invert", {"iterations": 1e308}, "iterations must be a whole number from 1 to 1000000"),
+])
+def test_out_of_range_numbers_are_refused_before_the_work(handlers, uploads, tab, values, message):
+    from convscope.style.config import StyleConfig
+    from convscope.vis.configs import InvertConfig, TextureConfig
+    from convscope.web import forms
+
+    h, inside = handlers
+    image = record(uploads / "photo.png")
+    runs = {
+        "gatys": lambda: h.stylize("gatys", image, image, None, "", form(
+            StyleConfig, forms.GATYS_MAIN + forms.GATYS_MORE, size=32, iterations=2, **values), {}),
+        "texture": lambda: h.texture(image, form(TextureConfig, forms.TEXTURE_MAIN + forms.TEXTURE_MORE,
+                                                 size="32 32", source_size=32, iterations=2, **values)),
+        "invert": lambda: inside.invert(image, form(InvertConfig, inside.invert_specs + forms.INVERT_MORE,
+                                                    size=32, **{"iterations": 2, **values})),
+    }
+    outputs = []
+    with pytest.raises(ConfigError) as err:
+        for out in runs[tab]():
+            outputs.append(out)
+    assert str(err.value).startswith(message), str(err.value)
+    _one_line_in_form_terms(str(err.value))
+    assert outputs == []  # refused with the form, before the job starts
+
+
+def test_engines_take_no_step_size_beyond_float32():
+    from convscope.optimize import optimize_image
+    from convscope.style.config import StyleConfig
+    from convscope.vis.configs import InvertConfig, TextureConfig
+
+    for config in (StyleConfig(lr=1e308), TextureConfig(lr=1e39), InvertConfig(lr=2e6)):
+        with pytest.raises(ConfigError, match="--lr must be at most 1e\\+06"):
+            config.validate()
+    import torch
+
+    with pytest.raises(ConfigError, match="learning rate must be positive and at most 1e\\+06, not 1e\\+308"):
+        optimize_image(torch.zeros(1, 3, 4, 4), lambda x: {"loss": x.sum()}, iterations=1, lr=1e308)
