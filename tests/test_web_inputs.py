@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import numpy as np
 import pytest
@@ -106,3 +105,38 @@ def test_engines_take_no_step_size_beyond_float32():
 
     with pytest.raises(ConfigError, match="learning rate must be positive and at most 1e\\+06, not 1e\\+308"):
         optimize_image(torch.zeros(1, 3, 4, 4), lambda x: {"loss": x.sum()}, iterations=1, lr=1e308)
+
+
+@pytest.mark.parametrize("tab, values, hint", [
+    # Explain's form has a "net" field, so the CLI's hint became "convscope layers net efficientnet_lite0".
+    ("explain", {"layer": "fc7"}, "the layer boxes of See inside list the layers of efficientnet_lite0"),
+    ("explain", {"cam_layer": "fc7"}, "the layer boxes of See inside list the layers of efficientnet_lite0"),
+    ("dream", {"layer": "fc7"}, "the layer boxes of See inside list the layers of vgg19"),
+    ("texture", {"layers": "relu1_1 fc7"}, "the layer boxes of See inside list the layers of vgg19"),
+    ("gatys", {"style_layers": "relu1_1 fc7"}, "the layer boxes of See inside list the layers of vgg19"),
+    ("activations", {"layer": "fc7"}, "the layer box suggests them"),
+])
+def test_unknown_layers_point_to_the_pages_layer_lists_not_the_cli(handlers, uploads, tab, values, hint):
+    from convscope.style.config import StyleConfig
+    from convscope.vis.configs import ActivationsConfig, DreamConfig, ExplainConfig, TextureConfig
+    from convscope.web import forms
+
+    h, inside = handlers
+    image = record(uploads / "photo.png")
+    runs = {
+        "explain": lambda: h.explain(image, form(ExplainConfig, h.explain_specs + forms.EXPLAIN_MORE, size=32,
+                                                 **values)),
+        "dream": lambda: h.dream(image, form(DreamConfig, forms.DREAM_MAIN + forms.DREAM_MORE, size=32, steps=1,
+                                             **values)),
+        "texture": lambda: h.texture(image, form(TextureConfig, forms.TEXTURE_MAIN + forms.TEXTURE_MORE,
+                                                 size="32 32", source_size=32, iterations=1, **values)),
+        "gatys": lambda: h.stylize("gatys", image, image, None, "", form(
+            StyleConfig, forms.GATYS_MAIN + forms.GATYS_MORE, size=32, iterations=1, **values), {}),
+        "activations": lambda: inside.activations(image, form(
+            ActivationsConfig, inside.activations_specs + forms.ACTIVATIONS_MORE, size=32, **values)),
+    }
+    with pytest.raises(ConfigError) as err:
+        list(runs[tab]())
+    text = str(err.value)
+    assert text.startswith("unknown layer 'fc7' for net ") and text.endswith("; " + hint), text
+    _one_line_in_form_terms(text)

@@ -5,10 +5,11 @@ messages the tab shows (an engine's message names CLI flags: `widgets.in_form_te
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from ..vis.configs_render import AUTO, FEATUREVIZ_AUTO_DEPTH
-from .widgets import Spec, labels_of
+from .widgets import Spec, form_terms, labels_of
 
 IMAGENET = "efficientnet_lite0"
 
@@ -93,3 +94,18 @@ ACTIVATIONS_LABELS = labels_of(ACTIVATIONS_MAIN, ACTIVATIONS_MORE)
 FEATUREVIZ_LABELS = {**labels_of(FEATUREVIZ_MAIN, FEATUREVIZ_MORE), "class": CLASS.label}
 CLASSVIZ_LABELS = {**labels_of(CLASSVIZ_MAIN, CLASSVIZ_MORE), "class": CLASS.label}
 INVERT_LABELS = labels_of(INVERT_MAIN, INVERT_MORE)
+
+
+# The nets' unknown-layer message ends with the CLI command that lists the layers; the page names
+# its own list instead (form_terms alone made it "list them with: convscope layers net vgg19").
+_CLI_LAYERS = re.compile(r"; list them with: convscope layers --net (.+)$")
+PAGE_LAYERS = "; the layer box suggests them"
+
+
+def page_terms(labels: dict[str, str], layer_box: bool = False):
+    """form_terms(labels), with the CLI's hint for unknown layers replaced by the page's: the tab's
+    own layer box where it suggests the net's layers (`layer_box`), else See inside's, which does."""
+    def hint(m: re.Match) -> str:
+        return PAGE_LAYERS if layer_box else f"; the layer boxes of See inside list the layers of {m.group(1)}"
+
+    return form_terms(labels, lambda message: _CLI_LAYERS.sub(hint, message))

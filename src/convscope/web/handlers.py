@@ -27,10 +27,11 @@ from ..optimize import Interrupted
 from . import jobs
 from .charts import probability_chart, thumbnail
 from .forms import (BLEND, DREAM_LABELS, DREAM_MAIN, DREAM_MORE, EXPLAIN_LABELS, EXPLAIN_MORE, FAST, GATYS_MAIN,
-                    GATYS_MORE, IMAGENET, STYLIZE_LABELS, TEXTURE_LABELS, TEXTURE_MAIN, TEXTURE_MORE, explain_main)
+                    GATYS_MORE, IMAGENET, STYLIZE_LABELS, TEXTURE_LABELS, TEXTURE_MAIN, TEXTURE_MORE, explain_main,
+                    page_terms)
 from .limits import Limits, check_upload, display_name, probe_upload
 from .runs import find_runs
-from .widgets import build_config, form_terms, parse_value
+from .widgets import build_config, parse_value
 
 MAX_CLASSIFY = 16          # images per classify request
 PREVIEWS = 20              # live previews per optimization run (about)
@@ -122,7 +123,7 @@ class Handlers:
         return str(images.save_image(image, folder / name, meta))
 
     # ---- Stylize -----------------------------------------------------------------------------
-    @form_terms(STYLIZE_LABELS)
+    @page_terms(STYLIZE_LABELS)
     def stylize(self, method: str, content, style1, style2, blend: str, gatys: dict, fast: dict,
                 switch: jobs.StopSwitch | None = None) -> Iterator[tuple]:
         """Yields (preview image, status text, download path) as the job goes; `switch` stops an
@@ -316,7 +317,7 @@ class Handlers:
         return top, probability_chart(preds, labels), "\n".join(rows)
 
     # ---- Explain -----------------------------------------------------------------------------
-    @form_terms(EXPLAIN_LABELS)
+    @page_terms(EXPLAIN_LABELS)
     def explain(self, record, options: dict) -> Iterator[tuple]:
         """Yields (figure, gallery [(image, caption)], top-5 {name: score}, status)."""
         from ..vis.explain import DEFAULT_SIZE, ExplainConfig, explain, explain_figure, panels
@@ -343,7 +344,7 @@ class Handlers:
                 yield figure, gallery, top, f"{result.target_name}: done in {result.seconds:.1f} s"
 
     # ---- Dream & textures --------------------------------------------------------------------
-    @form_terms(DREAM_LABELS)
+    @page_terms(DREAM_LABELS)
     def dream(self, record, options: dict, switch: jobs.StopSwitch | None = None) -> Iterator[tuple]:
         """Yields (image, status, download path); `switch` stops it early, keeping the dream so far."""
         from ..runinfo import run_metadata
@@ -387,7 +388,7 @@ class Handlers:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    @form_terms(TEXTURE_LABELS)
+    @page_terms(TEXTURE_LABELS)
     def texture(self, record, options: dict, switch: jobs.StopSwitch | None = None) -> Iterator[tuple]:
         """Yields (preview image, status, download path); `switch` stops it early, keeping its best image."""
         from ..runinfo import run_metadata

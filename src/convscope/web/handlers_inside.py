@@ -9,7 +9,6 @@ the page has its copy.
 
 from __future__ import annotations
 
-import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -22,21 +21,10 @@ from ..optimize import Interrupted
 from . import jobs
 from .forms import (ACTIVATIONS_LABELS, ACTIVATIONS_MAIN, ACTIVATIONS_MORE, CLASSVIZ_LABELS, CLASSVIZ_MAIN,
                     CLASSVIZ_MORE, FEATUREVIZ_LABELS, FEATUREVIZ_MAIN, FEATUREVIZ_MORE, INVERT_LABELS, INVERT_MAIN,
-                    INVERT_MORE, with_runs)
+                    INVERT_MORE, page_terms, with_runs)
 from .handlers import SKIP, Handlers, _offered, _stopped_at, preview_every
 from .limits import check_upload, display_name
-from .widgets import Spec, build_config, default_of, field_of, form_terms
-
-# The nets' unknown-layer message ends with the CLI command that lists the layers; on the page
-# the layer box suggests them.
-_CLI_LAYERS = re.compile(r"; list them with: convscope layers --net .*$")
-PAGE_LAYERS = "; the layer box suggests them"
-
-
-def page_terms(labels: dict[str, str]):
-    """form_terms(labels), with the CLI's hint for unknown layers replaced by the page's first."""
-    return form_terms(labels, lambda message: _CLI_LAYERS.sub(PAGE_LAYERS, message))
-
+from .widgets import Spec, build_config, default_of, field_of
 
 class InsideHandlers:
     """The See inside tab's actions, on the shared pieces of the page's `Handlers`."""
@@ -85,7 +73,7 @@ class InsideHandlers:
         return build_config(cls, specs, options, {"device": self.base.settings.device})
 
     # ---- Activations ---------------------------------------------------------------------------
-    @page_terms(ACTIVATIONS_LABELS)
+    @page_terms(ACTIVATIONS_LABELS, layer_box=True)
     def activations(self, record, options: dict) -> Iterator[tuple]:
         """Yields (figure, status, download paths): the CLI's grid figure of the layer (all-conv: one
         per block, shown one above the other), each download a PNG with its settings in its metadata."""
@@ -126,7 +114,7 @@ class InsideHandlers:
             shutil.rmtree(folder, ignore_errors=True)
 
     # ---- Feature and class visualization -------------------------------------------------------
-    @page_terms(FEATUREVIZ_LABELS)
+    @page_terms(FEATUREVIZ_LABELS, layer_box=True)
     def featureviz(self, options: dict, switch: jobs.StopSwitch | None = None) -> Iterator[tuple]:
         """Yields (sheet, status, download path): the CLI's contact sheet, one panel per channel or
         class; `switch` stops it early, keeping the sheet so far (as Ctrl-C does)."""
@@ -135,7 +123,7 @@ class InsideHandlers:
         yield from self._render(self._config(FeatureVizConfig, self.featureviz_specs + FEATUREVIZ_MORE, options),
                                 switch)
 
-    @page_terms(CLASSVIZ_LABELS)
+    @page_terms(CLASSVIZ_LABELS, layer_box=True)
     def classviz(self, options: dict, switch: jobs.StopSwitch | None = None) -> Iterator[tuple]:
         """Yields (picture, status, download path): one class as the classifier sees it; `switch`
         stops it early, keeping the picture so far."""
@@ -200,7 +188,7 @@ class InsideHandlers:
                               "smaller size, fewer channels or classes, or fewer copies")
 
     # ---- Inversion -----------------------------------------------------------------------------
-    @page_terms(INVERT_LABELS)
+    @page_terms(INVERT_LABELS, layer_box=True)
     def invert(self, record, options: dict, switch: jobs.StopSwitch | None = None) -> Iterator[tuple]:
         """Yields (preview, status, download path): the reconstruction as it forms, then the best
         one with its representation error; `switch` stops it early, keeping the best so far."""
