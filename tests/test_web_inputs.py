@@ -140,3 +140,28 @@ def test_unknown_layers_point_to_the_pages_layer_lists_not_the_cli(handlers, upl
     text = str(err.value)
     assert text.startswith("unknown layer 'fc7' for net ") and text.endswith("; " + hint), text
     _one_line_in_form_terms(text)
+
+
+def _run_folder(folder, classes=("cat", "dog"), **config) -> None:
+    """A classifier run's config.json (what find_runs offers), without weights unless trained."""
+    from convscope.classify.config import TrainConfig
+
+    saved = TrainConfig(model="simple", input_size=16, epochs=1, device="cpu").resolved().to_dict()
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"kind": "convscope-classifier", "config": {**saved, **config},
+                                                    "classes": list(classes)}))
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"input_size": "abc"}, "--input-size must be a whole number from 8 to 1024, not 'abc'"),
+    ({"input_size": 100_000}, "--input-size must be a whole number from 8 to 1024, not 100000"),  # 80 TB of weights
+    ({"hidden": "x"}, "--hidden must be a list of positive whole numbers such as (512, 256), not 'x'"),
+    ({"dropout": 7}, "--dropout must be a number at least 0 and at most 0.95, not 7"),
+])
+def test_predict_with_an_edited_run_config_is_a_one_line_error(tmp_path, uploads, capsys, config, message):
+    from convscope.cli import main
+
+    _run_folder(tmp_path / "run", **config)
+    assert main(["classify", "predict", str(tmp_path / "run"), str(uploads / "photo.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"convscope: error: {tmp_path / 'run' / 'config.json'} is damaged: {message}"
