@@ -152,6 +152,35 @@ def _run_folder(folder, classes=("cat", "dog"), **config) -> None:
                                                     "classes": list(classes)}))
 
 
+def test_a_damaged_run_is_named_by_its_label_and_the_log_says_why(uploads, tmp_path, capsys):
+    # A run folder damaged after the server found it showed the server's path and the CLI's advice
+    # ("/srv/runs/cifar holds no trained model yet ...; train it first: convscope classify train -o
+    # /srv/runs/cifar --resume"), or, for a config.json edited to an input size of "abc", an
+    # internal error (a TypeError traceback in the log).
+    runs = tmp_path / "runs"
+    _run_folder(runs / "untrained")
+    _run_folder(runs / "edited", input_size="abc")
+    h, inside = _handlers(uploads, runs)
+    try:
+        assert set(h.runs) == {"run: untrained", "run: edited"}
+        for label in h.runs:
+            for action in (lambda: h.classify([record(uploads / "photo.png")], label),
+                           lambda: inside.layer_choices(label)):
+                with pytest.raises(ConfigError) as err:
+                    action()
+                text = str(err.value)
+                assert text.startswith(f"{label} cannot be loaded: its files on this server are damaged"), text
+                assert str(tmp_path) not in text and "convscope" not in text and "\n" not in text, text
+        log = capsys.readouterr().err
+        assert f"run: untrained ({runs / 'untrained'}) cannot be loaded: {runs / 'untrained'} holds no trained " \
+               "model yet" in log
+        assert f"{runs / 'edited' / 'config.json'} is damaged: input_size 'abc' is not a whole number from 8 to " \
+               "1024" in log
+        assert "Traceback" not in log
+    finally:
+        h.cleanup()
+
+
 @pytest.mark.parametrize("config, message", [
     ({"input_size": "abc"}, "--input-size must be a whole number from 8 to 1024, not 'abc'"),
     ({"input_size": 100_000}, "--input-size must be a whole number from 8 to 1024, not 100000"),  # 80 TB of weights

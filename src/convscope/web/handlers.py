@@ -30,7 +30,7 @@ from .forms import (BLEND, DREAM_LABELS, DREAM_MAIN, DREAM_MORE, EXPLAIN_LABELS,
                     GATYS_MORE, IMAGENET, STYLIZE_LABELS, TEXTURE_LABELS, TEXTURE_MAIN, TEXTURE_MORE, explain_main,
                     page_terms)
 from .limits import Limits, check_upload, display_name, probe_upload
-from .runs import find_runs
+from .runs import find_runs, load_run_net
 from .widgets import build_config, parse_value
 
 MAX_CLASSIFY = 16          # images per classify request
@@ -84,11 +84,7 @@ class Handlers:
                 from ..nets import get_net
 
                 if name in self.runs:
-                    from ..classify.predict import as_net, load_run
-
-                    net = as_net(load_run(self.runs[name], self.device()))
-                    net.net_name = name  # its label in messages: the page never shows a server path
-                    self._nets[name] = net
+                    self._nets[name] = load_run_net(name, self.runs[name], self.device())
                 else:
                     self._nets[name] = get_net(name, "max", self.device())
             return copy.deepcopy(self._nets[name])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 from pathlib import Path
 
 RUN_PREFIX = "run: "
@@ -34,3 +36,25 @@ def find_runs(root: Path | None) -> dict[str, Path]:
         if len(found) >= MAX_RUNS_LISTED:
             break
     return found
+
+
+def load_run_net(label: str, folder: Path, device):
+    """The run's model as a net named by its label (the page never shows a server path). A run
+    folder damaged since the server found it (model file gone, truncated or of another shape;
+    config.json edited) is a one-line message naming the run; what is wrong, with the path and
+    the CLI's advice, goes to the server log, which is the server operator's to act on."""
+    from ..classify.predict import as_net, load_run
+    from ..errors import ConfigError, UserError
+
+    try:
+        net = as_net(load_run(folder, device))
+    except Exception as exc:  # noqa: BLE001 (any damage: the page says which run, the log says why)
+        text = str(exc).lower()
+        if isinstance(exc, MemoryError) or "out of memory" in text:
+            raise  # the device's state, not the run's: the page says so
+        detail = str(exc) if isinstance(exc, UserError) else "".join(traceback.format_exception(exc))
+        print(f"convscope serve: {label} ({folder}) cannot be loaded: {detail}", file=sys.stderr)
+        raise ConfigError(f"{label} cannot be loaded: its files on this server are damaged or incomplete (the "
+                          "server log says what is wrong); choose another model") from None
+    net.net_name = label  # its name in messages
+    return net
