@@ -174,8 +174,8 @@ def test_a_damaged_run_is_named_by_its_label_and_the_log_says_why(uploads, tmp_p
         log = capsys.readouterr().err
         assert f"run: untrained ({runs / 'untrained'}) cannot be loaded: {runs / 'untrained'} holds no trained " \
                "model yet" in log
-        assert f"{runs / 'edited' / 'config.json'} is damaged: input_size 'abc' is not a whole number from 8 to " \
-               "1024" in log
+        assert f"{runs / 'edited' / 'config.json'} is damaged: --input-size must be a whole number from 8 to " \
+               "1024, not 'abc'" in log
         assert "Traceback" not in log
     finally:
         h.cleanup()
