@@ -176,6 +176,9 @@ def test_parse_values():
         (Spec("init", choices=("content", "noise", "style")), "/etc/passwd", "must be one of content"),
         ("cuda_graph", "yes", "true or false"), ("style_layers", ["a"], "must be text"),
         ("style_layers", "x" * 500, "too long"),
+        # (it printed the 309 digits of int(1e308))
+        ("iterations", 1e308, r"^iterations must be a whole number below 2\*\*63, not '1e\+308'$"),
+        ("seed", "1" * 300, r"^seed must be a whole number below 2\*\*63, not '1{40}'$"),
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_value(StyleConfig, spec, raw)

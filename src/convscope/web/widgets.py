@@ -156,6 +156,10 @@ def make_widgets(cls, specs, elem_prefix: str = "", labels: dict[str, str] | Non
 
 # ---- values back from the browser ----------------------------------------------------------------
 
+# The largest whole number a form field takes: a seed's (iterations and sizes have lower limits).
+MAX_WHOLE = 2**63 - 1
+
+
 def _number(label: str, raw, whole: bool):
     if isinstance(raw, bool) or raw is None:
         raise ConfigError(f"{label} needs a number")
@@ -166,10 +170,12 @@ def _number(label: str, raw, whole: bool):
     except (TypeError, ValueError):
         raise ConfigError(f"{label} must be a number, not {str(raw)[:40]!r}") from None
     if not math.isfinite(value):
-        raise ConfigError(f"{label} must be a finite number, not {raw!r}")
+        raise ConfigError(f"{label} must be a finite number, not {str(raw)[:40]!r}")
     if whole:
         if value != int(value):
-            raise ConfigError(f"{label} must be a whole number, not {raw!r}")
+            raise ConfigError(f"{label} must be a whole number, not {str(raw)[:40]!r}")
+        if abs(value) > MAX_WHOLE:  # (every whole field's own limit is far below; 1e308 read 309 digits long)
+            raise ConfigError(f"{label} must be a whole number below 2**63, not {str(raw)[:40]!r}")
         return int(value)
     return value
 
