@@ -852,6 +852,7 @@ def test_cli_stylize_folder_outputs(tmp_path, capsys):
     (["--method", "arbitrary", "STYLE", "--strength", "0.5"], "--strength applies to --model only"),
     (["STYLE", "--alpha", "0.5"], "--alpha applies to --method arbitrary only"),
     (["STYLE", "--decoder", "adain"], "--decoder applies to --method arbitrary only"),
+    (["--method", "arbitrary", "STYLE", "STYLE", "--style-blend", "0", "0"], "must be 0 or more and not all 0"),
 ])
 def test_cli_stylize_bad_input(tmp_path, capsys, argv, message):
     content = tmp_path / "c.png"

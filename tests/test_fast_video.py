@@ -334,3 +334,23 @@ def test_a_complete_video_gives_no_truncation_warning(assets, out_dir, capsys):
     rc = main(["stylize-video", str(assets["with_aac"]), "--model", str(assets["model"]), "-o",
                str(out_dir / "out.mp4"), "--max-frames", "5", *CPU])
     assert rc == 0 and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("blend, message", [(["0", "0"], "weights must be 0 or more and not all 0"),
+                                            (["1", "-1"], "weights must be 0 or more and not all 0"),
+                                            (["1"], "has 1 weight(s) for 2 style image(s)")])
+def test_bad_style_blend_is_refused_before_the_model_loads(blend, message, assets, out_dir, capsys, monkeypatch):
+    # --style-blend 0 0 was refused only once the decoder had loaded.
+    from convscope.fast import apply
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model loaded before the refusal")
+
+    monkeypatch.setattr(apply.ArbitraryStylizer, "__init__", no_loading)
+    style = str(assets["clip"])
+    out = out_dir / "out.mp4"
+    assert main(["stylize-video", str(assets["clip"]), "--method", "arbitrary", "--style", style, style,
+                 "--style-blend", *blend, "-o", str(out), *CPU]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert leftovers(out_dir) == []

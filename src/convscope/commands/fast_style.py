@@ -252,8 +252,9 @@ def run_one_pass(args, method: str) -> int:
     else:
         if not args.styles:
             raise ConfigError("--method arbitrary needs at least one style image")
-        if args.style_blend and len(args.style_blend) != len(args.styles):
-            raise ConfigError(f"--style-blend has {len(args.style_blend)} weight(s) for {len(args.styles)} style image(s)")
+        from ..fast.config import blend_weights
+
+        blend_weights(args.style_blend, len(args.styles), bool(args.mask))  # (said before the model loads)
 
     from .. import images
     from ..fast.apply import ArbitraryStylizer, FastStylizer, run_config

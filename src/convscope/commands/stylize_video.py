@@ -60,9 +60,9 @@ def _check_method(args) -> None:
                           "(and --decoder): use one or the other")
     if not args.styles:
         raise ConfigError("--method arbitrary needs at least one --style image")
-    if args.style_blend and len(args.style_blend) != len(args.styles):
-        raise ConfigError(f"--style-blend has {len(args.style_blend)} weight(s) for {len(args.styles)} "
-                          "style image(s)")
+    from ..fast.config import blend_weights
+
+    blend_weights(args.style_blend, len(args.styles))  # (said before the model loads)
 
 
 def _bar(args):

@@ -19,7 +19,7 @@ from .. import colour, images
 from ..devices import cpu_has_native_bf16, resolve_device
 from ..argcheck import as_image, check_image_batch, check_image_values, config_of
 from ..errors import ConfigError, ImageError
-from .config import MAX_SIZE, MAX_STYLE_SIZE, MAX_STYLES, MIN_SIDE, FastConfig
+from .config import MAX_SIZE, MAX_STYLE_SIZE, MAX_STYLES, MIN_SIDE, FastConfig, blend_weights
 from .models import ARBITRARY_BUILTIN, ARBITRARY_KIND, STYLE_KIND, StyleModel, load_model, read_header, resolve
 from .nets import Encoder, HalfResTransformerNet, LiteAdaIN, adain, channel_stats
 
@@ -204,7 +204,7 @@ class ArbitraryStylizer:
         if mask is not None and len(styles) < 2:  # one region: the mask would change nothing
             raise ConfigError("a mask assigns regions of the content to two or more styles; give at least two "
                               "style images, or no mask")
-        weights = _normalized(weights, len(styles), mask is not None)
+        weights = blend_weights(weights, len(styles), mask is not None)
         labels = list(labels or [])
         labels += [""] * (1 + len(styles) - len(labels))
         content = content.to(self.device).float()
@@ -252,22 +252,6 @@ class ArbitraryStylizer:
         _check_content(content, self.config.size, (labels or [""])[0])
         x = _content_tensor(content, self.config.size, self.device)
         return images.tensor_to_pil(self.tensor(x, styles, weights, mask, labels))
-
-
-def _normalized(weights: Sequence[float] | None, n: int, masked: bool) -> list[float]:
-    if weights is None:
-        return [1.0 / n] * n
-    if masked:
-        raise ConfigError("give either --style-blend or --mask, not both: a mask assigns each region one style")
-    if not isinstance(weights, (list, tuple)) or not all(
-            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in weights):
-        raise ConfigError(f"--style-blend must be a list of finite numbers, one per style image, not {weights!r}")
-    if len(weights) != n:
-        raise ConfigError(f"--style-blend has {len(weights)} weight(s) for {n} style image(s)")
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ConfigError("--style-blend weights must be 0 or more and not all 0")
-    total = float(sum(weights))
-    return [w / total for w in weights]
 
 
 def one_pass_image(model: str, content: Image.Image, styles: Sequence[Image.Image],

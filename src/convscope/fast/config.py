@@ -233,3 +233,21 @@ class VideoConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def blend_weights(weights, n: int, masked: bool = False) -> list[float]:
+    """The arbitrary method's --style-blend for `n` style images, normalized to sum to 1 (equal when
+    None); ConfigError for weights that cannot be (free of torch: the CLI checks before loading)."""
+    if weights is None:
+        return [1.0 / n] * n
+    if masked:
+        raise ConfigError("give either --style-blend or --mask, not both: a mask assigns each region one style")
+    if not isinstance(weights, (list, tuple)) or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in weights):
+        raise ConfigError(f"--style-blend must be a list of finite numbers, one per style image, not {weights!r}")
+    if len(weights) != n:
+        raise ConfigError(f"--style-blend has {len(weights)} weight(s) for {n} style image(s)")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ConfigError("--style-blend weights must be 0 or more and not all 0")
+    total = float(sum(weights))
+    return [w / total for w in weights]
