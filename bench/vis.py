@@ -5,6 +5,9 @@ a user waits for) with `-q`, and its sidecar's figure of merit is printed next t
 from anywhere; inputs default to ../shared/data/nst-inputs:
 
     python bench/vis.py [--devices cpu cuda] [--repeats 1] [--json FILE]
+
+`--smoke` checks that every command still runs, in seconds: tiny sizes, a step or two, 8 photos
+for top-activations. Its times and figures are not benchmarks.
 """
 
 from __future__ import annotations
@@ -39,6 +42,16 @@ COMMANDS = {
 }
 # Arguments a command needs beyond its defaults (classviz has no default class).
 EXTRA = {"classviz": ["--class", "543"]}
+# --smoke: the least work each command accepts, so a broken command shows in seconds, not minutes.
+SMOKE = {"activations": ["--size", "64"],
+         "invert": ["--size", "64", "--iterations", "2"],
+         "texture": ["--size", "64", "64", "--source-size", "64", "--iterations", "2", "--warmup", "1"],
+         "dream": ["--size", "64", "--octaves", "1", "--steps", "1"],
+         "featureviz": ["--size", "64", "--steps", "2", "--channels", "0-1"],
+         "classviz": ["--size", "64", "--steps", "2"],
+         "explain": ["--size", "64"],
+         "top-activations": ["--size", "64", "--channels", "0-1", "--top", "2"]}
+SMOKE_PHOTOS = 8
 
 
 def available(command: str) -> bool:
@@ -57,11 +70,12 @@ def figure(meta: dict, key: str | None):
 
 
 def run(command: str, device: str, photo: Path, painting: Path, folder: Path,
-        photos: Path | None = None) -> tuple[float, object]:
+        photos: Path | None = None, smoke: bool = False) -> tuple[float, object]:
     positional, key, _ = COMMANDS[command]
     out = folder / f"{command}_{device}.png"
     args = [a.format(photo=photo, painting=painting, folder=photos) for a in positional]
-    cmd = [sys.executable, "-m", "convscope.cli", command, *args, *EXTRA.get(command, []), "-o", str(out),
+    cmd = [sys.executable, "-m", "convscope.cli", command, *args, *EXTRA.get(command, []),
+           *(SMOKE[command] if smoke else []), "-o", str(out),
            "--device", device, "-q"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
@@ -85,6 +99,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--commands", nargs="+", default=list(COMMANDS), choices=list(COMMANDS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"only check that each command runs: tiny sizes, 1-2 steps, {SMOKE_PHOTOS} photos "
+                             "(not a benchmark)")
     a = parser.parse_args()
     for path in (a.photo, a.painting):
         if not path.is_file():
@@ -100,13 +117,14 @@ def main() -> int:
             import tarfile
 
             with tarfile.open(photos) as tar:
-                tar.extractall(Path(tmp) / "photos", filter="data")
+                members = [m for m in tar.getmembers() if m.isfile()][:SMOKE_PHOTOS] if a.smoke else None
+                tar.extractall(Path(tmp) / "photos", members, filter="data")
             photos = Path(tmp) / "photos"
         for command in commands:
             for device in devices:
                 times, merit = [], None
                 for _ in range(a.repeats):
-                    seconds, merit = run(command, device, a.photo, a.painting, Path(tmp), photos)
+                    seconds, merit = run(command, device, a.photo, a.painting, Path(tmp), photos, a.smoke)
                     times.append(seconds)
                 rows.append({"command": command, "device": device, "seconds": statistics.median(times),
                              "runs": times, "merit": merit, "merit_is": COMMANDS[command][2]})
@@ -117,6 +135,8 @@ def main() -> int:
         merit = f"{r['merit_is']}: {r['merit']:.4g}" if isinstance(r["merit"], (int, float)) else r["merit_is"]
         print(f"| {r['command']} | {r['device']} | {r['seconds']:.1f} | {merit} |")
     finish(rows, a.json)
+    if a.smoke:
+        print("\nsmoke run: every command ran, at tiny settings: these are not benchmark figures")
     return 0
 
 
