@@ -23,6 +23,10 @@ kernels), as airbench is measured, instead of in a fresh process whose first epo
 alone: mirror + 1 px translations, as `classify evaluate --tta shift`, the level airbench reports) or `flip`.
 
     python bench/cifar10.py --rows resnet-fast airbench94 airbench96 --seeds 5 --in-process --tta --device cuda
+
+`--limit N` keeps the first N images of each class in each split: a check that the rows still run
+(e.g. `--limit 110 --rows simple+epochs=1 airbench94`), not a benchmark. airbench trains in batches of
+1024 and drops a last partial one, so its rows need N >= 103.
 """
 
 from __future__ import annotations
@@ -66,6 +70,23 @@ def unpack(cache: Path, data: Path = DATA) -> Path:
             with tarfile.open(data / f"cifar10-jpeg-{split}.tar.xz") as tar:
                 tar.extractall(root, filter="data")
     return root
+
+
+AIRBENCH_MIN_PER_CLASS = 103  # 10 classes x 103 >= airbench's batch of 1024
+
+
+def first_per_class(root: Path, per_class: int) -> Path:
+    """A copy of root's {train,test}/<class>/ tree with the first `per_class` files of each class, beside
+    root (for --limit). Copies keep their mtimes, so convscope's decoded-image cache stays valid."""
+    sub = root.with_name(f"{root.name}-first{per_class}")
+    for split in ("train", "test"):
+        for folder in sorted(d for d in (root / split).iterdir() if d.is_dir()):
+            dest = sub / split / folder.name
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in sorted(folder.iterdir())[:per_class]:
+                if not (dest / f.name).exists():
+                    shutil.copy2(f, dest / f.name)
+    return sub
 
 
 def parse_row(row: str) -> tuple[str, list[str]]:
@@ -168,14 +189,15 @@ class Convscope:
 
 # ---- airbench rows -----------------------------------------------------------------------------
 def airbench_data(cache: Path, data: Path) -> Path:
-    """cache/airbench/cifar10/{train,test}.pt from the JPEG copy: the dict airbench's CifarLoader
-    loads (images uint8 [N, 32, 32, 3], labels int64 [N], classes). Returns cache/airbench, the folder
-    to run airbench in (its training function opens the test set at the relative path cifar10/)."""
+    """cache/airbench/<data's name>/cifar10/{train,test}.pt from the JPEG copy: the dict airbench's
+    CifarLoader loads (images uint8 [N, 32, 32, 3], labels int64 [N], classes). Returns the folder above
+    cifar10/, to run airbench in (its training function opens the test set at the relative path cifar10/)."""
     import torch
 
     from convscope.classify.data import load_data
 
-    root = cache / "airbench"
+    # One folder per data tree, so a --limit run never leaves its small train.pt for a full run.
+    root = cache / "airbench" / data.name
     folder = root / "cifar10"
     if not (folder / "train.pt").exists() or not (folder / "test.pt").exists():
         splits = load_data(str(data), size=32, cache_dir=str(cache / "cache" / "data"))
@@ -286,14 +308,24 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "convscope-bench")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--data", type=Path, default=DATA, help="folder of cifar10-jpeg-{train,test}.tar.xz")
+    parser.add_argument("--limit", type=int, metavar="N",
+                        help="only the first N images of each class in each split: a quick check that the rows run, "
+                             f"not a benchmark (airbench rows need N >= {AIRBENCH_MIN_PER_CLASS})")
     a = parser.parse_args()
     if a.seeds < 1:
         parser.error("--seeds must be at least 1")
+    if a.limit is not None and a.limit < 1:
+        parser.error("--limit must be at least 1")
+    if a.limit is not None and a.limit < AIRBENCH_MIN_PER_CLASS and any(r in AIRBENCH for r in a.rows):
+        parser.error(f"--limit {a.limit} leaves airbench no full batch of 1024 images; use --limit "
+                     f"{AIRBENCH_MIN_PER_CLASS} or more, or drop the airbench rows")
     sys.path.insert(0, str(REPO / "src"))
     for split in ("train", "test"):
         if not (a.data / f"cifar10-jpeg-{split}.tar.xz").is_file() and not (a.cache / "cifar10-jpeg" / split).is_dir():
             parser.error(f"{a.data / f'cifar10-jpeg-{split}.tar.xz'} not found (pass --data)")
     data = unpack(a.cache, a.data)
+    if a.limit is not None:
+        data = first_per_class(data, a.limit)
     from convscope.classify.data import load_data
 
     convscope = Convscope(a, data)
@@ -317,6 +349,8 @@ def main() -> int:
             rows.append(summarize(row, runs))
     print_table(rows, a.tta)
     finish(rows, a.json)
+    if a.limit is not None:
+        print(f"\n--limit {a.limit}: {a.limit} images per class at most; a check that the rows run, not benchmark figures")
     return 0
 
 
