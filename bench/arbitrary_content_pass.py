@@ -29,6 +29,8 @@ def main() -> int:
     p.add_argument("--encoder-widths", type=int, nargs=4, default=list(LITE_WIDTHS))
     p.add_argument("--widths", type=int, nargs=3, default=list(LITE_DECODER_WIDTHS), help="lite decoder widths")
     a = p.parse_args()
+    if a.repeats < 1 or a.threads < 1 or not 32 <= a.size <= 4096:
+        p.error("--repeats and --threads must be at least 1, --size 32 to 4096")
     torch.set_num_threads(a.threads)
     dtype, layout = _dtype(torch.device("cpu"), "auto"), torch.channels_last
     x = torch.rand(1, 3, a.size, a.size).to(dtype, memory_format=layout)
