@@ -34,6 +34,20 @@ def test_fast_stylizer_tensor_refuses_values_outside_0_1(tmp_path):
         assert words in str(info.value)
 
 
+def test_the_stylizers_check_the_values_of_cpu_batches_only(monkeypatch):
+    # On a GPU the check reads a reduction back: every call waited for the device (a video's frames,
+    # bench/fast.py's GPU loop). A batch that is not on the CPU is checked for shape and dtype only.
+    from convscope.fast import apply
+
+    seen = []
+    monkeypatch.setattr(apply, "check_image_values", lambda x, what: seen.append(x.device.type) or x)
+    apply._check_batch(torch.rand(1, 3, 8, 8))
+    apply._check_batch(torch.empty(1, 3, 8, 8, device="meta"))  # (a stand-in for a GPU tensor)
+    assert seen == ["cpu"]
+    with pytest.raises(ImageError, match="float"):
+        apply._check_batch(torch.zeros(1, 3, 8, 8, dtype=torch.uint8, device="meta"))
+
+
 def _engines():
     from convscope.vis.dream import dream
     from convscope.vis.invert import invert

@@ -116,6 +116,15 @@ def _finish(stylized: torch.Tensor, content: torch.Tensor, preserve: str, streng
     return out.clamp(0, 1)
 
 
+def _check_batch(content: torch.Tensor, batch: int | None = None) -> None:
+    """The content batch's shape and dtype; its values too where it is on the CPU. On a GPU the
+    value check (a reduction read back) would make every call wait for the device: a video or a
+    benchmark loop lost its overlap. Images that came in as files or PIL images are in range anyway."""
+    check_image_batch(content, "the content batch", batch=batch)
+    if content.device.type == "cpu":
+        check_image_values(content, "the content batch")
+
+
 class FastStylizer:
     """A loaded feed-forward style model, ready for many images (the net is loaded once)."""
 
@@ -132,7 +141,7 @@ class FastStylizer:
     @torch.inference_mode()
     def tensor(self, content: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] -> stylized, same shape, float32."""
-        check_image_values(check_image_batch(content, "the content batch"), "the content batch")
+        _check_batch(content)
         y = self.runner(content.to(self.device, self.dtype)).float()
         return _finish(y, content.to(self.device).float(), self.config.preserve_color, self.config.strength)
 
@@ -196,7 +205,7 @@ class ArbitraryStylizer:
         """Content [1, 3, H, W] in [0, 1] styled by `styles` (blended by `weights`, or by region
         with `mask`) -> [1, 3, H, W] float32. `labels` (content first, then styles; e.g. file
         names) name the images in error messages."""
-        check_image_values(check_image_batch(content, "the content batch", batch=1), "the content batch")
+        _check_batch(content, batch=1)
         if not styles:
             raise ConfigError("the arbitrary method needs at least one style image")
         if len(styles) > MAX_STYLES:
