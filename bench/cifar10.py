@@ -63,12 +63,17 @@ REFERENCE = {"simple": "63.5% (reference, original pixels, 10 epochs)",
 
 
 def unpack(cache: Path, data: Path = DATA) -> Path:
+    """The JPEG copy unpacked under `cache`, once: a marker file is written after both splits, so an
+    unpack cut short (a killed run, a full disk) is redone, not taken for the whole data set."""
     root = cache / "cifar10-jpeg"
-    if not (root / "test").is_dir() or not (root / "train").is_dir():
-        root.mkdir(parents=True, exist_ok=True)
+    done = root / ".unpacked"
+    if not done.is_file():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
         for split in ("train", "test"):
             with tarfile.open(data / f"cifar10-jpeg-{split}.tar.xz") as tar:
                 tar.extractall(root, filter="data")
+        done.write_text("train and test unpacked\n")
     return root
 
 

@@ -75,3 +75,28 @@ def test_cifar10_limit_copies_the_first_images_of_each_class(tmp_path):
     # mtimes kept: convscope's decoded-image cache keys on them
     assert (sub / "train" / "cat" / "0000.jpg").stat().st_mtime == 1_000_000
     assert cifar10.first_per_class(root, 2) == sub  # a second call reuses the copy
+
+
+def test_cifar10_unpack_redoes_an_unpack_cut_short(tmp_path):
+    # train/ and test/ folders left by a killed unpack were taken for the whole data set.
+    import tarfile
+
+    cifar10 = bench_module("cifar10")
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "test"):
+        src = tmp_path / "src" / split / "cat"
+        src.mkdir(parents=True)
+        for i in range(3):
+            (src / f"{i}.jpg").write_bytes(b"x")
+        with tarfile.open(data / f"cifar10-jpeg-{split}.tar.xz", "w:xz") as tar:
+            tar.add(src.parent, arcname=split)
+    cache = tmp_path / "cache"
+    (cache / "cifar10-jpeg" / "train" / "cat").mkdir(parents=True)  # what a kill left: one file, no test/ images
+    (cache / "cifar10-jpeg" / "train" / "cat" / "0.jpg").write_bytes(b"x")
+    (cache / "cifar10-jpeg" / "test" / "cat").mkdir(parents=True)
+    root = cifar10.unpack(cache, data)
+    for split in ("train", "test"):
+        assert sorted(p.name for p in (root / split / "cat").iterdir()) == ["0.jpg", "1.jpg", "2.jpg"]
+    (root / "test" / "cat" / "2.jpg").unlink()
+    assert cifar10.unpack(cache, data) == root and not (root / "test" / "cat" / "2.jpg").exists()  # done: kept
