@@ -1204,6 +1204,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_serve_help_names_every_tab_of_the_page(capsys):
+    # The help listed four tabs and offered --runs "in the Classify tab" after See inside was added
+    # and Explain and See inside took the runs too (test_explain_offers_the_servers_trained_runs,
+    # test_see_inside_offers_the_servers_trained_runs). The page's tabs, from its source (no Gradio):
+    web = Path(__file__).resolve().parents[1] / "src" / "convscope" / "web"
+    tabs = re.findall(r'gr\.Tab\("([^"]+)"[^)]*elem_id="tab-', "".join(p.read_text() for p in web.glob("app*.py")))
+    assert len(tabs) == 5 and "See inside" in tabs
+    assert main(["serve", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(tab in text for tab in tabs), tabs
+    assert "under this folder in the Classify, Explain and See inside tabs" in text
+
+
 def test_serve_port_in_use_is_a_one_line_error(capsys):
     pytest.importorskip("gradio")
     with socket.socket() as s:

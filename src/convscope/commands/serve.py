@@ -18,15 +18,15 @@ def register(subparsers) -> None:
     from ..web.limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB
 
     p = subparsers.add_parser(
-        "serve", help="start the web UI: stylize, classify, explain, dream and textures in a browser",
-        description="Start a local web app (Gradio) with tabs Stylize, Classify, Explain, and Dream & "
-        "textures. It listens on 127.0.0.1 (this computer only) unless --host says otherwise. Needs the "
+        "serve", help="start the web UI: stylize, classify, explain, dream, textures, see inside",
+        description="Start a local web app (Gradio) with tabs Stylize, Classify, Explain, Dream & textures, "
+        "and See inside. It listens on 127.0.0.1 (this computer only) unless --host says otherwise. Needs the "
         "web extra: pip install 'convscope[web]'. Stop it with Ctrl-C.")
     p.add_argument("--host", default=LOOPBACK_HOST, help="address to listen on; 0.0.0.0 lets other machines "
                    "connect (there is no login) (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     p.add_argument("--runs", default=None, metavar="DIR", help="offer the trained classifier runs found under "
-                   "this folder in the Classify tab")
+                   "this folder in the Classify, Explain and See inside tabs")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest upload in MB (default: {DEFAULT_MAX_UPLOAD_MB})")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
