@@ -959,6 +959,20 @@ def test_every_command_has_help(capsys):
     assert "50% and" in r.out and "%%" not in r.out
 
 
+@pytest.mark.parametrize("command, says, not_said", [
+    # These descriptions predated --net on every command and --rule auto (guided backprop where no
+    # max pooling runs before the layer), and export-onnx's dynamic batch.
+    ("dream", "the patterns a layer of --net", "VGG layer"),
+    ("texture", "VGG19's by default, any --net's", "whose VGG feature correlations"),
+    ("top-activations", "else guided backprop's", "next to the deconvnet projection"),
+    ("export-onnx", "dynamic batch, height and width", "dynamic height and width"),
+])
+def test_help_describes_what_the_command_does(capsys, command, says, not_said):
+    r = run(capsys, command, "--help")
+    text = " ".join(r.out.split())
+    assert r.code == 0 and says in text and not_said not in text
+
+
 def test_help_and_option_errors_never_import_torch():
     # Importing torch takes seconds; --help of every command, and argparse's one-line errors, come
     # from the config dataclasses alone, so they must not wait for it. A fresh interpreter: this

@@ -13,7 +13,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "dream", help="amplify what a layer sees in an image (DeepDream, Mordvintsev et al. 2015)",
         description="Gradient ascent on IMAGE, over several octaves with jitter, so that the patterns a "
-        "VGG layer (or one of its channels, or what resembles a guide image there) responds to grow in it.")
+        "layer of --net (or one of its channels, or what resembles a guide image there) responds to grow in it.")
     p.add_argument("image", help="image to dream on")
     add_output_options(p)
     p.add_argument("--guide", metavar="IMAGE", default=None,

@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export-onnx", help="export a style model to ONNX",
         description="Export a feed-forward style model (built-in name or file) to ONNX, with dynamic "
-        "height and width, verified against PyTorch with onnxruntime when it is installed.")
+        "batch, height and width, verified against PyTorch with onnxruntime when it is installed.")
     p.add_argument("--model", required=True, help="built-in style name (see: convscope styles) or a .safetensors file")
     p.add_argument("-o", "--output", required=True, help="output .onnx file")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, from 11 to the newest your torch "

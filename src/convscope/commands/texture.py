@@ -13,8 +13,9 @@ from ..vis.configs import TextureConfig
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "texture", help="synthesize a new texture like an image (Gatys et al. 2015, Gram matching)",
-        description="Synthesize an image of any size whose VGG feature correlations (Gram matrices) "
-        "match those of TEXTURE, starting from noise (L-BFGS by default).")
+        description="Synthesize an image of any size whose feature correlations "
+        "(Gram matrices; VGG19's by default, any --net's) match those of TEXTURE, starting from noise "
+        "(L-BFGS by default).")
     p.add_argument("texture", help="source texture image")
     add_output_options(p)
     p.add_argument("--strip", action="store_true",

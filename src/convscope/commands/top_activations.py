@@ -15,8 +15,9 @@ def register(subparsers) -> None:
         "deconvnet projections (Zeiler & Fergus 2014)",
         description="Stream every image of FOLDER (subfolders too) through the network, keep for each "
         "channel of --channels the --top images where it fires most, and draw them (by default the "
-        "patch at the unit's receptive field) next to the deconvnet projection of that activation "
-        "back to the pixels. Unreadable images are skipped with a warning.")
+        "patch at the unit's receptive field) next to the projection of that activation back "
+        "to the pixels (--rule; by default the deconvnet's where a max pooling runs before the layer, else "
+        "guided backprop's). Unreadable images are skipped with a warning.")
     p.add_argument("folder", help="folder of images (jpg, png, webp, bmp, tiff, gif; searched recursively)")
     add_output_options(p)
     add_config_options(p, TopActConfig)
