@@ -155,3 +155,18 @@ def test_top_level_names_are_listed_and_configs_list_their_options():
                       (ExplainConfig, "net = 'efficientnet_lite0': network:"), (TrainConfig, "model = 'simple': "),
                       (FastConfig, "alpha = 1.0: "), (TrainStyleConfig, "steps = 4000: ")):
         assert line in inspect.getdoc(cls) and "MISSING" not in inspect.getdoc(cls)
+    # ... and so does every other config a notebook builds (they showed the signature only).
+    import re
+    from dataclasses import fields
+
+    from convscope.classify.config import ExportConfig
+    from convscope.fast.config import TrainArbitraryConfig, VideoConfig
+    from convscope.vis.configs import ActivationsConfig, TopActConfig
+    from convscope.vis.configs_render import ClassVizConfig, DreamConfig, FeatureVizConfig, InvertConfig, TextureConfig
+
+    for cls in (ExportConfig, TrainArbitraryConfig, VideoConfig, ActivationsConfig, TopActConfig, ClassVizConfig,
+                DreamConfig, FeatureVizConfig, InvertConfig, TextureConfig):
+        doc = inspect.getdoc(cls)
+        assert "Fields (default: meaning):" in doc, cls
+        documented = [f.name for f in fields(cls) if "help" in f.metadata]
+        assert documented and all(re.search(rf"^\s*{name} = .+: ", doc, re.M) for name in documented), cls

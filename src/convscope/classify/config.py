@@ -316,6 +316,7 @@ def check_sweep(start, end, steps) -> None:
 EXPORTERS = ("auto", "torchscript", "dynamo")
 
 
+@documented
 @dataclass
 class ExportConfig:
     opset: int = _opt("ONNX opset version (18 runs on onnxruntime >= 1.14; the TorchScript exporter "

@@ -122,6 +122,7 @@ class TrainStyleConfig(TrainCommon):
 ARBITRARY_ENCODERS = ("vgg19", "lite")
 
 
+@documented
 @dataclass
 class TrainArbitraryConfig(TrainCommon):
     style_weight: float = _opt("weight of the style loss (channel means and stds, relu1_1..relu4_1) "
@@ -199,6 +200,7 @@ class FastConfig:
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
+@documented
 @dataclass
 class VideoConfig:
     """Options of `stylize-video` (shared with any other front end)."""

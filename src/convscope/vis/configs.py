@@ -39,6 +39,7 @@ MAX_TOP = 100
 TOPACT_MAX_SIZE = 2048
 
 
+@documented
 @dataclass
 class ActivationsConfig:
     net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
@@ -145,6 +146,7 @@ class ExplainConfig:
         return self
 
 
+@documented
 @dataclass
 class TopActConfig:
     net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
-from ..options import AUTO, LOGITS, MAX_LR, OPTIMIZERS, POOLINGS, PRECISIONS, check_choices, parse_indices
+from ..options import AUTO, LOGITS, MAX_LR, OPTIMIZERS, POOLINGS, PRECISIONS, check_choices, documented, parse_indices
 from ..options import option as _opt
 
 # featureviz / classviz
@@ -111,6 +111,7 @@ class RenderConfig:
         return self
 
 
+@documented
 @dataclass
 class FeatureVizConfig(RenderConfig):
     layer: str = _opt(f"layer by any name (see: convscope layers --net NET), or {AUTO}: the block output "
@@ -138,6 +139,7 @@ class FeatureVizConfig(RenderConfig):
         return self
 
 
+@documented
 @dataclass
 class ClassVizConfig(RenderConfig):
     # A stronger natural-image prior than featureviz's sheet: the net's own input size, more steps,
@@ -171,6 +173,7 @@ class ClassVizConfig(RenderConfig):
         return self
 
 
+@documented
 @dataclass
 class DreamConfig:
     # 512 px (long side): the default run on tubingen.jpg took 17 s on 2 CPU cores (bf16), 1 GB RSS.
@@ -227,6 +230,7 @@ class DreamConfig:
         return self
 
 
+@documented
 @dataclass
 class InvertConfig:
     layer: str = _opt("layer whose representation is inverted (any name: relu3_1, block3_conv1, ...); "
@@ -301,6 +305,7 @@ class InvertConfig:
         return self
 
 
+@documented
 @dataclass
 class TextureConfig:
     size: tuple[int, int] = _opt("output width and height in pixels (any aspect, independent of the source)",
