@@ -973,6 +973,16 @@ def test_help_describes_what_the_command_does(capsys, command, says, not_said):
     assert r.code == 0 and says in text and not_said not in text
 
 
+@pytest.mark.parametrize("command", ["activations", "featureviz", "classviz", "explain", "top-activations", "dream",
+                                     "invert", "texture"])
+def test_net_help_says_a_classify_run_folder_is_a_net(capsys, command):
+    # Every one of them takes a run folder as --net; most --help texts named only the bundled nets.
+    r = run(capsys, command, "--help")
+    text = " ".join(r.out.split())
+    net = text[text.index("--net NET ", text.index("options:")):]
+    assert r.code == 0 and "classify run folder" in net[:400], net[:400]
+
+
 def test_help_and_option_errors_never_import_torch():
     # Importing torch takes seconds; --help of every command, and argparse's one-line errors, come
     # from the config dataclasses alone, so they must not wait for it. A fresh interpreter: this

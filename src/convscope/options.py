@@ -21,6 +21,9 @@ PRECISION_HELP = ("arithmetic: auto (tf32 on CUDA; bf16 on CPUs with native bf16
 
 # Names the engines accept, here so that configs can offer them as choices without loading torch:
 # losses.gram's normalizations, losses.tv_loss's kinds, optimize's optimizers.
+# What --net takes wherever any network will do (one wording for every command).
+NET_HELP = ("network: vgg19 (original ImageNet weights, bundled), efficientnet_lite0 (bundled), any torchvision "
+            "classifier (NAME:random = random weights), or a classify run folder")
 GRAM_NORMS = ("relative", "gatys", "hw", "chw")
 TV_KINDS = ("squared", "beta")
 OPTIMIZERS = ("lbfgs", "adam", "sgd")

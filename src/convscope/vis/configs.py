@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
-from ..options import PRECISION_HELP, PRECISIONS, check_choices, documented, parse_indices, suggest
+from ..options import NET_HELP, PRECISION_HELP, PRECISIONS, check_choices, documented, parse_indices, suggest
 from ..options import option as _opt
 from .configs_render import (AUTO, BLUR_EVERY, DEFAULT_CHANNELS, DEFAULT_LAYERS, DREAM_MAX_SIDE,
                              FEATUREVIZ_AUTO_DEPTH, FEATUREVIZ_MAX_SIDE, LOGITS, MAX_ITERATIONS,
@@ -42,7 +42,7 @@ TOPACT_MAX_SIZE = 2048
 @documented
 @dataclass
 class ActivationsConfig:
-    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
+    net: str = _opt(NET_HELP, "vgg19")
     layer: str = _opt(f"layer by any name (relu3_1, block3_conv1, conv3_1, pool3 ..., or a module path "
                       f"like layer3 on other nets), {ALL_CONV}: the last activation of every block, one "
                       "figure each, or auto: relu3_1 on the VGG nets, the block output at 40% depth on "
@@ -97,7 +97,7 @@ class ExplainConfig:
     """Options of `convscope.vis.explain.explain` (`convscope explain`)."""
 
     net: str = _opt("network: efficientnet_lite0 (ImageNet classes, bundled), vgg19 (no classifier: "
-                    "explains a channel), or any torchvision classifier", "efficientnet_lite0")
+                    "explains a channel), any torchvision classifier, or a classify run folder", "efficientnet_lite0")
     target: str | None = _opt("class to explain: an index or an ImageNet class name, case-insensitive "
                               "(default: the top-1 prediction)", None)
     layer: str = _opt("explain a channel of this layer instead of a class (the only choice on nets "
@@ -149,7 +149,7 @@ class ExplainConfig:
 @documented
 @dataclass
 class TopActConfig:
-    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
+    net: str = _opt(NET_HELP, "vgg19")
     layer: str = _opt(f"layer by any name, or {AUTO}: the net's middle block output (relu3_4 on vgg19)", AUTO)
     channels: str = _opt("channels of --layer, one row of the figure each: ranges and lists such as "
                          f"0-7 or 1,5,9 (at most {MAX_CHANNELS})", "0-7")

@@ -11,7 +11,8 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
-from ..options import AUTO, LOGITS, MAX_LR, OPTIMIZERS, POOLINGS, PRECISIONS, check_choices, documented, parse_indices
+from ..options import AUTO, LOGITS, MAX_LR, NET_HELP, OPTIMIZERS
+from ..options import POOLINGS, PRECISIONS, check_choices, documented, parse_indices
 from ..options import option as _opt
 
 # featureviz / classviz
@@ -38,8 +39,7 @@ MAX_LBFGS_HISTORY = 1000
 class RenderConfig:
     """The options shared by featureviz and classviz: parameterization, transforms, optimizer."""
 
-    net: str = _opt("network: vgg19, efficientnet_lite0, or a torchvision classifier (NAME:random = "
-                    "random weights)", "vgg19")
+    net: str = _opt(NET_HELP, "vgg19")
     size: int | None = _opt(f"side of the square image in pixels (default: {SHEET_SIDE} on ImageNet nets, "
                             "the input size of smaller nets, 32 for CIFAR)", None)
     steps: int = _opt("Adam steps", 64)
@@ -147,8 +147,8 @@ class ClassVizConfig(RenderConfig):
     # looking at dumbbell and military uniform on efficientnet_lite0: with 1/f alone the class
     # shows only as texture; 1/f^1.5 plus a 0.35 px blur gives whole objects (hexagonal dumbbells
     # held in fists); a 0.7 px blur washes them out, lr 0.12 scatters them.
-    net: str = _opt("classifier: efficientnet_lite0 (ImageNet, bundled) or a torchvision classifier",
-                    "efficientnet_lite0")
+    net: str = _opt("classifier: efficientnet_lite0 (ImageNet, bundled), a torchvision classifier, or a classify "
+                    "run folder", "efficientnet_lite0")
     size: int | None = _opt("side of the square image in pixels (default: the net's input size, 224 on "
                             "ImageNet)", None)
     steps: int = _opt("Adam steps", 128)
@@ -191,7 +191,7 @@ class DreamConfig:
     zoom: float = _opt("zoom factor between frames (centre crop, resized back)", 1.05)
     zoom_steps: int = _opt("ascent steps per zoom frame (one octave)", 5)
     pooling: str = _opt("pooling in the network", "max", choices=POOLINGS)
-    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
+    net: str = _opt(NET_HELP, "vgg19")
     seed: int = _opt("random seed (the jitter)", 0)
     device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
     precision: str = _opt("arithmetic: auto (tf32 on CUDA, bf16 on CPUs with native bf16, else fp32), "
@@ -247,7 +247,7 @@ class InvertConfig:
                                    "by the layer's depth: 0.01 / 0.05 / 0.3 up to stride 2 / 8 / beyond)", None)
     optimizer: str = _opt("optimizer", "lbfgs", choices=OPTIMIZERS)
     lr: float | None = _opt("learning rate (default: lbfgs 1.0, adam 0.02, sgd 0.05)", None)
-    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
+    net: str = _opt(NET_HELP, "vgg19")
     pooling: str = _opt("pooling in the network: max, or avg", "max", choices=POOLINGS)
     seed: int = _opt("random seed (the noise the reconstruction starts from)", 0)
     device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
@@ -325,7 +325,7 @@ class TextureConfig:
     lr: float | None = _opt("learning rate (default: lbfgs 1.0, adam 0.02, sgd 0.05)", None)
     lbfgs_history: int = _opt("L-BFGS memory (pairs kept)", 100)
     pooling: str = _opt("pooling in the network: avg (as in Gatys et al.), or max", "avg", choices=POOLINGS)
-    net: str = _opt("backbone (vgg19 = original ImageNet weights, bundled)", "vgg19")
+    net: str = _opt(NET_HELP, "vgg19")
     tileable: bool = _opt("make a seamless tile (the image wraps around left-right and top-bottom)", False)
     match_histogram: bool = _opt("match the result's colour histogram to the source's afterwards", False)
     save_every: int = _opt("write the current image every N iterations (0 = never)", 0)
