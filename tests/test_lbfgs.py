@@ -115,3 +115,30 @@ def test_memory_beyond_the_iterations_changes_nothing(static_shapes):
             lbfgs.step(x.data, g)
         runs.append(x.detach())
     torch.testing.assert_close(runs[0], runs[1], rtol=1e-12, atol=1e-12)
+
+
+def test_a_step_copies_no_history():
+    """Before the memory is full a step works on the filled prefix of S and Y through views: it used
+    to copy that prefix (index_select) twice a step, up to 2·m·n floats each, a third of the demo's time."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    n, m = 50, 10
+    f = problem(n)
+    x = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+    lbfgs = CompactLBFGS(n, m, dtype=torch.float64)
+
+    class Largest(TorchDispatchMode):
+        numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            fresh = isinstance(out, torch.Tensor) and not func.is_view and not any(out is a for a in args)
+            if fresh:  # a new tensor (in-place writes into the buffer return it, views share it)
+                Largest.numel = max(Largest.numel, out.numel())
+            return out
+
+    for _ in range(8):
+        (g,) = torch.autograd.grad(f(x), x)
+        with Largest():
+            lbfgs.step(x.data, g)
+    assert Largest.numel <= 2 * n  # the new (s, y) pair; a copy of k pairs is 2·k·n
