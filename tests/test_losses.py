@@ -87,3 +87,36 @@ def test_gram_same_for_channels_last_memory():
     y = f.clone().requires_grad_(True)
     style_loss(y, gram(feats(4, (2, 6, 5, 4)), "hw"), "hw").backward()
     torch.testing.assert_close(x.grad, y.grad)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_gram_gradient_is_exact(layout):
+    from convscope.losses import _Gram
+
+    f = feats(5, (2, 6, 5, 4)).double().contiguous(memory_format=layout).requires_grad_(True)
+    # gradcheck feeds arbitrary (non-symmetric) upstream gradients, so the (dG + dGᵀ) form is checked too
+    assert torch.autograd.gradcheck(lambda t: _Gram.apply(t, 20), (f,))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_gram_backward_passes_over_the_feature_map_once(layout):
+    """Style transfer's hottest loss: its backward makes one feature-sized tensor (a single matmul),
+    not two matmuls, two scalings and a sum as autograd of the matmul did."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    f = feats(6, (1, 8, 12, 10)).contiguous(memory_format=layout).requires_grad_(True)
+    loss = style_loss(f, gram(feats(7, (1, 8, 12, 10)), "hw"), "hw")
+
+    class FeatureSized(TorchDispatchMode):
+        ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.numel() == f.numel() and not func.is_view:
+                self.ops.append(str(func))
+            return out
+
+    with FeatureSized() as mode:
+        (grad,) = torch.autograd.grad(loss, f)
+    assert len(mode.ops) == 1, mode.ops
+    assert grad.shape == f.shape and grad.is_contiguous(memory_format=layout)
