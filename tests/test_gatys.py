@@ -178,6 +178,26 @@ def test_bf16_targets_match_iterates():
     assert obj.gram_targets["block1_conv1"].dtype == torch.float32
 
 
+def test_bf16_runs_cast_the_vgg_weights_once(monkeypatch):
+    """Under bf16 the engine's VGG holds bf16 weights (autocast would cast them every iteration)
+    and the run matches one whose net autocast casts each time, iterate for iterate."""
+    import convscope.style.gatys as gatys
+
+    nets = []
+
+    def spy(*args, **kw):
+        nets.append(get_net(*args, **kw))
+        return nets[-1]
+
+    monkeypatch.setattr(gatys, "get_net", spy)
+    cast = stylize_images(picture(0), [picture(1)], tiny(iterations=4, precision="bf16"))
+    assert nets[-1].layers[0].weight.dtype == torch.bfloat16
+    monkeypatch.setattr(nets[-1].__class__, "cast_layers", lambda self, dtype: self)
+    autocast = stylize_images(picture(0), [picture(1)], tiny(iterations=4, precision="bf16"))
+    assert nets[-1].layers[0].weight.dtype == torch.float32
+    assert [h["loss"] for h in cast.history] == [h["loss"] for h in autocast.history]
+
+
 @pytest.mark.parametrize("init", ["content", "image", "content, an init_image given"])
 def test_first_step_from_an_image_moves_pixels_by_the_warm_start_bound(init, tmp_path):
     """From a start image (a one-pass result, an image file) the first L-BFGS step changes the

@@ -100,6 +100,40 @@ def test_gradients_reach_the_image(vgg19):
     assert all(p.grad is None for p in vgg19.parameters())  # frozen backbone
 
 
+def test_cast_layers_computes_what_autocast_does(vgg19):
+    """bf16 weights cast once give bit for bit autocast's features and image gradients (the Caffe
+    means stay float32), and a forward then casts the image only, not every conv's weights."""
+    import copy
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    cast = copy.deepcopy(vgg19).use_channels_last(True).cast_layers(torch.bfloat16)
+    assert cast.preprocess.mean.dtype == torch.float32 and cast.layers[0].weight.dtype == torch.bfloat16
+
+    class Casts(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Casts.count += func is torch.ops.aten._to_copy.default
+            return func(*args, **(kwargs or {}))
+
+    results = []
+    for net in (vgg19, cast):
+        x = torch.rand(1, 3, 40, 36, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        x.requires_grad_(True)
+        Casts.count = 0
+        with torch.autocast("cpu", dtype=torch.bfloat16), Casts():
+            feats = net.features(x, ["relu1_1", "relu3_1"])
+        casts = Casts.count
+        (grad,) = torch.autograd.grad(sum(f.float().square().mean() for f in feats.values()), x)
+        results.append((feats, grad, casts))
+    (ref, ref_grad, ref_casts), (got, got_grad, got_casts) = results
+    for name in ref:
+        assert got[name].dtype == torch.bfloat16 and torch.equal(got[name], ref[name])
+    assert torch.equal(got_grad, ref_grad)
+    assert got_casts == 2 < ref_casts  # float64 -> float32 image, preprocessed -> bfloat16
+
+
 def test_unknown_layer_suggests(vgg19):
     with pytest.raises(ConfigError, match="did you mean 'relu4_4'"):
         vgg19.features(torch.rand(1, 3, 16, 16), ["relu4_9"])
