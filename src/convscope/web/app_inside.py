@@ -41,6 +41,16 @@ def _layers_follow_net(inside: InsideHandlers, widgets: dict, quick: dict, *extr
     widgets["net"].change(_shown_errors()(suggest), widgets["net"], widgets["layer"], **quick)
 
 
+def _fields(cls, main: list, more: list, kind: str, labels: dict) -> dict:
+    """A form's fields: `main` shown, `more` under "More options" (ids prefixed with `kind`)."""
+    import gradio as gr
+
+    w = make_widgets(cls, main, f"{kind}-", labels)
+    with gr.Accordion("More options", open=False):
+        w.update(make_widgets(cls, more, f"{kind}-", labels))
+    return w
+
+
 def _activations(H: Handlers, inside: InsideHandlers, queued: dict, quick: dict) -> None:
     import gradio as gr
 
@@ -51,9 +61,7 @@ def _activations(H: Handlers, inside: InsideHandlers, queued: dict, quick: dict)
         with gr.Column():
             image = _image_input("Image", "activations-image")
             builtin = gr.Button("Use the built-in photo", size="sm")
-            w = make_widgets(ActivationsConfig, inside.activations_specs, "activations-", labels)
-            with gr.Accordion("More options", open=False):
-                w.update(make_widgets(ActivationsConfig, forms.ACTIVATIONS_MORE, "activations-", labels))
+            w = _fields(ActivationsConfig, inside.activations_specs, forms.ACTIVATIONS_MORE, "activations", labels)
             run, cancel = _run_cancel("activations", "Show feature maps")
         with gr.Column():
             figure = _result_image("Feature maps", "activations-figure")
@@ -89,9 +97,7 @@ def _render(inside: InsideHandlers, kind: str, queued: dict, quick: dict) -> Non
         text, shown = "Draw the class", "The class as the classifier sees it"
     with gr.Row():
         with gr.Column():
-            w = make_widgets(cls, main, f"{kind}-", labels)
-            with gr.Accordion("More options", open=False):
-                w.update(make_widgets(cls, more, f"{kind}-", labels))
+            w = _fields(cls, main, more, kind, labels)
             run, stop, cancel, switch = _run_stop_cancel(kind, text)
         with gr.Column():
             result = _result_image(shown, f"{kind}-result")
@@ -122,9 +128,7 @@ def _invert(H: Handlers, inside: InsideHandlers, queued: dict, quick: dict) -> N
         with gr.Column():
             image = _image_input("Image", "invert-image")
             builtin = gr.Button("Use the built-in photo", size="sm")
-            w = make_widgets(InvertConfig, inside.invert_specs, "invert-", labels)
-            with gr.Accordion("More options", open=False):
-                w.update(make_widgets(InvertConfig, forms.INVERT_MORE, "invert-", labels))
+            w = _fields(InvertConfig, inside.invert_specs, forms.INVERT_MORE, "invert", labels)
             run, stop, cancel, switch = _run_stop_cancel("invert", "Reconstruct")
         with gr.Column():
             result = _result_image("Reconstruction (live preview)", "invert-result")
