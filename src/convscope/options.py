@@ -19,17 +19,25 @@ PRECISION_HELP = ("arithmetic: auto (tf32 on CUDA; bf16 on CPUs with native bf16
                   "fp32, tf32, bf16")
 
 
-# Names the engines accept, here so that configs can offer them as choices without loading torch:
-# losses.gram's normalizations, losses.tv_loss's kinds, optimize's optimizers.
 # What --net takes wherever any network will do (one wording for every command).
 NET_HELP = ("network: vgg19 (original ImageNet weights, bundled), efficientnet_lite0 (bundled), any torchvision "
             "classifier (NAME:random = random weights), or a classify run folder")
+# Names the engines accept, here so that configs can offer them as choices without loading torch:
+# losses.gram's normalizations, losses.tv_loss's kinds, optimize's optimizers.
 GRAM_NORMS = ("relative", "gatys", "hw", "chw")
 TV_KINDS = ("squared", "beta")
 OPTIMIZERS = ("lbfgs", "adam", "sgd")
 # The largest step size optimize takes: far above any useful one (defaults 0.02 to 1), and below
 # float32's range, which L-BFGS's step tensor overflowed (--lr 1e308: a RuntimeError traceback).
 MAX_LR = 1e6
+
+
+def check_max_lr(lr: float) -> None:
+    """ConfigError for a step size above MAX_LR (the configs call it after their positivity check)."""
+    if lr > MAX_LR:
+        raise ConfigError(f"--lr must be at most {MAX_LR:g}, not {lr!r}")
+
+
 # Layer names with a meaning of their own: the net's own choice (nets.auto_layer), and a
 # classifier's output (nets.hooked).
 AUTO = "auto"

@@ -11,8 +11,8 @@ import os
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
-from ..options import GRAM_NORMS, MAX_LR, OPTIMIZERS, POOLINGS, PRECISIONS, TV_KINDS
-from ..options import check_choices, documented
+from ..options import GRAM_NORMS, OPTIMIZERS, POOLINGS, PRECISIONS, TV_KINDS
+from ..options import check_choices, check_max_lr, documented
 from ..options import option as _opt
 
 # Layer presets. Keras names (blockN_convM) are the activated conv outputs (reluN_M).
@@ -188,8 +188,7 @@ class StyleConfig:
         positive("scales", self.scales, allow_zero=True)
         if self.lr is not None:
             positive("lr", self.lr)
-            if self.lr > MAX_LR:
-                raise ConfigError(f"--lr must be at most {MAX_LR:g}, not {self.lr!r}")
+            check_max_lr(self.lr)
         if not (isinstance(self.lr_decay, (int, float)) and 0 < self.lr_decay <= 1):
             raise ConfigError(f"--lr-decay must be in (0, 1], not {self.lr_decay!r}")
         check_choices(self)

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
-from ..options import AUTO, LOGITS, MAX_LR, NET_HELP, OPTIMIZERS
+from ..options import AUTO, LOGITS, NET_HELP, OPTIMIZERS, check_max_lr
 from ..options import POOLINGS, PRECISIONS, check_choices, documented, parse_indices
 from ..options import option as _opt
 
@@ -285,8 +285,7 @@ class InvertConfig:
             number("tv_weight", self.tv_weight, allow_zero=True)
         if self.lr is not None:
             number("lr", self.lr)
-            if self.lr > MAX_LR:
-                raise ConfigError(f"--lr must be at most {MAX_LR:g}, not {self.lr!r}")
+            check_max_lr(self.lr)
         if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 1):
             raise ConfigError(f"--alpha must be a number >= 1, not {self.alpha!r}")
         if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 1):
@@ -367,8 +366,7 @@ class TextureConfig:
             number(name, getattr(self, name), allow_zero=True)
         if self.lr is not None:
             number("lr", self.lr)
-            if self.lr > MAX_LR:
-                raise ConfigError(f"--lr must be at most {MAX_LR:g}, not {self.lr!r}")
+            check_max_lr(self.lr)
         check_choices(self)
         if not self.layers:
             raise ConfigError("--layers needs at least one layer")
