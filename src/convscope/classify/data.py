@@ -176,15 +176,20 @@ def _check_memory(count: int, height: int, width: int) -> None:
 
 # ------------------------------------------------------------------------------------- folders
 
+def _listings(root: Path) -> tuple[Listing, Listing | None, str]:
+    """(training listing, validation listing or None, its kind) of a data folder: file lists only."""
+    train_dir, val_dir, val_kind = layout(root)
+    train = list_split(train_dir)
+    return train, (list_split(val_dir, train.classes) if val_dir is not None else None), val_kind
+
+
 def _load_folder(root: Path, size, val_split, seed, cache, report) -> DataSplits:
     if not root.exists():
         raise DataError(f"data folder not found: {root}; give a folder of class sub-folders or 'cifar10'")
     if not root.is_dir():
         raise DataError(f"--data must be a folder of class sub-folders or 'cifar10', but {root} is a file")
     root = root.resolve()
-    train_dir, val_dir, val_kind = layout(root)
-    train = list_split(train_dir)
-    val = list_split(val_dir, train.classes) if val_dir is not None else None
+    train, val, val_kind = _listings(root)
     if val is None:
         _check_splittable(train.labels, train.classes, root)  # cheap, from the file list; again after decoding
 
@@ -211,11 +216,8 @@ def load_validation(spec: str, *, root: str | None = None, size: int | None = No
     _check_args(spec, size, val_split, seed)
     path = Path(spec).expanduser()
     if spec != CIFAR10 and path.is_dir():
-        path = path.resolve()
-        train_dir, val_dir, val_kind = layout(path)
-        if val_dir is not None:
-            train = list_split(train_dir)  # (the listing alone: the class names and, without a size, the shape)
-            val = list_split(val_dir, train.classes)
+        train, val, val_kind = _listings(path.resolve())  # (listings alone: the class names, the shape)
+        if val is not None:
             shape = (size, size) if size else _first_shape(train)
             _check_memory(len(val.files), *shape)
             return _decoded(val, size, shape, val_kind, None, lambda p: None), val_kind, None
