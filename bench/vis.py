@@ -6,6 +6,13 @@ from anywhere; inputs default to ../shared/data/nst-inputs:
 
     python bench/vis.py [--devices cpu cuda] [--repeats 1] [--json FILE]
 
+`--base PATH` times the same commands from another checkout too (its src/ first on the path), the
+two sides alternating run by run (another process on the machine then skews both alike), and
+prints each side's median and the ratio:
+
+    git worktree add /tmp/convscope-base HEAD~3      # the code to compare against
+    python bench/vis.py --base /tmp/convscope-base --repeats 3 --commands texture invert
+
 `--smoke` checks that every command still runs, in seconds: tiny sizes, a step or two, 8 photos
 for top-activations. Its times and figures are not benchmarks.
 """
@@ -13,7 +20,6 @@ for top-activations. Its times and figures are not benchmarks.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -54,10 +60,9 @@ SMOKE = {"activations": ["--size", "64"],
 SMOKE_PHOTOS = 8
 
 
-def available(command: str) -> bool:
-    """Commands are modules of convscope.commands; benchmark those this checkout has."""
-    sys.path.insert(0, str(REPO / "src"))
-    return importlib.util.find_spec(f"convscope.commands.{command.replace('-', '_')}") is not None
+def available(command: str, checkout: Path = REPO) -> bool:
+    """Commands are modules of convscope.commands; benchmark those the checkout has."""
+    return (checkout / "src" / "convscope" / "commands" / f"{command.replace('-', '_')}.py").is_file()
 
 
 def figure(meta: dict, key: str | None):
@@ -70,20 +75,20 @@ def figure(meta: dict, key: str | None):
 
 
 def run(command: str, device: str, photo: Path, painting: Path, folder: Path,
-        photos: Path | None = None, smoke: bool = False) -> tuple[float, object]:
+        photos: Path | None = None, smoke: bool = False, checkout: Path = REPO) -> tuple[float, object]:
     positional, key, _ = COMMANDS[command]
     out = folder / f"{command}_{device}.png"
     args = [a.format(photo=photo, painting=painting, folder=photos) for a in positional]
     cmd = [sys.executable, "-m", "convscope.cli", command, *args, *EXTRA.get(command, []),
            *(SMOKE[command] if smoke else []), "-o", str(out),
            "--device", device, "-q"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout / "src"), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-10:])
-        raise SystemExit(f"{command} on {device} failed (exit {done.returncode}):\n{tail}")
+        raise SystemExit(f"{command} on {device} failed in {checkout} (exit {done.returncode}):\n{tail}")
     meta = json.loads(out.with_suffix(".json").read_text())
     return seconds, figure(meta, key)
 
@@ -99,17 +104,26 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--commands", nargs="+", default=list(COMMANDS), choices=list(COMMANDS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--base", type=Path, default=None,
+                        help="another checkout to time side by side with this one (alternating runs)")
     parser.add_argument("--smoke", action="store_true",
                         help=f"only check that each command runs: tiny sizes, 1-2 steps, {SMOKE_PHOTOS} photos "
                              "(not a benchmark)")
     a = parser.parse_args()
+    if a.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if a.base is not None and not (a.base / "src" / "convscope").is_dir():
+        parser.error(f"--base {a.base} is not a convscope checkout (no src/convscope)")
     for path in (a.photo, a.painting):
         if not path.is_file():
             raise SystemExit(f"input image not found: {path} (pass --photo / --painting)")
     import torch
 
     devices = a.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    commands = [c for c in a.commands if available(c)]
+    sides = {"this": REPO} if a.base is None else {"base": a.base.resolve(), "this": REPO}
+    commands = [c for c in a.commands if all(available(c, checkout) for checkout in sides.values())]
+    if os.getloadavg()[0] > 0.5:
+        print(f"warning: load average {os.getloadavg()[0]:.1f}: other work skews wall times", file=sys.stderr)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_vis_") as tmp:
         photos = a.photos
@@ -122,18 +136,32 @@ def main() -> int:
             photos = Path(tmp) / "photos"
         for command in commands:
             for device in devices:
-                times, merit = [], None
-                for _ in range(a.repeats):
-                    seconds, merit = run(command, device, a.photo, a.painting, Path(tmp), photos, a.smoke)
-                    times.append(seconds)
-                rows.append({"command": command, "device": device, "seconds": statistics.median(times),
-                             "runs": times, "merit": merit, "merit_is": COMMANDS[command][2]})
-                print(f"{command:12s} {device:5s} {statistics.median(times):7.1f} s  {COMMANDS[command][2]}: "
-                      f"{merit if merit is not None else '-'}", flush=True)
-    print(f"\n| command | device | seconds (median of {a.repeats}) | figure of merit |\n|---|---|---:|---|")
-    for r in rows:
-        merit = f"{r['merit_is']}: {r['merit']:.4g}" if isinstance(r["merit"], (int, float)) else r["merit_is"]
-        print(f"| {r['command']} | {r['device']} | {r['seconds']:.1f} | {merit} |")
+                times: dict[str, list[float]] = {side: [] for side in sides}
+                merits: dict[str, object] = {}
+                for r in range(a.repeats):
+                    for side in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+                        seconds, merits[side] = run(command, device, a.photo, a.painting, Path(tmp), photos,
+                                                    a.smoke, sides[side])
+                        times[side].append(seconds)
+                for side in sides:
+                    rows.append({"command": command, "device": device, "side": side, "checkout": str(sides[side]),
+                                 "seconds": statistics.median(times[side]), "runs": times[side],
+                                 "merit": merits[side], "merit_is": COMMANDS[command][2]})
+                    merit = merits[side]
+                    print(f"{command:12s} {device:5s} {side:4s} {statistics.median(times[side]):7.1f} s  "
+                          f"{COMMANDS[command][2]}: {merit if merit is not None else '-'}", flush=True)
+    print(f"\n| command | device | {' | '.join(f'{s} seconds' for s in sides)} |"
+          f"{' base / this |' if len(sides) == 2 else ''} figure of merit |")
+    print(f"|---|---|{'---:|' * len(sides)}{'---:|' if len(sides) == 2 else ''}---|")
+    for i in range(0, len(rows), len(sides)):
+        group = rows[i:i + len(sides)]
+        r = group[-1]
+        merit = " / ".join(f"{g['merit']:.4g}" for g in group if isinstance(g["merit"], (int, float)))
+        merit = f"{r['merit_is']}: {merit}" if merit else r["merit_is"]
+        ratio = f" {group[0]['seconds'] / r['seconds']:.2f}x |" if len(group) == 2 else ""
+        seconds = " | ".join(f"{g['seconds']:.1f}" for g in group)
+        print(f"| {r['command']} | {r['device']} | {seconds} |"
+              f"{ratio} {merit} |")
     finish(rows, a.json)
     if a.smoke:
         print("\nsmoke run: every command ran, at tiny settings: these are not benchmark figures")

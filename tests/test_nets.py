@@ -272,3 +272,45 @@ def test_the_torch_free_net_names_match_the_registry():
 
     assert tuple(nets.NETS) == options.BUILTIN_NETS
     assert all(target in nets.NETS for target in options.NET_ALIASES.values())
+
+
+def test_bf16_relu_on_the_cpu_matches_f_relu_bit_for_bit_and_skips_the_float_round_trip(vgg19):
+    """nets.base.relu gives F.relu's values and gradients on bfloat16 (in place or not) by
+    clamping the int16 bits; a bf16 forward of the net runs no bfloat16 relu/clamp kernel."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from convscope.nets.base import relu
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 9, 7, generator=gen).to(torch.bfloat16)
+    x[0, 0, 0, :3] = torch.tensor([-0.0, 0.0, float("inf")])
+    g = torch.randn(x.shape, generator=gen).to(torch.bfloat16)
+    for inplace in (False, True):
+        ref_in = x.clone().requires_grad_(True)
+        ref = F.relu(ref_in * 1, inplace=inplace)
+        got_in = x.clone().requires_grad_(True)
+        got = relu(got_in * 1, inplace=inplace)
+        assert torch.equal(got, ref) and got.dtype == torch.bfloat16
+        (ref_grad,), (got_grad,) = (torch.autograd.grad(y, v, g) for y, v in ((ref, ref_in), (got, got_in)))
+        assert torch.equal(got_grad, ref_grad)
+    kept = x.clone()
+    assert torch.equal(relu(kept, inplace=False), F.relu(x)) and torch.equal(kept, x)  # not in place: input kept
+
+    class Kernels(TorchDispatchMode):
+        seen: list = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Kernels.seen.append((func.__name__, args[0].dtype if args and isinstance(args[0], torch.Tensor) else None))
+            return func(*args, **(kwargs or {}))
+
+    import copy
+
+    cast = copy.deepcopy(vgg19).cast_layers(torch.bfloat16)
+    image = torch.rand(1, 3, 20, 20, generator=gen, requires_grad=True)
+    with Kernels():
+        feats = cast.features(image, ["relu2_1"])
+    assert not [k for k in Kernels.seen if k[1] == torch.bfloat16 and k[0].split(".")[0] in
+                ("relu", "relu_", "clamp_min", "clamp_min_", "threshold")]
+    assert ("clamp_min_.default", torch.int16) in Kernels.seen
+    feats["relu2_1"].float().sum().backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0

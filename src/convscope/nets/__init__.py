@@ -247,12 +247,24 @@ def natural_side(net, default: int) -> int:
     return min(default, getattr(net, "input_size", None) or default)
 
 
+def cast_for(net: Net, precision: str, copy_net: bool = False) -> Net:
+    """The net to run under `precision`: for "bf16", a Backbone with its layers cast to bfloat16 once
+    (Backbone.cast_layers: the arithmetic bf16 autocast does, without casting the frozen weights
+    again on every forward), in place or, with `copy_net`, on a copy (the caller still measures
+    with `net` in float32: targets or figures computed outside autocast). Any other net or
+    precision: `net` itself (a HookedNet's normalization layers run in float32 under autocast)."""
+    if precision != "bf16" or not isinstance(net, Backbone):
+        return net
+    return (copy.deepcopy(net) if copy_net else net).cast_layers(torch.bfloat16)
+
+
 def clear_net_cache() -> None:
     """Forget the pretrained nets built so far (the next `get_net` loads its weights again)."""
     _pretrained.cache_clear()
 
 
-__all__ = ["AUTO", "Backbone", "HookedNet", "LOGITS", "auto_layer", "pick_layer", "NETS", "Net", "clear_net_cache",
+__all__ = ["AUTO", "Backbone", "HookedNet", "LOGITS", "auto_layer", "cast_for", "pick_layer", "NETS", "Net",
+           "clear_net_cache",
            "get_net", "hook_count", "imagenet_classes",
            "layer_table", "net_names"]
 

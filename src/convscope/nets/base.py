@@ -42,6 +42,41 @@ def checked_input(net: nn.Module, image, dtype: torch.dtype | None = None) -> to
     return image
 
 
+class _ReluBf16(torch.autograd.Function):
+    """In-place ReLU of a bfloat16 CPU tensor, computed on its bits as int16.
+
+    A bfloat16's sign is its top bit, so clamping the int16 view at 0 zeroes exactly the negative
+    values (and -0.0), leaving the rest bit for bit: the same result as F.relu, which on the CPU
+    converts every bf16 value to float32 and back (measured: 5x slower than the int16 clamp on a
+    16x64x128x128 map, 2-core Xeon with AMX; the ReLUs were ~12% of a featureviz step). A NaN
+    with its sign bit set becomes 0 here; such a NaN came from a NaN input, which other positions
+    still carry. The backward is autograd's own ReLU backward (grad where the output is > 0)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x.view(torch.int16).clamp_min_(0)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, out, 0)
+
+
+def relu(x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """F.relu, by _ReluBf16 for bfloat16 on the CPU (the same values, 5x faster there)."""
+    if x.dtype != torch.bfloat16 or x.device.type != "cpu":
+        return F.relu(x, inplace=inplace)
+    if not inplace:
+        x = x.clone()
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _ReluBf16.apply(x)
+    x.view(torch.int16).clamp_min_(0)
+    return x
+
+
 class Backbone(nn.Module):
     """A sequential CNN with named layers and its own input normalization.
 
@@ -183,7 +218,7 @@ class Backbone(nn.Module):
             module = self.layers[i]
             if isinstance(module, nn.ReLU):
                 # In place saves memory and time, but would clobber a requested conv output.
-                x = F.relu(x, inplace=not kept_previous)
+                x = relu(x, inplace=not kept_previous)
             else:
                 x = module(x)
             name = self.names[i]

@@ -21,7 +21,7 @@ from ..devices import default_precision, resolve_device
 from ..argcheck import as_image, callback_or_none, config_of
 from ..errors import ConfigError, ImageError
 from ..losses import content_loss, gram, range_penalty, style_loss, tv_loss
-from ..nets import Backbone, get_net
+from ..nets import Backbone, cast_for, get_net
 from ..optimize import DEFAULT_LR, WARM_START_FIRST_STEP, Interrupted, Progress, optimize_image, precision_mode
 from .config import INITS, StyleConfig, check_layer_weights, fast_init_model
 
@@ -145,10 +145,7 @@ def stylize_images(content: ImageArg, styles: ImageArg | Sequence[ImageArg], con
     # NHWC is the layout cuDNN's tensor-core kernels and oneDNN's bf16 kernels want (measured: ~5%
     # per iteration on an H100; on CPU it is what makes bf16 pay off).
     net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
-    if precision == "bf16" and isinstance(net, Backbone):
-        # What autocast would cast each iteration, cast once (a VGG chain has no normalization
-        # layers that autocast keeps in float32).
-        net.cast_layers(torch.bfloat16)
+    net = cast_for(net, precision)  # what autocast would cast each iteration, cast once
     content_layers, style_layers = preset_layers(net, config)
     check_layer_weights(config.style_layer_weights, style_layers)  # (a net's own blocks: counted only now)
     # The config saved with the output says what ran: the preset's layers and the optimizer's step size.

@@ -22,7 +22,7 @@ from .. import images
 from ..argcheck import as_image, callback_or_none, config_of
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError, NumericalError
-from ..nets import get_net, pick_layer
+from ..nets import cast_for, get_net, pick_layer
 from ..optimize import Interrupted, Progress, precision_mode
 from .configs import DREAM_MAX_SIDE as MAX_SIDE
 from .configs import DreamConfig
@@ -54,7 +54,8 @@ class Dreamer:
         precision = default_precision(device) if config.precision == "auto" else config.precision
         self.config = replace(config, device=str(device), precision=precision)
         self.device = device
-        self.net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
+        net = get_net(config.net, config.pooling, device).use_channels_last(device.type in ("cuda", "cpu"))
+        self.net = cast_for(net, precision)  # every pass runs under precision_mode: cast once, not per pass
         config = replace(config, layer=pick_layer(self.net, config.layer, VGG_LAYER, AUTO_DEPTH))
         self.config = replace(self.config, layer=config.layer)
         self.layer = self.net.resolve(config.layer)  # "did you mean" for unknown names, before any work

@@ -31,7 +31,7 @@ from .. import images
 from ..devices import default_precision, resolve_device
 from ..argcheck import callback_or_none, check_loaded_net, config_of
 from ..errors import ConfigError, NumericalError
-from ..nets import AUTO, LOGITS, Net, auto_layer, get_net
+from ..nets import AUTO, LOGITS, Net, auto_layer, cast_for, get_net
 from ..nets.classes import class_index, is_class_name
 from ..optimize import Interrupted, Progress, precision_mode
 from ..options import _RANGE, parse_indices
@@ -112,14 +112,18 @@ class FeatureVisualizer:
             config_of(config, FeatureVizConfig, ClassVizConfig)
         config = config.validate()
         check_loaded_net(net)
-        if net is None:
+        own = net is None
+        if own:
             device = resolve_device(config.device)
             net = get_net(config.net, "max", device)
         else:
             device = next(net.parameters()).device
-        self.net = net.use_channels_last(device.type in ("cuda", "cpu"))
         self.device = device
         precision = default_precision(device) if config.precision == "auto" else config.precision
+        # Every pass runs under precision_mode: bf16 weights cast once, not by autocast every pass
+        # (on a copy of a caller's net, which stays as it was given).
+        net = cast_for(net.use_channels_last(device.type in ("cuda", "cpu")), precision, copy_net=not own)
+        self.net = net
 
         if isinstance(config, ClassVizConfig):
             kind, layer = "class", LOGITS

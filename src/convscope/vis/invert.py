@@ -47,7 +47,7 @@ from ..argcheck import as_image, callback_or_none, config_of
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError
 from ..losses import tv_loss
-from ..nets import Backbone, get_net, natural_side, pick_layer
+from ..nets import Backbone, cast_for, get_net, natural_side, pick_layer
 from ..optimize import Interrupted, Progress, optimize_image
 from .configs import InvertConfig
 
@@ -80,11 +80,16 @@ class InvertResult:
 
 
 class InversionObjective:
-    """The paper's objective for one layer; phi0 and its squared norm are computed once, in float32."""
+    """The paper's objective for one layer; phi0 and its squared norm are computed once, in float32.
+
+    `image_net` evaluates the optimized image (by default `net`, which measures phi0 and `error`):
+    under bf16, a copy of `net` with its weights cast once (nets.cast_for).
+    """
 
     def __init__(self, net: Backbone, original: torch.Tensor, layer: str, config: InvertConfig,
-                 tv_weight: float):
+                 tv_weight: float, image_net: Backbone | None = None):
         self.net, self.layer, self.config, self.tv_weight = net, layer, config, tv_weight
+        self.image_net = image_net or net
         with torch.no_grad():
             self.target = net.features(original, [layer])[layer].detach().float().clone()
         # A layer that is all zero for this image (a dead ReLU map) has nothing to invert.
@@ -94,14 +99,15 @@ class InversionObjective:
                               "choose another layer")
         self.mean = torch.tensor(IMAGENET_MEAN_255, device=original.device).view(1, 3, 1, 1)
 
-    def error(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized representation error of x [1, 3, H, W] (a 0-dim tensor)."""
-        phi = self.net.features(x, [self.layer])[self.layer].float()
+    def error(self, x: torch.Tensor, net: Backbone | None = None) -> torch.Tensor:
+        """Normalized representation error of x [1, 3, H, W] (a 0-dim tensor), measured by `net`
+        (default: the float32 net that measured phi0)."""
+        phi = (net or self.net).features(x, [self.layer])[self.layer].float()
         return (phi - self.target).pow(2).sum() / self.target_sq
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         c = self.config
-        terms = {"representation": self.error(x)}
+        terms = {"representation": self.error(x, self.image_net)}
         z = (x.float() * 255.0 - self.mean) / B_PIXEL_NORM   # pixels of typical norm ~1
         if c.alpha_weight:
             terms["alpha"] = c.alpha_weight * (z * (B_PIXEL_NORM / B_PLUS)).abs().pow(c.alpha).sum(1).mean()
@@ -153,10 +159,13 @@ def invert(image: Image.Image, config: InvertConfig | None = None,
                           f"under the {min_side} px layer {layers[-1]!r} needs; use a larger --size")
     original = images.pil_to_tensor(resized, device=device)
     start = time.perf_counter()
+    # phi0 and the reported errors in float32 (outside autocast) on `net`; the iterations in
+    # `precision`, under bf16 on a copy whose weights are cast once, not by autocast every pass.
+    image_net = cast_for(net, precision, copy_net=True)
     results = []
     for k, layer in enumerate(layers, start=1):
         tv_weight = config.tv_weight if config.tv_weight is not None else default_tv_weight(net, layer)
-        objective = InversionObjective(net, original, layer, config, tv_weight)
+        objective = InversionObjective(net, original, layer, config, tv_weight, image_net)
         x0 = start_image(original.shape, config.seed, device)
         every = config.save_every
         layer_start = time.perf_counter()

@@ -23,7 +23,7 @@ from ..argcheck import as_image, callback_or_none, config_of
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError
 from ..losses import gram, range_penalty, style_loss, tv_loss
-from ..nets import AUTO, Backbone, get_net
+from ..nets import AUTO, Backbone, cast_for, get_net
 from ..optimize import Interrupted, OptimizeResult, Progress, optimize_image
 from .configs import DEFAULT_LAYERS, TextureConfig
 
@@ -140,7 +140,11 @@ def synthesize(source: Image.Image, config: TextureConfig | None = None,
 
     start = time.perf_counter()
     s = images.pil_to_tensor(src, device=device)
-    objective = TextureObjective(net, s, config, circular_net(net) if config.tileable else None)
+    # The source's Grams are measured in float32 (outside autocast), the image in config.precision:
+    # under bf16 on a copy whose weights are cast once (nets.cast_for), not by autocast every pass.
+    image_net = circular_net(net) if config.tileable else net
+    image_net = cast_for(image_net, precision, copy_net=image_net is net)
+    objective = TextureObjective(net, s, config, None if image_net is net else image_net)
     # White noise in [0, 1], drawn on the CPU so a seed gives the same start on every device.
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     x0 = torch.rand((1, 3, h, w), generator=gen).to(device)
