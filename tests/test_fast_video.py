@@ -354,3 +354,21 @@ def test_bad_style_blend_is_refused_before_the_model_loads(blend, message, asset
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert leftovers(out_dir) == []
+
+
+def test_variable_frame_rate_video_keeps_its_duration(assets, tmp_path, out_dir):
+    # 30 frames: 10 at 30 fps, 10 at 10 fps, 10 at 30 fps -> 1.67 s, reported as 18 fps (the
+    # average). Raw frames came at the base rate (30), encoded at 18: 2.8 s, the audio drifting.
+    src = tmp_path / "vfr.mp4"
+    pts = "if(lt(N,10),N/30,if(lt(N,20),1/3+(N-10)/10,4/3+(N-20)/30))/TB"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=32x24:rate=30:duration=1", "-vf", f"setpts='{pts}'", "-fps_mode", "vfr",
+                    "-frames:v", "30", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(src)],
+                   check=True, stdin=subprocess.DEVNULL)
+    source = video.probe(src)
+    assert source.fps == 18 and abs(source.duration - 5 / 3) < 0.05
+    out = out_dir / "vfr.mp4"
+    assert main(["stylize-video", str(src), "--model", str(assets["model"]), "-o", str(out), *CPU]) == 0
+    meta, frames = read_video(out)
+    assert meta["fps"] == 18
+    assert abs(len(frames) / 18 - source.duration) <= 3 / 18  # same length, to the rate conversion's ends

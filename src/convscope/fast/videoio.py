@@ -70,11 +70,17 @@ def _ffmpeg_reason(text: str) -> str:
     return lines[-1].rstrip(".") if lines else "ffmpeg could not read it"
 
 
-def open_frames(path: Path, scale: tuple[int, int] | None):
-    """(VideoInfo, generator of rgb24 frame bytes) from imageio-ffmpeg, errors as VideoError."""
+def open_frames(path: Path, scale: tuple[int, int] | None, fps: Fraction = Fraction(0)):
+    """(VideoInfo, generator of rgb24 frame bytes) from imageio-ffmpeg, errors as VideoError.
+
+    `scale`: (w, h) to resize the frames to as they are decoded. `fps` > 0: the frames at exactly
+    that constant rate, repeated or dropped by their timestamps (for a variable-frame-rate video,
+    whose raw frames would otherwise come at the stream's base rate, not the rate it reports)."""
     import imageio_ffmpeg
 
     output = ["-vf", f"scale={scale[0]}:{scale[1]}:flags=lanczos"] if scale else []
+    if fps > 0:
+        output += ["-r", str(fps)]
     gen = imageio_ffmpeg.read_frames(str(path), output_params=output)
     try:
         with _quiet_imageio():  # it warns that the frames we asked to be scaled are scaled
