@@ -234,7 +234,7 @@ def test_temporal_blend_leaves_moving_content_alone():
 
 
 # ---- bad input -------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["garbage", "truncated", "image", "audio", "empty", "missing"])
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "image", "audio", "cover_art", "empty", "missing"])
 def test_bad_video_is_a_one_line_error_and_writes_nothing(kind, assets, tmp_path, out_dir, capsys):
     from PIL import Image
 
@@ -249,6 +249,12 @@ def test_bad_video_is_a_one_line_error_and_writes_nothing(kind, assets, tmp_path
         Image.new("RGB", (20, 10), "red").save(bad)
     elif kind == "audio":
         bad = assets["wav"]
+    elif kind == "cover_art":  # a song with its album cover: one still frame, no frame rate
+        Image.new("RGB", (20, 10), "red").save(tmp_path / "cover.png")
+        bad = tmp_path / "song.m4a"
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(assets["wav"]),
+                        "-i", str(tmp_path / "cover.png"), "-map", "0:a", "-map", "1:v", "-c:a", "aac", "-c:v",
+                        "mjpeg", "-disposition:v", "attached_pic", str(bad)], check=True, stdin=subprocess.DEVNULL)
     elif kind == "empty":
         bad.write_bytes(b"")
     out = out_dir / "out.mp4"
@@ -257,6 +263,8 @@ def test_bad_video_is_a_one_line_error_and_writes_nothing(kind, assets, tmp_path
     assert rc == 2
     assert err.startswith("convscope: error:") and err.count("\n") == 1 and "Traceback" not in err
     assert leftovers(out_dir) == []
+    if kind == "cover_art":
+        assert "cover art" in err
 
 
 def test_wrong_model_kind_and_bad_options(assets, out_dir, capsys):

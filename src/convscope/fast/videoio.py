@@ -98,8 +98,13 @@ def open_frames(path: Path, scale: tuple[int, int] | None, fps: Fraction = Fract
     audio = meta.get("audio_codec")
     info = VideoInfo(tuple(meta["size"]), _fps(meta.get("fps", 0)), float(meta.get("duration") or 0.0),
                      codec, str(audio).strip(" ,") if audio is not None else None)
-    if codec in STILL_CODECS and info.duration == 0:
+    # A picture with no frame rate beside a duration is an audio file's cover art (its one frame
+    # would make a 0.04 s video that cuts the audio short).
+    if codec in STILL_CODECS and (info.duration == 0 or info.fps == 0):
         gen.close()
+        if info.audio_codec is not None:
+            raise VideoError(f"{path} has no video stream, only a still picture ({codec}: an audio file's "
+                             "cover art?); give a video file")
         raise VideoError(f"{path} is a still image ({codec}), not a video; use convscope stylize for images")
     return info, gen
 
