@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -380,3 +382,27 @@ def test_variable_frame_rate_video_keeps_its_duration(assets, tmp_path, out_dir)
     meta, frames = read_video(out)
     assert meta["fps"] == 18
     assert abs(len(frames) / 18 - source.duration) <= 3 / 18  # same length, to the rate conversion's ends
+
+
+def test_kill_sigterm_is_handled_like_ctrl_c(assets, out_dir):
+    # `kill PID` (also `timeout`, systemd, docker stop): Python died on the spot, leaving the hidden
+    # temp file and an encoding ffmpeg behind. Now: the same cleanup as Ctrl-C, exit 130.
+    script = f"""
+import os, signal, sys
+from convscope.cli import main
+from convscope.fast.apply import FastStylizer
+real, calls = FastStylizer.tensor, []
+def killed(self, x):
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(self, x)
+FastStylizer.tensor = killed
+sys.exit(main(["stylize-video", {str(assets["with_aac"])!r}, "--model", {str(assets["model"])!r},
+               "-o", {str(out_dir / "out.mp4")!r}, *{CPU!r}]))
+"""
+    src = str(Path(video.__file__).parents[2])  # this tree's convscope, not an installed one
+    done = subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": src})
+    assert done.returncode == 130 and "nothing written" in done.stderr
+    assert leftovers(out_dir) == []
