@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -234,7 +236,7 @@ def test_temporal_blend_leaves_moving_content_alone():
 
 
 # ---- bad input -------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["garbage", "truncated", "image", "audio", "empty", "missing"])
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "image", "audio", "cover_art", "empty", "missing"])
 def test_bad_video_is_a_one_line_error_and_writes_nothing(kind, assets, tmp_path, out_dir, capsys):
     from PIL import Image
 
@@ -249,6 +251,12 @@ def test_bad_video_is_a_one_line_error_and_writes_nothing(kind, assets, tmp_path
         Image.new("RGB", (20, 10), "red").save(bad)
     elif kind == "audio":
         bad = assets["wav"]
+    elif kind == "cover_art":  # a song with its album cover: one still frame, no frame rate
+        Image.new("RGB", (20, 10), "red").save(tmp_path / "cover.png")
+        bad = tmp_path / "song.m4a"
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(assets["wav"]),
+                        "-i", str(tmp_path / "cover.png"), "-map", "0:a", "-map", "1:v", "-c:a", "aac", "-c:v",
+                        "mjpeg", "-disposition:v", "attached_pic", str(bad)], check=True, stdin=subprocess.DEVNULL)
     elif kind == "empty":
         bad.write_bytes(b"")
     out = out_dir / "out.mp4"
@@ -257,6 +265,8 @@ def test_bad_video_is_a_one_line_error_and_writes_nothing(kind, assets, tmp_path
     assert rc == 2
     assert err.startswith("convscope: error:") and err.count("\n") == 1 and "Traceback" not in err
     assert leftovers(out_dir) == []
+    if kind == "cover_art":
+        assert "cover art" in err
 
 
 def test_wrong_model_kind_and_bad_options(assets, out_dir, capsys):
@@ -353,4 +363,46 @@ def test_bad_style_blend_is_refused_before_the_model_loads(blend, message, asset
                  "--style-blend", *blend, "-o", str(out), *CPU]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+    assert leftovers(out_dir) == []
+
+
+def test_variable_frame_rate_video_keeps_its_duration(assets, tmp_path, out_dir):
+    # 30 frames: 10 at 30 fps, 10 at 10 fps, 10 at 30 fps -> 1.67 s, reported as 18 fps (the
+    # average). Raw frames came at the base rate (30), encoded at 18: 2.8 s, the audio drifting.
+    src = tmp_path / "vfr.mp4"
+    pts = "if(lt(N,10),N/30,if(lt(N,20),1/3+(N-10)/10,4/3+(N-20)/30))/TB"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=32x24:rate=30:duration=1", "-vf", f"setpts='{pts}'", "-fps_mode", "vfr",
+                    "-frames:v", "30", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(src)],
+                   check=True, stdin=subprocess.DEVNULL)
+    source = video.probe(src)
+    assert source.fps == 18 and abs(source.duration - 5 / 3) < 0.05
+    out = out_dir / "vfr.mp4"
+    assert main(["stylize-video", str(src), "--model", str(assets["model"]), "-o", str(out), *CPU]) == 0
+    meta, frames = read_video(out)
+    assert meta["fps"] == 18
+    assert abs(len(frames) / 18 - source.duration) <= 3 / 18  # same length, to the rate conversion's ends
+
+
+def test_kill_sigterm_is_handled_like_ctrl_c(assets, out_dir):
+    # `kill PID` (also `timeout`, systemd, docker stop): Python died on the spot, leaving the hidden
+    # temp file and an encoding ffmpeg behind. Now: the same cleanup as Ctrl-C, exit 130.
+    script = f"""
+import os, signal, sys
+from convscope.cli import main
+from convscope.fast.apply import FastStylizer
+real, calls = FastStylizer.tensor, []
+def killed(self, x):
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(self, x)
+FastStylizer.tensor = killed
+sys.exit(main(["stylize-video", {str(assets["with_aac"])!r}, "--model", {str(assets["model"])!r},
+               "-o", {str(out_dir / "out.mp4")!r}, *{CPU!r}]))
+"""
+    src = str(Path(video.__file__).parents[2])  # this tree's convscope, not an installed one
+    done = subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": src})
+    assert done.returncode == 130 and "nothing written" in done.stderr
     assert leftovers(out_dir) == []

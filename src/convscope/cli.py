@@ -7,9 +7,12 @@ result so far is saved first).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -19,6 +22,24 @@ from .errors import UserError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """`kill` (SIGTERM) stops the work inside like Ctrl-C: its cleanup runs (temp files removed,
+    child processes ended) instead of Python dying on the spot. Only the main thread may set it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 class _Parser(argparse.ArgumentParser):

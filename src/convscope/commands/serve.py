@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import socket
 import sys
-import threading
 from pathlib import Path
 
 LOOPBACK_HOST = "127.0.0.1"
@@ -105,6 +103,7 @@ def launch(demo, host: str, port: int, max_bytes: int) -> None:
 
 
 def run(args) -> int:
+    from ..cli import sigterm_as_interrupt
     from ..errors import UserError
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
@@ -127,20 +126,13 @@ def run(args) -> int:
         print(f"warning: listening on {args.host}: anyone who can reach this machine on port {args.port} can use "
               "the app and its compute; there is no login", file=sys.stderr)
     # `kill` (SIGTERM) stops it like Ctrl-C: Gradio closes and the temp folder is removed.
-    main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
-    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
-        launch(demo, args.host, args.port, settings.limits.max_bytes)
+        with sigterm_as_interrupt():
+            launch(demo, args.host, args.port, settings.limits.max_bytes)
     except KeyboardInterrupt:  # stopped while Gradio was still starting (it handles it once serving)
         demo.close()
     except OSError as exc:
         raise UserError(f"could not listen on {args.host}:{args.port} ({exc})") from None
     finally:
         demo.convscope_handlers.cleanup()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     return 0
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt

@@ -197,10 +197,12 @@ def stylize_video(source, output, stylizer: FastStylizer | ArbitraryStylizer, co
     fn = _frame_fn(stylizer, styles, weights)
     start = time.perf_counter()
 
-    info, frames = open_frames(src, None)
-    if config.size and _scaled_size(info.size, config.size) != info.size:
-        frames.close()  # open again, with ffmpeg scaling the frames as it decodes them
-        info, frames = open_frames(src, _scaled_size(info.size, config.size))
+    info = probe(src)
+    scale = _scaled_size(info.size, config.size) if config.size else None
+    # Decoded at the rate they are encoded at: ffmpeg's raw frames otherwise come at the stream's
+    # base rate, and a variable-frame-rate video (phones record them) came out longer than its
+    # source, the audio drifting. Constant-rate sources pass through unchanged.
+    info, frames = open_frames(src, scale if scale != info.size else None, info.fps)
     try:
         return _run(src, out, info, frames, fn, stylizer, config, callback, comment, start)
     finally:

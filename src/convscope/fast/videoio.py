@@ -70,11 +70,17 @@ def _ffmpeg_reason(text: str) -> str:
     return lines[-1].rstrip(".") if lines else "ffmpeg could not read it"
 
 
-def open_frames(path: Path, scale: tuple[int, int] | None):
-    """(VideoInfo, generator of rgb24 frame bytes) from imageio-ffmpeg, errors as VideoError."""
+def open_frames(path: Path, scale: tuple[int, int] | None, fps: Fraction = Fraction(0)):
+    """(VideoInfo, generator of rgb24 frame bytes) from imageio-ffmpeg, errors as VideoError.
+
+    `scale`: (w, h) to resize the frames to as they are decoded. `fps` > 0: the frames at exactly
+    that constant rate, repeated or dropped by their timestamps (for a variable-frame-rate video,
+    whose raw frames would otherwise come at the stream's base rate, not the rate it reports)."""
     import imageio_ffmpeg
 
     output = ["-vf", f"scale={scale[0]}:{scale[1]}:flags=lanczos"] if scale else []
+    if fps > 0:
+        output += ["-r", str(fps)]
     gen = imageio_ffmpeg.read_frames(str(path), output_params=output)
     try:
         with _quiet_imageio():  # it warns that the frames we asked to be scaled are scaled
@@ -92,8 +98,13 @@ def open_frames(path: Path, scale: tuple[int, int] | None):
     audio = meta.get("audio_codec")
     info = VideoInfo(tuple(meta["size"]), _fps(meta.get("fps", 0)), float(meta.get("duration") or 0.0),
                      codec, str(audio).strip(" ,") if audio is not None else None)
-    if codec in STILL_CODECS and info.duration == 0:
+    # A picture with no frame rate beside a duration is an audio file's cover art (its one frame
+    # would make a 0.04 s video that cuts the audio short).
+    if codec in STILL_CODECS and (info.duration == 0 or info.fps == 0):
         gen.close()
+        if info.audio_codec is not None:
+            raise VideoError(f"{path} has no video stream, only a still picture ({codec}: an audio file's "
+                             "cover art?); give a video file")
         raise VideoError(f"{path} is a still image ({codec}), not a video; use convscope stylize for images")
     return info, gen
 
