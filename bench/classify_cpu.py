@@ -7,7 +7,7 @@ before any timing and the bottleneck features of transfer rows recomputed in eve
 before it), as a user's first run computes them. The order of the sides alternates across repeats,
 so other work on the machine skews both alike. Per row and side: median wall seconds (start-up,
 feature pass and training), the median of the run's epoch seconds (training and validation, from
-metrics.csv) and the final test accuracy of each run.
+metrics.csv), the median CPU seconds of the run (user + system) and the final test accuracy of each run.
 
     git worktree add /tmp/convscope-base HEAD~3      # the code to compare against
     python bench/classify_cpu.py --base /tmp/convscope-base --rows simple transfer:vgg19@32 --repeats 3
@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -45,11 +46,14 @@ def run_train(checkout: Path, data: Path, cache: Path, argv: list[str]) -> dict:
     run = Path(tempfile.mkdtemp(prefix="run_", dir=cache))
     shutil.rmtree(cache / "cache" / "features", ignore_errors=True)  # each run computes its own
     env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "convscope", "classify", "train", "--data", str(data),
                            "-o", str(run), "--device", "cpu", "--cache-dir", str(cache / "cache"), "-q", *argv],
                           env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     try:
         if done.returncode != 0:
             raise SystemExit(f"classify train failed in {checkout}: {done.stderr.strip().splitlines()[-1:]}")
@@ -58,7 +62,7 @@ def run_train(checkout: Path, data: Path, cache: Path, argv: list[str]) -> dict:
         config = json.loads((run / "config.json").read_text()).get("config", {})
     finally:
         shutil.rmtree(run, ignore_errors=True)
-    return {"wall": wall, "epoch_s": statistics.median(float(r["seconds"]) for r in rows),
+    return {"wall": wall, "cpu": cpu, "epoch_s": statistics.median(float(r["seconds"]) for r in rows),
             "acc": float(rows[-1]["val_acc"]), "precision": config.get("precision")}
 
 
@@ -101,20 +105,24 @@ def main() -> None:
             for name in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
                 got = run_train(sides[name], data, a.cache, argv)
                 runs[name].append(got)
-                print(f"  {row} {name:4} run {r + 1}: wall {got['wall']:7.2f} s  epoch {got['epoch_s']:7.2f} s  "
+                print(f"  {row} {name:4} run {r + 1}: wall {got['wall']:7.2f} s  cpu {got['cpu']:7.2f} s  "
+                      f"epoch {got['epoch_s']:7.2f} s  "
                       f"acc {got['acc']:.4f}  ({got['precision']})", flush=True)
         for name, rs in runs.items():
             rows.append({"row": row, "side": name, "checkout": str(sides[name]), "precision": rs[0]["precision"],
                          "wall": statistics.median(x["wall"] for x in rs),
+                         "cpu": statistics.median(x["cpu"] for x in rs),
                          "epoch_s": statistics.median(x["epoch_s"] for x in rs), "acc": [x["acc"] for x in rs]})
     print(f"load average at the end: {os.getloadavg()}")
-    print(f"\n{'row':34} {'side':5} {'precision':9} {'wall s':>8} {'epoch s':>8}  test accuracy per run")
+    print(f"\n{'row':34} {'side':5} {'precision':9} {'wall s':>8} {'cpu s':>8} {'epoch s':>8}  test accuracy per run")
     for r in rows:
-        print(f"{r['row']:34} {r['side']:5} {str(r['precision']):9} {r['wall']:8.2f} {r['epoch_s']:8.2f}  "
+        print(f"{r['row']:34} {r['side']:5} {str(r['precision']):9} {r['wall']:8.2f} {r['cpu']:8.2f} "
+              f"{r['epoch_s']:8.2f}  "
               + " ".join(f"{x:.4f}" for x in r["acc"]))
     if a.base is not None:
         for base, this in zip(rows[::2], rows[1::2]):
             print(f"{base['row']}: base / this: wall {base['wall'] / this['wall']:.2f}x, "
+                  f"cpu {base['cpu'] / this['cpu']:.2f}x, "
                   f"epoch {base['epoch_s'] / this['epoch_s']:.2f}x")
     finish(rows, a.json)
 
