@@ -55,6 +55,19 @@ def test_a_frozen_backbones_feature_pass_runs_in_bf16_on_such_a_cpu(monkeypatch,
     assert setup.train_x.dtype == torch.float32
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_nhwc_on_the_cpu_goes_with_bf16(precision):
+    splits = DataSplits(tiny(8, 16, 0), tiny(4, 16, 1), "synthetic", "test")
+    config = TrainConfig(model="simple", epochs=1, batch_size=4, input_size=16, device="cpu",
+                         precision=precision).resolved()
+    setup = prepare(splits, config, CPU)
+    nhwc = precision == "bf16"
+    assert setup.channels_last == nhwc
+    assert setup.model.features[0].weight.is_contiguous(memory_format=torch.channels_last) == nhwc
+    x, _ = next(setup.batches(config, 0))
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last) == nhwc
+
+
 def test_bottleneck_features_in_bf16_are_cached_apart_from_float32_ones(tmp_path):
     model = TransferModel("vgg19", 2, 32, hidden=(8,))
     data = tiny(6, 32, 2)

@@ -123,7 +123,7 @@ class TrainConfig:
                           "feature pass in bf16 on CPUs with native bf16), fp32, bf16, fp16 (CUDA)",
                           "auto", choices=TRAIN_PRECISIONS)
     channels_last: bool = _opt("NHWC memory layout (faster convolutions on GPU and oneDNN; on the CPU only "
-                                "for a bf16 feature pass)", True)
+                                "with bf16)", True)
     snapshots: bool = _opt("each epoch, save the first-layer filters and a layer's activations for a fixed "
                            "image, and render a feature-evolution figure", False)
     snapshot_layer: str = _opt("layer whose activations --snapshots records (auto = the first block that "
