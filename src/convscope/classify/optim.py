@@ -7,13 +7,33 @@ import math
 
 import torch
 
+from ..devices import cpu_has_native_bf16
 from ..errors import ConfigError
 from .config import TrainConfig
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """What `auto` means for training steps: bf16 autocast on CUDA, fp32 elsewhere. On the CPU bf16
+    is not the default even where the CPU computes it natively: on a 2-core Xeon with AMX it made
+    `simple`'s steps faster but `resnet-fast`'s slower (oneDNN's bf16 convolution backward; README,
+    CIFAR-10 on the CPU)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" else "fp32"
+
+
+def feature_precision(precision: str, device: torch.device) -> str:
+    """The arithmetic of a frozen backbone's one-off feature pass (forward only): the run's, except
+    that `auto` on a CPU with native bf16 (AVX512-BF16 or AMX, the test style transfer's `auto`
+    uses) is bf16, measured faster there at the same test accuracy (README); float32 elsewhere,
+    CUDA included, as before."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
 def precision_context(precision: str, device: torch.device):
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+    precision = resolve_precision(precision, device)
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
     if precision == "fp32":

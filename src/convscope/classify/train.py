@@ -257,7 +257,8 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
         if not math.isfinite(train_loss):
             raise NumericalError(f"the training loss became {train_loss} in epoch {epoch + 1}; "
                                  "lower --lr or use --precision fp32")
-        val_loss, val_acc = _validate(model, ema, cached, setup.val_x, splits.val, device, config, autocast)
+        val_loss, val_acc = _validate(model, ema, cached, setup.val_x, splits.val, device, setup.channels_last,
+                                      autocast)
         if not math.isfinite(val_loss):  # (a finite training loss can hide it: BatchNorm's running statistics)
             raise NumericalError(f"the validation loss became {val_loss} in epoch {epoch + 1}; "
                                  "lower --lr or use --precision fp32")
@@ -291,7 +292,7 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
     return result
 
 
-def _validate(model, ema, cached, val_x, val: ImageData, device, config, autocast) -> tuple[float, float]:
+def _validate(model, ema, cached, val_x, val: ImageData, device, channels_last, autocast) -> tuple[float, float]:
     live = None
     if ema is not None:  # evaluate the averaged weights
         live = {k: v.detach().clone() for k, v in model.state_dict().items() if k in ema}
@@ -303,7 +304,7 @@ def _validate(model, ema, cached, val_x, val: ImageData, device, config, autocas
                 logits = torch.cat([model.head(val_x[s:s + 1024].to(device)).float().cpu()
                                     for s in range(0, len(val_x), 1024)])
             else:
-                logits = predict_logits(model, val.images, device, channels_last=config.channels_last and device.type != "cpu")
+                logits = predict_logits(model, val.images, device, channels_last=channels_last)
     finally:
         if live is not None:
             model.load_state_dict(live, strict=False)
