@@ -1048,6 +1048,12 @@ def test_wrong_paths_and_values_are_answered_before_torch_loads(tmp_path):
         (["texture", str(photo), "--iterations", "0", "-o", out], "--iterations must be a positive number"),
         (["stylize", str(photo), str(photo), "--style-blend", "1", "2", "-o", out], "--style-blend has 2 weight(s)"),
         (["featureviz", "--channels", "9-1", "-o", out], "runs backwards"),
+        # an unknown net: checked against torchvision's names as its source files give them
+        (["stylize", str(photo), str(photo), "--net", "vgg91", "-o", out], "unknown net 'vgg91' (did you mean 'vgg19'?)"),
+        (["activations", str(photo), "--net", "resnet181", "-o", out], "unknown net 'resnet181' (did you mean 'resnet18'?)"),
+        (["layers", "--net", "resnet-fats"], "unknown net 'resnet-fats'"),
+        (["featureviz", "--net", "nope", "-o", out], "unknown net 'nope'; choose from vgg19"),
+        (["classify", "predict", "--net", "resnt50", str(photo)], "(did you mean 'resnet50'?)"),
     ]
     script = """
 import contextlib, io, json, sys
