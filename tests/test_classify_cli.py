@@ -603,3 +603,25 @@ def test_a_run_folder_inside_the_data_is_refused_up_front(tmp_path, capsys):
     assert main(["classify", "train", "--data", str(data), "-o", str(out), "--epochs", "1", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "is inside --data" in err and err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("xdg", ["abs", "relative", None])
+def test_the_default_cache_dir_follows_xdg_cache_home(tmp_path, monkeypatch, xdg):
+    # train and lr-find (which shares the default) cache decoded images under $XDG_CACHE_HOME/convscope
+    # when it is an absolute path, else under ~/.cache/convscope; CIFAR-10's default root sits beside them.
+    from convscope.classify.cifar10 import default_cifar10_root
+
+    data = make_folder(tmp_path / "data", n_train=4, n_test=2, corrupt=False)
+    home, cache = tmp_path / "home", tmp_path / "xdg"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    if xdg is None:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(cache) if xdg == "abs" else "xdg")
+    expected = cache / "convscope" if xdg == "abs" else home / ".cache" / "convscope"
+    assert main(["classify", "train", "--data", str(data), "-o", str(tmp_path / "run"), "--epochs", "1",
+                 "--batch-size", "8", "--device", "cpu", "-q"]) == 0
+    assert any((expected / "data").iterdir())
+    assert default_cifar10_root() == expected / "cifar10"
+    assert not (tmp_path / "xdg" / "convscope").exists() or xdg == "abs"

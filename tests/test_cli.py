@@ -1048,6 +1048,12 @@ def test_wrong_paths_and_values_are_answered_before_torch_loads(tmp_path):
         (["texture", str(photo), "--iterations", "0", "-o", out], "--iterations must be a positive number"),
         (["stylize", str(photo), str(photo), "--style-blend", "1", "2", "-o", out], "--style-blend has 2 weight(s)"),
         (["featureviz", "--channels", "9-1", "-o", out], "runs backwards"),
+        # an unknown net: checked against torchvision's names as its source files give them
+        (["stylize", str(photo), str(photo), "--net", "vgg91", "-o", out], "unknown net 'vgg91' (did you mean 'vgg19'?)"),
+        (["activations", str(photo), "--net", "resnet181", "-o", out], "unknown net 'resnet181' (did you mean 'resnet18'?)"),
+        (["layers", "--net", "resnet-fats"], "unknown net 'resnet-fats'"),
+        (["featureviz", "--net", "nope", "-o", out], "unknown net 'nope'; choose from vgg19"),
+        (["classify", "predict", "--net", "resnt50", str(photo)], "(did you mean 'resnet50'?)"),
     ]
     script = """
 import contextlib, io, json, sys
@@ -1106,3 +1112,27 @@ def test_a_huge_seed_is_one_line(capsys, inputs):
             "--octaves", "1", "--device", "cpu", "-q", "--seed", str(10**23))
     assert_user_error(r, "--seed", str(10**23))
     assert_empty(inputs.out_dir)
+
+
+def test_styles_lists_the_models_without_torch():
+    # `convscope styles` reads the model files' headers only: no torch (1.9-3.3 s of start-up before).
+    # A fresh interpreter: this process has torch loaded already.
+    script = """
+import contextlib, io, json, sys
+from convscope import cli
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    codes = [cli.main(["styles"]), cli.main(["styles", "--json"])]
+print(json.dumps({"codes": codes, "out": out.getvalue(),
+                  "torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))}))
+"""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["codes"] == [0, 0]
+    assert "starry_night" in seen["out"] and '"painting": "Vincent van Gogh' in seen["out"]
+    assert seen["torch"] == [], f"torch was imported: {seen['torch'][:5]}"

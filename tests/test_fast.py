@@ -15,6 +15,7 @@ import convscope.nets
 from convscope import images
 from convscope.cli import main
 from convscope.errors import ConfigError, ImageError, UserError
+from convscope.fast import catalog as fast_catalog
 from convscope.fast import models as fast_models
 from convscope.fast.apply import ArbitraryStylizer, FastConfig, FastStylizer
 from convscope.fast.config import TrainArbitraryConfig, TrainStyleConfig
@@ -1048,7 +1049,7 @@ def test_lite_builtin_is_listed_and_used_as_arbitrary(tmp_path, monkeypatch, cap
     for name in ("adain", "starry_night"):
         (folder / f"{name}.safetensors").write_bytes((fast_models.builtin_folder() / f"{name}.safetensors").read_bytes())
     tiny_lite_file(folder / "adain-lite.safetensors")
-    monkeypatch.setattr(fast_models, "builtin_folder", lambda: folder)
+    monkeypatch.setattr(fast_catalog, "builtin_folder", lambda: folder)  # models uses the catalogue's
     assert fast_models.builtin_names(ARBITRARY_KIND) == ["adain", "adain-lite"]
     assert fast_models.builtin_names(STYLE_KIND) == ["starry_night"]
     assert main(["styles", "--json"]) == 0

@@ -314,3 +314,37 @@ def test_bf16_relu_on_the_cpu_matches_f_relu_bit_for_bit_and_skips_the_float_rou
     assert ("clamp_min_.default", torch.int16) in Kernels.seen
     feats["relu2_1"].float().sum().backward()
     assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+def test_the_torchvision_names_read_from_its_source_are_its_registry():
+    # The CLI refuses an unknown --net from torchvision's source files, before torch loads; if a
+    # torchvision registered its classifiers another way, it would refuse real ones: this says so.
+    import torchvision
+
+    from convscope import clichecks, options
+    from convscope.classify.models import SCRATCH
+    from convscope.nets import torchvision_classifiers
+
+    assert options.torchvision_model_names() == set(torchvision.models.list_models(module=torchvision.models))
+    assert options.torchvision_model_names() == set(torchvision_classifiers())
+    assert clichecks.SCRATCH_MODELS == SCRATCH
+
+
+@pytest.mark.parametrize("name", ["vgg19", "vgg16", "efficientnet-lite0", "resnet18", "resnet18:random",
+                                  "densenet121", "vgg19:random", "runs/some_run", ""])
+def test_the_cheap_net_check_lets_every_net_through(name):
+    from convscope.options import check_net_name
+
+    check_net_name(name)  # no error: a net (or a path, which get_net checks)
+
+
+def test_the_cheap_net_check_refuses_what_get_net_refuses():
+    from convscope.options import check_net_name
+
+    for name in ("vgg91", "resnet181", "resnet18:randm", "simple"):
+        with pytest.raises(ConfigError) as cheap:
+            check_net_name(name)
+        with pytest.raises(ConfigError) as full:
+            get_net(name)
+        assert str(cheap.value) == str(full.value)
+    check_net_name("simple", also=("simple",))

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from .clichecks import DEFAULT_DECODER, check_method_options, command_parser, refuse_to_overwrite_an_input
+from .clichecks import (DEFAULT_DECODER, check_method_options, command_parser, refuse_an_unknown_net,
+                        refuse_to_overwrite_an_input)
 from .errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -397,6 +398,7 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_USER_ERROR
     try:
         refuse_to_overwrite_an_input(args)
+        refuse_an_unknown_net(args)
         return args.func(args)
     except UserError as exc:
         print(f"convscope: error: {exc}", file=sys.stderr)

@@ -52,6 +52,18 @@ def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 # Inputs -o may name, by command: stylize's start image (`--init out.png -o out.png` refines an
 # output in place; it is read before the run, and the write replaces it only with the finished, or at
 # Ctrl-C the best, image, atomically). (train-style's --init is a model to start from: a new model.)
+# The CIFAR-10 models `classify train` builds from scratch, which `layers --net` lists too
+# (classify.models.SCRATCH; a test keeps them equal, that module loads torch).
+SCRATCH_MODELS = ("simple", "vgg19-bn", "resnet-fast")
+
+
+def refuse_an_unknown_net(args: argparse.Namespace) -> None:
+    """An unknown --net refused at once, before torch loads (options.check_net_name)."""
+    from .options import check_net_name
+
+    check_net_name(getattr(args, "net", None), also=SCRATCH_MODELS if getattr(args, "command", None) == "layers" else ())
+
+
 MAY_BE_THE_OUTPUT = {"stylize": ("init",), "demo": ("init",)}
 OTHER_OUTPUTS = ("mistakes_figure",)  # options that name a second output, not an input
 

@@ -7,6 +7,7 @@ Each engine's config is a dataclass whose fields carry their CLI help and choice
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import MISSING, field, fields
@@ -49,8 +50,60 @@ BUILTIN_NETS = ("vgg19", "vgg19-torchvision", "vgg16-torchvision", "efficientnet
 NET_ALIASES = {"vgg16": "vgg16-torchvision", "efficientnet-lite0": "efficientnet_lite0"}
 
 
+RANDOM = ":random"  # NAME:random: a net's architecture at random initialization (nets.get_net)
+
+
 def net_names() -> list[str]:
     return [*BUILTIN_NETS, *NET_ALIASES]
+
+
+# A torchvision classifier is registered by `@register_model()` (or `@register_model(name="...")`)
+# above its builder function, in a module directly inside torchvision/models/: the models that
+# torchvision.models.list_models(module=torchvision.models) lists (a test keeps the two equal).
+_REGISTERED = re.compile(r"@register_model\(\s*(?:name\s*=\s*)?(?:[\"']([^\"']+)[\"'])?\s*\)\s*"
+                         r"(?:@[^\n]*\n\s*)*def\s+(\w+)")
+
+
+@functools.lru_cache(maxsize=1)
+def torchvision_model_names() -> frozenset[str] | None:
+    """The classifiers the installed torchvision registers, read from its source files without
+    importing it (importing torchvision loads torch: 1-2 s before an unknown --net could be refused);
+    None when torchvision is not installed or its source does not read as expected."""
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        spec = importlib.util.find_spec("torchvision")
+        folders = list(spec.submodule_search_locations or []) if spec else []
+        names = {m.group(1) or m.group(2) for folder in folders
+                 for path in sorted(Path(folder, "models").glob("*.py"))
+                 for m in _REGISTERED.finditer(path.read_text(encoding="utf-8", errors="replace"))}
+    except (OSError, ImportError, ValueError):
+        return None
+    return frozenset(names) if len(names) >= 10 else None  # a few or none: a layout this does not know
+
+
+def unknown_net(name: str, torchvision_names) -> ConfigError:
+    """The refusal of a net name that is neither built in nor a torchvision classifier."""
+    return ConfigError(f"unknown net {name!r}{suggest(name, net_names() + sorted(torchvision_names))}; "
+                       f"choose from {', '.join(net_names())} or any torchvision classification model "
+                       f"(resnet18, densenet121, mobilenet_v3_small, ...)")
+
+
+def check_net_name(name, also: Iterable[str] = ()) -> None:
+    """The CLI's cheap check of --net, before torch loads: unknown_net for a name that is certainly
+    not a net (`also`: more names the command takes). Paths (run folders) and anything it cannot
+    decide are left to nets.get_net, which checks them all again."""
+    import os
+
+    if not isinstance(name, str) or not name or "/" in name or os.sep in name or os.path.exists(os.path.expanduser(name)):
+        return
+    base = NET_ALIASES.get(name, name).removesuffix(RANDOM)
+    if base in BUILTIN_NETS or name in also:
+        return
+    names = torchvision_model_names()
+    if names is not None and base not in names:
+        raise unknown_net(name, names)
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

@@ -1,25 +1,24 @@
 """CIFAR-10 for `data.load_data("cifar10")`: torchvision's copy (downloaded on first use, into
---data-root or ~/.cache/convscope/cifar10), as uint8 tensors; resized copies cached like folders."""
+--data-root or cifar10 in config.default_cache_dir()), as uint8 tensors; resized copies cached like folders."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .config import default_cache_dir
 from .data import (_CACHE_FORMAT, _CHUNK, CIFAR10, CIFAR10_CLASSES, DataError, DataSplits, ImageData,
                    LoadProgress, _cache_load, _cache_path, _cache_save, _check_memory, _chw, _run_chunks,
                    square_crop)
 
 
 def default_cifar10_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(base, "convscope", "cifar10").expanduser()
+    return default_cache_dir() / "cifar10"
 
 
 def _cifar10_dataset(root: Path, train: bool, report):

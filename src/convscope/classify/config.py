@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 from ..errors import ConfigError
 from ..options import check_choices, documented
@@ -25,6 +27,18 @@ TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TTA_MODES = ("none", "flip", "shift")  # test-time augmentation of evaluate (infer.tta_logits)
 KEEP_CHOICES = ("last", "best")  # which epoch's weights model.safetensors holds
 CLASS_WEIGHTS = ("none", "balanced")  # how each class's images count in the training loss
+
+# Where decoded images, bottleneck features and CIFAR-10 go unless --cache-dir / --data-root say:
+# the XDG base directory rule (an absolute $XDG_CACHE_HOME, else ~/.cache), the one place it is decided.
+CACHE_DIR_HELP = "default: $XDG_CACHE_HOME/convscope where XDG_CACHE_HOME is set, else ~/.cache/convscope"
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/convscope when XDG_CACHE_HOME is set to an absolute path (the XDG spec
+    ignores a relative one), else ~/.cache/convscope."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return Path(base if os.path.isabs(base) else Path("~", ".cache").expanduser(), "convscope")
+
 
 RECIPES: dict[str, dict] = {
     # The reference: Keras' CIFAR CNN example as in the issue, Adadelta at its Keras defaults.
@@ -81,7 +95,8 @@ class TrainConfig:
                      "train/ plus test/ or val/ inside)", "cifar10")
     model: str = _opt("simple, vgg19-bn, resnet-fast, transfer:vgg19, transfer:efficientnet_lite0, or a "
                       "torchvision classification model name", "simple")
-    data_root: str | None = _opt("where CIFAR-10 is or is downloaded to (default ~/.cache/convscope/cifar10)", None)
+    data_root: str | None = _opt("where CIFAR-10 is or is downloaded to (default: cifar10 inside the "
+                                 "default --cache-dir)", None)
     epochs: int | None = _opt("training epochs (default: the model's recipe)", None)
     batch_size: int | None = _opt("images per step (default: the model's recipe)", None)
     optimizer: str | None = _opt("sgd (Nesterov), adam, adamw, adadelta (default: the model's recipe)", None)

@@ -6,6 +6,7 @@ import json
 import math
 import sys
 
+from ..classify.config import CACHE_DIR_HELP
 from ..cli import add_config_options
 
 # Options of `classify train` that the sweep has no use for: it trains no epochs, replaces the
@@ -28,7 +29,7 @@ def register_lr_find(sub) -> None:
     f.add_argument("--steps", type=int, default=100, help="training steps of the sweep (default: 100)")
     f.add_argument("--json", action="store_true", help="print the result as JSON")
     f.add_argument("--cache-dir", default=None,
-                   help="where decoded images and bottleneck features are cached (default ~/.cache/convscope)")
+                   help=f"where decoded images and bottleneck features are cached ({CACHE_DIR_HELP})")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_options(f, TrainConfig, skip=NOT_FOR_THE_SWEEP)
     f.set_defaults(func=run_lr_find)

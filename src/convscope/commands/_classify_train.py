@@ -8,9 +8,9 @@ from pathlib import Path
 
 
 def _cache_dir(args) -> str:
-    from pathlib import Path
+    from ..classify.config import default_cache_dir
 
-    return args.cache_dir or str(Path("~/.cache/convscope").expanduser())
+    return args.cache_dir or str(default_cache_dir())
 
 
 def run_train(args) -> int:

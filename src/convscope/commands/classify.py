@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..classify.config import TTA_MODES
+from ..classify.config import CACHE_DIR_HELP, TTA_MODES
 from ..cli import add_config_options
 from ..errors import ConfigError
 from ._classify_lrfind import register_lr_find
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
                    help="run folder: new or empty, or a run to continue with --resume")
     t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     t.add_argument("--cache-dir", default=None,
-                   help="where decoded images and bottleneck features are cached (default ~/.cache/convscope)")
+                   help=f"where decoded images and bottleneck features are cached ({CACHE_DIR_HELP})")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_options(t, TrainConfig)
     t.set_defaults(func=run_train)

@@ -64,7 +64,7 @@ def _train_outputs(p, example: str) -> None:
 def run_styles(args) -> int:
     import json
 
-    from ..fast.models import list_styles
+    from ..fast.catalog import list_styles
 
     rows = list_styles()
     if args.json:
@@ -73,7 +73,7 @@ def run_styles(args) -> int:
     if not rows:
         print("no built-in style models are installed", file=sys.stderr)
         return 0
-    from ..fast.models import ARBITRARY_BUILTIN
+    from ..fast.catalog import ARBITRARY_BUILTIN
 
     wide = max(len(r["name"]) for r in rows)
     for r in rows:

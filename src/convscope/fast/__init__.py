@@ -21,7 +21,7 @@ _EXPORTS = {
     "FastStylizer": "apply",
     "TrainArbitraryConfig": "config",
     "TrainStyleConfig": "config",
-    "list_styles": "models",
+    "list_styles": "catalog",
     "load_model": "models",
     "train_arbitrary": "train",
     "train_style": "train",

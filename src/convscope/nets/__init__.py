@@ -24,13 +24,12 @@ from torch import nn
 
 from ..devices import as_device
 from ..errors import ConfigError, WeightsError
-from ..options import AUTO, NET_ALIASES, net_names
-from .base import Backbone, suggest
+from ..options import AUTO, NET_ALIASES, RANDOM, net_names, unknown_net
+from .base import Backbone
 from .efficientnet import EfficientNetLite0, TFLitePreprocess, load_lite0_state, stage_ends
 from .hooked import LOGITS, HookedNet, hook_count
 from .vgg import CaffePreprocess, TorchvisionPreprocess, build_vgg, caffe_vgg19, torchvision_vgg
 
-RANDOM = ":random"  # suffix: the architecture at random initialization (tests, experiments)
 # The seed of every initialization a build draws: NAME:random is one fixed net per name (for a given
 # torch/torchvision version), whatever the caller's RNG state, in every process and after every
 # clear_net_cache(), so a result on it can be repeated (see _private_init).
@@ -120,9 +119,7 @@ def _key(name: str) -> str:
     if base in NETS or base in torchvision_classifiers():
         return key
     _not_a_run_folder(name)
-    raise ConfigError(f"unknown net {name!r}{suggest(name, net_names() + list(torchvision_classifiers()))}; "
-                      f"choose from {', '.join(net_names())} or any torchvision classification model "
-                      f"(resnet18, densenet121, mobilenet_v3_small, ...)")
+    raise unknown_net(name, torchvision_classifiers())
 
 
 def _not_a_run_folder(name: str) -> None:
