@@ -330,6 +330,18 @@ def test_the_torchvision_names_read_from_its_source_are_its_registry():
     assert clichecks.SCRATCH_MODELS == SCRATCH
 
 
+def test_registered_names_reads_multiline_decorators_and_gives_up_on_unknown_forms():
+    # A builder whose other decorator spans lines is still found (missing it would refuse a real
+    # model); a register_model call of a form not known makes the whole check undecided (None).
+    from convscope.options import registered_names
+
+    source = ('@register_model()\n@handle_legacy_interface(\n    weights=("pretrained", W.V1),\n)\n'
+              'def foo_net(*, weights=None):\n    pass\n\n\n@register_model(name="bar_x")\ndef _bar():\n    pass\n')
+    assert registered_names(source) == ["foo_net", "bar_x"]
+    assert registered_names(source + "@register_model(kind=2)\ndef baz(): pass\n") is None
+    assert registered_names("def register_model(name=None):\n    pass\n") == []
+
+
 @pytest.mark.parametrize("name", ["vgg19", "vgg16", "efficientnet-lite0", "resnet18", "resnet18:random",
                                   "densenet121", "vgg19:random", "runs/some_run", ""])
 def test_the_cheap_net_check_lets_every_net_through(name):

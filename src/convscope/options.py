@@ -58,10 +58,24 @@ def net_names() -> list[str]:
 
 
 # A torchvision classifier is registered by `@register_model()` (or `@register_model(name="...")`)
-# above its builder function, in a module directly inside torchvision/models/: the models that
+# above its builder function (other decorators, on one line or several, may come between), in a
+# module directly inside torchvision/models/: the models that
 # torchvision.models.list_models(module=torchvision.models) lists (a test keeps the two equal).
-_REGISTERED = re.compile(r"@register_model\(\s*(?:name\s*=\s*)?(?:[\"']([^\"']+)[\"'])?\s*\)\s*"
-                         r"(?:@[^\n]*\n\s*)*def\s+(\w+)")
+_DECORATOR = re.compile(r"^[ \t]*@register_model\(", re.M)
+_NAME_ARG = re.compile(r"\s*(?:name\s*=\s*)?(?:[\"']([^\"']+)[\"'])?\s*\)")
+_DEF = re.compile(r"^[ \t]*def\s+(\w+)", re.M)
+
+
+def registered_names(source: str) -> list[str] | None:
+    """The model names a torchvision module's source registers; None when one of its
+    `@register_model(...)` does not read as expected (then no name may be refused by it)."""
+    names = []
+    for part in _DECORATOR.split(source)[1:]:
+        arg, builder = _NAME_ARG.match(part), _DEF.search(part)
+        if arg is None or builder is None:
+            return None
+        names.append(arg.group(1) or builder.group(1))
+    return names
 
 
 @functools.lru_cache(maxsize=1)
@@ -75,11 +89,13 @@ def torchvision_model_names() -> frozenset[str] | None:
     try:
         spec = importlib.util.find_spec("torchvision")
         folders = list(spec.submodule_search_locations or []) if spec else []
-        names = {m.group(1) or m.group(2) for folder in folders
-                 for path in sorted(Path(folder, "models").glob("*.py"))
-                 for m in _REGISTERED.finditer(path.read_text(encoding="utf-8", errors="replace"))}
+        found = [registered_names(path.read_text(encoding="utf-8", errors="replace"))
+                 for folder in folders for path in sorted(Path(folder, "models").glob("*.py"))]
     except (OSError, ImportError, ValueError):
         return None
+    if any(names is None for names in found):
+        return None
+    names = {name for names in found for name in names}
     return frozenset(names) if len(names) >= 10 else None  # a few or none: a layout this does not know
 
 
