@@ -596,6 +596,35 @@ def test_coarse_stage_of_non_square_content(capsys, inputs):
 
 # ----------------------------------------------------------------------------------- Ctrl-C
 
+def test_kill_sigterm_stops_like_ctrl_c_and_saves_the_best_image_so_far(inputs):
+    # `kill`, `timeout` and job schedulers send SIGTERM: Python's default would die on the spot,
+    # nothing saved. cli.main turns it into Ctrl-C for every command. A fresh interpreter, so that
+    # the signal cannot reach pytest.
+    import subprocess
+    import sys
+
+    out = inputs.out_dir / "out.png"
+    script = f"""
+import os, signal, sys
+from convscope import cli
+def bar(desc=""):
+    def callback(p):
+        if p.iteration == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return callback
+cli.progress_bar = bar
+sys.exit(cli.main(["stylize", {str(inputs.content)!r}, {str(inputs.style)!r}, "-o", {str(out)!r},
+                   "--size", "32", "--iterations", "50", "--device", "cpu"]))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(convscope.__file__).parents[1])}  # this tree's convscope
+    done = subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "interrupted at iteration" in done.stderr
+    assert opened(out).size == (32, 24) and "interrupted_at" in sidecar(out)
+    assert names_in(inputs.out_dir) == ["out.json", "out.png"]
+
+
 def test_ctrl_c_saves_best_image_so_far_and_exits_130(capsys, inputs, monkeypatch):
     seen = []
 

@@ -399,7 +399,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         refuse_to_overwrite_an_input(args)
         refuse_an_unknown_net(args)
-        return args.func(args)
+        with sigterm_as_interrupt():  # `kill` stops a command as Ctrl-C does: what it saves at Ctrl-C, it saves
+            return args.func(args)
     except UserError as exc:
         print(f"convscope: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -103,7 +103,6 @@ def launch(demo, host: str, port: int, max_bytes: int) -> None:
 
 
 def run(args) -> int:
-    from ..cli import sigterm_as_interrupt
     from ..errors import UserError
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
@@ -125,10 +124,9 @@ def run(args) -> int:
     else:
         print(f"warning: listening on {args.host}: anyone who can reach this machine on port {args.port} can use "
               "the app and its compute; there is no login", file=sys.stderr)
-    # `kill` (SIGTERM) stops it like Ctrl-C: Gradio closes and the temp folder is removed.
+    # `kill` (SIGTERM) stops it like Ctrl-C (cli.main): Gradio closes and the temp folder is removed.
     try:
-        with sigterm_as_interrupt():
-            launch(demo, args.host, args.port, settings.limits.max_bytes)
+        launch(demo, args.host, args.port, settings.limits.max_bytes)
     except KeyboardInterrupt:  # stopped while Gradio was still starting (it handles it once serving)
         demo.close()
     except OSError as exc:

@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import replace
 
-from ..cli import DEFAULT_DECODER, EXIT_INTERRUPTED, add_config_options, config_from_args, sigterm_as_interrupt
+from ..cli import DEFAULT_DECODER, EXIT_INTERRUPTED, add_config_options, config_from_args
 
 METHODS = ("feed-forward", "arbitrary")
 
@@ -113,9 +113,8 @@ def run(args) -> int:
     comment = video.run_comment(run_metadata("stylize-video", config, inputs=inputs))
     state, callback, close = _bar(args)
     try:
-        with sigterm_as_interrupt():  # `kill` too ends ffmpeg and removes the temp files
-            result = video.stylize_video(args.video, out, stylizer, vconfig, styles, args.style_blend, callback,
-                                         comment)
+        # (cli.main turns `kill` into Ctrl-C: it too ends ffmpeg and removes the temp files)
+        result = video.stylize_video(args.video, out, stylizer, vconfig, styles, args.style_blend, callback, comment)
     except KeyboardInterrupt:
         close()  # before the message, so the bar does not overwrite it
         print(f"\ninterrupted at frame {state['frame']}: nothing written", file=sys.stderr)
