@@ -45,10 +45,14 @@ def build(name="vgg19", pooling="max", device="cpu", dtype=torch.float32):
 
 @pytest.fixture(scope="module", autouse=True)
 def shared_nets():
-    """Each net is built once for this module (runs never change them); `cifar-test` is the
-    32 px net above, so the CLI can be run on it by name."""
+    """Each net is built once for this module; `cifar-test` is the 32 px net above, so the CLI
+    can be run on it by name."""
+    from convscope import cli
+
+    real_check = cli.refuse_an_unknown_net  # the CLI's quick --net check knows only real nets
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(engine, "get_net", cached_get_net(build, NETS))
+        mp.setattr(cli, "refuse_an_unknown_net", lambda args: None if getattr(args, "net", None) == "cifar-test" else real_check(args))
         yield
 
 
