@@ -21,6 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))  # this checkout's convscope, not an installed one
 from common import finish  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data" / "nst-inputs"
