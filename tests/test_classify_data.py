@@ -346,7 +346,9 @@ def test_cifar10_offline_is_one_clear_line(tmp_path, monkeypatch):
 
     class Offline:
         def __init__(self, root, train=True, download=False):
-            if download:
+            if download:  # as torchvision does: the folder made, a part of the archive written, then the error
+                Path(root).mkdir(parents=True, exist_ok=True)
+                (Path(root) / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b partial")
                 raise URLError("[Errno -3] Temporary failure in name resolution")
             raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
 
@@ -356,6 +358,14 @@ def test_cifar10_offline_is_one_clear_line(tmp_path, monkeypatch):
         load_data("cifar10", root=str(tmp_path / "c10"), progress=seen.append)
     one_line_error(e, "could not download CIFAR-10", "internet connection", "folder")
     assert seen and seen[0].what == "download"
+    assert not (tmp_path / "c10").exists()  # the folder the failed download made is gone
+    # A --data-root that was there before keeps what it held; only the partial archive goes.
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(DataError):
+        load_data("cifar10", root=str(kept))
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
 
 
 # ---------------------------------------------------------------------------------------- loader

@@ -30,12 +30,29 @@ def _cifar10_dataset(root: Path, train: bool, report):
     except RuntimeError:  # not there yet (or damaged): download
         pass
     report(LoadProgress("download", 0, 0))
+    existed = root.is_dir()
+    before = set(root.iterdir()) if existed else set()
     try:
         return TorchCIFAR10(str(root), train=train, download=True)
     except Exception as exc:  # noqa: BLE001 - network, disk and archive errors all mean the same to a user
+        _remove_new(root, existed, before)  # a part of the archive, or the folder the attempt made
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise DataError(f"could not download CIFAR-10 into {root} ({reason}); check the internet connection "
                         "(or --data-root), or give --data a folder of images with class sub-folders") from None
+
+
+def _remove_new(root: Path, existed: bool, before: set[Path]) -> None:
+    """What a failed download left: the whole folder if it made it, else the entries it added."""
+    import shutil
+
+    if not existed:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for entry in set(root.iterdir()) - before if root.is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def load_cifar10(root, size, cache, report) -> DataSplits:
