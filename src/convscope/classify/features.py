@@ -6,7 +6,6 @@ README, CIFAR-10 on the CPU, for what it saved and the accuracy beside float32's
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 
 from .data import ImageData
 from .models import TransferModel
+from .optim import precision_context
 from .run import RunError, load_tensors, save_tensors
 
 
@@ -45,8 +45,7 @@ def bottleneck_features(model: TransferModel, data: ImageData, device, batch: in
         except RunError:
             pass  # damaged: recompute and overwrite
     model.eval()
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-                if precision in ("bf16", "fp16") else contextlib.nullcontext())
+    autocast, _ = precision_context(precision, device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = []
     n = len(data)

@@ -24,8 +24,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def feature_precision(precision: str, device: torch.device) -> str:
     """The arithmetic of a frozen backbone's one-off feature pass (forward only): the run's, except
-    that `auto` on a CPU with native bf16 (AVX512-BF16 or AMX, the test style transfer's `auto`
-    uses) is bf16, measured faster there at the same test accuracy (README); float32 elsewhere,
+    that `auto` on a CPU with native bf16 (AVX512-BF16 or AMX: devices.cpu_has_native_bf16, as
+    style transfer's `auto` decides) is bf16, measured faster there at the same test accuracy (README); float32 elsewhere,
     CUDA included, as before."""
     if precision != "auto":
         return precision

@@ -105,8 +105,7 @@ def prepare(splits: DataSplits, config: TrainConfig, device: torch.device, *, sh
                         dropout=config.dropout).to(device)
     if not isinstance(model, TransferModel):
         _check_image_size(splits, config)
-    # NHWC where asked; on the CPU only with bf16 (oneDNN's bf16 kernels: measured faster there).
-    channels_last = config.channels_last and (device.type != "cpu" or precision == "bf16")
+    channels_last = _nhwc(config, device, precision)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, set_trainable(model, config))
@@ -114,7 +113,7 @@ def prepare(splits: DataSplits, config: TrainConfig, device: torch.device, *, sh
     train_x = val_x = train_y = loader = None
     if cached:
         arithmetic = feature_precision(config.precision, device)  # (bf16 on the CPU under auto too)
-        nhwc = config.channels_last and (device.type != "cpu" or arithmetic == "bf16")
+        nhwc = _nhwc(config, device, arithmetic)
         train_x = bottleneck_features(model, splits.train, device, 256, cache_dir, report, arithmetic, nhwc)
         val_x = bottleneck_features(model, splits.val, device, 256, cache_dir, report, arithmetic,
                                     nhwc) if validation else None
@@ -139,6 +138,11 @@ def prepare(splits: DataSplits, config: TrainConfig, device: torch.device, *, sh
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     return Setup(model, optimizer, criterion, autocast, precision, channels_last, cached, train_x, val_x, train_y,
                  loader, steps_per_epoch, scaler)
+
+
+def _nhwc(config: TrainConfig, device: torch.device, precision: str) -> bool:
+    """NHWC where asked; on the CPU only with bf16 (oneDNN's bf16 kernels: measured faster there)."""
+    return config.channels_last and (device.type != "cpu" or precision == "bf16")
 
 
 def _check_image_size(splits: DataSplits, config: TrainConfig) -> None:
