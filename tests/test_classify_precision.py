@@ -52,20 +52,21 @@ def test_a_frozen_backbones_feature_pass_runs_in_bf16_on_such_a_cpu(monkeypatch,
     setup = prepare(splits, config, CPU, cache_dir=tmp_path)
     assert seen == [("bf16", True)] * 2 if native else [("fp32", False)] * 2  # (precision, NHWC): train, val
     assert setup.precision == "fp32" and not setup.channels_last  # the head's steps: as before
+    convs = [m for m in setup.model.modules() if isinstance(m, torch.nn.Conv2d)][1:]  # (the first has 3 inputs)
+    assert convs and not any(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     assert setup.train_x.dtype == torch.float32
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_nhwc_on_the_cpu_goes_with_bf16(precision):
+@pytest.mark.parametrize("precision, channels_last", [("bf16", True), ("fp32", True), ("fp32", False)])
+def test_nhwc_on_the_cpu_where_asked_in_either_precision(precision, channels_last):
     splits = DataSplits(tiny(8, 16, 0), tiny(4, 16, 1), "synthetic", "test")
     config = TrainConfig(model="simple", epochs=1, batch_size=4, input_size=16, device="cpu",
-                         precision=precision).resolved()
+                         precision=precision, channels_last=channels_last).resolved()
     setup = prepare(splits, config, CPU)
-    nhwc = precision == "bf16"
-    assert setup.channels_last == nhwc
-    assert setup.model.features[0].weight.is_contiguous(memory_format=torch.channels_last) == nhwc
+    assert setup.channels_last == channels_last
+    assert setup.model.features[0].weight.is_contiguous(memory_format=torch.channels_last) == channels_last
     x, _ = next(setup.batches(config, 0))
-    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last) == nhwc
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
 def test_bottleneck_features_in_bf16_are_cached_apart_from_float32_ones(tmp_path):

@@ -137,8 +137,8 @@ class TrainConfig:
     precision: str = _opt("arithmetic: auto (bf16 autocast on CUDA, fp32 on the CPU; a frozen backbone's "
                           "feature pass in bf16 on CPUs with native bf16), fp32, bf16, fp16 (CUDA)",
                           "auto", choices=TRAIN_PRECISIONS)
-    channels_last: bool = _opt("NHWC memory layout (faster convolutions on GPU and oneDNN; on the CPU only "
-                                "with bf16)", True)
+    channels_last: bool = _opt("NHWC memory layout (faster convolutions on GPU and on the CPU through oneDNN)",
+                               True)
     snapshots: bool = _opt("each epoch, save the first-layer filters and a layer's activations for a fixed "
                            "image, and render a feature-evolution figure", False)
     snapshot_layer: str = _opt("layer whose activations --snapshots records (auto = the first block that "
