@@ -100,3 +100,12 @@ def test_cifar10_unpack_redoes_an_unpack_cut_short(tmp_path):
         assert sorted(p.name for p in (root / split / "cat").iterdir()) == ["0.jpg", "1.jpg", "2.jpg"]
     (root / "test" / "cat" / "2.jpg").unlink()
     assert cifar10.unpack(cache, data) == root and not (root / "test" / "cat" / "2.jpg").exists()  # done: kept
+
+
+def test_gpu_session_script_parses_and_refuses_an_unknown_step(tmp_path):
+    script = BENCH / "gpu_session.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0  # no syntax error anywhere in it
+    done = subprocess.run(["bash", str(script), "no-such-step"], capture_output=True, text=True,
+                          env={**os.environ, "OUT": str(tmp_path)})
+    assert done.returncode == 2 and "gpu_session.sh prepare" in done.stdout  # its usage, and nothing run
+    assert not list(tmp_path.iterdir())
