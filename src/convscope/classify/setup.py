@@ -107,8 +107,9 @@ def prepare(splits: DataSplits, config: TrainConfig, device: torch.device, *, sh
         _check_image_size(splits, config)
     cached = isinstance(model, TransferModel) and not config.finetune
     # NHWC where asked. On the CPU (bench/classify_cpu.py; README, CIFAR-10 on the CPU) it made the
-    # float32 training steps of resnet-fast 1.36x faster and simple's 1.09x, but a frozen backbone's
-    # forward-only feature pass 0.89x in float32; that pass takes NHWC images there only in bf16.
+    # float32 training steps of resnet-fast 1.36x faster, simple's 1.09x and fine-tuning's about 1.7x,
+    # but a frozen backbone's forward-only feature pass 0.89x in float32; that pass takes NHWC images
+    # there only in bf16.
     channels_last = config.channels_last and not (cached and device.type == "cpu")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
