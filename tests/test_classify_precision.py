@@ -81,3 +81,15 @@ def test_bottleneck_features_in_bf16_are_cached_apart_from_float32_ones(tmp_path
     assert torch.equal(bottleneck_features(model, data, CPU, 4, tmp_path, precision="bf16"), bf16)  # cached
     nhwc = bottleneck_features(model, data, CPU, 4, None, channels_last=True)
     torch.testing.assert_close(nhwc, fp32, rtol=1e-4, atol=1e-3)  # the layout alone changes nothing
+
+
+def test_fine_tuning_on_the_cpu_trains_in_nhwc(tmp_path):
+    # Unlike the frozen backbone's forward-only feature pass, fine-tuning trains through the
+    # convolutions, where NHWC measured about 1.7x faster on the CPU.
+    splits = DataSplits(tiny(4, 32, 0), tiny(2, 32, 1), "synthetic", "test")
+    config = TrainConfig(model="transfer:vgg19", epochs=1, batch_size=2, input_size=32, hidden=(8,), finetune=1,
+                         device="cpu", precision="fp32").resolved()
+    setup = prepare(splits, config, CPU, cache_dir=tmp_path)
+    assert not setup.cached and setup.channels_last
+    convs = [m for m in setup.model.modules() if isinstance(m, torch.nn.Conv2d)][1:]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
