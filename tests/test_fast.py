@@ -840,6 +840,22 @@ def test_cli_stylize_folder_outputs(tmp_path, capsys):
     assert "folder" in capsys.readouterr().err and sorted(p.name for p in again.iterdir()) == ["b.png"]
 
 
+def test_cli_failed_folder_run_leaves_no_output_folder_behind(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    _photo(40, 30).save(src / "a.jpg")
+    for extra in (["--model", "no_such_style"], [str(tmp_path / "missing.png"), "--method", "arbitrary"]):
+        outs = tmp_path / "outs"
+        assert main(["stylize", str(src), *extra, "-o", str(outs), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert not outs.exists()  # the folder it made for its outputs is gone again
+    kept = tmp_path / "kept"
+    kept.mkdir()  # a folder that was there before stays
+    assert main(["stylize", str(src), "--model", "no_such_style", "-o", str(kept), "-q"]) == 2
+    assert kept.is_dir()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "starry_nigth"], "did you mean"),
     (["--model", "starry_night", "STYLE"], "give no style images"),

@@ -3,6 +3,7 @@ and the one-pass paths of `stylize` (`--model NAME|FILE`, `--method arbitrary`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -231,14 +232,28 @@ def _folder_outputs(files: list[Path], out_dir: Path) -> list[Path]:
 
 def run_one_pass(args, method: str) -> int:
     """`stylize CONTENT --model M` (feed-forward) or `stylize CONTENT STYLE... --method arbitrary`."""
-    from ..errors import ConfigError, ImageError, UserError
     from ..fast.config import FastConfig
-    from ..imagefiles import check_output_path
 
     # What needs no torch first, so a wrong option is answered before PyTorch loads. The images are
     # checked where they are loaded, after the model: an unknown --model is reported first.
     config = config_from_args(args, FastConfig).validate()
     files, folder = _inputs(args.content)
+    out_dir = Path(args.output).expanduser()
+    made = folder and not out_dir.exists()
+    try:
+        return _stylize_each(args, method, config, files, folder)
+    except BaseException:
+        if made:  # a folder this run made stays only if something was written into it
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+
+
+def _stylize_each(args, method: str, config, files: list[Path], folder: bool) -> int:
+    """run_one_pass once its options and inputs are known: every output checked, then written."""
+    from ..errors import ConfigError, ImageError, UserError
+    from ..imagefiles import check_output_path
+
     if folder:
         outputs = _folder_outputs(files, Path(args.output).expanduser())
     else:
