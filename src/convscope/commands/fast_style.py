@@ -301,8 +301,9 @@ def _stylize_each(args, method: str, config, files: list[Path], folder: bool) ->
         except UserError as exc:
             if not folder or not isinstance(exc, ImageError):
                 raise
-            skipped.append(src)
-            print(f"\nskipped {src}: {exc}", file=sys.stderr)
+            skipped.append((src, exc))
+            if written:  # those before the first output wait for it: if none comes, one error line says it all
+                _say_skipped(skipped[-1:], bar)
             continue
         meta = run_metadata("stylize", saved_config,
                             inputs={"content": str(src), "styles": [str(s) for s in args.styles],
@@ -310,13 +311,24 @@ def _stylize_each(args, method: str, config, files: list[Path], folder: bool) ->
                             seconds=round(time.perf_counter() - start, 3),
                             model_card=stylizer.model.card)
         images.save_image(result, dst, meta)
+        if not written:
+            _say_skipped(skipped, bar)
         written.append(dst)
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
+    if not written:
+        raise ImageError(f"none of the {len(files)} image(s) in {args.content} could be stylized; the first: "
+                         f"{skipped[0][1]}")
     if not args.quiet:
         where = f"{len(written)} image(s) to {Path(args.output)}" if folder else str(written[0])
         extra = f"; skipped {len(skipped)} unreadable or unusable image(s)" if skipped else ""
         print(f"wrote {where} in {time.perf_counter() - began:.2f} s{extra}", file=sys.stderr)
     return 0
+
+
+def _say_skipped(skipped: list, bar) -> None:
+    """A stderr line for each (image, error) a folder run skipped; below the progress bar, if any."""
+    for src, exc in skipped:
+        print(f"{'' if bar is None else chr(10)}skipped {src}: {exc}", file=sys.stderr)
