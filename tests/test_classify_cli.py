@@ -75,6 +75,28 @@ def test_evaluate_and_predict(trained, capsys, tmp_path):
     assert capsys.readouterr().out.startswith("path,actual,rank,class,probability")
 
 
+@pytest.mark.parametrize("argv", [
+    ["predict", "{run}", "{photo}", "--figure", "{photo}"],               # the image it predicts
+    ["predict", "{run}", "{folder}", "--figure", "{photo}"],              # an image of the folder it predicts
+    ["predict", "{run}", "{photo}", "--figure", "{run}/config.png"],      # its sidecar over the run's config
+    ["evaluate", "{run}", "--data", "{folder}", "--mistakes-figure", "{photo}"],
+])
+def test_a_figure_over_one_of_the_inputs_is_refused_and_the_input_kept(trained, tmp_path, capsys, argv):
+    import shutil
+
+    run, folder = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(trained[1], run)  # a copy: the module's run stays whole whatever happens here
+    shutil.copytree(trained[0] / "test", folder)
+    photo = folder / "red" / "0.png"
+    before = {p: p.read_bytes() for p in (photo, run / "config.json")}
+    code = main(["classify", *[a.format(run=run, photo=photo, folder=folder) for a in argv], "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "choose another output name" in err
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (run / "config.png").exists() and not (folder / "red" / "0.json").exists()
+
+
 def test_predict_skips_unreadable_images_with_a_count(trained, capsys, tmp_path):
     import shutil
 

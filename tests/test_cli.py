@@ -922,6 +922,7 @@ def test_tuple_defaults_in_help_read_as_typed(capsys):
     ["stylize", "{photo}", "--model", "starry_night", "-o", "{alias}"],   # another path to the same file
     ["stylize", "{folder}", "--model", "starry_night", "-o", "{folder}"],  # a folder run over its inputs
     ["train-style", "{style}", "--content-dir", "{folder}", "--init", "{photo}", "-o", "{photo}"],  # not stylize's
+    ["top-activations", "{folder}", "--layer", "relu1_1", "-o", "{photo}"],  # an image of the folder it reads
 ])
 def test_output_that_is_one_of_the_inputs_is_refused_and_the_input_kept(capsys, tmp_path, argv):
     folder = tmp_path / "in"

@@ -840,6 +840,41 @@ def test_cli_stylize_folder_outputs(tmp_path, capsys):
     assert "folder" in capsys.readouterr().err and sorted(p.name for p in again.iterdir()) == ["b.png"]
 
 
+def test_cli_failed_folder_run_leaves_no_output_folder_behind(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    _photo(40, 30).save(src / "a.jpg")
+    for extra in (["--model", "no_such_style"], [str(tmp_path / "missing.png"), "--method", "arbitrary"]):
+        outs = tmp_path / "outs"
+        assert main(["stylize", str(src), *extra, "-o", str(outs), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert not outs.exists()  # the folder it made for its outputs is gone again
+    kept = tmp_path / "kept"
+    kept.mkdir()  # a folder that was there before stays
+    assert main(["stylize", str(src), "--model", "no_such_style", "-o", str(kept), "-q"]) == 2
+    assert kept.is_dir()
+
+
+def test_cli_folder_run_with_no_usable_image_is_an_error(tmp_path, capsys):
+    src, outs = tmp_path / "in", tmp_path / "outs"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(b"broken")
+    (src / "b.png").write_bytes(b"")
+    assert main(["stylize", str(src), "--model", "starry_night", "-o", str(outs), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("convscope: error: none of the 2 image(s)") and "a.jpg" in err
+    assert not outs.exists()
+    # with one usable image the others are skipped, one line each, no blank lines between them (-q: no bar)
+    _photo(40, 30).save(src / "c.png")
+    assert main(["stylize", str(src), "--model", "starry_night", "-o", str(outs), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [line for line in err.splitlines() if line.startswith("skipped ")] and \
+        len(err.splitlines()) == 2
+    assert sorted(p.name for p in outs.glob("*.png")) == ["c.png"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "starry_nigth"], "did you mean"),
     (["--model", "starry_night", "STYLE"], "give no style images"),

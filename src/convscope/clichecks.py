@@ -65,26 +65,55 @@ def refuse_an_unknown_net(args: argparse.Namespace) -> None:
 
 
 MAY_BE_THE_OUTPUT = {"stylize": ("init",), "demo": ("init",)}
-OTHER_OUTPUTS = ("mistakes_figure",)  # options that name a second output, not an input
+OUTPUTS = ("output", "figure", "mistakes_figure")  # options that name an output file, never an input
+# Options that may name a folder whose images the run reads (top-activations, classify predict, a
+# data set, a stylize folder run): an output on one of those images would replace an input too.
+IMAGE_FOLDERS = ("folder", "inputs", "data", "content")
 
 
 def refuse_to_overwrite_an_input(args: argparse.Namespace) -> None:
-    """ConfigError when -o names one of the run's own inputs: a file it would replace (`activations
-    photo.jpg -o photo.jpg`), or the folder of images a folder run would write over."""
-    from .errors import ConfigError
+    """ConfigError when an output (-o, --figure, --mistakes-figure) names one of the run's own inputs:
+    a file it would replace (`activations photo.jpg -o photo.jpg`), one of the images in a folder the
+    run reads, the folder of images a folder run would write over, or (its .json metadata beside
+    it) the config.json of a run folder the run reads (`classify predict RUN x.jpg --figure RUN/config.png`)."""
+    for option in OUTPUTS:
+        out = getattr(args, option, None)
+        if isinstance(out, str) and out:
+            _refuse_over_inputs(args, "-o" if option == "output" else f"--{option.replace('_', '-')}",
+                                Path(out).expanduser())
 
-    out = getattr(args, "output", None)
-    if not isinstance(out, str) or not out or not Path(out).expanduser().exists():
-        return
+
+def _refuse_over_inputs(args: argparse.Namespace, flag: str, out: Path) -> None:
+    from .errors import ConfigError
+    from .imagefiles import WRITABLE_FORMATS, is_image_name, sidecar_path, visible
+
+    sidecar = sidecar_path(out) if out.suffix.lower() in WRITABLE_FORMATS else None
     for name, value in vars(args).items():
+        if name in OUTPUTS or name in MAY_BE_THE_OUTPUT.get(getattr(args, "command", None), ()):
+            continue
         for v in value if isinstance(value, list) else [value]:
-            if name == "output" or name in OTHER_OUTPUTS or \
-                    name in MAY_BE_THE_OUTPUT.get(getattr(args, "command", None), ()) or not isinstance(v, str) or not v:
+            if not isinstance(v, str) or not v:
                 continue
-            try:
-                same = os.path.samefile(Path(v).expanduser(), Path(out).expanduser())
-            except OSError:  # not a path that exists (a name, a number, a missing file)
+            given = Path(v).expanduser()
+            if _same(given, out):
+                raise ConfigError(f"{flag} {out} is one of this run's inputs ({name.replace('_', '-')}); writing "
+                                  "there would replace it: choose another output name")
+            if not given.is_dir():
                 continue
-            if same:
-                raise ConfigError(f"-o {out} is one of this run's inputs ({name.replace('_', '-')}); writing there "
+            if sidecar is not None and _same(given / "config.json", sidecar):
+                raise ConfigError(f"{flag} {out} would write its metadata ({sidecar.name}) over the config of the "
+                                  f"run folder {v}: choose another output name")
+            inside = os.path.relpath(os.path.realpath(out), os.path.realpath(given))
+            if name in IMAGE_FOLDERS and out.is_file() and not (given / "config.json").is_file() \
+                    and not inside.startswith(os.pardir) and all(visible(part) for part in Path(inside).parts) \
+                    and is_image_name(out.name):
+                raise ConfigError(f"{flag} {out} is one of this run's inputs (an image in {v}); writing there "
                                   "would replace it: choose another output name")
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are the same existing file or folder (False when either is missing)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # not a path that exists (a name, a number, a missing file)
+        return False

@@ -3,6 +3,7 @@ and the one-pass paths of `stylize` (`--model NAME|FILE`, `--method arbitrary`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -231,14 +232,28 @@ def _folder_outputs(files: list[Path], out_dir: Path) -> list[Path]:
 
 def run_one_pass(args, method: str) -> int:
     """`stylize CONTENT --model M` (feed-forward) or `stylize CONTENT STYLE... --method arbitrary`."""
-    from ..errors import ConfigError, ImageError, UserError
     from ..fast.config import FastConfig
-    from ..imagefiles import check_output_path
 
     # What needs no torch first, so a wrong option is answered before PyTorch loads. The images are
     # checked where they are loaded, after the model: an unknown --model is reported first.
     config = config_from_args(args, FastConfig).validate()
     files, folder = _inputs(args.content)
+    out_dir = Path(args.output).expanduser()
+    made = folder and not out_dir.exists()
+    try:
+        return _stylize_each(args, method, config, files, folder)
+    except BaseException:
+        if made:  # a folder this run made stays only if something was written into it
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+
+
+def _stylize_each(args, method: str, config, files: list[Path], folder: bool) -> int:
+    """run_one_pass once its options and inputs are known: every output checked, then written."""
+    from ..errors import ConfigError, ImageError, UserError
+    from ..imagefiles import check_output_path
+
     if folder:
         outputs = _folder_outputs(files, Path(args.output).expanduser())
     else:
@@ -286,8 +301,9 @@ def run_one_pass(args, method: str) -> int:
         except UserError as exc:
             if not folder or not isinstance(exc, ImageError):
                 raise
-            skipped.append(src)
-            print(f"\nskipped {src}: {exc}", file=sys.stderr)
+            skipped.append((src, exc))
+            if written:  # those before the first output wait for it: if none comes, one error line says it all
+                _say_skipped(skipped[-1:], bar)
             continue
         meta = run_metadata("stylize", saved_config,
                             inputs={"content": str(src), "styles": [str(s) for s in args.styles],
@@ -295,13 +311,24 @@ def run_one_pass(args, method: str) -> int:
                             seconds=round(time.perf_counter() - start, 3),
                             model_card=stylizer.model.card)
         images.save_image(result, dst, meta)
+        if not written:
+            _say_skipped(skipped, bar)
         written.append(dst)
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
+    if not written:
+        raise ImageError(f"none of the {len(files)} image(s) in {args.content} could be stylized; the first: "
+                         f"{skipped[0][1]}")
     if not args.quiet:
         where = f"{len(written)} image(s) to {Path(args.output)}" if folder else str(written[0])
         extra = f"; skipped {len(skipped)} unreadable or unusable image(s)" if skipped else ""
         print(f"wrote {where} in {time.perf_counter() - began:.2f} s{extra}", file=sys.stderr)
     return 0
+
+
+def _say_skipped(skipped: list, bar) -> None:
+    """A stderr line for each (image, error) a folder run skipped; below the progress bar, if any."""
+    for src, exc in skipped:
+        print(f"{'' if bar is None else chr(10)}skipped {src}: {exc}", file=sys.stderr)
