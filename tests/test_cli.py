@@ -1166,3 +1166,15 @@ print(json.dumps({"codes": codes, "out": out.getvalue(),
     assert seen["codes"] == [0, 0]
     assert "starry_night" in seen["out"] and '"painting": "Vincent van Gogh' in seen["out"]
     assert seen["torch"] == [], f"torch was imported: {seen['torch'][:5]}"
+
+
+@pytest.mark.parametrize("source, extra", [("tx_0002.png", ["--save-every", "2"]),
+                                           ("tx_progress.png", ["--strip"])])
+def test_a_frame_or_strip_that_would_replace_an_input_is_refused_before_the_run(capsys, tmp_path, source, extra):
+    src = tmp_path / source
+    Image.new("RGB", (24, 24), (10, 200, 30)).save(src)
+    before = src.read_bytes()
+    r = run(capsys, "texture", str(src), "-o", str(tmp_path / "tx.png"), "--size", "16", "16", "--iterations", "3",
+            "--device", "cpu", "-q", *extra)
+    assert_user_error(r, "is one of this run's inputs", "choose another output name")
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [source]

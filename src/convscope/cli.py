@@ -18,7 +18,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from .clichecks import (DEFAULT_DECODER, check_method_options, command_parser, refuse_an_unknown_net,
-                        refuse_to_overwrite_an_input)
+                        refuse_frames_over_inputs, refuse_to_overwrite_an_input)
 from .errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -137,6 +137,7 @@ class RunOutputs:
         wants_strip = getattr(args, "strip", False) or save_every
         self.strip = images.check_output_path(f"{out.with_suffix('')}_progress.png", sidecar=False) \
             if wants_strip else None
+        refuse_frames_over_inputs(args, out, self.strip, bool(save_every))
         self.bar = progress_bar(desc) if not args.quiet else None
         self.frames: list[Path] = []
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -117,3 +118,28 @@ def _same(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:  # not a path that exists (a name, a number, a missing file)
         return False
+
+
+def refuse_frames_over_inputs(args: argparse.Namespace, out: Path, strip: Path | None, frames: bool) -> None:
+    """ConfigError when an input file would be replaced by what an optimizing run writes beside -o
+    OUT.png: its progress strip `strip` (OUT_progress.png), or with `frames` (--save-every) one of its
+    frames (OUT_0050.png; OUT_s2_0050.png or OUT_relu2_1_0050.png with a stage or layer tag)."""
+    from .errors import ConfigError
+
+    frame = re.compile(rf"{re.escape(out.stem)}_(?:.+_)?\d{{4,}}{re.escape(out.suffix)}")
+    for name, value in vars(args).items():
+        if name in OUTPUTS:
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            given = Path(v).expanduser() if isinstance(v, str) and v else None
+            if given is None or not given.is_file():
+                continue
+            if strip is not None and _same(given, strip):
+                what = f"its progress strip {strip.name}"
+            elif frames and frame.fullmatch(given.name) and _same(given.parent, out.parent):
+                what = "one of its --save-every frames"
+            else:
+                continue
+            raise ConfigError(f"{given} is one of this run's inputs ({name.replace('_', '-')}) and {what} would "
+                              f"replace it: choose another output name than {out}")
+

@@ -330,5 +330,6 @@ def _stylize_each(args, method: str, config, files: list[Path], folder: bool) ->
 
 def _say_skipped(skipped: list, bar) -> None:
     """A stderr line for each (image, error) a folder run skipped; below the progress bar, if any."""
+    below_bar = "" if bar is None else "\n"
     for src, exc in skipped:
-        print(f"{'' if bar is None else chr(10)}skipped {src}: {exc}", file=sys.stderr)
+        print(f"{below_bar}skipped {src}: {exc}", file=sys.stderr)
