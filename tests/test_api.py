@@ -170,3 +170,10 @@ def test_top_level_names_are_listed_and_configs_list_their_options():
         assert "Fields (default: meaning):" in doc, cls
         documented = [f.name for f in fields(cls) if "help" in f.metadata]
         assert documented and all(re.search(rf"^\s*{name} = .+: ", doc, re.M) for name in documented), cls
+
+
+def test_fast_stylizer_tensor_refuses_an_empty_batch(tmp_path):
+    path = tmp_path / "tiny.safetensors"
+    _tiny_style_model(path)
+    with pytest.raises(ImageError, match="holds no images"):
+        FastStylizer(str(path), FastConfig(device="cpu")).tensor(torch.rand(0, 3, 8, 8))

@@ -121,6 +121,8 @@ def _check_batch(content: torch.Tensor, batch: int | None = None) -> None:
     value check (a reduction read back) would make every call wait for the device: a video or a
     benchmark loop lost its overlap. Images that came in as files or PIL images are in range anyway."""
     check_image_batch(content, "the content batch", batch=batch)
+    if content.shape[0] < 1:  # instance norm fails on it deep inside torch (an IndexError)
+        raise ImageError(f"the content batch holds no images ({list(content.shape)})")
     if content.device.type == "cpu":
         check_image_values(content, "the content batch")
 
