@@ -1146,3 +1146,18 @@ def test_train_style_takes_a_tensor_style_and_checks_its_arguments(folders, tmp_
         load_model(3)
     with pytest.raises(ConfigError, match="unknown device"):
         load_model("starry_night", device="gpu")
+
+
+def test_arbitrary_tensor_takes_styles_and_mask_as_paths_and_tensors(tmp_path):
+    # .tensor took only PIL styles and masks: a path or tensor was a raw AttributeError or TypeError.
+    _stripes().save(tmp_path / "s.png")
+    s = ArbitraryStylizer(config=FastConfig(device="cpu", precision="fp32"))
+    x = images.pil_to_tensor(_photo())
+    expected = s.tensor(x, [_stripes()])
+    for styles in (str(tmp_path / "s.png"), [images.pil_to_tensor(_stripes())], images.pil_to_tensor(_stripes())):
+        assert torch.equal(s.tensor(x, styles), expected)
+    mask = Image.new("L", (48, 40), 0)
+    by_pil = s.tensor(x, [_stripes(), _photo()], mask=mask)
+    assert torch.equal(s.tensor(x, [_stripes(), _photo()], mask=images.pil_to_tensor(mask.convert("RGB"))), by_pil)
+    with pytest.raises(ImageError, match="^style image 1 must be a file path"):
+        s.tensor(x, [5])

@@ -204,10 +204,13 @@ class ArbitraryStylizer:
     @torch.inference_mode()
     def tensor(self, content: torch.Tensor, styles: Sequence[Image.Image], weights: Sequence[float] | None = None,
                mask: Image.Image | None = None, labels: Sequence[str] | None = None) -> torch.Tensor:
-        """Content [1, 3, H, W] in [0, 1] styled by `styles` (blended by `weights`, or by region
-        with `mask`) -> [1, 3, H, W] float32. `labels` (content first, then styles; e.g. file
+        """Content [1, 3, H, W] in [0, 1] styled by `styles` (one or a list; each a PIL image, a path
+        or a float tensor [1, 3, H, W], as is `mask`; blended by `weights`, or by region with `mask`)
+        -> [1, 3, H, W] float32. `labels` (content first, then styles; e.g. file
         names) name the images in error messages."""
         _check_batch(content, batch=1)
+        if styles is not None and not isinstance(styles, (list, tuple)):
+            styles = [styles]  # one style: an image, a path or a tensor
         if not styles:
             raise ConfigError("the arbitrary method needs at least one style image")
         if len(styles) > MAX_STYLES:
@@ -216,6 +219,8 @@ class ArbitraryStylizer:
             raise ConfigError("a mask assigns regions of the content to two or more styles; give at least two "
                               "style images, or no mask")
         weights = blend_weights(weights, len(styles), mask is not None)
+        styles = [_pil(s, f"style image {i}") for i, s in enumerate(styles, start=1)]  # PIL as it is: stats cache
+        mask = None if mask is None else _pil(mask, "the mask")
         labels = list(labels or [])
         labels += [""] * (1 + len(styles) - len(labels))
         content = content.to(self.device).float()
