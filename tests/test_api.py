@@ -177,3 +177,11 @@ def test_fast_stylizer_tensor_refuses_an_empty_batch(tmp_path):
     _tiny_style_model(path)
     with pytest.raises(ImageError, match="holds no images"):
         FastStylizer(str(path), FastConfig(device="cpu")).tensor(torch.rand(0, 3, 8, 8))
+
+
+def test_explain_names_a_net_of_the_wrong_kind():
+    # net=5 was an AttributeError ('int' object has no attribute 'parameters').
+    from convscope.vis.explain import ExplainConfig, explain
+
+    with pytest.raises(ConfigError, match="^net must be a loaded net"):
+        explain(Image.new("RGB", (32, 32)), ExplainConfig(net="efficientnet_lite0", size=32), net=5)

@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import images
 from ..devices import default_precision, resolve_device
-from ..argcheck import as_image, config_of
+from ..argcheck import as_image, check_loaded_net, config_of
 from ..errors import ConfigError, ImageError
 from ..nets import AUTO, get_net, natural_side
 from ..nets.classes import class_index as _class_index
@@ -144,6 +144,7 @@ def explain(image: Image.Image, config: ExplainConfig | None = None, net=None) -
     """
     if config is not None:
         config_of(config, ExplainConfig)
+    check_loaded_net(net)
     image = as_image(image, "the image")
     config = (config or ExplainConfig()).validate()
     if net is None:
