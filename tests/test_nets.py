@@ -360,3 +360,11 @@ def test_the_cheap_net_check_refuses_what_get_net_refuses():
             get_net(name)
         assert str(cheap.value) == str(full.value)
     check_net_name("simple", also=("simple",))
+
+
+@pytest.mark.parametrize("layers", [None, 3, ["relu1_1", 3]])
+def test_features_names_layers_of_the_wrong_kind(vgg19, layers):
+    # None or an int was a raw TypeError ('NoneType' object is not iterable), on a hooked net too.
+    for net in (vgg19, get_net("efficientnet_lite0")):
+        with pytest.raises(ConfigError, match="^layers must be a layer name or a list of them"):
+            net.features(torch.rand(1, 3, 32, 32), layers)

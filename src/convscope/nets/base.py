@@ -21,7 +21,12 @@ from ..options import suggest  # noqa: F401  (re-exported: nets.base.suggest)
 
 def layer_list(layers: str | Iterable[str]) -> list[str]:
     """The layer names asked for; one name given as a plain string is one layer (not its letters)."""
-    return [layers] if isinstance(layers, str) else list(layers)
+    if isinstance(layers, str):
+        return [layers]
+    names = list(layers) if isinstance(layers, Iterable) else None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"layers must be a layer name or a list of them, such as ['relu1_1'], not {layers!r}")
+    return names
 
 
 def checked_input(net: nn.Module, image, dtype: torch.dtype | None = None) -> torch.Tensor:
