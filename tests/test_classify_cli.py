@@ -647,3 +647,20 @@ def test_the_default_cache_dir_follows_xdg_cache_home(tmp_path, monkeypatch, xdg
     assert any((expected / "data").iterdir())
     assert default_cifar10_root() == expected / "cifar10"
     assert not (tmp_path / "xdg" / "convscope").exists() or xdg == "abs"
+
+
+@pytest.mark.parametrize("flag", ["-o", "--mistakes-figure"])
+def test_evaluate_on_the_runs_own_data_keeps_its_images(tmp_path, capsys, flag):
+    # Without --data the run's own folder is evaluated, and the check of --data did not see it:
+    # `evaluate RUN -o DATA/test/red/0.png` wrote the confusion matrix over one of its images.
+    data, run = make_folder(tmp_path / "data", n_train=3, n_test=2, corrupt=False), tmp_path / "run"
+    assert main(["classify", "train", "--data", str(data), "-o", str(run), "--epochs", "1", "--batch-size", "4",
+                 "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "-q"]) == 0
+    capsys.readouterr()
+    photo = data / "test" / "red" / "0.png"
+    before = photo.read_bytes()
+    assert main(["classify", "evaluate", str(run), flag, str(photo), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"{flag} {photo} is one of this run's inputs (an image in {data})" in err
+    assert photo.read_bytes() == before and not sidecar_path(photo).exists()

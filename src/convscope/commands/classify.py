@@ -112,6 +112,13 @@ def run_evaluate(args) -> int:
     own = _run_data(recorded, loaded.config.data)
     spec = args.data or own
     folder = spec != "cifar10"
+    if folder and not args.data:  # the run's own data, which the CLI's check of --data did not see
+        from argparse import Namespace
+
+        from ..clichecks import refuse_to_overwrite_an_input
+
+        refuse_to_overwrite_an_input(Namespace(command=args.command, data=spec, output=args.output,
+                                               mistakes_figure=args.mistakes_figure))
     size = decode_size(spec, loaded.input_size, loaded.config.model) if folder else None
     if folder and args.data and plain_class_folder(spec) and not same_folder(spec, own):
         # Another folder of class sub-folders: a test set, all of it (not a val_split hold-out of it).
