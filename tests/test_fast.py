@@ -1161,3 +1161,14 @@ def test_arbitrary_tensor_takes_styles_and_mask_as_paths_and_tensors(tmp_path):
     assert torch.equal(s.tensor(x, [_stripes(), _photo()], mask=images.pil_to_tensor(mask.convert("RGB"))), by_pil)
     with pytest.raises(ImageError, match="^style image 1 must be a file path"):
         s.tensor(x, [5])
+
+
+def test_arbitrary_style_statistics_cache_stays_bounded():
+    from convscope.fast import apply as fast_apply
+
+    s = ArbitraryStylizer(config=FastConfig(style_size=32, device="cpu", precision="fp32"))
+    kept = [_photo(16, 16) for _ in range(fast_apply.STYLE_CACHE + 5)]  # new images, as from paths each call
+    stats = [s.style_stats(img) for img in kept]
+    assert len(s._stats) == fast_apply.STYLE_CACHE
+    assert s.style_stats(kept[-1]) is stats[-1]  # the newest are still served from the cache
+    assert s.style_stats(kept[0]) is not stats[0]  # the oldest went first: computed again

@@ -162,6 +162,9 @@ def _quantize_mask(mask: Image.Image, size: tuple[int, int], n_styles: int) -> t
     return (grey * (n_styles - 1)).round().long().clamp(0, n_styles - 1)
 
 
+STYLE_CACHE = 16  # style images whose statistics an ArbitraryStylizer keeps (a video's few, a blend's)
+
+
 class ArbitraryStylizer:
     """AdaIN: the VGG19 encoder (to relu4_1) and a trained decoder; any style image, one pass. An
     AdaIN-lite model (LiteAdaIN) brings its own encoder, used for the content and the styles."""
@@ -199,6 +202,8 @@ class ArbitraryStylizer:
         stats = channel_stats(self.encoder(self._net_input(s))["relu4_1"])
         if not histogram:
             self._stats[id(style)] = (style, stats)  # the image is kept, so its id stays unique
+            while len(self._stats) > STYLE_CACHE:  # a loop over new images must not grow it for ever
+                del self._stats[next(iter(self._stats))]  # the oldest first
         return stats
 
     @torch.inference_mode()
