@@ -185,3 +185,18 @@ def test_explain_names_a_net_of_the_wrong_kind():
 
     with pytest.raises(ConfigError, match="^net must be a loaded net"):
         explain(Image.new("RGB", (32, 32)), ExplainConfig(net="efficientnet_lite0", size=32), net=5)
+
+
+def test_arbitrary_labels_and_explain_figure_name_a_wrong_argument():
+    # labels=5 was a raw TypeError ('int' object is not iterable); explain_figure(None) an AttributeError.
+    from convscope.fast.apply import ArbitraryStylizer, FastConfig
+    from convscope.vis.explain import explain_figure
+
+    s = ArbitraryStylizer(config=FastConfig(size=32, device="cpu", precision="fp32"))
+    photo = Image.new("RGB", (32, 32), (120, 30, 200))
+    for bad in (5, "content.png", [1, 2]):
+        with pytest.raises(ConfigError, match="^labels must be a list of names"):
+            s(photo, [photo], labels=bad)
+    assert s(photo, [photo], labels=("c.png", "s.png")).size == (32, 32)  # names as a tuple: fine
+    with pytest.raises(ConfigError, match="^explain_figure draws what explain\\(\\) returns, not NoneType"):
+        explain_figure(None)

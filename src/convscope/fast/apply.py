@@ -162,6 +162,15 @@ def _quantize_mask(mask: Image.Image, size: tuple[int, int], n_styles: int) -> t
     return (grey * (n_styles - 1)).round().long().clamp(0, n_styles - 1)
 
 
+def _labels(labels) -> list[str]:
+    """The images' names for messages: None, or a list of strings (content first, then styles)."""
+    if labels is None:
+        return []
+    if isinstance(labels, str) or not isinstance(labels, Sequence) or not all(isinstance(x, str) for x in labels):
+        raise ConfigError(f"labels must be a list of names (content first, then the styles), not {labels!r}")
+    return list(labels)
+
+
 STYLE_CACHE = 16  # style images whose statistics an ArbitraryStylizer keeps (a video's few, a blend's)
 
 
@@ -226,7 +235,7 @@ class ArbitraryStylizer:
         weights = blend_weights(weights, len(styles), mask is not None)
         styles = [_pil(s, f"style image {i}") for i, s in enumerate(styles, start=1)]  # PIL as it is: stats cache
         mask = None if mask is None else _pil(mask, "the mask")
-        labels = list(labels or [])
+        labels = _labels(labels)
         labels += [""] * (1 + len(styles) - len(labels))
         content = content.to(self.device).float()
         h, w = content.shape[-2:]
@@ -270,7 +279,7 @@ class ArbitraryStylizer:
             styles = [styles]
         styles = [_pil(s, f"style image {i}") for i, s in enumerate(styles, start=1)]
         mask = None if mask is None else _pil(mask, "the mask")
-        _check_content(content, self.config.size, (labels or [""])[0])
+        _check_content(content, self.config.size, (_labels(labels) or [""])[0])
         x = _content_tensor(content, self.config.size, self.device)
         return images.tensor_to_pil(self.tensor(x, styles, weights, mask, labels))
 

@@ -255,6 +255,8 @@ def explain_figure(result: ExplainResult, dpi: int = 110) -> Image.Image:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    if not isinstance(result, ExplainResult):
+        raise ConfigError(f"explain_figure draws what explain() returns, not {type(result).__name__}")
     shown = panels(result)
     h, w = shown[0][1].shape[:2]
     pw = 2.4                                         # panel width, inches
