@@ -3,14 +3,14 @@
 # PyTorch but no network (and so none of convscope's own dependencies beyond it).
 #
 #   bash bench/gpu_session.sh prepare   # here, once: wheels and data into .gpu/ (git-ignored, 54 MB)
-#   bash bench/gpu_session.sh checks    # there (~4 min): the GPU tests, then the style networks' GPU timings
-#   bash bench/gpu_session.sh cifar     # there (~2 min): resnet-fast against airbench94, 3 seeds each, one process
-#   bash bench/gpu_session.sh styles    # there (~6 min): starry_night trained on from the shipped model at style
+#   bash bench/gpu_session.sh checks    # there (est. ~4 min): the GPU tests, then the style networks' GPU timings
+#   bash bench/gpu_session.sh cifar     # there (est. ~2 min): resnet-fast against airbench94, 3 seeds each, one process
+#   bash bench/gpu_session.sh styles    # there (est. ~6 min): starry_night trained on from the shipped model at style
 #                                       # weights 20 and 30 side by side, then both scored against the optimization
 #   bash bench/gpu_session.sh dry-run   # here: all three at toy sizes on the CPU, to check this script
 #
-# On the device machine, carry `.gpu`; logs and JSON go to $OUT (or ./gpu-out). Each step has its own
-# time limit, a failing step does not stop the next, and the exit status counts the failed steps.
+# Times there are estimates (not yet run on a GPU). There, carry `.gpu`; logs and JSON go to $OUT (or
+# ./gpu-out). Each step has a time limit, a failing one does not stop the next; exit status = failed steps.
 set -u
 cd "$(dirname "$0")/.."
 GPU=.gpu

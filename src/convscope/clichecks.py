@@ -50,9 +50,6 @@ def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser = action.choices[name]
 
 
-# Inputs -o may name, by command: stylize's start image (`--init out.png -o out.png` refines an
-# output in place; it is read before the run, and the write replaces it only with the finished, or at
-# Ctrl-C the best, image, atomically). (train-style's --init is a model to start from: a new model.)
 # The CIFAR-10 models `classify train` builds from scratch, which `layers --net` lists too
 # (classify.models.SCRATCH; a test keeps them equal, that module loads torch).
 SCRATCH_MODELS = ("simple", "vgg19-bn", "resnet-fast")
@@ -65,6 +62,9 @@ def refuse_an_unknown_net(args: argparse.Namespace) -> None:
     check_net_name(getattr(args, "net", None), also=SCRATCH_MODELS if getattr(args, "command", None) == "layers" else ())
 
 
+# Inputs -o may name, by command: stylize's start image (`--init out.png -o out.png` refines an
+# output in place; it is read before the run, and the write replaces it only with the finished, or at
+# Ctrl-C the best, image, atomically). (train-style's --init is a model to start from: a new model.)
 MAY_BE_THE_OUTPUT = {"stylize": ("init",), "demo": ("init",)}
 OUTPUTS = ("output", "figure", "mistakes_figure")  # options that name an output file, never an input
 # Options that may name a folder whose images the run reads (top-activations, classify predict, a
@@ -89,27 +89,32 @@ def _refuse_over_inputs(args: argparse.Namespace, flag: str, out: Path) -> None:
     from .imagefiles import WRITABLE_FORMATS, is_image_name, sidecar_path, visible
 
     sidecar = sidecar_path(out) if out.suffix.lower() in WRITABLE_FORMATS else None
+    for name, v, given in _input_paths(args, skip=MAY_BE_THE_OUTPUT.get(getattr(args, "command", None), ())):
+        if _same(given, out):
+            raise ConfigError(f"{flag} {out} is one of this run's inputs ({name.replace('_', '-')}); writing "
+                              "there would replace it: choose another output name")
+        if not given.is_dir():
+            continue
+        if sidecar is not None and _same(given / "config.json", sidecar):
+            raise ConfigError(f"{flag} {out} would write its metadata ({sidecar.name}) over the config of the "
+                              f"run folder {v}: choose another output name")
+        inside = os.path.relpath(os.path.realpath(out), os.path.realpath(given))
+        if name in IMAGE_FOLDERS and out.is_file() and not (given / "config.json").is_file() \
+                and not inside.startswith(os.pardir) and all(visible(part) for part in Path(inside).parts) \
+                and is_image_name(out.name):
+            raise ConfigError(f"{flag} {out} is one of this run's inputs (an image in {v}); writing there "
+                              "would replace it: choose another output name")
+
+
+def _input_paths(args: argparse.Namespace, skip: tuple[str, ...] = ()):
+    """(option, value, path) for every non-empty string value of the options that are not outputs
+    (nor in `skip`): what a run may read, each one a path or a name."""
     for name, value in vars(args).items():
-        if name in OUTPUTS or name in MAY_BE_THE_OUTPUT.get(getattr(args, "command", None), ()):
+        if name in OUTPUTS or name in skip:
             continue
         for v in value if isinstance(value, list) else [value]:
-            if not isinstance(v, str) or not v:
-                continue
-            given = Path(v).expanduser()
-            if _same(given, out):
-                raise ConfigError(f"{flag} {out} is one of this run's inputs ({name.replace('_', '-')}); writing "
-                                  "there would replace it: choose another output name")
-            if not given.is_dir():
-                continue
-            if sidecar is not None and _same(given / "config.json", sidecar):
-                raise ConfigError(f"{flag} {out} would write its metadata ({sidecar.name}) over the config of the "
-                                  f"run folder {v}: choose another output name")
-            inside = os.path.relpath(os.path.realpath(out), os.path.realpath(given))
-            if name in IMAGE_FOLDERS and out.is_file() and not (given / "config.json").is_file() \
-                    and not inside.startswith(os.pardir) and all(visible(part) for part in Path(inside).parts) \
-                    and is_image_name(out.name):
-                raise ConfigError(f"{flag} {out} is one of this run's inputs (an image in {v}); writing there "
-                                  "would replace it: choose another output name")
+            if isinstance(v, str) and v:
+                yield name, v, Path(v).expanduser()
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -127,19 +132,15 @@ def refuse_frames_over_inputs(args: argparse.Namespace, out: Path, strip: Path |
     from .errors import ConfigError
 
     frame = re.compile(rf"{re.escape(out.stem)}_(?:.+_)?\d{{4,}}{re.escape(out.suffix)}")
-    for name, value in vars(args).items():
-        if name in OUTPUTS:
+    for name, _, given in _input_paths(args):
+        if not given.is_file():
             continue
-        for v in value if isinstance(value, list) else [value]:
-            given = Path(v).expanduser() if isinstance(v, str) and v else None
-            if given is None or not given.is_file():
-                continue
-            if strip is not None and _same(given, strip):
-                what = f"its progress strip {strip.name}"
-            elif frames and frame.fullmatch(given.name) and _same(given.parent, out.parent):
-                what = "one of its --save-every frames"
-            else:
-                continue
-            raise ConfigError(f"{given} is one of this run's inputs ({name.replace('_', '-')}) and {what} would "
-                              f"replace it: choose another output name than {out}")
+        if strip is not None and _same(given, strip):
+            what = f"its progress strip {strip.name}"
+        elif frames and frame.fullmatch(given.name) and _same(given.parent, out.parent):
+            what = "one of its --save-every frames"
+        else:
+            continue
+        raise ConfigError(f"{given} is one of this run's inputs ({name.replace('_', '-')}) and {what} would "
+                          f"replace it: choose another output name than {out}")
 
