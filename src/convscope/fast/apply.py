@@ -171,6 +171,15 @@ def _labels(labels) -> list[str]:
     return list(labels)
 
 
+def _style_images(styles, mask) -> tuple[list[Image.Image], Image.Image | None]:
+    """Styles (one or a list) and the mask as PIL images: PIL ones as they are (the statistics cache
+    knows a style by its image), paths and tensors loaded."""
+    if not isinstance(styles, (list, tuple)):
+        styles = [styles]
+    return [_pil(s, f"style image {i}") for i, s in enumerate(styles, start=1)], \
+        None if mask is None else _pil(mask, "the mask")
+
+
 STYLE_CACHE = 16  # style images whose statistics an ArbitraryStylizer keeps (a video's few, a blend's)
 
 
@@ -233,8 +242,7 @@ class ArbitraryStylizer:
             raise ConfigError("a mask assigns regions of the content to two or more styles; give at least two "
                               "style images, or no mask")
         weights = blend_weights(weights, len(styles), mask is not None)
-        styles = [_pil(s, f"style image {i}") for i, s in enumerate(styles, start=1)]  # PIL as it is: stats cache
-        mask = None if mask is None else _pil(mask, "the mask")
+        styles, mask = _style_images(styles, mask)
         labels = _labels(labels)
         labels += [""] * (1 + len(styles) - len(labels))
         content = content.to(self.device).float()
@@ -275,10 +283,7 @@ class ArbitraryStylizer:
         """`content` (at config.size) styled by `styles` (one or a list); each a PIL image, a path or a
         float tensor [1, 3, H, W], as is `mask`; `labels` as for `tensor`."""
         content = _pil(content, "the content image")
-        if not isinstance(styles, (list, tuple)):
-            styles = [styles]
-        styles = [_pil(s, f"style image {i}") for i, s in enumerate(styles, start=1)]
-        mask = None if mask is None else _pil(mask, "the mask")
+        styles, mask = _style_images(styles, mask)
         _check_content(content, self.config.size, (_labels(labels) or [""])[0])
         x = _content_tensor(content, self.config.size, self.device)
         return images.tensor_to_pil(self.tensor(x, styles, weights, mask, labels))
