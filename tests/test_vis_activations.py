@@ -24,8 +24,9 @@ from convscope.images import pil_to_tensor, read_png_metadata, resize_long_side
 from convscope.nets import get_net
 from convscope.nets.base import Backbone
 from convscope.vis import activations as engine
+from convscope.vis import loadnet
 from convscope.vis.activations import (ActivationsConfig, activations, figure_pixels, grid_panels,
-                                       layer_figure)
+                                       layer_figure, stats_dict)
 
 VGG19_BLOCK_OUTPUTS = ["relu1_2", "relu2_2", "relu3_4", "relu4_4", "relu5_4"]
 
@@ -42,7 +43,7 @@ def cli_net(vgg, monkeypatch):
         assert (name, pooling, str(device)) == ("vgg19", "max", "cpu")
         return vgg
 
-    monkeypatch.setattr(engine, "get_net", fake_get_net)
+    monkeypatch.setattr(loadnet, "get_net", fake_get_net)
 
 
 @pytest.fixture
@@ -120,6 +121,8 @@ def test_statistics_and_orders_on_a_known_net():
         torch.testing.assert_close(la.mean, torch.tensor([0.25, -0.5, 0.0]))
         torch.testing.assert_close(la.max, torch.tensor([0.5, 0.0, 3.0]))
         torch.testing.assert_close(la.positive, torch.tensor([0.75, 0.0, 0.25]))
+        assert result.config.net == "tiny"  # the net handed in, not config.net's vgg19
+        assert stats_dict(result)["net"] == "tiny"
 
 
 def test_all_conv_is_each_blocks_last_activation(vgg):

@@ -30,6 +30,7 @@ from convscope.images import pil_to_tensor, read_png_metadata
 from convscope.nets import HookedNet, get_net, hook_count
 from convscope.nets.base import Backbone
 from convscope.vis import explain as engine
+from convscope.vis import loadnet
 from convscope.vis.attribution import RULES, Target, backproject, backward_rule, grad_cam, gradient_image
 from convscope.vis.explain import ExplainConfig, explain, explain_figure
 
@@ -41,12 +42,12 @@ CACHE: dict = {}
 def shared_nets():
     """Every net is built once for this module (engine and CLI alike); runs never change them."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine, "get_net", cached_get_net(get_net, CACHE))
+        mp.setattr(loadnet, "get_net", cached_get_net(get_net, CACHE))
         yield
 
 
 def net(name: str):
-    return engine.get_net(name, "max", "cpu")
+    return loadnet.get_net(name, "max", "cpu")
 
 
 def cpu(**kw) -> ExplainConfig:
@@ -479,3 +480,12 @@ def test_explain_takes_a_path_or_a_tensor_and_names_a_wrong_argument(tmp_path):
         explain(np.asarray(scene(True)), cpu(size=64), net=red_square_net())
     with pytest.raises(ConfigError, match="config must be an ExplainConfig, not dict"):
         explain(scene(True), {"size": 64}, net=red_square_net())
+
+
+def test_a_net_handed_in_names_itself_in_the_result():
+    """explain(net=...) with a config naming another net (here the default, efficientnet_lite0): the
+    record, title and sidecar say which net made the result (they named the config's net)."""
+    result = explain(photo(32, 32), cpu(size=32), net=cifar_net())
+    assert result.config.net == "cifar-test"
+    assert result.summary()["net"] == "cifar-test"
+    assert engine.title(result).startswith("cifar-test: why class")

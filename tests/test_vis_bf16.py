@@ -15,6 +15,7 @@ from convscope.nets import Backbone, cast_for, get_net
 from convscope.vis import dream as dream_mod
 from convscope.vis import featureviz as featureviz_mod
 from convscope.vis import invert as invert_mod
+from convscope.vis import loadnet
 from convscope.vis import texture as texture_mod
 
 VGG: dict = {}
@@ -37,7 +38,7 @@ def nets(monkeypatch):
         handed.append(copy.deepcopy(VGG[name, pooling]))
         return handed[-1]
 
-    for module in (texture_mod, invert_mod, dream_mod, featureviz_mod):
+    for module in (texture_mod, invert_mod, dream_mod, loadnet):
         monkeypatch.setattr(module, "get_net", spy)
     return handed
 

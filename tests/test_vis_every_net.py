@@ -14,6 +14,7 @@ from convscope.nets import hook_count
 from convscope.vis import activations as act_mod
 from convscope.vis import dream as dream_mod
 from convscope.vis import invert as invert_mod
+from convscope.vis import loadnet
 from convscope.vis import texture as texture_mod
 
 CACHE: dict = {}
@@ -23,7 +24,7 @@ CACHE: dict = {}
 def known_nets():
     getter = make_get_net(cache=CACHE)
     with pytest.MonkeyPatch.context() as mp:
-        for module in (act_mod, dream_mod, invert_mod, texture_mod):
+        for module in (loadnet, dream_mod, invert_mod, texture_mod):
             mp.setattr(module, "get_net", getter)
         yield
 

@@ -25,6 +25,7 @@ from convscope.errors import ConfigError
 from convscope.images import read_png_metadata
 from convscope.nets import hook_count, imagenet_classes
 from convscope.vis import featureviz as engine
+from convscope.vis import loadnet
 from convscope.vis.featureviz import (ClassVizConfig, FeatureVisualizer, FeatureVizConfig, classviz, featureviz,
                                       parse_indices, resolve_classes)
 from convscope.vis.featureviz_sheet import sheet
@@ -33,7 +34,7 @@ from convscope.vis.imageprior import ImageParam, random_transform
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-REAL_GET_NET = engine.get_net
+REAL_GET_NET = loadnet.get_net
 NETS: dict = {}
 
 
@@ -51,13 +52,13 @@ def shared_nets():
 
     real_check = cli.refuse_an_unknown_net  # the CLI's quick --net check knows only real nets
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine, "get_net", cached_get_net(build, NETS))
+        mp.setattr(loadnet, "get_net", cached_get_net(build, NETS))
         mp.setattr(cli, "refuse_an_unknown_net", lambda args: None if getattr(args, "net", None) == "cifar-test" else real_check(args))
         yield
 
 
 def net(name: str):
-    return engine.get_net(name)
+    return loadnet.get_net(name)
 
 
 def tiny(**kw) -> FeatureVizConfig:

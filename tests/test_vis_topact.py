@@ -25,7 +25,7 @@ from convscope.cli import main
 from convscope.errors import ConfigError
 from convscope.images import pil_to_tensor, read_png_metadata
 from convscope.nets import HookedNet, get_net, hook_count
-from convscope.vis import imagefolder, topact
+from convscope.vis import imagefolder, loadnet, topact
 from convscope.vis.attribution import Target, backproject
 from convscope.vis.imagefolder import find_images, load_square
 from convscope.vis.topact import (RunningTopK, TopActConfig, TopActivations, projections, parse_channels,
@@ -39,7 +39,7 @@ CLASSES = [f"class{i}" for i in range(10)]
 def shared_nets():
     """Each real net is built once for this module; runs never change it."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(topact, "get_net", cached_get_net(get_net, {}))
+        mp.setattr(loadnet, "get_net", cached_get_net(get_net, {}))
         yield
 
 
@@ -186,7 +186,7 @@ def test_receptive_field_is_measured_exactly():
     allowed = rf.allowed(16, 16, 32)                  # whole fields: 2k - 3 >= 0 and 2k + 5 <= 32
     assert allowed[:, 0].nonzero()[:, 0].tolist() == [] and allowed[2:14, 2:14].all()
     assert allowed.sum() == 12 * 12
-    vgg = topact.get_net("vgg19", "max", "cpu")
+    vgg = loadnet.get_net("vgg19", "max", "cpu")
     rf = receptive_field(vgg, "relu3_4", 64)          # the textbook value: 48 px, stride 4
     assert (rf.size, rf.stride, rf.offset) == ((48, 48), (4, 4), (-22, -22))
 
@@ -213,7 +213,7 @@ def test_projection_is_the_deconvnet_projection_of_the_winning_activation(colour
 @pytest.mark.parametrize("name, rule", [("vgg19", "deconvnet"), ("resnet18:random", "deconvnet"),
                                         ("resnet18:random", "guided")])
 def test_batched_projections_equal_one_backproject_per_image(name, rule):
-    net = topact.get_net(name, "max", "cpu")
+    net = loadnet.get_net(name, "max", "cpu")
     x = torch.rand(4, 3, 48, 48, generator=torch.Generator().manual_seed(0))
     layer = "relu2_2" if name == "vgg19" else "layer1"
     # Units picked from the activations, not fixed coordinates: at a closed ReLU (activation 0)
@@ -335,7 +335,7 @@ def test_every_net_runs_at_its_auto_layer(name, tmp_path):
     rng = np.random.default_rng(3)
     for i in range(5):
         save(tmp_path / f"{i}.png", rng.integers(0, 256, (40, 48, 3)))
-    net = cifar_net() if name == "cifar-test" else topact.get_net(name, "max", "cpu")
+    net = cifar_net() if name == "cifar-test" else loadnet.get_net(name, "max", "cpu")
     config = fast(net=name, channels="0,2", top=3, batch_size=2)
     result = top_activations(tmp_path, config, net=net)
     assert result.config.layer != "auto" and result.scanned == 5

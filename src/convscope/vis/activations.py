@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 
 from .. import images
-from ..devices import resolve_device
-from ..argcheck import as_image, check_loaded_net, config_of
+from ..argcheck import as_image, config_of
 from ..errors import ConfigError
-from ..nets import Backbone, get_net, natural_side, pick_layer
+from ..nets import Backbone, natural_side, pick_layer
 from ..options import suggest
 from .configs import ALL_CONV, ActivationsConfig
+from .loadnet import engine_net
 
 VGG_LAYER, AUTO_DEPTH = "relu3_1", 0.4  # --layer auto on the VGG nets and on others
 DEFAULT_SIZE = 224               # long side in px unless --size (or a run's smaller input size)
@@ -84,18 +84,14 @@ def activations(image: Image.Image, config: ActivationsConfig | None = None,
     """Feature maps and per-channel statistics of `config.layer` for `image` (a PIL image in any
     mode, an image file's path, or a float tensor [1, 3, H, W] in [0, 1]).
 
-    `net` reuses an already loaded backbone (it must be `config.net`); by default it is loaded.
+    `net` reuses an already loaded net (the result then names it as its net, whatever config.net
+    said); by default config.net is loaded.
     """
     config = ActivationsConfig() if config is None else config
     config_of(config, ActivationsConfig)
     config = config.validate()
-    check_loaded_net(net)
     image = as_image(image, "image")
-    if net is None:
-        device = resolve_device(config.device)
-        net = get_net(config.net, "max", device)
-    else:
-        device = next(net.parameters()).device
+    config, net, device, _ = engine_net(config, net)
     config = replace(config, device=str(device), layer=pick_layer(net, config.layer, VGG_LAYER, AUTO_DEPTH),
                      size=config.size or natural_side(net, DEFAULT_SIZE))
     layers = resolve_layers(net, config.layer)

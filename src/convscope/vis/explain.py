@@ -18,15 +18,16 @@ from PIL import Image
 from torch import nn
 
 from .. import images
-from ..devices import default_precision, resolve_device
+from ..devices import default_precision
 from ..argcheck import as_image, check_loaded_net, config_of
 from ..errors import ConfigError, ImageError
-from ..nets import AUTO, get_net, natural_side
+from ..nets import AUTO, natural_side
 from ..nets.classes import class_index as _class_index
 from ..optimize import precision_mode
 from .attribution import Target, backproject, check_target, grad_cam, gradient_image
 from .configs import EXPLAIN_MAX_SIZE as MAX_SIZE
 from .configs import ExplainConfig
+from .loadnet import engine_net
 
 DEFAULT_SIZE = 224       # long side in px unless --size (or a run's smaller input size)
 TOP_K = 5
@@ -137,7 +138,7 @@ def plan(net, config: ExplainConfig) -> Plan:
 
 def explain(image: Image.Image, config: ExplainConfig | None = None, net=None) -> ExplainResult:
     """Explain `image` (any PIL image, a path or a float tensor [1, 3, H, W]) under `config`; `net`
-    reuses a loaded net (it must be config.net).
+    reuses a loaded net (the result then names it as its net, whatever config.net said).
 
     Raises ConfigError for a bad target/layer (before any forward pass) and ImageError for an image
     too small for the layers involved.
@@ -146,13 +147,7 @@ def explain(image: Image.Image, config: ExplainConfig | None = None, net=None) -
         config_of(config, ExplainConfig)
     check_loaded_net(net)
     image = as_image(image, "the image")
-    config = (config or ExplainConfig()).validate()
-    if net is None:
-        device = resolve_device(config.device)
-        net = get_net(config.net, "max", device)
-    else:
-        param = next(net.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+    config, net, device, _ = engine_net((config or ExplainConfig()).validate(), net)
     precision = default_precision(device) if config.precision == "auto" else config.precision
     config = replace(config, size=config.size or natural_side(net, DEFAULT_SIZE))
     p = plan(net, config)

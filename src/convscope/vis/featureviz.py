@@ -28,16 +28,17 @@ import torch
 from PIL import Image
 
 from .. import images
-from ..devices import default_precision, resolve_device
-from ..argcheck import callback_or_none, check_loaded_net, config_of
+from ..devices import default_precision
+from ..argcheck import callback_or_none, config_of
 from ..errors import ConfigError, NumericalError
-from ..nets import AUTO, LOGITS, Net, auto_layer, cast_for, get_net
+from ..nets import AUTO, LOGITS, Net, auto_layer, cast_for
 from ..nets.classes import class_index, is_class_name
 from ..optimize import Interrupted, Progress, precision_mode
 from ..options import _RANGE, parse_indices
 from .configs import BLUR_EVERY, DEFAULT_CHANNELS, ClassVizConfig, FeatureVizConfig, RenderConfig
 from .configs import FEATUREVIZ_AUTO_DEPTH as AUTO_DEPTH
 from .imageprior import ImageParam, random_transform
+from .loadnet import engine_net
 
 KINDS = ("channel", "neuron", "class")
 NEURON_NUDGE = 0.05     # --neuron: weight of the channel mean added while optimizing (see objective)
@@ -104,20 +105,15 @@ class FeatureVisualizer:
     """Resolves a FeatureVizConfig or ClassVizConfig against its net (every check that needs the
     net happens here, before any optimization), then `run` renders.
 
-    `net` reuses an already loaded net (it must be config.net); by default it is loaded.
+    `net` reuses an already loaded net (the result then names it as its net, whatever config.net
+    said); by default config.net is loaded.
     """
 
     def __init__(self, config: RenderConfig, net: Net | None = None):
         if not isinstance(config, RenderConfig):
             config_of(config, FeatureVizConfig, ClassVizConfig)
         config = config.validate()
-        check_loaded_net(net)
-        own = net is None
-        if own:
-            device = resolve_device(config.device)
-            net = get_net(config.net, "max", device)
-        else:
-            device = next(net.parameters()).device
+        config, net, device, own = engine_net(config, net)
         self.device = device
         precision = default_precision(device) if config.precision == "auto" else config.precision
         # Every pass runs under precision_mode: bf16 weights cast once, not by autocast every pass

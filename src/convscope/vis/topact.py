@@ -31,13 +31,14 @@ from PIL import Image, ImageDraw
 
 from .. import images
 from ..argcheck import callback_or_none, check_loaded_net, config_of
-from ..devices import default_precision, resolve_device
+from ..devices import default_precision
 from ..errors import ConfigError, ImageError
-from ..nets import AUTO, auto_layer, get_net, natural_side
+from ..nets import AUTO, auto_layer, natural_side
 from ..optimize import precision_mode
 from .attribution import backward_rule
 from .configs import TopActConfig, parse_channels
 from .imagefolder import Batch, find_images, load_square, relative_name, stream_batches
+from .loadnet import engine_net
 from .receptive import ReceptiveField, receptive_field  # noqa: F401 (part of this module's API)
 
 # The config and its limits live in vis.configs (torch-free, for the CLI).
@@ -151,12 +152,7 @@ class TopActivations:
     """The network and layer, checked; `scan` then `project` (or `run` for both)."""
 
     def __init__(self, config: TopActConfig, net=None):
-        config = config.validate()
-        if net is None:
-            device = resolve_device(config.device)
-            net = get_net(config.net, "max", device).use_channels_last(device.type in ("cuda", "cpu"))
-        else:
-            device = next(net.parameters()).device
+        config, net, device, _ = engine_net(config.validate(), net, channels_last=True)
         precision = default_precision(device) if config.precision == "auto" else config.precision
         config = replace(config, size=config.size or natural_side(net, DEFAULT_SIZE))
         layer = auto_layer(net, AUTO_DEPTH) if config.layer == AUTO else config.layer
@@ -172,8 +168,7 @@ class TopActivations:
         if config.size < stride:
             raise ConfigError(f"--size {config.size} is too small for {layer} of {config.net}: "
                               f"it needs images of at least {stride} px")
-        # A net handed in names itself in the record, whatever config.net said.
-        self.config = replace(config, net=net.net_name, device=str(device), precision=precision, layer=layer)
+        self.config = replace(config, device=str(device), precision=precision, layer=layer)
         if config.rule == AUTO:
             self.config = replace(self.config, rule="deconvnet" if self.pools_before_layer() else "guided")
         self._field: ReceptiveField | None = None
