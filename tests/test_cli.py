@@ -560,6 +560,22 @@ def test_failed_run_leaves_no_intermediate_frames(capsys, inputs):
     assert_empty(inputs.out_dir)
 
 
+def test_failed_rerun_puts_back_the_frames_it_replaced(capsys, inputs):
+    """A rerun into the same OUT that fails removes its frames and restores the earlier run's
+    frames of the same names (it deleted them: they had been overwritten, then removed)."""
+    out = inputs.out_dir / "out.png"
+    assert stylize(capsys, inputs.content, inputs.style, out, "--save-every", "1").code == 0
+    before = {n: (inputs.out_dir / n).read_bytes() for n in names_in(inputs.out_dir)}
+    assert {"out_0001.png", "out_0002.png"} <= before.keys()
+    r = stylize(capsys, inputs.content, inputs.style, out, "--lr", "1e6", "--iterations", "3", "--save-every", "1")
+    assert_user_error(r, "diverged")
+    assert {n: (inputs.out_dir / n).read_bytes() for n in names_in(inputs.out_dir)} == before
+    # A rerun that succeeds leaves its own frames and no earlier one aside.
+    assert stylize(capsys, inputs.content, inputs.style, out, "--save-every", "1").code == 0
+    assert sorted(names_in(inputs.out_dir)) == sorted(before)
+    assert_no_temp_files(inputs.out_dir)
+
+
 # ------------------------------------------------------------ images too thin for the network
 
 def test_very_wide_content_is_a_user_error_not_a_crash(capsys, inputs):

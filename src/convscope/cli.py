@@ -126,8 +126,8 @@ def progress_bar(desc: str = "stylize"):
 
 class RunOutputs:
     """What an optimizing command does around its engine: progress bar, frames every N iterations
-    (OUT<tag>_0050.png ...), removing those frames if the run fails, and on Ctrl-C saving the best
-    image so far with its metadata (exit 130). One place, so every command behaves the same.
+    (OUT<tag>_0050.png ...), removing them if the run fails (an earlier run's frames they replaced come
+    back), and on Ctrl-C saving the best image so far with its metadata (exit 130). One place for all.
     `strip`: where --strip (or --save-every) writes OUT_progress.png, checked before the run; else None."""
 
     def __init__(self, args, out: Path, save_every: int, desc: str, tag: Callable = lambda p: ""):
@@ -140,6 +140,7 @@ class RunOutputs:
         refuse_frames_over_inputs(args, out, self.strip, bool(save_every))
         self.bar = progress_bar(desc) if not args.quiet else None
         self.frames: list[Path] = []
+        self.replaced: dict[Path, Path] = {}  # frame -> where the earlier run's frame of that name waits
 
     def callback(self, p) -> None:
         from . import images
@@ -148,8 +149,24 @@ class RunOutputs:
             self.bar(p)
         if self.every and p.image is not None and p.iteration % self.every == 0:
             frame = Path(f"{self.out.with_suffix('')}{self.tag(p)}_{p.iteration:04d}{self.out.suffix}")
+            if frame not in self.frames:
+                if frame.is_file():  # an earlier run's frame: kept aside until this run has succeeded
+                    aside = frame.with_name(f".{frame.name}.earlier")
+                    os.replace(frame, aside)
+                    self.replaced[frame] = aside
+                self.frames.append(frame)
             images.save_image(p.image, frame)
-            self.frames.append(frame)
+
+    def _settle(self, failed: bool) -> None:
+        """After the engine: a failed run removes its frames and puts back the earlier ones they
+        replaced; otherwise those earlier frames go."""
+        for frame in self.frames if failed else ():
+            frame.unlink(missing_ok=True)
+        for frame, aside in self.replaced.items():
+            if failed:
+                os.replace(aside, frame)
+            else:
+                aside.unlink(missing_ok=True)
 
     def run(self, engine: Callable, command: str, config, inputs: dict):
         """engine(callback) -> result; None when interrupted (the best image is saved by then).
@@ -160,8 +177,9 @@ class RunOutputs:
         from .runinfo import run_metadata
 
         try:
-            return engine(self.callback if self.bar is not None or self.every else None)
+            result = engine(self.callback if self.bar is not None or self.every else None)
         except Interrupted as stop:
+            self._settle(failed=False)  # the frames so far are this run's, as the best image is
             resolved = stop.config or config
             meta = run_metadata(command, resolved.to_dict(), inputs=inputs, seed=config.seed,
                                 interrupted_at={"stage": stop.stage, "iteration": stop.iteration})
@@ -170,9 +188,10 @@ class RunOutputs:
                   f"saved to {self.out}", file=sys.stderr)
             return None
         except BaseException:
-            for frame in self.frames:  # a failed run leaves nothing behind, frames included
-                frame.unlink(missing_ok=True)
+            self._settle(failed=True)  # a failed run leaves nothing behind, frames included
             raise
+        self._settle(failed=False)
+        return result
 
 
 def _run_style(args, config, content_path, style_paths, content_img=None, style_imgs=None) -> int:
