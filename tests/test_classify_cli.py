@@ -539,7 +539,24 @@ def test_evaluate_on_a_split_folder_of_other_classes_says_so_before_decoding(tra
     monkeypatch.setattr(data_module, "_decode_listing", no_decoding)
     assert main(["classify", "evaluate", str(run), "--data", str(other), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
-    assert "the data's classes (cat, dog) differ from the run's (blue, green, red)" in err and err.count("\n") == 1
+    assert "has class folders the run does not know (cat, dog)" in err and err.count("\n") == 1
+
+
+def test_evaluate_on_another_split_folder_with_some_of_the_runs_classes(trained, tmp_path, capsys):
+    # Its test/ split is a test set as a plain folder is: some of the run's classes are fine (it was
+    # refused, "the data's classes (green) differ", where the plain folder was scored).
+    import shutil
+
+    data, run = trained
+    other = tmp_path / "other"
+    for split in ("train", "test"):
+        shutil.copytree(data / "test" / "green", other / split / "green")
+    (other / "test" / "green" / "0.png").unlink()
+    assert main(["classify", "evaluate", str(run), "--data", str(other), "--json", "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["count"] == 5 and list(metrics["per_class"]) == ["green"]
+    assert main(["classify", "evaluate", str(run), "--data", str(other), "--device", "cpu"]) == 0
+    assert "on 5 images (all images of its test/ split)" in capsys.readouterr().out
 
 
 def test_evaluate_on_a_train_and_test_folder_decodes_the_test_images_only(trained, capsys, monkeypatch):

@@ -43,7 +43,8 @@ def register(subparsers) -> None:
     e.add_argument("--data", default=None,
                    help="data set to evaluate on (default: the run's own validation split): a folder of class "
                         "sub-folders is evaluated whole (it may hold only some of the run's classes); one with "
-                        "train/ inside, on its test/ or val/ split; the run's own folder, on its hold-out")
+                        "train/ inside, on all of its val/ (or test/) split likewise; the run's own folder, on "
+                        "its hold-out")
     e.add_argument("--data-root", default=None, help="where CIFAR-10 is")
     e.add_argument("--tta", nargs="?", const="flip", default="none", choices=TTA_MODES, metavar="MODE",
                    help="test-time augmentation: flip (the default when given alone) averages the image and its "
@@ -120,12 +121,14 @@ def run_evaluate(args) -> int:
         refuse_to_overwrite_an_input(Namespace(command=args.command, data=spec, output=args.output,
                                                mistakes_figure=args.mistakes_figure))
     size = decode_size(spec, loaded.input_size, loaded.config.model) if folder else None
-    if folder and args.data and plain_class_folder(spec) and not same_folder(spec, own):
-        # Another folder of class sub-folders: a test set, all of it (not a val_split hold-out of it).
+    test_dir = _test_set(spec) if folder and args.data and not same_folder(spec, own) else None
+    if test_dir is not None:
+        # Another folder: a test set, all of it (not a val_split hold-out of it), with some or all of
+        # the run's classes: its class sub-folders, or those of its test/ or val/ split.
         from ..classify.data import load_images
 
-        val = load_images(spec, classes=loaded.classes, size=size)
-        val_kind = "all images"
+        val = load_images(str(test_dir), classes=loaded.classes, size=size)
+        val_kind = "all images" if plain_class_folder(spec) else f"all images of its {test_dir.name}/ split"
         _warn_if_a_copy_of_the_training_data(recorded, spec, val)
         if val.skipped:
             print(f"warning: skipped {len(val.skipped)} unreadable image(s), e.g. {val.skipped[0]}", file=sys.stderr)
@@ -177,6 +180,18 @@ def _check_classes(data: list[str] | None, run: list[str]) -> None:
         def names(c):
             return ", ".join(c[:5]) + (", ..." if len(c) > 5 else "")
         raise ConfigError(f"the data's classes ({names(data)}) differ from the run's ({names(run)})")
+
+
+def _test_set(spec: str) -> Path | None:
+    """The folder of class sub-folders to evaluate whole in the data folder `spec`: itself, or its
+    test/ or val/ split; None for a train/ folder alone (a hold-out of it is drawn instead)."""
+    from ..classify.folders import layout
+
+    root = Path(spec).expanduser()
+    if not root.is_dir():
+        return None
+    train_dir, val_dir, _ = layout(root)
+    return root if train_dir == root else val_dir
 
 
 def _percent(p: float) -> str:
