@@ -282,6 +282,18 @@ def test_wrong_model_kind_and_bad_options(assets, out_dir, capsys):
     assert leftovers(out_dir) == []
 
 
+def test_a_folder_where_the_sidecar_goes_is_refused_before_the_video_is_written(assets, out_dir, capsys):
+    # The video was written (over an old one) before the .json sidecar failed: exit 2, output lost.
+    (out_dir / "out.json").mkdir()
+    (out_dir / "out.mp4").write_bytes(b"the old video")
+    rc = main(["stylize-video", str(assets["clip"]), "--model", str(assets["model"]), "-o",
+               str(out_dir / "out.mp4"), *CPU])
+    err = capsys.readouterr().err
+    assert rc == 2 and "out.json" in err and "folder" in err and err.count("\n") == 1
+    assert (out_dir / "out.mp4").read_bytes() == b"the old video"
+    assert leftovers(out_dir) == ["out.json", "out.mp4"]
+
+
 @pytest.mark.parametrize("extra", [["--model", "M", "--alpha", "0.5"], ["--model", "M", "--style-size", "256"],
                                    ["--model", "M", "--decoder", "adain"],
                                    ["--method", "arbitrary", "--style", "S", "--strength", "0.5"]])

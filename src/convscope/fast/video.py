@@ -83,7 +83,11 @@ def check_video_output(path) -> Path:
     if p.suffix.lower() not in VIDEO_FORMATS:
         raise OutputError(f"cannot write {p}: unknown video extension {p.suffix!r}; use one of "
                           f"{', '.join(VIDEO_FORMATS)}")
-    return images.check_output_file(p, "out.mp4")
+    images.check_output_file(p, "out.mp4")
+    if images.sidecar_path(p).is_dir():  # found only once the video was written over any old one
+        raise OutputError(f"cannot write {p}: its settings file {images.sidecar_path(p)} would replace a folder; "
+                          "move that folder or choose another output name")
+    return p
 
 
 def _readable_video(path) -> Path:
