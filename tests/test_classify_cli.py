@@ -596,6 +596,7 @@ def test_resume_after_a_class_folder_was_renamed_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize("command", [["evaluate", "{bad}"], ["predict", "{bad}", "{img}"],
                                      ["export", "{bad}", "-o", "{tmp}/m.onnx"]])
 @pytest.mark.parametrize("edit, words", [({"input_size": "x"}, "--input-size"), ({"hidden": [0]}, "--hidden"),
+                                         ({"input_size": None}, "--input-size"),  # (a TypeError, as "x" was)
                                          ({"classes": ["red", "red", "blue"]}, "repeat")])
 def test_a_run_with_a_damaged_config_says_so(trained, tmp_path, capsys, command, edit, words):
     # An edited or damaged config.json (input_size "x") was a TypeError traceback from inside the model.

@@ -52,6 +52,8 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
         raise RunError(f"{run.file('config.json')} is incomplete or from another version ({e})") from None
     try:  # training checked these; an edited or damaged file (input_size "x") failed deep in the model
         config.validate()
+        if config.input_size is None:  # (training writes the size it resolved; None failed in the model)
+            raise ConfigError("--input-size needs a value, not None")
     except ConfigError as e:
         raise RunError(f"{run.file('config.json')} is damaged: {e}") from None
     if len(set(classes)) != len(classes):  # (two outputs of one name: predictions would mislabel)
