@@ -1045,6 +1045,16 @@ def test_train_config_refuses_non_finite_numbers_and_bad_seeds(changes, message)
             TrainArbitraryConfig(**changes).validate()
 
 
+@pytest.mark.parametrize("config", [TrainStyleConfig, TrainArbitraryConfig])
+def test_train_config_refuses_a_learning_rate_adam_cannot_take(config):
+    # --lr 1e308 passed validate(), and Adam's first step overflowed float32: a RuntimeError traceback.
+    from convscope.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--lr must be at most 1e\+06, not 1e\+308"):
+        config(lr=1e308).validate()
+    config(lr=1e6).validate()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--encoder-widths", "4", "4", "4"], "--encoder-widths takes four"),
     (["--mimic-weight", "-1"], "--mimic-weight must be 0 or more"),

@@ -9,7 +9,7 @@ import numbers
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
-from ..options import check_choices, documented
+from ..options import check_choices, check_max_lr, documented
 from ..options import option as _opt
 
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
@@ -77,6 +77,7 @@ class TrainCommon(_Checked):
         self._whole("size", "batch_size", "steps", "preview_every", "checkpoint_every")
         self._positive("size", "batch_size", "steps", "lr", "checkpoint_every")
         self._non_negative("preview_every")
+        check_max_lr(self.lr)  # (Adam's step overflowed float32: --lr 1e308 was a RuntimeError traceback)
         if self.size < 32 or self.size > 2048:
             raise ConfigError(f"--size must be between 32 and 2048 pixels, not {self.size}")
         if self.batch_size > 1024 or self.steps > 10_000_000:
