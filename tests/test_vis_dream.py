@@ -170,6 +170,25 @@ def test_cli_writes_output_sidecar_and_zoom_frames(tmp_path, src, capsys):
     assert not (tmp_path / "dream_0003.png").exists()
 
 
+def test_cli_zoom_frames_over_an_input_or_a_folder_are_refused_before_the_dream(tmp_path, capsys):
+    # The frames are written after the dream: z_0001.png as the input image was replaced by a zoom frame
+    # (exit 0), and a folder named like a frame failed the run after the dream had replaced the old one.
+    source = tmp_path / "z_0001.png"
+    photo().save(source)
+    before = source.read_bytes()
+    zoom = [*CLI_TINY, "--zoom-frames", "2", "--zoom-steps", "1"]
+    assert main(["dream", str(source), "-o", str(tmp_path / "z.png"), *zoom]) == 2
+    err = capsys.readouterr().err
+    assert "one of its --zoom-frames frames" in err and "z_0001.png" in err and err.count("\n") == 1, err
+    assert source.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["z_0001.png"]
+    (tmp_path / "y_0002.png").mkdir()
+    (tmp_path / "y.png").write_bytes(b"the old dream")
+    assert main(["dream", str(source), "-o", str(tmp_path / "y.png"), *zoom]) == 2
+    err = capsys.readouterr().err
+    assert "y_0002.png" in err and "folder" in err and err.count("\n") == 1, err
+    assert (tmp_path / "y.png").read_bytes() == b"the old dream" and not (tmp_path / "y.json").exists()
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--channel", "999"], "out of range"),
     (["--layer", "relu2_1x"], "did you mean"),

@@ -125,10 +125,11 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def refuse_frames_over_inputs(args: argparse.Namespace, out: Path, strip: Path | None, frames: bool) -> None:
+def refuse_frames_over_inputs(args: argparse.Namespace, out: Path, strip: Path | None, frames: bool,
+                              flag: str = "--save-every") -> None:
     """ConfigError when an input file would be replaced by what an optimizing run writes beside -o
     OUT.png: its progress strip `strip` (OUT_progress.png), or with `frames` (--save-every) one of its
-    frames (OUT_0050.png; OUT_s2_0050.png or OUT_relu2_1_0050.png with a stage or layer tag)."""
+    frames (OUT_0050.png; OUT_s2_0050.png or OUT_relu2_1_0050.png with a stage or layer tag; `flag` names them)."""
     from .errors import ConfigError
 
     frame = re.compile(rf"{re.escape(out.stem)}_(?:.+_)?\d{{4,}}{re.escape(out.suffix)}")
@@ -138,7 +139,7 @@ def refuse_frames_over_inputs(args: argparse.Namespace, out: Path, strip: Path |
         if strip is not None and _same(given, strip):
             what = f"its progress strip {strip.name}"
         elif frames and frame.fullmatch(given.name) and _same(given.parent, out.parent):
-            what = "one of its --save-every frames"
+            what = f"one of its {flag} frames"
         else:
             continue
         raise ConfigError(f"{given} is one of this run's inputs ({name.replace('_', '-')}) and {what} would "

@@ -32,6 +32,16 @@ def run(args) -> int:
     for path in (args.image, args.guide):
         if path:
             readable_file(path)
+    frame_paths = [Path(f"{out.with_suffix('')}_{n:04d}{out.suffix}") for n in range(1, config.zoom_frames + 1)]
+    if frame_paths:  # (checked now: the frames come after the dream is saved, over any old one)
+        from ..clichecks import refuse_frames_over_inputs
+        from ..errors import OutputError
+
+        refuse_frames_over_inputs(args, out, None, True, "--zoom-frames")
+        folder = next((p for p in frame_paths if p.is_dir()), None)
+        if folder is not None:
+            raise OutputError(f"cannot write the zoom frame {folder}: it is a folder; move it or choose another "
+                              "output name")
 
     from .. import images
     from ..errors import UserError
@@ -60,11 +70,10 @@ def run(args) -> int:
     images.save_image(result.image, out, meta)
 
     # Zoom frames come after the main output (they start from it): OUT_0001.png ..., no sidecars.
-    stem, frames = out.with_suffix(""), []
+    frames = []
     zoom_bar = progress_bar("zoom") if not args.quiet and config.zoom_frames else None
     try:
-        for n, frame in enumerate(dreamer.zoom(result.image, callback=zoom_bar), 1):
-            path = Path(f"{stem}_{n:04d}{out.suffix}")
+        for path, frame in zip(frame_paths, dreamer.zoom(result.image, callback=zoom_bar)):
             images.save_image(frame, path)
             frames.append(path)
     except Interrupted:
