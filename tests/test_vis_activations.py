@@ -223,6 +223,26 @@ def test_cli_all_conv_writes_one_figure_per_block(capsys, cli_net, photo, tmp_pa
     assert deepest["shape"] == [512, 1, 2]
 
 
+def test_cli_all_conv_refuses_a_figure_over_an_input_or_a_folder_before_writing(capsys, cli_net, photo, tmp_path):
+    # The per-block names are known only after the pass: maps_relu2_2.png as the input was replaced by
+    # its figure (exit 0), and a folder maps_relu5_4.png failed the run after the figures before it had
+    # been written over an earlier run's, then deleted.
+    folder = tmp_path / "out"
+    source = folder / "maps_relu2_2.png"
+    source.write_bytes(Path(photo).read_bytes())
+    argv = ["--layer", "all-conv", "--size", "32", "--max-channels", "2", "--device", "cpu", "-q"]
+    code, stdout, err = run(capsys, "activations", source, *argv, "-o", folder / "maps.png")
+    assert_one_line_error(code, stdout, err, "maps_relu2_2.png is one of this run's inputs")
+    assert source.read_bytes() == Path(photo).read_bytes() and [p.name for p in folder.iterdir()] == [source.name]
+    source.unlink()
+    (folder / "maps_relu1_2.png").write_bytes(b"an earlier figure")
+    (folder / "maps_relu5_4.png").mkdir()
+    code, stdout, err = run(capsys, "activations", photo, *argv, "-o", folder / "maps.png")
+    assert_one_line_error(code, stdout, err, "maps_relu5_4.png", "folder")
+    assert (folder / "maps_relu1_2.png").read_bytes() == b"an earlier figure"
+    assert sorted(p.name for p in folder.iterdir()) == ["maps_relu1_2.png", "maps_relu5_4.png"]
+
+
 def test_cli_json_on_stdout_without_a_figure(capsys, cli_net, photo, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "out")
     code, stdout, err = run(capsys, "activations", photo, "--layer", "relu1_2", "--size", "32",

@@ -84,6 +84,13 @@ def refuse_to_overwrite_an_input(args: argparse.Namespace) -> None:
                                 Path(out).expanduser())
 
 
+def refuse_files_over_inputs(args: argparse.Namespace, flag: str, paths) -> None:
+    """refuse_to_overwrite_an_input for the files a run writes beside -o under names of its own
+    (activations --layer all-conv: OUT_<layer>.png), `flag` naming them in the message."""
+    for path in paths:
+        _refuse_over_inputs(args, flag, Path(path))
+
+
 def _refuse_over_inputs(args: argparse.Namespace, flag: str, out: Path) -> None:
     from .errors import ConfigError
     from .imagefiles import WRITABLE_FORMATS, is_image_name, sidecar_path, visible

@@ -47,8 +47,15 @@ def run(args) -> int:
         # Render every figure before writing any, so a failure leaves no partial set of files.
         per_layer = config.layer == ALL_CONV
         jobs = []
-        for la in result.layers:
-            path = Path(f"{out.with_suffix('')}_{la.canonical}{out.suffix}") if per_layer else out
+        paths = [Path(f"{out.with_suffix('')}_{la.canonical}{out.suffix}") if per_layer else out
+                 for la in result.layers]
+        if per_layer:  # names known only now: one on an input or a folder lost inputs or old figures
+            from ..clichecks import refuse_files_over_inputs
+
+            refuse_files_over_inputs(args, "--layer all-conv's figure", paths)
+            for path in paths:
+                images.check_output_path(path)
+        for la, path in zip(result.layers, paths):
             jobs.append((path, layer_figure(result, la), figure_metadata(result, la, input=str(args.image))))
         written: list[Path] = []
         try:
