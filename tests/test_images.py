@@ -657,3 +657,23 @@ def test_list_image_files_skips_hidden_and_sorts_by_relative_path(tmp_path):
     assert [p.name for p in list_image_files(tmp_path, recursive=False)] == ["a.jpeg", "b.PNG"]
     assert len(list_image_files(tmp_path, limit=1)) == 2  # stops once over the limit
     assert list_image_files(tmp_path / "a" / "b" / "c.webp") == []  # not a folder: nothing
+
+
+def test_output_set_keeps_or_puts_back_the_files_it_replaced(tmp_path):
+    from convscope.imagefiles import OutputSet
+
+    old, new = tmp_path / "f_0001.png", tmp_path / "f_0002.png"
+    old.write_bytes(b"earlier frame")
+    old.with_suffix(".json").write_text("earlier sidecar")
+    outputs = OutputSet()
+    for path in (old, new, old):  # a name claimed twice is set aside once
+        outputs.claim(path, sidecar=True).write_bytes(b"this run")
+    assert outputs.written == [old, old.with_suffix(".json"), new, new.with_suffix(".json")]
+    outputs.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f_0001.json", "f_0001.png"]
+    assert old.read_bytes() == b"earlier frame" and old.with_suffix(".json").read_text() == "earlier sidecar"
+    outputs = OutputSet()
+    outputs.claim(old).write_bytes(b"this run")
+    outputs.keep()
+    assert old.read_bytes() == b"this run" and outputs.written == [old]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f_0001.json", "f_0001.png"]  # nothing left aside

@@ -243,6 +243,31 @@ def test_cli_all_conv_refuses_a_figure_over_an_input_or_a_folder_before_writing(
     assert sorted(p.name for p in folder.iterdir()) == ["maps_relu1_2.png", "maps_relu5_4.png"]
 
 
+def test_cli_all_conv_failing_midway_puts_back_the_earlier_figures(capsys, cli_net, photo, tmp_path, monkeypatch):
+    # A rerun whose third figure cannot be written (disk full) deleted the earlier run's first two
+    # figures and sidecars, which it had just replaced.
+    from convscope import images
+    from convscope.errors import OutputError
+
+    out = tmp_path / "out" / "maps.png"
+    argv = ["activations", photo, "--layer", "all-conv", "--size", "32", "--max-channels", "2", "--device", "cpu",
+            "-q", "-o", out]
+    assert run(capsys, *argv)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.parent.iterdir()}
+    real, calls = images.save_image, []
+
+    def full_disk(image, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OutputError(f"cannot write {path}: no space left on device")
+        return real(image, path, {"a": "rerun"})
+
+    monkeypatch.setattr(images, "save_image", full_disk)
+    code, stdout, err = run(capsys, *argv)
+    assert_one_line_error(code, stdout, err, "no space left")
+    assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before
+
+
 def test_cli_json_on_stdout_without_a_figure(capsys, cli_net, photo, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "out")
     code, stdout, err = run(capsys, "activations", photo, "--layer", "relu1_2", "--size", "32",

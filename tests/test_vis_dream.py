@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,6 +188,33 @@ def test_cli_zoom_frames_over_an_input_or_a_folder_are_refused_before_the_dream(
     err = capsys.readouterr().err
     assert "y_0002.png" in err and "folder" in err and err.count("\n") == 1, err
     assert (tmp_path / "y.png").read_bytes() == b"the old dream" and not (tmp_path / "y.json").exists()
+
+
+def test_cli_zoom_frames_failing_midway_put_back_the_earlier_frames(tmp_path, capsys, monkeypatch):
+    # A rerun whose third frame could not be written deleted the earlier run's first two frames,
+    # which it had replaced.
+    from convscope.errors import OutputError
+
+    source = tmp_path / "in.png"
+    photo().save(source)
+    argv = ["dream", str(source), "-o", str(tmp_path / "d.png"), *CLI_TINY, "--zoom-frames", "3", "--zoom-steps", "1"]
+    assert main(argv) == 0
+    frames = {n: (tmp_path / n).read_bytes() for n in ("d_0001.png", "d_0002.png", "d_0003.png")}
+    for name in frames:
+        (tmp_path / name).write_bytes(b"an earlier frame " + name.encode())
+    real = images.save_image
+
+    def full_disk(image, path, metadata=None):
+        if Path(path).name == "d_0003.png":
+            raise OutputError(f"cannot write {path}: no space left on device")
+        return real(image, path, metadata)
+
+    monkeypatch.setattr(images, "save_image", full_disk)
+    assert main(argv) == 2
+    assert "no space left" in capsys.readouterr().err
+    for name in frames:
+        assert (tmp_path / name).read_bytes() == b"an earlier frame " + name.encode()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize("extra, needle", [

@@ -132,6 +132,7 @@ class RunOutputs:
 
     def __init__(self, args, out: Path, save_every: int, desc: str, tag: Callable = lambda p: ""):
         from . import images
+        from .imagefiles import OutputSet
 
         self.out, self.every, self.tag = out, save_every, tag
         wants_strip = getattr(args, "strip", False) or save_every
@@ -139,8 +140,7 @@ class RunOutputs:
             if wants_strip else None
         refuse_frames_over_inputs(args, out, self.strip, bool(save_every))
         self.bar = progress_bar(desc) if not args.quiet else None
-        self.frames: list[Path] = []
-        self.replaced: dict[Path, Path] = {}  # frame -> where the earlier run's frame of that name waits
+        self.frames = OutputSet()  # a failed run removes its frames, and earlier ones of their names come back
 
     def callback(self, p) -> None:
         from . import images
@@ -149,24 +149,7 @@ class RunOutputs:
             self.bar(p)
         if self.every and p.image is not None and p.iteration % self.every == 0:
             frame = Path(f"{self.out.with_suffix('')}{self.tag(p)}_{p.iteration:04d}{self.out.suffix}")
-            if frame not in self.frames:
-                if frame.is_file():  # an earlier run's frame: kept aside until this run has succeeded
-                    aside = frame.with_name(f".{frame.name}.earlier")
-                    os.replace(frame, aside)
-                    self.replaced[frame] = aside
-                self.frames.append(frame)
-            images.save_image(p.image, frame)
-
-    def _settle(self, failed: bool) -> None:
-        """After the engine: a failed run removes its frames and puts back the earlier ones they
-        replaced; otherwise those earlier frames go."""
-        for frame in self.frames if failed else ():
-            frame.unlink(missing_ok=True)
-        for frame, aside in self.replaced.items():
-            if failed:
-                os.replace(aside, frame)
-            else:
-                aside.unlink(missing_ok=True)
+            images.save_image(p.image, self.frames.claim(frame))
 
     def run(self, engine: Callable, command: str, config, inputs: dict):
         """engine(callback) -> result; None when interrupted (the best image is saved by then).
@@ -179,7 +162,7 @@ class RunOutputs:
         try:
             result = engine(self.callback if self.bar is not None or self.every else None)
         except Interrupted as stop:
-            self._settle(failed=False)  # the frames so far are this run's, as the best image is
+            self.frames.keep()  # the frames so far are this run's, as the best image is
             resolved = stop.config or config
             meta = run_metadata(command, resolved.to_dict(), inputs=inputs, seed=config.seed,
                                 interrupted_at={"stage": stop.stage, "iteration": stop.iteration})
@@ -188,9 +171,9 @@ class RunOutputs:
                   f"saved to {self.out}", file=sys.stderr)
             return None
         except BaseException:
-            self._settle(failed=True)  # a failed run leaves nothing behind, frames included
+            self.frames.undo()  # a failed run leaves nothing behind, frames included
             raise
-        self._settle(failed=False)
+        self.frames.keep()
         return result
 
 
@@ -232,7 +215,7 @@ def _run_style(args, config, content_path, style_paths, content_img=None, style_
         images.save_image(image_strip(result.snapshots, title), outputs.strip)  # a figure: no sidecar
         written.append(outputs.strip)
     if not args.quiet:
-        print_summary(written, outputs.frames, result.seconds, result.losses)
+        print_summary(written, outputs.frames.written, result.seconds, result.losses)
     return 0
 
 

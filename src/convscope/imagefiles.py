@@ -181,3 +181,42 @@ def write_atomic(p: Path, write) -> None:
 def _reason(exc: OSError) -> str:
     """A one-line description of an OSError (strerror if known, else its text)."""
     return exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+
+
+class OutputSet:
+    """Files a run writes one after another (frames, a figure per layer), undone together if the
+    run fails: `claim` each path just before writing it; a file an earlier run left under that name
+    (and its .json sidecar, with `sidecar`) waits aside as .NAME.earlier until `keep` drops it, or
+    `undo` removes what this run wrote and puts the earlier files back. A failed rerun used to
+    delete the earlier run's files it had overwritten. `written`: the paths claimed (sidecars too)."""
+
+    def __init__(self):
+        self.written: list[Path] = []
+        self._aside: dict[Path, Path] = {}
+
+    def claim(self, path, sidecar: bool = False) -> Path:
+        path = Path(path)
+        for p in (path, sidecar_path(path)) if sidecar else (path,):
+            if p in self.written:
+                continue
+            if p.is_file():
+                aside = p.with_name(f".{p.name}.earlier")
+                os.replace(p, aside)
+                self._aside[p] = aside
+            self.written.append(p)
+        return path
+
+    def keep(self) -> None:
+        for aside in self._aside.values():
+            with contextlib.suppress(OSError):
+                aside.unlink()
+        self._aside = {}
+
+    def undo(self) -> None:
+        for p in self.written:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        for p, aside in self._aside.items():
+            with contextlib.suppress(OSError):
+                os.replace(aside, p)
+        self.written, self._aside = [], {}

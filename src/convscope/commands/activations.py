@@ -38,6 +38,7 @@ def run(args) -> int:
     readable_file(args.image)
 
     from .. import images
+    from ..imagefiles import OutputSet
     from ..vis.activations import activations, figure_metadata, layer_figure, stats_dict
 
     image = images.load_image(args.image)
@@ -57,17 +58,17 @@ def run(args) -> int:
                 images.check_output_path(path)
         for la, path in zip(result.layers, paths):
             jobs.append((path, layer_figure(result, la), figure_metadata(result, la, input=str(args.image))))
-        written: list[Path] = []
+        saved = OutputSet()  # a failed set leaves none of its files, and the earlier ones come back
         try:
             for path, figure, meta in jobs:
-                written.append(images.save_image(figure, path, meta))
+                images.save_image(figure, saved.claim(path, sidecar=True), meta)
         except BaseException:
-            for path in written:
-                path.unlink(missing_ok=True)
-                images.sidecar_path(path).unlink(missing_ok=True)
+            saved.undo()
             raise
+        saved.keep()
         if not args.quiet:
-            print(f"wrote {', '.join(map(str, written))} ({result.seconds:.2f} s forward pass)", file=sys.stderr)
+            print(f"wrote {', '.join(str(path) for path, _, _ in jobs)} ({result.seconds:.2f} s forward pass)",
+                  file=sys.stderr)
     if args.json:
         print(json.dumps(stats_dict(result), indent=2))
     return 0

@@ -45,6 +45,7 @@ def run(args) -> int:
 
     from .. import images
     from ..errors import UserError
+    from ..imagefiles import OutputSet
     from ..optimize import Interrupted
     from ..runinfo import run_metadata
     from ..vis.dream import Dreamer
@@ -70,20 +71,20 @@ def run(args) -> int:
     images.save_image(result.image, out, meta)
 
     # Zoom frames come after the main output (they start from it): OUT_0001.png ..., no sidecars.
-    frames = []
+    frames = OutputSet()
     zoom_bar = progress_bar("zoom") if not args.quiet and config.zoom_frames else None
     try:
         for path, frame in zip(frame_paths, dreamer.zoom(result.image, callback=zoom_bar)):
-            images.save_image(frame, path)
-            frames.append(path)
+            images.save_image(frame, frames.claim(path))
     except Interrupted:
-        print(f"\ninterrupted after {len(frames)} zoom frame(s); {out} and those frames are complete",
+        frames.keep()
+        print(f"\ninterrupted after {len(frames.written)} zoom frame(s); {out} and those frames are complete",
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except UserError:
-        for path in frames:  # a failed sequence leaves no partial set behind (the dream itself is done)
-            path.unlink(missing_ok=True)
+        frames.undo()  # a failed sequence leaves no partial set behind (the dream itself is done)
         raise
+    frames.keep()
     if not args.quiet:
-        print_summary([out], frames, result.seconds, result.losses, "zoom frame(s)")
+        print_summary([out], frames.written, result.seconds, result.losses, "zoom frame(s)")
     return 0

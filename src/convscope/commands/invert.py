@@ -69,7 +69,8 @@ def run(args) -> int:
     else:
         images.save_image(strip_figure(results, title), out, meta)
     if not args.quiet:
-        print(f"wrote {out}" + (f" and {len(outputs.frames)} intermediate image(s)" if outputs.frames else "")
+        frames = outputs.frames.written
+        print(f"wrote {out}" + (f" and {len(frames)} intermediate image(s)" if frames else "")
               + f" in {sum(r.seconds for r in results):.1f} s", file=sys.stderr)
     print(_error_line(results))
     return 0

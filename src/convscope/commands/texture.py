@@ -60,5 +60,5 @@ def run(args) -> int:
         images.save_image(image_strip(panels, f"texture of {Path(args.texture).name}"), outputs.strip)  # no sidecar
         written.append(outputs.strip)
     if not args.quiet:
-        print_summary(written, outputs.frames, result.seconds, result.losses)
+        print_summary(written, outputs.frames.written, result.seconds, result.losses)
     return 0
