@@ -542,6 +542,19 @@ def test_evaluate_on_a_split_folder_of_other_classes_says_so_before_decoding(tra
     assert "has class folders the run does not know (cat, dog)" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", ["train", "lr-find", "evaluate"])
+def test_data_root_with_a_folder_is_refused(trained, tmp_path, capsys, command):
+    # --data-root says where CIFAR-10 is: with a folder as --data it was ignored without a word.
+    data, run = trained
+    argv = {"train": ["train", "--data", str(data), "-o", str(tmp_path / "r"), "--epochs", "1"],
+            "lr-find": ["lr-find", "--data", str(data), "--steps", "10"],
+            "evaluate": ["evaluate", str(run), "--data", str(data / "test")]}[command]
+    assert main(["classify", *argv, "--data-root", str(tmp_path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--data-root says where CIFAR-10 is" in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_evaluate_on_another_split_folder_with_some_of_the_runs_classes(trained, tmp_path, capsys):
     # Its test/ split is a test set as a plain folder is: some of the run's classes are fine (it was
     # refused, "the data's classes (green) differ", where the plain folder was scored).

@@ -254,6 +254,13 @@ def check_command_options(config: TrainConfig) -> None:
     versions, which took it without a word, stay loadable): --snapshot-layer without --snapshots."""
     if config.snapshot_layer != TrainConfig.snapshot_layer and not config.snapshots:
         raise ConfigError("--snapshot-layer names the layer --snapshots records; add --snapshots")
+    check_data_root(config.data, config.data_root)
+
+
+def check_data_root(data, data_root) -> None:
+    """--data-root is where CIFAR-10 is: with a folder as --data it was ignored without a word."""
+    if data_root is not None and data != "cifar10":
+        raise ConfigError(f"--data-root says where CIFAR-10 is; --data here is the folder {data}: drop --data-root")
 
 
 # What resuming a run may change: how long and where it trains, not what (data, recipe, model shape).

@@ -36,7 +36,7 @@ def register_lr_find(sub) -> None:
 
 
 def run_lr_find(args) -> int:
-    from ..classify.config import TrainConfig, check_sweep
+    from ..classify.config import TrainConfig, check_data_root, check_sweep
     from ..errors import ConfigError
     from ..imagefiles import check_output_path
 
@@ -51,6 +51,7 @@ def run_lr_find(args) -> int:
     from ._classify_train import _cache_dir, load_training_data
 
     check_model_name(config.model)
+    check_data_root(config.data, config.data_root)
     check_input_size(config.model, config.input_size)
     cache = _cache_dir(args)
     splits = load_training_data(config, cache)

@@ -113,6 +113,10 @@ def run_evaluate(args) -> int:
     own = _run_data(recorded, loaded.config.data)
     spec = args.data or own
     folder = spec != "cifar10"
+    if args.data_root is not None:
+        from ..classify.config import check_data_root
+
+        check_data_root(spec, args.data_root)
     if folder and not args.data:  # the run's own data, which the CLI's check of --data did not see
         from argparse import Namespace
 
