@@ -31,8 +31,13 @@ def test_auto_on_the_cpu_computes_features_in_bf16_only_where_the_cpu_has_it_nat
     assert feature_precision("auto", CPU) == want
     assert feature_precision("fp32", CPU) == "fp32" and feature_precision("bf16", CPU) == "bf16"  # asked: kept
     assert feature_precision("auto", torch.device("cuda")) == "fp32"  # as before
-    # The training steps stay float32 on the CPU either way (bf16 slowed resnet-fast's backward there).
+    # The training steps stay float32 on the CPU (bf16 slowed resnet-fast's backward there), except
+    # simple's, which bf16 made faster where the CPU has it natively.
     assert resolve_precision("auto", CPU) == "fp32" and resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_precision("auto", CPU, "resnet-fast") == resolve_precision("auto", CPU, "vgg19-bn") == "fp32"
+    assert resolve_precision("auto", CPU, "transfer:vgg19") == "fp32"
+    assert resolve_precision("auto", CPU, "simple") == want
+    assert resolve_precision("fp32", CPU, "simple") == "fp32" and resolve_precision("auto", torch.device("cuda"), "simple") == "bf16"
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -55,6 +60,17 @@ def test_a_frozen_backbones_feature_pass_runs_in_bf16_on_such_a_cpu(monkeypatch,
     convs = [m for m in setup.model.modules() if isinstance(m, torch.nn.Conv2d)][1:]  # (the first has 3 inputs)
     assert convs and not any(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     assert setup.train_x.dtype == torch.float32
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_trains_simple_in_bf16_on_such_a_cpu_and_resnet_fast_in_float32(monkeypatch, native):
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: native)
+    splits = DataSplits(tiny(8, 16, 0), tiny(4, 16, 1), "synthetic", "test")
+    for model, want in (("simple", "bf16" if native else "fp32"), ("resnet-fast", "fp32")):
+        config = TrainConfig(model=model, epochs=1, batch_size=4, input_size=16, device="cpu").resolved()
+        setup = prepare(splits, config, CPU)
+        assert setup.precision == want, model
+        assert isinstance(setup.autocast, torch.autocast) == (want == "bf16"), model
 
 
 @pytest.mark.parametrize("precision, channels_last", [("bf16", True), ("fp32", True), ("fp32", False)])

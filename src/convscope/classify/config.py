@@ -134,8 +134,9 @@ class TrainConfig:
     backbone_lr: float = _opt("learning-rate factor of the unfrozen backbone blocks", 0.1)
     hidden: tuple[int, ...] = _opt("transfer head: hidden layer widths", (512, 256))
     dropout: float = _opt("dropout of the dense heads of transfer: and vgg19-bn models", 0.5)
-    precision: str = _opt("arithmetic: auto (bf16 autocast on CUDA, fp32 on the CPU; a frozen backbone's "
-                          "feature pass in bf16 on CPUs with native bf16), fp32, bf16, fp16 (CUDA)",
+    precision: str = _opt("arithmetic: auto (bf16 autocast on CUDA, fp32 on the CPU; on CPUs with native "
+                          "bf16, simple's training and a frozen backbone's feature pass in bf16), fp32, bf16, "
+                          "fp16 (CUDA)",
                           "auto", choices=TRAIN_PRECISIONS)
     channels_last: bool = _opt("NHWC memory layout (faster convolutions on GPU and on the CPU through oneDNN)",
                                True)

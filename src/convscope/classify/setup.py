@@ -99,7 +99,7 @@ def prepare(splits: DataSplits, config: TrainConfig, device: torch.device, *, sh
     initialization (a resumed run loads its weights instead); `validation`: a frozen backbone's
     validation features too."""
     classes = splits.train.classes
-    autocast, precision = precision_context(config.precision, device)
+    autocast, precision = precision_context(config.precision, device, config.model)
     torch.manual_seed(config.seed)
     model = build_model(config.model, len(classes), config.input_size, hidden=config.hidden,
                         dropout=config.dropout).to(device)
