@@ -167,6 +167,10 @@ def test_predict_imagenet_without_training(capsys):
     # Ignored without a word (no snapshots were recorded).
     (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--snapshot-layer", "conv1"],
      "--snapshot-layer names the layer --snapshots records; add --snapshots"),
+    # Ignored without a word: no flips to alternate (simple's recipe has none).
+    (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--alternate-flip"], "add --flip or drop --alternate-flip"),
+    (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--model", "vgg19-bn", "--alternate-flip",
+      "--no-flip"], "add --flip or drop --alternate-flip"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys, argv, message):
     data, run = trained

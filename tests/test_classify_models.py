@@ -210,6 +210,14 @@ def test_resnet_fast_recipe():
     assert not TrainConfig(model="resnet-fast", alternate_flip=False).resolved().alternate_flip
     assert TrainConfig(model="simple").resolved().label_smoothing == 0.0
     assert not TrainConfig(model="vgg19-bn").resolved().alternate_flip
+    # --no-flip drops the recipe's alternating flips (nothing to alternate), so resolving never
+    # yields alternate_flip without flips, which train() refuses when asked for.
+    assert not TrainConfig(model="resnet-fast", flip=False).resolved().alternate_flip
+    from convscope.classify.config import check_command_options
+    from convscope.errors import ConfigError
+    check_command_options(TrainConfig(model="resnet-fast", flip=False).resolved())
+    with pytest.raises(ConfigError, match="drop --alternate-flip"):
+        check_command_options(TrainConfig(model="simple", alternate_flip=True))
 
 
 def test_finetuning_recipe_runs_few_epochs():

@@ -155,6 +155,8 @@ class TrainConfig:
         self._check_model()
         recipe = {**RECIPE_DEFAULTS, **recipe_of(self.model, self.finetune)}
         values = {k: v for k, v in recipe.items() if getattr(self, k) is None}
+        if self.alternate_flip is None and not (self.flip if self.flip is not None else recipe["flip"]):
+            values["alternate_flip"] = False  # the recipe's alternating flips, but no flips (--no-flip)
         if self.input_size is None and values.get("input_size", 1) is None:
             values["input_size"] = TRANSFER_INPUT.get(self.model.split(":", 1)[-1], 224)
         return replace(self, **values).validate()
@@ -252,9 +254,16 @@ class TrainConfig:
 
 def check_command_options(config: TrainConfig) -> None:
     """What a training command is refused that a saved config.json may hold (runs of earlier
-    versions, which took it without a word, stay loadable): --snapshot-layer without --snapshots."""
+    versions, which took it without a word, stay loadable): --snapshot-layer without --snapshots,
+    --alternate-flip without flips (--no-flip, or a recipe without them)."""
     if config.snapshot_layer != TrainConfig.snapshot_layer and not config.snapshots:
         raise ConfigError("--snapshot-layer names the layer --snapshots records; add --snapshots")
+    if config.alternate_flip is True and config.flip is None:
+        config._check_model()
+    if config.alternate_flip is True and not (config.flip if config.flip is not None else
+                                              recipe_of(config.model, config.finetune)["flip"]):
+        raise ConfigError(f"--alternate-flip changes how flips are drawn, but model {config.model} trains "
+                          "without flips here (--no-flip, or its recipe): add --flip or drop --alternate-flip")
     check_data_root(config.data, config.data_root)
 
 
@@ -304,6 +313,8 @@ def check_resume_options(saved: dict, config: TrainConfig, run: str) -> None:
         return  # a config.json this version cannot read back; loading the checkpoint will say more
     now = json.loads(json.dumps(config.resolved().to_dict()))  # tuples as lists on both sides
     before = json.loads(json.dumps(before))
+    for side in (before, now):  # (without flips, how they would alternate is moot: earlier runs kept a recipe's)
+        side["alternate_flip"] = bool(side["alternate_flip"] and side["flip"])
     # (The layer is pinned while the run records one: a resume without --snapshots names none.)
     free = set(RESUME_MAY_CHANGE) | ({"snapshot_layer"} if not (before.get("snapshots") and now["snapshots"])
                                      else set())
