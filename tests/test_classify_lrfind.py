@@ -72,10 +72,12 @@ def test_a_sweep_where_the_loss_never_falls_suggests_nothing():
     (dict(end=1e300), r"--end must be a learning rate above 0 and at most 1e\+12"),  # was an overflow traceback
     (dict(start=1.0, end=0.5), r"--start \(1\) must be below --end \(0.5\)"),
     (dict(steps=5), "--steps must be a whole number from 10"),
+    (dict(alternate_flip=True), "add --flip or drop --alternate-flip"),  # no flips to alternate: was ignored
 ])
 def test_bad_sweeps_are_refused(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        find_lr(splits(), config(), **kwargs)
+        sweep = {k: kwargs.pop(k) for k in ("start", "end", "steps") if k in kwargs}
+        find_lr(splits(), config(**kwargs), **sweep)
 
 
 def test_cli_prints_the_suggestion_and_draws_the_sweep(tmp_path, capsys):
@@ -96,6 +98,9 @@ def test_cli_prints_the_suggestion_and_draws_the_sweep(tmp_path, capsys):
     assert "unrecognized arguments: --epochs 3" in capsys.readouterr().err
     assert main(base + ["--start", "1", "--end", "0.1"]) == 2
     assert "--start (1) must be below --end (0.1)" in capsys.readouterr().err
+    # No flips to alternate (simple's recipe has none): the sweep ignored it with exit 0.
+    assert main(base + ["--alternate-flip", "--json"]) == 2
+    assert "add --flip or drop --alternate-flip" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "data", "lr.json", "lr.png"]  # the figure alone
 
 

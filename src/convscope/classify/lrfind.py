@@ -20,7 +20,7 @@ import torch
 from ..argcheck import callback_or_none, config_of, path_or_none
 from ..devices import keeps_caller_rng, resolve_device
 from ..errors import ConfigError
-from .config import TrainConfig, check_sweep, for_splits
+from .config import TrainConfig, check_command_options, check_sweep, for_splits
 from .data import DataSplits
 from .setup import prepare
 from .train import train_mode
@@ -62,7 +62,7 @@ def find_lr(splits: DataSplits, config: TrainConfig, *, start: float = 1e-7, end
     total)`: progress of a frozen backbone's feature pass, which comes first."""
     if not isinstance(splits, DataSplits):
         raise ConfigError(f"splits must be the DataSplits that load_data returns, not {type(splits).__name__}")
-    config_of(config, TrainConfig)
+    check_command_options(config_of(config, TrainConfig))
     callback_or_none(callback, "LRStep")
     path_or_none(cache_dir, "cache_dir")
     check_sweep(start, end, steps)

@@ -36,7 +36,7 @@ def register_lr_find(sub) -> None:
 
 
 def run_lr_find(args) -> int:
-    from ..classify.config import TrainConfig, check_data_root, check_sweep
+    from ..classify.config import TrainConfig, check_command_options, check_sweep
     from ..errors import ConfigError
     from ..imagefiles import check_output_path
 
@@ -46,12 +46,12 @@ def run_lr_find(args) -> int:
     check_sweep(args.start, args.end, args.steps)
     config = TrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items()
                             if k in TrainConfig.__dataclass_fields__}).resolved()
+    check_command_options(config)
     from ..classify.lrfind import find_lr
     from ..classify.models import check_input_size, check_model_name
     from ._classify_train import _cache_dir, load_training_data
 
     check_model_name(config.model)
-    check_data_root(config.data, config.data_root)
     check_input_size(config.model, config.input_size)
     cache = _cache_dir(args)
     splits = load_training_data(config, cache)
