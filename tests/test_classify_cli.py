@@ -148,6 +148,10 @@ def test_predict_imagenet_without_training(capsys):
     (["classify", "predict", "{tmp}/nothing.png", "--net", "efficientnet_lite0"], "no such file"),
     (["classify", "predict", "{run}"], "give images"),
     (["classify", "predict", "{run}", "{data}", "--json", "--csv"], "not allowed with"),  # was JSON alone
+    # A run folder among the images: its curves.png was predicted (with --net, the run ignored).
+    (["classify", "predict", "--net", "efficientnet_lite0", "{run}", "{data}"],
+     "is a run folder, not images: drop --net efficientnet_lite0"),
+    (["classify", "predict", "{run}", "{data}", "{run}"], "is a run folder, not images"),
     (["classify", "train", "--data", "{tmp}/missing", "-o", "{tmp}/r"], "missing"),
     (["classify", "train", "--data", "{data}", "-o", "{run}"], "not empty"),
     (["classify", "train", "--data", "{data}", "-o", "{tmp}/r2", "--model", "resnet81"], "did you mean"),

@@ -311,6 +311,10 @@ def run_predict(args) -> int:
         RunDir(run_dir).info()  # load_run reads it again
         if not inputs:
             raise ConfigError("give images or folders to predict after the run folder")
+    for item in inputs:  # (its curves.png was predicted as an image, with --net the run ignored)
+        if _is_run(item):
+            raise ConfigError(f"{item} is a run folder, not images: " + (
+                f"drop --net {args.net} to predict with it" if args.net else "give one run folder, first"))
     paths = image_paths(inputs)
 
     from ..classify.predict import as_net, load_run, predict_images
@@ -352,6 +356,15 @@ def run_predict(args) -> int:
     if figure is not None:
         _predict_figure(preds, figure)
     return 0
+
+
+def _is_run(path: str) -> bool:
+    from ..classify.run import RunDir, RunError
+
+    try:
+        return Path(path).is_dir() and bool(RunDir(path).info())
+    except RunError:
+        return False
 
 
 def _predict_figure(preds, out) -> None:
