@@ -152,6 +152,10 @@ def test_predict_imagenet_without_training(capsys):
     (["classify", "predict", "--net", "efficientnet_lite0", "{run}", "{data}"],
      "is a run folder, not images: drop --net efficientnet_lite0"),
     (["classify", "predict", "{run}", "{data}", "{run}"], "is a run folder, not images"),
+    # The predictions figure replaced the run's training curves, exit 0.
+    (["classify", "predict", "{run}", "{data}", "--figure", "{run}/curves.png"],
+     "would replace the run folder"),
+    (["classify", "evaluate", "{run}", "--device", "cpu", "-o", "{run}/curves.png"], "own curves.png"),
     (["classify", "train", "--data", "{tmp}/missing", "-o", "{tmp}/r"], "missing"),
     (["classify", "train", "--data", "{data}", "-o", "{run}"], "not empty"),
     (["classify", "train", "--data", "{data}", "-o", "{tmp}/r2", "--model", "resnet81"], "did you mean"),

@@ -70,6 +70,9 @@ OUTPUTS = ("output", "figure", "mistakes_figure")  # options that name an output
 # Options that may name a folder whose images the run reads (top-activations, classify predict, a
 # data set, a stylize folder run): an output on one of those images would replace an input too.
 IMAGE_FOLDERS = ("folder", "inputs", "data", "content")
+# The figures a classifier run folder holds (classify/curves.py, checkpoints.py): an output over one
+# of them, in a run folder the run reads, replaced the training's own figure.
+RUN_FIGURES = ("curves.png", "feature_evolution.png")
 
 
 def refuse_to_overwrite_an_input(args: argparse.Namespace) -> None:
@@ -105,6 +108,9 @@ def _refuse_over_inputs(args: argparse.Namespace, flag: str, out: Path) -> None:
         if sidecar is not None and _same(given / "config.json", sidecar):
             raise ConfigError(f"{flag} {out} would write its metadata ({sidecar.name}) over the config of the "
                               f"run folder {v}: choose another output name")
+        if out.name in RUN_FIGURES and (given / "config.json").is_file() and _same(given, out.parent):
+            raise ConfigError(f"{flag} {out} would replace the run folder {v}'s own {out.name}: choose another "
+                              "output name")
         inside = os.path.relpath(os.path.realpath(out), os.path.realpath(given))
         if name in IMAGE_FOLDERS and out.is_file() and not (given / "config.json").is_file() \
                 and not inside.startswith(os.pardir) and all(visible(part) for part in Path(inside).parts) \
