@@ -132,6 +132,17 @@ def test_config_validation(bad):
         StyleConfig(**bad).validate()
 
 
+@pytest.mark.parametrize("bad, message", [
+    (dict(lr_decay=0.5), "--lr-decay applies to --optimizer adam and sgd only"),
+    (dict(lbfgs_history=10, optimizer="adam"), "--lbfgs-history applies to --optimizer lbfgs only"),
+])
+def test_options_the_optimizer_would_ignore_are_refused(bad, message):
+    """An option of another optimizer than the one chosen was ignored (exit 0, recorded as used)."""
+    with pytest.raises(ConfigError, match=message):
+        StyleConfig(**bad).validate()
+    StyleConfig(**{**bad, "optimizer": "sgd" if "lr_decay" in bad else "lbfgs"}).validate()
+
+
 def test_blend_count_must_match_styles():
     with pytest.raises(ConfigError, match="one weight per style"):
         stylize_images(picture(0), [picture(1)], tiny(style_blend=(1.0, 2.0)))

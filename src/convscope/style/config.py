@@ -192,6 +192,13 @@ class StyleConfig:
         if not (isinstance(self.lr_decay, (int, float)) and 0 < self.lr_decay <= 1):
             raise ConfigError(f"--lr-decay must be in (0, 1], not {self.lr_decay!r}")
         check_choices(self)
+        # What the chosen optimizer has no use for was ignored without a word.
+        if self.lr_decay != 1.0 and self.optimizer == "lbfgs":
+            raise ConfigError("--lr-decay applies to --optimizer adam and sgd only; L-BFGS takes fixed steps: "
+                              "drop it or change the optimizer")
+        if self.lbfgs_history != 100 and self.optimizer != "lbfgs":
+            raise ConfigError(f"--lbfgs-history applies to --optimizer lbfgs only, not {self.optimizer}: drop it "
+                              "or change the optimizer")
         for name in ("style_layer_weights", "style_blend"):
             values = getattr(self, name)
             if values is not None:
