@@ -126,7 +126,10 @@ def test_unknown_layer_suggests_a_name():
 @pytest.mark.parametrize("bad", [dict(size=(0, 0)), dict(size=(64,)), dict(size=(10**5, 64)), dict(source_size=0),
                                  dict(iterations=0), dict(layer_weights=(1, -1, 1)), dict(layer_weights=(1, 1)),
                                  dict(layer_weights=(0, 0, 0)), dict(tv_weight=-1.0), dict(range_weight=float("nan")),
-                                 dict(pooling="median"), dict(layers=()), dict(warmup=-1)])
+                                 dict(pooling="median"), dict(layers=()), dict(warmup=-1),
+                                 # Ran: a float count of warm-up iterations, "no" as a tileable texture.
+                                 dict(warmup=2.5), dict(save_every=1.5), dict(tileable="no"),
+                                 dict(match_histogram=1), dict(cuda_graph=None)])
 def test_config_validation(bad):
     with pytest.raises(ConfigError):
         tiny(**bad).validate()

@@ -362,8 +362,16 @@ class TextureConfig:
             number(name, value)
             if not isinstance(value, int) or value > high:  # allocations scale with these
                 raise ConfigError(f"--{name.replace('_', '-')} must be a whole number from 1 to {high}, not {value!r}")
-        for name in ("tv_weight", "range_weight", "save_every", "warmup"):
+        for name in ("tv_weight", "range_weight"):
             number(name, getattr(self, name), allow_zero=True)
+        for name in ("save_every", "warmup"):  # (2.5 ran, a float number of iterations)
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ITERATIONS:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a whole number from 0 to {MAX_ITERATIONS}, "
+                                  f"not {value!r}")
+        for name in ("tileable", "match_histogram", "cuda_graph"):  # ("no" counted as True)
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"--{name.replace('_', '-')} must be True or False, not {getattr(self, name)!r}")
         if self.lr is not None:
             number("lr", self.lr)
             check_max_lr(self.lr)
