@@ -129,7 +129,9 @@ def test_unknown_layer_suggests_a_name():
                                  dict(pooling="median"), dict(layers=()), dict(warmup=-1),
                                  # Ran: a float count of warm-up iterations, "no" as a tileable texture.
                                  dict(warmup=2.5), dict(save_every=1.5), dict(tileable="no"),
-                                 dict(match_histogram=1), dict(cuda_graph=None)])
+                                 dict(match_histogram=1), dict(cuda_graph=None),
+                                 # L-BFGS's options with another optimizer: ignored, exit 0.
+                                 dict(optimizer="adam", warmup=5), dict(optimizer="sgd", lbfgs_history=5)])
 def test_config_validation(bad):
     with pytest.raises(ConfigError):
         tiny(**bad).validate()

@@ -376,6 +376,11 @@ class TextureConfig:
             number("lr", self.lr)
             check_max_lr(self.lr)
         check_choices(self)
+        if self.optimizer != "lbfgs":  # (what only the L-BFGS runs use was ignored without a word)
+            for name, unused in (("warmup", (10, 0)), ("lbfgs_history", (100,))):  # the defaults (or no warm-up)
+                if getattr(self, name) not in unused:
+                    raise ConfigError(f"--{name.replace('_', '-')} applies to --optimizer lbfgs only, not "
+                                      f"{self.optimizer}: drop it or change the optimizer")
         if not self.layers:
             raise ConfigError("--layers needs at least one layer")
         if not isinstance(self.layers, (list, tuple)) or not all(isinstance(n, str) for n in self.layers):
