@@ -133,6 +133,20 @@ def test_a_run_folder_is_a_net_for_the_vis_commands(trained, tmp_path):
     assert main(["layers", "--net", str(run)]) == 0
 
 
+def test_an_empty_net_name_is_refused_not_the_run_in_the_current_folder(trained, monkeypatch, capsys):
+    """--net '' named the current folder: inside a run folder that run was used, exit 0."""
+    from convscope import get_net
+    from convscope.errors import ConfigError
+
+    data, run = trained
+    monkeypatch.chdir(run)
+    assert main(["layers", "--net", ""]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--net needs a name" in err and len(err.splitlines()) == 1
+    with pytest.raises(ConfigError, match="the net name must be"):
+        get_net("")
+
+
 def test_predict_imagenet_without_training(capsys):
     import os
 

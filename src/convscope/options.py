@@ -112,7 +112,10 @@ def check_net_name(name, also: Iterable[str] = ()) -> None:
     decide are left to nets.get_net, which checks them all again."""
     import os
 
-    if not isinstance(name, str) or not name or "/" in name or os.sep in name or os.path.exists(os.path.expanduser(name)):
+    if isinstance(name, str) and not name.strip():  # ('' is the current folder: a run there was used)
+        raise ConfigError(f"--net needs a name: {', '.join(net_names())}, a torchvision classifier or a "
+                          "classify run folder")
+    if not isinstance(name, str) or "/" in name or os.sep in name or os.path.exists(os.path.expanduser(name)):
         return
     base = NET_ALIASES.get(name, name).removesuffix(RANDOM)
     if base in BUILTIN_NETS or name in also:

@@ -114,6 +114,8 @@ def torchvision_net(arch: str, pooling: str = "max", weights: bool = True) -> Ho
 
 
 def _key(name: str) -> str:
+    if not name.strip():
+        raise ConfigError(f"the net name is empty; give one: {', '.join(net_names())} or a torchvision classifier")
     key = NET_ALIASES.get(name, name)
     base = key.removesuffix(RANDOM)
     if base in NETS or base in torchvision_classifiers():
@@ -162,7 +164,7 @@ def _avg_backbone(net: Net) -> Net:
 def is_run_folder(name: str) -> bool:
     from pathlib import Path
 
-    return (Path(name).expanduser() / "config.json").is_file()
+    return bool(name.strip()) and (Path(name).expanduser() / "config.json").is_file()  # ('': no folder named)
 
 
 def layer_table(name: str = "vgg19") -> list[dict]:
@@ -190,8 +192,9 @@ def get_net(name: str = "vgg19", pooling: str = "max", device: torch.device | st
     "max" or "avg" `pooling`. Returns the caller's own copy, a Backbone (the VGG chains) or a
     HookedNet: `net.features(batch, ["relu1_1", ...])` takes RGB [N, 3, H, W] in [0, 1] on the
     net's device and returns {name: activations}; see the module docstring for the rest."""
-    if not isinstance(name, str):
-        raise ConfigError(f"the net name must be a string such as 'vgg19', not {type(name).__name__}")
+    if not isinstance(name, str) or not name.strip():  # ('' is the current folder: a run there was used)
+        raise ConfigError(f"the net name must be a string such as 'vgg19', not "
+                          f"{type(name).__name__ if not isinstance(name, str) else repr(name)}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ConfigError(f"dtype must be a floating-point torch.dtype such as torch.float32, not {dtype!r}")
     device = as_device(device)
