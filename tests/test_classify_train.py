@@ -281,6 +281,24 @@ def test_predict_images_takes_paths_and_images_and_checks_its_numbers(tmp_path):
         load_run(tmp_path / "run", device="gpu")
 
 
+def test_evaluate_and_as_net_check_their_arguments(tmp_path):
+    from convscope.classify.predict import as_net, evaluate, load_run
+
+    train(splits(), config(epochs=1), RunDir(tmp_path / "run"))
+    r = load_run(str(tmp_path / "run"), device="cpu")
+    u8 = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    assert evaluate(r, u8, torch.tensor([0, 1]), "cpu").count == 2
+    for args, word in [((r, u8.float(), torch.tensor([0, 1])), "images_u8 must be a uint8"),  # NotImplementedError
+                       ((r, u8, torch.tensor([0, 5])), "class indices from 0 to 2"),       # RuntimeError
+                       ((r, u8, [0, 1]), "labels must be an int64 tensor"),               # AttributeError
+                       ((r, u8[:0], torch.tensor([], dtype=torch.long)), "no images"),    # IndexError
+                       ((str(tmp_path / "run"), u8, torch.tensor([0, 1])), "LoadedRun")]:  # AttributeError
+        with pytest.raises(ConfigError, match=word):
+            evaluate(*args, "cpu")
+    with pytest.raises(ConfigError, match="LoadedRun"):  # AttributeError
+        as_net(r.model)
+
+
 @pytest.mark.parametrize("backbone", ["vgg19", "efficientnet_lite0"])
 def test_snapshots_of_a_finetuned_transfer_model(tmp_path, backbone):
     # Was IndexError (auto found no block: the backbone runs inside the model), then KeyError (the

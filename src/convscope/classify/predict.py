@@ -73,6 +73,7 @@ def as_net(loaded: LoadedRun):
     vis engines take, so every method works on a trained CIFAR net as on VGG19."""
     from ..nets import HookedNet
 
+    _check_loaded(loaded)
     aliases, blocks = _backbone_names(loaded.model)
     net = HookedNet(loaded.model, nn.Identity(), str(loaded.path), loaded.input_size, loaded.classes,
                     aliases=aliases, blocks=blocks)
@@ -154,8 +155,10 @@ def evaluate(loaded: LoadedRun, images_u8: torch.Tensor, labels: torch.Tensor, d
     [N, 3, H, W] with `labels`; and the `mistakes` misclassified images of highest loss."""
     if isinstance(mistakes, bool) or not isinstance(mistakes, int) or mistakes < 0:
         raise ConfigError(f"mistakes must be a whole number at least 0, not {mistakes!r}")
-    logits = predict_logits(loaded.model, images_u8, device, tta=tta)
+    _check_loaded(loaded)
     c = len(loaded.classes)
+    _check_labelled(images_u8, labels, c)
+    logits = predict_logits(loaded.model, images_u8, device, tta=tta)
     top = logits.topk(min(max(ks), c), dim=1).indices
     hits = top == labels[:, None]
     topk = {k: hits[:, :k].any(1).float().mean().item() for k in ks if k <= c}
@@ -246,6 +249,30 @@ def predict_images(model: nn.Module, classes: list[str], paths: list[str], input
                                   parent if parent in classes else None, im if len(out) < keep_images else None))
         loaded = im = None  # this chunk's images go before the next chunk is decoded
     return out
+
+
+def _check_loaded(loaded) -> None:
+    if not isinstance(loaded, LoadedRun):
+        raise ConfigError(f"loaded must be the LoadedRun that load_run returns, not {type(loaded).__name__}")
+
+
+def _check_labelled(images_u8, labels, n_classes: int) -> None:
+    """ConfigError (one line) unless `images_u8` are uint8 [N, 3, H, W] and `labels` N class indices
+    below `n_classes` (float images were a NotImplementedError deep in bincount; a label past the
+    classes, a RuntimeError)."""
+    if not isinstance(images_u8, torch.Tensor) or images_u8.dtype != torch.uint8 or images_u8.dim() != 4 \
+            or images_u8.shape[1] != 3:
+        what = (f"{images_u8.dtype} {list(images_u8.shape)}" if isinstance(images_u8, torch.Tensor)
+                else type(images_u8).__name__)
+        raise ConfigError(f"images_u8 must be a uint8 tensor [N, 3, H, W] (ImageData.images), not {what}")
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or list(labels.shape) != [len(images_u8)]:
+        what = f"{labels.dtype} {list(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ConfigError(f"labels must be an int64 tensor [{len(images_u8)}], one class index per image, not {what}")
+    if not labels.numel():
+        raise ConfigError("images_u8 holds no images: nothing to evaluate")
+    if not 0 <= int(labels.min()) <= int(labels.max()) < n_classes:
+        raise ConfigError(f"labels must be class indices from 0 to {n_classes - 1}, not {int(labels.min())} to "
+                          f"{int(labels.max())}")
 
 
 def _check_predict_args(model, classes, paths, input_size, top, batch, keep_images) -> list:
