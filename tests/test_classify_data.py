@@ -554,6 +554,17 @@ def test_load_data_refuses_arguments_of_the_wrong_kind(tmp_path, kwargs, word):
         load_data("cifar10", root=3)                # was TypeError
 
 
+@pytest.mark.parametrize("classes", [None, "cat", [], ["cat", 1]])
+def test_load_images_takes_a_list_of_class_names(tmp_path, classes):
+    """None was a TypeError; "cat" was taken as the classes c, a, t."""
+    from convscope.classify.data import load_images
+
+    (tmp_path / "cat").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat" / "0.png")
+    with pytest.raises(ConfigError, match="classes must be the run's list of class names"):
+        load_images(str(tmp_path), classes=classes, size=8, cache_dir=str(tmp_path / "c"))
+
+
 def test_predict_feeds_the_net_the_pixels_training_decoded(tmp_path):
     # predict resampled with bicubic where the training decoder uses Lanczos to shrink (and placed
     # its crop on a rounded grid), so a photo reached the net differently than it did in training.

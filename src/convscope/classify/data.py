@@ -136,6 +136,9 @@ def load_images(folder: str, *, classes: list[str], size: int | None = None, cac
     path_or_none(cache_dir, "cache_dir")
     callback_or_none(progress, "LoadProgress", name="progress")
     _check_args(folder, size, 0.1, 0)
+    if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
+        # (None was a TypeError; "cat" was taken as the classes c, a, t)
+        raise ConfigError(f"classes must be the run's list of class names (LoadedRun.classes), not {classes!r:.80}")
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DataError(f"data folder not found: {root}; give a folder of class sub-folders"
