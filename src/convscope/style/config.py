@@ -193,10 +193,10 @@ class StyleConfig:
             raise ConfigError(f"--lr-decay must be in (0, 1], not {self.lr_decay!r}")
         check_choices(self)
         # What the chosen optimizer has no use for was ignored without a word.
-        if self.lr_decay != 1.0 and self.optimizer == "lbfgs":
+        if self.lr_decay != StyleConfig.lr_decay and self.optimizer == "lbfgs":
             raise ConfigError("--lr-decay applies to --optimizer adam and sgd only; L-BFGS takes fixed steps: "
                               "drop it or change the optimizer")
-        if self.lbfgs_history != 100 and self.optimizer != "lbfgs":
+        if self.lbfgs_history != StyleConfig.lbfgs_history and self.optimizer != "lbfgs":
             raise ConfigError(f"--lbfgs-history applies to --optimizer lbfgs only, not {self.optimizer}: drop it "
                               "or change the optimizer")
         for name in ("style_layer_weights", "style_blend"):

@@ -377,7 +377,9 @@ class TextureConfig:
             check_max_lr(self.lr)
         check_choices(self)
         if self.optimizer != "lbfgs":  # (what only the L-BFGS runs use was ignored without a word)
-            for name, unused in (("warmup", (10, 0)), ("lbfgs_history", (100,))):  # the defaults (or no warm-up)
+            # (the defaults, and no warm-up, are what any optimizer may be given)
+            for name, unused in (("warmup", (TextureConfig.warmup, 0)),
+                                 ("lbfgs_history", (TextureConfig.lbfgs_history,))):
                 if getattr(self, name) not in unused:
                     raise ConfigError(f"--{name.replace('_', '-')} applies to --optimizer lbfgs only, not "
                                       f"{self.optimizer}: drop it or change the optimizer")
