@@ -343,7 +343,7 @@ def test_registered_names_reads_multiline_decorators_and_gives_up_on_unknown_for
 
 
 @pytest.mark.parametrize("name", ["vgg19", "vgg16", "efficientnet-lite0", "resnet18", "resnet18:random",
-                                  "densenet121", "vgg19:random", "runs/some_run", ""])
+                                  "densenet121", "vgg19:random", "runs/some_run"])
 def test_the_cheap_net_check_lets_every_net_through(name):
     from convscope.options import check_net_name
 
@@ -360,6 +360,11 @@ def test_the_cheap_net_check_refuses_what_get_net_refuses():
             get_net(name)
         assert str(cheap.value) == str(full.value)
     check_net_name("simple", also=("simple",))
+    for name in ("", "  "):  # (not the current folder: a run there was used)
+        with pytest.raises(ConfigError):
+            check_net_name(name)
+        with pytest.raises(ConfigError):
+            get_net(name)
 
 
 @pytest.mark.parametrize("layers", [None, 3, ["relu1_1", 3]])
