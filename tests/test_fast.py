@@ -580,6 +580,16 @@ def test_arbitrary_alpha_zero_gives_the_content_back():
     assert err < 0.1 and err < 0.6 * err_styled
 
 
+
+def test_an_option_of_the_other_method_is_refused_not_ignored():
+    # FastStylizer ran with alpha and style_size set, ArbitraryStylizer with strength, and said nothing.
+    for stylizer, config, name in ((FastStylizer, FastConfig(device="cpu", alpha=0.5), "alpha"),
+                                   (FastStylizer, FastConfig(device="cpu", style_size=256), "style_size"),
+                                   (ArbitraryStylizer, FastConfig(device="cpu", strength=0.5), "strength")):
+        with pytest.raises(ConfigError) as e:
+            stylizer("starry_night" if stylizer is FastStylizer else "adain", config)
+        assert f"FastConfig.{name} is for" in str(e.value) and "\n" not in str(e.value)
+
 def _sample_photo():
     from convscope.demo import sample_photo_path
 

@@ -592,6 +592,7 @@ def test_fast_stylize_yields_a_download_with_metadata_and_cleans_up(handlers, up
     path = uploads / "c.png"
     photo().save(path)
     fast = {f.name: getattr(FastConfig(), f.name) for f in fields(FastConfig)}
+    fast.update(alpha=0.3, style_size=256)  # the arbitrary method's sliders, moved, stay unused
     outs = handlers.stylize("model:starry_night", record(path, "mine.png"), None, None, "", {}, fast)
     assert next(outs)[1] == "stylizing..."
     image, status, download = next(outs)

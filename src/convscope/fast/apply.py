@@ -23,10 +23,22 @@ from .config import MAX_SIZE, MAX_STYLE_SIZE, MAX_STYLES, MIN_SIDE, FastConfig, 
 from .models import ARBITRARY_BUILTIN, ARBITRARY_KIND, STYLE_KIND, StyleModel, load_model, read_header, resolve
 from .nets import Encoder, HalfResTransformerNet, LiteAdaIN, adain, channel_stats
 
-def _checked_config(config) -> FastConfig:
+# The FastConfig options only the other method uses, by method ("fast": FastStylizer).
+OTHER_METHODS_OPTIONS = {"fast": ("alpha", "style_size"), "arbitrary": ("strength",)}
+
+
+def _checked_config(config, method: str) -> FastConfig:
+    """The validated config; an option only the other method uses, set, is a ConfigError (it was
+    ignored without a word)."""
     if config is not None:
         config_of(config, FastConfig)
-    return (config or FastConfig()).validate()
+    config = (config or FastConfig()).validate()
+    for name in OTHER_METHODS_OPTIONS[method]:
+        if getattr(config, name) != getattr(FastConfig, name):
+            users = "ArbitraryStylizer (the arbitrary method)" if method == "fast" else "FastStylizer (--model)"
+            raise ConfigError(f"FastConfig.{name} is for {users} only; leave it at {getattr(FastConfig, name)!r} "
+                              "here")
+    return config
 
 
 def _pil(x, what: str) -> Image.Image:
@@ -131,7 +143,7 @@ class FastStylizer:
     """A loaded feed-forward style model, ready for many images (the net is loaded once)."""
 
     def __init__(self, model: str | StyleModel, config: FastConfig | None = None):
-        self.config = _checked_config(config)
+        self.config = _checked_config(config, "fast")
         self.device = resolve_device(self.config.device)
         self.dtype = _dtype(self.device, self.config.precision)
         self.model = model if isinstance(model, StyleModel) else load_model(model, STYLE_KIND, self.device)
@@ -188,7 +200,7 @@ class ArbitraryStylizer:
     AdaIN-lite model (LiteAdaIN) brings its own encoder, used for the content and the styles."""
 
     def __init__(self, decoder: str | StyleModel = ARBITRARY_BUILTIN, config: FastConfig | None = None):
-        self.config = _checked_config(config)
+        self.config = _checked_config(config, "arbitrary")
         self.device = resolve_device(self.config.device)
         self.dtype = _dtype(self.device, self.config.precision)
         self.model = decoder if isinstance(decoder, StyleModel) else load_model(decoder, ARBITRARY_KIND, self.device)
@@ -313,7 +325,7 @@ def run_config(stylizer: FastStylizer | ArbitraryStylizer, model: str, weights: 
     """The config to save with a one-pass output: what ran (the method, the model as named, device and
     precision resolved, an arbitrary run's blend weights), without the options the other method uses."""
     fast = isinstance(stylizer, FastStylizer)
-    other = ("alpha", "style_size") if fast else ("strength",)
+    other = OTHER_METHODS_OPTIONS["fast" if fast else "arbitrary"]
     saved = {k: v for k, v in stylizer.config.to_dict().items() if k not in other}
     saved.update(device=str(stylizer.device), precision="bf16" if stylizer.dtype == torch.bfloat16 else "fp32")
     if not fast:

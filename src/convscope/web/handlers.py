@@ -153,9 +153,12 @@ class Handlers:
             return
         if switch is not None:
             switch.one_pass()  # one pass: nothing for Stop to end early
-        from ..fast.apply import FastConfig
+        from ..fast.apply import OTHER_METHODS_OPTIONS, FastConfig
 
         config = build_config(FastConfig, FAST, fast, {"device": self.settings.device}).validate()
+        # The form shows both methods' sliders: the other method's stay as they are, unused.
+        config = replace(config, **{name: getattr(FastConfig, name) for name in
+                                    OTHER_METHODS_OPTIONS["arbitrary" if method == "arbitrary" else "fast"]})
         self.limits.check_output(content_img.size, config.size or max(content_img.size))
         if method == "arbitrary":
             for style in styles:
