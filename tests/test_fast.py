@@ -787,6 +787,17 @@ def test_cli_stylize_with_a_model_file_and_folder(tmp_path, capsys):
     assert "skipped 1 unreadable" in capsys.readouterr().err
 
 
+def test_cli_stylize_a_folder_of_sub_folders_says_they_are_not_read(tmp_path, capsys):
+    # "no images in FOLDER" said nothing of the images in its sub-folders.
+    path = tiny_model_file(tmp_path / "m.safetensors")
+    (tmp_path / "in" / "cats").mkdir(parents=True)
+    _photo(20, 20).save(tmp_path / "in" / "cats" / "a.png")
+    assert main(["stylize", str(tmp_path / "in"), "--model", str(path), "-o", str(tmp_path / "outs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no images in" in err and "sub-folders are not read" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "outs").exists()
+
+
 def test_cli_arbitrary_sidecar_records_the_blend_and_the_mask(tmp_path):
     content, mask = tmp_path / "c.png", tmp_path / "m.png"
     _photo(40, 32).save(content)

@@ -198,7 +198,8 @@ def _inputs(content: str) -> tuple[list[Path], bool]:
     if p.is_dir():
         files = list_image_files(p, recursive=False)
         if not files:
-            raise ConfigError(f"no images in {p} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+            nested = " in it; its sub-folders are not read: give one of them" if list_image_files(p, limit=0) else ""
+            raise ConfigError(f"no images in {p} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}{nested})")
         return files, True
     return [p], False
 
