@@ -544,6 +544,8 @@ def test_loader_bad_arguments(kw):
 @pytest.mark.parametrize("kwargs, word", [
     (dict(cache_dir=3), "cache_dir"),               # was TypeError: expected str, bytes or os.PathLike
     (dict(progress=3), "progress"),                 # was TypeError: 'int' object is not callable
+    (dict(seed=-3), "--seed"),                      # was taken, where TrainConfig refuses it
+    (dict(seed=10**23), "--seed"),                  # was ValueError: Overflow when unpacking long long
 ])
 def test_load_data_refuses_arguments_of_the_wrong_kind(tmp_path, kwargs, word):
     make_tree(tmp_path / "d", {"a": 2, "b": 2})

@@ -42,6 +42,7 @@ from PIL import Image
 from ..argcheck import callback_or_none, path_or_none
 from ..errors import ConfigError, DataError, ImageError
 from ..images import load_image
+from ..options import SEED_MAX
 from .folders import Listing, layout, list_split
 
 __all__ = ["CIFAR10", "MAX_DATA_BYTES", "DataError", "DataSplits", "ImageData", "LoadProgress",
@@ -165,8 +166,8 @@ def _check_args(spec, size, val_split, seed) -> None:
     if (isinstance(val_split, bool) or not isinstance(val_split, numbers.Real) or not math.isfinite(val_split)
             or not 0 < val_split <= 0.5):
         raise ConfigError(f"--val-split must be a fraction in (0, 0.5], such as 0.1, not {val_split!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ConfigError(f"--seed must be a whole number, not {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"--seed must be a whole number from 0 to {SEED_MAX}, not {seed!r}")  # (as TrainConfig's)
 
 
 def _check_memory(count: int, height: int, width: int) -> None:
