@@ -200,3 +200,15 @@ def test_arbitrary_labels_and_explain_figure_name_a_wrong_argument():
     assert s(photo, [photo], labels=("c.png", "s.png")).size == (32, 32)  # names as a tuple: fine
     with pytest.raises(ConfigError, match="^explain_figure draws what explain\\(\\) returns, not NoneType"):
         explain_figure(None)
+
+
+def test_engines_name_a_plain_torch_module_as_the_net():
+    # net=nn.Linear(2, 2) was an AttributeError ('Linear' object has no attribute 'block_outputs').
+    from convscope.vis.activations import ActivationsConfig, activations
+    from convscope.vis.explain import ExplainConfig, explain
+
+    photo = Image.new("RGB", (32, 32))
+    with pytest.raises(ConfigError, match="^net must be a loaded net .* plain Linear module"):
+        activations(photo, ActivationsConfig(size=32), net=torch.nn.Linear(2, 2))
+    with pytest.raises(ConfigError, match="^net must be a loaded net .* plain Sequential module"):
+        explain(photo, ExplainConfig(size=32), net=torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)))

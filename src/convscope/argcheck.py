@@ -44,10 +44,16 @@ def flag(value, name: str) -> bool:
 
 
 def check_loaded_net(net) -> None:
-    """ConfigError unless `net` (an engine's optional already-loaded net) is None or a torch module."""
+    """ConfigError unless `net` (an engine's optional already-loaded net) is None or a torch module with
+    the nets' named-layer interface (resolve, features, stride_of)."""
     if net is not None and not isinstance(net, torch.nn.Module):
         raise ConfigError(f"net must be a loaded net (convscope.get_net(...)) or None, not {type(net).__name__}; "
                           "to choose a net by name set the config's net")
+    # A plain torch module lacks the named-layer interface every engine calls (an AttributeError deep inside).
+    if net is not None and not all(callable(getattr(net, a, None)) for a in ("resolve", "features", "stride_of")):
+        raise ConfigError(f"net must be a loaded net (convscope.get_net(...)) or None, not a plain "
+                          f"{type(net).__name__} module without named layers; wrap a classifier in "
+                          "convscope.nets.HookedNet or set the config's net")
 
 
 def path_or_none(value, name: str, what: str = "a folder path"):
