@@ -272,3 +272,23 @@ def test_api_image_and_guide_may_be_paths_and_wrong_types_are_one_line_errors(tm
         dream(np.asarray(photo()), cfg)
     with pytest.raises(ImageError, match="the guide image must be a file path"):
         dream(photo(), cfg, guide=np.asarray(photo()))
+
+
+def test_dreamer_names_wrong_arguments():
+    # Dreamer({}) and Dreamer(None) were AttributeErrors (no validate); zoom("x.png") an
+    # AttributeError, zoom(count="2") a TypeError and zoom(count=-1) no frames without a word;
+    # run(callback=5) a TypeError at the first step, run(preview_every=-1) accepted.
+    for bad in ({}, None):
+        with pytest.raises(ConfigError, match="^config must be a DreamConfig"):
+            Dreamer(bad)
+    d = Dreamer(tiny(steps=1, octaves=1, zoom_steps=1))
+    with pytest.raises(ConfigError, match="^callback must be a function"):
+        d.run(photo(), callback=5)
+    with pytest.raises(ConfigError, match="^preview_every must be a whole number"):
+        d.run(photo(), preview_every=-1)
+    for count in (-1, "2", 2.5):
+        with pytest.raises(ConfigError, match="^count must be a whole number"):
+            list(d.zoom(photo(), count))
+    with pytest.raises(ImageError, match="^the start image must be"):
+        list(d.zoom(5, 1))
+    assert len(list(d.zoom(photo(), 1))) == 1

@@ -43,6 +43,13 @@ def flag(value, name: str) -> bool:
     return value
 
 
+def whole_number(value, name: str, lo: int = 0):
+    """`value` if it is an int (not a bool) of at least `lo`, else a ConfigError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ConfigError(f"{name} must be a whole number of {lo} or more, not {value!r}")
+    return value
+
+
 def check_loaded_net(net) -> None:
     """ConfigError unless `net` (an engine's optional already-loaded net) is None or a torch module with
     the nets' named-layer interface (resolve, features, stride_of)."""

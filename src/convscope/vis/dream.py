@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .. import images
-from ..argcheck import as_image, callback_or_none, config_of
+from ..argcheck import as_image, callback_or_none, config_of, whole_number
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError, NumericalError
 from ..nets import cast_for, get_net, pick_layer
@@ -49,7 +49,7 @@ class Dreamer:
     """The network, objective and jitter generator, shared by the dream and its zoom frames."""
 
     def __init__(self, config: DreamConfig, guide: Image.Image | None = None):
-        config = config.validate()
+        config = config_of(config, DreamConfig).validate()
         device = resolve_device(config.device)
         precision = default_precision(device) if config.precision == "auto" else config.precision
         self.config = replace(config, device=str(device), precision=precision)
@@ -174,6 +174,8 @@ class Dreamer:
         full-size dream so far as `image` ([1, 3, H, W] on the CPU), for live previews."""
         c = self.config
         image = as_image(image, "the image")
+        callback_or_none(callback, "Progress")
+        whole_number(preview_every, "preview_every")
         if min(image.size) >= 1 and min(images.long_side_size(image.size, c.size)) < self.stride:
             # checked before resizing: a thin strip would round to 0 px there, with a vaguer message
             needed = images.long_side_for(image.size, self.stride)
@@ -210,11 +212,12 @@ class Dreamer:
         """The classic zoom-in sequence: per frame, crop the centre by config.zoom, resize back to
         the same size, then dream config.zoom_steps steps at one octave. Yields `count` frames."""
         c = self.config
-        x = images.pil_to_tensor(start, device=self.device)
+        x = images.pil_to_tensor(as_image(start, "the start image"), device=self.device)
+        callback_or_none(callback, "Progress")
+        count = c.zoom_frames if count is None else whole_number(count, "count")
         h, w = x.shape[-2:]
         ch, cw = max(1, round(h / c.zoom)), max(1, round(w / c.zoom))
         top, left = (h - ch) // 2, (w - cw) // 2
-        count = c.zoom_frames if count is None else count
         t0 = time.perf_counter()
         for n in range(1, count + 1):
             x = _resize(x[..., top:top + ch, left:left + cw], h, w)
