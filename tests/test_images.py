@@ -677,3 +677,13 @@ def test_output_set_keeps_or_puts_back_the_files_it_replaced(tmp_path):
     outputs.keep()
     assert old.read_bytes() == b"this run" and outputs.written == [old]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f_0001.json", "f_0001.png"]  # nothing left aside
+
+
+def test_resize_refuses_a_size_no_memory_holds():
+    # resize_long_side(img, 10**6) made a 10^6 x 10^6 image: a MemoryError, or the OOM killer.
+    with pytest.raises(ConfigError, match="at most 16384 pixels on the long side"):
+        resize_long_side(_noise(), 10**6)
+    for bad in (10**12, float("inf")):
+        with pytest.raises(ConfigError, match="^pixel count must be at most"):
+            resize_to_pixels(_noise(), bad)
+    assert max(resize_long_side(_noise(), 4096).size) == 4096

@@ -42,6 +42,10 @@ __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "PNG_METADATA_KEY", "WRITAB
 # decoded RGB image (300 MB) cannot exhaust a laptop. Checked from the header, before decoding.
 DEFAULT_MAX_PIXELS = 100_000_000
 
+# The largest long side a resize may make (fast stylize's --size limit, the highest any command
+# allows): beyond it the decoded result alone would exhaust memory (MemoryError, or the OOM killer).
+MAX_RESIZE_SIDE = 16384
+
 # Metadata key of the PNG text chunk (and of nothing else: the sidecar holds the same dict).
 PNG_METADATA_KEY = "convscope"
 
@@ -190,6 +194,8 @@ def resize_long_side(img: Image.Image, size: int) -> Image.Image:
     """Scale `img` so that max(width, height) == `size` pixels, keeping the aspect ratio."""
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size <= 0:
         raise ConfigError(f"image size must be a positive whole number of pixels, got {size!r}")
+    if size > MAX_RESIZE_SIDE:
+        raise ConfigError(f"image size must be at most {MAX_RESIZE_SIDE} pixels on the long side, got {size!r}")
     return _resize(img, long_side_size(_nonempty_size(img), size), f"long side {size} px")
 
 
@@ -212,6 +218,9 @@ def resize_to_pixels(img: Image.Image, pixels: int) -> Image.Image:
     """Scale `img` so that width * height ~= `pixels`, keeping the aspect ratio."""
     if isinstance(pixels, bool) or not isinstance(pixels, numbers.Real) or not pixels > 0:
         raise ConfigError(f"pixel count must be a positive number, got {pixels!r}")
+    if not pixels <= MAX_RESIZE_SIDE ** 2:
+        raise ConfigError(f"pixel count must be at most {MAX_RESIZE_SIDE ** 2:,} ({MAX_RESIZE_SIDE}x{MAX_RESIZE_SIDE}), "
+                          f"got {pixels!r}")
     w, h = _nonempty_size(img)
     scale = math.sqrt(pixels / (w * h))
     return _resize(img, (round(w * scale), round(h * scale)), f"{pixels:,} pixels")
