@@ -687,3 +687,16 @@ def test_resize_refuses_a_size_no_memory_holds():
         with pytest.raises(ConfigError, match="^pixel count must be at most"):
             resize_to_pixels(_noise(), bad)
     assert max(resize_long_side(_noise(), 4096).size) == 4096
+
+
+def test_paths_of_the_wrong_kind_are_named(tmp_path):
+    # load_image(None) / save_image(img, 5) were raw TypeErrors; a NUL byte in a name a ValueError.
+    for bad in (None, 5, b"x.png"):
+        with pytest.raises(ImageError, match="^image path must be a file path"):
+            load_image(bad)
+        with pytest.raises(OutputError, match="^output path must be a file path"):
+            save_image(_noise(), bad)
+    with pytest.raises(ImageError, match="holds a NUL character"):
+        load_image(str(tmp_path / "a\0b.png"))
+    with pytest.raises(OutputError, match="holds a NUL character"):
+        save_image(_noise(), str(tmp_path / "a\0b.png"))

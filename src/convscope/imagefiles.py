@@ -85,9 +85,20 @@ def image_paths(inputs: list[str]) -> list[str]:
     return found
 
 
+def as_path(path, error: type = ConfigError, what: str = "path") -> Path:
+    """`path` (a str or PathLike) as an expanded Path; anything else, or a name with a NUL byte
+    (which no file can have: a raw ValueError from the OS calls), is an `error` naming `what`."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise error(f"{what} must be a file path (str or pathlib.Path), not {type(path).__name__}")
+    p = Path(path).expanduser()
+    if "\0" in str(p):
+        raise error(f"{what} {str(p)!r} holds a NUL character, which no file name can; check the path")
+    return p
+
+
 def readable_file(path) -> Path:
     """Return `path` as a Path if it is a non-empty regular file, else raise ImageError."""
-    p = Path(path).expanduser()
+    p = as_path(path, ImageError, "image path")
     if p.is_dir():
         raise ImageError(f"image not found: {p} is a folder; give the path of an image file")
     try:
@@ -102,7 +113,7 @@ def readable_file(path) -> Path:
 def check_output_path(path, sidecar: bool = True) -> Path:
     """Check, before any long work, that an image can be written at `path` (and, with `sidecar`,
     its JSON sidecar beside it: see sidecar_path); return it as a Path."""
-    p = Path(path).expanduser()
+    p = as_path(path, OutputError, "output path")
     if p.suffix.lower() not in WRITABLE_FORMATS:
         kinds = ", ".join(WRITABLE_FORMATS)
         raise OutputError(f"cannot write {p}: unknown image extension {p.suffix!r}; use one of {kinds}")
@@ -116,7 +127,7 @@ def check_output_path(path, sidecar: bool = True) -> Path:
 def check_output_file(path, example: str) -> Path:
     """Check, before any long work, that a file can be written at `path` (not a folder; its folder
     exists and is writable, tried for real); `example` names a file in messages."""
-    p = Path(path).expanduser()
+    p = as_path(path, OutputError, "output path")
     if p.is_dir():
         raise OutputError(f"cannot write {p}: it is a folder; give a file name such as {p / example}")
     folder = p.parent
