@@ -238,6 +238,9 @@ def test_train_refuses_to_overwrite_and_checks_resume(folders, tmp_path):
     assert "--init" not in str(info.value)
     with pytest.raises(TrainingError, match="nothing to resume"):
         train_style(style, content, tmp_path / "new.safetensors", tiny_style_config(steps=2), resume=True)
+    (tmp_path / "dir.checkpoint.safetensors").mkdir()  # (it said the checkpoint "does not exist")
+    with pytest.raises(TrainingError, match="dir.checkpoint.safetensors is a folder, not a checkpoint"):
+        train_style(style, content, tmp_path / "dir.safetensors", tiny_style_config(steps=2), resume=True)
 
 
 def test_train_refuses_an_output_another_process_is_training(folders, tmp_path):

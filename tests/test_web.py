@@ -1242,6 +1242,7 @@ def test_serve_without_gradio_says_how_to_install(monkeypatch, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--runs", "/no/such/folder"], "--runs /no/such/folder: no such folder"),
+    (["--runs", __file__], "a file, not a folder of classify runs"),  # (it said "no such folder")
     (["--concurrency", "0"], "--concurrency must be from 1 to 64"),
     (["--max-upload-mb", "0"], "--max-upload-mb must be positive"),
     (["--max-upload-mb", "inf"], "--max-upload-mb must be positive and at most 1,000,000"),  # was a traceback

@@ -85,7 +85,8 @@ def settings_from(args):
     if args.runs is not None:
         runs = Path(args.runs).expanduser()
         if not runs.is_dir():
-            raise ConfigError(f"--runs {runs}: no such folder")
+            raise ConfigError(f"--runs {runs}: " + ("a file, not a folder of classify runs" if runs.exists()
+                                                     else "no such folder"))
     from ..devices import resolve_device
 
     resolve_device(args.device)  # a bad --device fails now, not in the first job

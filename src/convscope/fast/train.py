@@ -247,7 +247,8 @@ def check_start(out: Path, resume: bool, kind: str, init: str | None = None) -> 
     out: all known from a few file headers, so said before any image or network loads."""
     ckpt = checkpoint_path(out)
     if resume and not ckpt.is_file():
-        raise TrainingError(f"nothing to resume: {ckpt} does not exist (start without --resume)")
+        raise TrainingError(f"nothing to resume: {ckpt} " + ("is a folder, not a checkpoint" if ckpt.is_dir()
+                                                              else "does not exist (start without --resume)"))
     if not resume and (ckpt.exists() or out.exists()):
         raise TrainingError(f"{out if out.exists() else ckpt} already exists; add --resume to continue that run, "
                             "or choose another output file")
