@@ -166,6 +166,7 @@ def test_predict_imagenet_without_training(capsys):
     (["classify", "predict", "--net", "efficientnet_lite0", "{run}", "{data}"],
      "is a run folder, not images: drop --net efficientnet_lite0"),
     (["classify", "predict", "{run}", "{data}", "{run}"], "is a run folder, not images"),
+    (["classify", "predict", "{run}", "{data}", "{tmp}"], "no images in this folder"),  # was skipped, exit 0
     # The predictions figure replaced the run's training curves, exit 0.
     (["classify", "predict", "{run}", "{data}", "--figure", "{run}/curves.png"],
      "would replace the run folder"),

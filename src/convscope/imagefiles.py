@@ -70,12 +70,17 @@ def find_images(folder) -> list[Path]:
 
 
 def image_paths(inputs: list[str]) -> list[str]:
-    """Files as given, and the images inside folders (recursive, sorted); ConfigError when none."""
+    """Files as given, and the images inside folders (recursive, sorted); ConfigError when none, or
+    for a folder without any (it was skipped without a word when the other inputs had some)."""
     found: list[str] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found += [str(f) for f in list_image_files(p)]
+            files = list_image_files(p)
+            if not files and len(inputs) > 1:
+                raise ConfigError(f"{item}: no images in this folder (looked for "
+                                  f"{', '.join(sorted(IMAGE_EXTENSIONS))}); drop it or add images")
+            found += [str(f) for f in files]
         elif p.exists():
             found.append(str(p))
         else:
