@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from convscope.cli import main
@@ -49,6 +50,8 @@ def test_train_writes_a_complete_run(trained, capsys):
     assert list((run / "tensorboard").iterdir())
     info = json.loads((run / "config.json").read_text())
     assert info["classes"] == sorted(CLASSES) and info["run"]["skipped"] == 1
+    from convscope.classify.optim import resolve_precision  # what --precision auto chose, recorded
+    assert info["run"]["arithmetic"] == resolve_precision("auto", torch.device("cpu"), "simple")
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,train_loss") and len(rows) == 5
 

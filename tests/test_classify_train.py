@@ -183,9 +183,11 @@ def test_resume_records_the_new_epochs_and_refuses_fewer_than_trained(tmp_path):
     with pytest.raises(RunError, match=r"has trained 2 epochs already; --epochs 1 cannot undo them"):
         train(splits(), config(epochs=1), run, resume=True)
     assert json.loads(run.file("config.json").read_text())["config"]["epochs"] == 2
-    result = train(splits(), config(epochs=3), run, resume=True)
+    result = train(splits(), config(epochs=3, precision="fp32"), run, resume=True)
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
-    assert json.loads(run.file("config.json").read_text())["config"]["epochs"] == 3
+    info = json.loads(run.file("config.json").read_text())
+    assert info["config"]["epochs"] == 3
+    assert info["run"]["arithmetic"] == "fp32"  # the resume's arithmetic, recorded as --epochs is
     assert train(splits(), config(epochs=3), run, resume=True).epochs_run == 3  # (finished: nothing to do)
 
 

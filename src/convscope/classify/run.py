@@ -188,14 +188,18 @@ class RunDir:
             raise RunError(f"{self.path} has trained {done} epochs already; --epochs {epochs} cannot undo them "
                            f"(give --epochs above {done} to train further)")
 
-    def record_resumed(self, options: dict) -> None:
+    def record_resumed(self, options: dict, run: dict | None = None) -> None:
         """Write the options a resume may change (RESUME_MAY_CHANGE: --epochs to extend the run, the
         device ...) into config.json, which describes the run as it goes on (it said the first
-        command's --epochs 10 after a resume to 20)."""
+        command's --epochs 10 after a resume to 20); `run`: entries of its "run" record likewise
+        (the arithmetic --precision auto resolved to on this device, also for a run folder the CLI
+        made before its data loaded)."""
         info = self.info()
-        config = info.setdefault("config", {})
-        if any(config.get(k) != v for k, v in options.items()):
+        config, record = info.setdefault("config", {}), info.setdefault("run", {})
+        if any(config.get(k) != v for k, v in options.items()) or \
+                any(record.get(k) != v for k, v in (run or {}).items()):
             config.update(options)
+            record.update(run or {})
             atomic_write(self.file(CONFIG), json.dumps(info, indent=2).encode())
 
     # ---- checkpoints ---------------------------------------------------------------------------

@@ -149,15 +149,18 @@ def _check_run(run: RunDir, config: TrainConfig, resume: bool, classes: list[str
         run.check_resumable(classes, config.epochs)
 
 
-def _start_run(run: RunDir, config: TrainConfig, splits: DataSplits, resume: bool) -> None:
-    """Make `run` a run folder (config.json, so load_run and resume find the run) unless it is one."""
+def _start_run(run: RunDir, config: TrainConfig, splits: DataSplits, resume: bool, arithmetic: str) -> None:
+    """Make `run` a run folder (config.json, so load_run and resume find the run) unless it is one.
+    `arithmetic`: the training steps' precision as resolved (what --precision auto chose), recorded."""
     if not run.file(CONFIG).exists():
-        run.create({"config": config.to_dict(), "classes": list(splits.train.classes), "run": splits.record()},
-                   resume=resume)
-    elif resume:  # (what check_resume_options lets a resume change: the run's record says it; not
-        # --snapshots, whose recorded layer a later resume with snapshots must keep to)
+        run.create({"config": config.to_dict(), "classes": list(splits.train.classes),
+                    "run": {**splits.record(), "arithmetic": arithmetic}}, resume=resume)
+    else:  # (made by the CLI before its data loaded, or resumed: what check_resume_options lets a
+        # resume change, the run's record says; not --snapshots, whose recorded layer a later resume
+        # with snapshots must keep to)
         now = config.to_dict()
-        run.record_resumed({k: now[k] for k in RESUME_MAY_CHANGE if k in now and k != "snapshots"})
+        options = {k: now[k] for k in RESUME_MAY_CHANGE if k in now and k != "snapshots"} if resume else {}
+        run.record_resumed(options, {"arithmetic": arithmetic})
 
 
 def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
@@ -180,7 +183,7 @@ def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
                     report=report, init=not resume)
     model, optimizer, cached, autocast = setup.model, setup.optimizer, setup.cached, setup.autocast
     if world.main:
-        _start_run(run, config, splits, resume)
+        _start_run(run, config, splits, resume, setup.precision)
     steps_per_epoch = setup.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup * steps_per_epoch)
