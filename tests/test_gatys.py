@@ -12,7 +12,7 @@ import convscope
 from convscope import images
 from convscope.errors import ConfigError, ImageError
 from convscope.nets import get_net
-from convscope.style.config import StyleConfig
+from convscope.style.config import PRESETS, StyleConfig
 from convscope.style.gatys import StyleObjective, stylize_images
 
 
@@ -141,6 +141,16 @@ def test_options_the_optimizer_would_ignore_are_refused(bad, message):
     with pytest.raises(ConfigError, match=message):
         StyleConfig(**bad).validate()
     StyleConfig(**{**bad, "optimizer": "sgd" if "lr_decay" in bad else "lbfgs"}).validate()
+
+
+def test_a_layer_named_twice_is_refused():
+    # --content-layers relu1_1 relu1_1 counted the layer twice without a word.
+    with pytest.raises(ConfigError, match="^--content-layers names relu1_1 more than once"):
+        StyleConfig(content_layers=("relu1_1", "relu1_1")).validate()
+    with pytest.raises(ConfigError, match="^--style-layers names relu2_1 more than once"):
+        StyleConfig(style_layers=("relu1_1", "relu2_1", "relu2_1")).validate()
+    for preset in PRESETS:  # (the presets name each layer once)
+        StyleConfig(preset=preset).validate()
 
 
 def test_blend_count_must_match_styles():

@@ -222,6 +222,11 @@ class StyleConfig:
                     isinstance(value, (list, tuple)) and all(isinstance(n, str) for n in value))):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a list of layer names, not {value!r}")
         content_layers, style_layers = self.layers()
+        for flag, names in (("--content-layers", content_layers), ("--style-layers", style_layers)):
+            repeated = sorted({n for n in names if names.count(n) > 1})  # (counted twice without a word)
+            if repeated:
+                raise ConfigError(f"{flag} names {', '.join(repeated)} more than once; give each layer once "
+                                  "(--style-layer-weights and --content-weight weigh them)")
         # Without --style-layers a net other than the registry's VGGs gets its own blocks
         # (gatys.preset_layers), which are counted there.
         if self.style_layers or _registry_vgg(self.net):
