@@ -258,8 +258,8 @@ def _check_loaded(loaded) -> None:
 
 def _check_labelled(images_u8, labels, n_classes: int) -> None:
     """ConfigError (one line) unless `images_u8` are uint8 [N, 3, H, W] and `labels` N class indices
-    below `n_classes` (float images were a NotImplementedError deep in bincount; a label past the
-    classes, a RuntimeError)."""
+    below `n_classes` (float images, or a label past the classes, failed deep inside with a raw
+    error)."""
     if not isinstance(images_u8, torch.Tensor) or images_u8.dtype != torch.uint8 or images_u8.dim() != 4 \
             or images_u8.shape[1] != 3:
         what = (f"{images_u8.dtype} {list(images_u8.shape)}" if isinstance(images_u8, torch.Tensor)

@@ -16,7 +16,8 @@ def engine_net(config, net=None, channels_last: bool = False):
     Without `net`, config.net is loaded on config.device (in NHWC on the CPU and CUDA where
     `channels_last`; own is True). A net handed in runs where it is, as it is (own is False), and
     names itself in the returned config, whatever config.net said: the result's record, titles and
-    sidecars then say which net made them. Anything but a torch module is a ConfigError."""
+    sidecars then say which net made them. Anything but a loaded net (a torch module with the named-
+    layer interface: argcheck.check_loaded_net) is a ConfigError."""
     check_loaded_net(net)
     if net is None:
         device = resolve_device(config.device)
