@@ -616,6 +616,13 @@ def test_arbitrary_blend_and_mask():
     assert float(left[0].mean() - left[2].mean()) > float(right[0].mean() - right[2].mean()) + 0.03
     with pytest.raises(ConfigError, match="two or more styles"):  # one style: the mask would do nothing
         s.tensor(x, [red], mask=mask)
+    # A mask drawn at another resolution is stretched to the content; one of another shape is refused
+    # (it was stretched too, putting the regions in the wrong places without a word).
+    small = mask.resize((content.width // 3, content.height // 3), Image.Resampling.NEAREST)
+    assert small.size != mask.size and s.tensor(x, [red, blue], mask=small).shape == split[None].shape
+    for odd in (mask.transpose(Image.Transpose.TRANSPOSE), mask.resize((content.width, content.height * 2))):
+        with pytest.raises(ConfigError, match=r"^the mask is \d+x\d+ and the content image \d+x\d+: their shapes"):
+            s.tensor(x, [red, blue], mask=odd)
 
 
 @pytest.mark.parametrize("size, content, style, message", [
@@ -801,7 +808,7 @@ def test_cli_stylize_a_folder_of_sub_folders_says_they_are_not_read(tmp_path, ca
     assert not (tmp_path / "outs").exists()
 
 
-def test_cli_arbitrary_sidecar_records_the_blend_and_the_mask(tmp_path):
+def test_cli_arbitrary_sidecar_records_the_blend_and_the_mask(tmp_path, capsys):
     content, mask = tmp_path / "c.png", tmp_path / "m.png"
     _photo(40, 32).save(content)
     Image.new("L", (40, 32), 255).save(mask)
@@ -819,6 +826,12 @@ def test_cli_arbitrary_sidecar_records_the_blend_and_the_mask(tmp_path):
     assert main([*argv, "--mask", str(mask)]) == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["inputs"]["mask"] == str(mask) and meta["config"]["style_blend"] is None
+    before = out.read_bytes()
+    Image.new("L", (32, 40), 255).save(mask)  # the content's shape turned on its side
+    assert main([*argv, "--mask", str(mask), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the mask is 32x40 and the content image c.png 40x32" in err and len(err.splitlines()) == 1, err
+    assert out.read_bytes() == before  # the earlier output is untouched
 
 
 def test_cli_arbitrary_folder_skips_an_image_too_small_for_it(tmp_path, capsys):

@@ -174,6 +174,21 @@ def _quantize_mask(mask: Image.Image, size: tuple[int, int], n_styles: int) -> t
     return (grey * (n_styles - 1)).round().long().clamp(0, n_styles - 1)
 
 
+MASK_ASPECT_TOLERANCE = 0.01  # relative, on top of the rounding a mask saved at another size carries
+
+
+def _check_mask_shape(mask: Image.Image, w: int, h: int, label: str) -> None:
+    """A mask is stretched to the content's size, which is fine for one drawn at another resolution,
+    but one of another aspect ratio (a rotated or wrong file) would put the regions in the wrong
+    places without a word. Each side's rounding to whole pixels moves the aspect by up to 1/side."""
+    mw, mh = mask.size
+    tolerance = MASK_ASPECT_TOLERANCE + 1 / mw + 1 / mh + 1 / w + 1 / h
+    if abs((mw / mh) / (w / h) - 1) > tolerance:
+        raise ConfigError(f"the mask is {mw}x{mh} and {f'the content image {label}'.strip()} {w}x{h}: their "
+                          f"shapes differ (aspect {mw / mh:.3g} against {w / h:.3g}), so the regions would not line "
+                          "up; give a mask of the content's shape (any size)")
+
+
 def _labels(labels) -> list[str]:
     """The images' names for messages: None, or a list of strings (content first, then styles)."""
     if labels is None:
@@ -264,6 +279,8 @@ class ArbitraryStylizer:
                               f"at least {MIN_SIDE} pixels a side")
         for i, (style, label) in enumerate(zip(styles, labels[1:]), start=1):
             _check_style(style, self.config.style_size, f"the style image {label or i}")
+        if mask is not None:
+            _check_mask_shape(mask, w, h, labels[0])
         # VGG halves three times before relu4_1 and the decoder doubles three times: pad to /8.
         ph, pw = (-h) % 8, (-w) % 8
         x = F.pad(content, (0, pw, 0, ph), mode="reflect" if min(h, w) > 8 else "replicate")
