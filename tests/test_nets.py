@@ -159,6 +159,8 @@ def test_torchvision_vgg_copies_weights_in_order(monkeypatch):
     """With torchvision's architecture at random init (no download), our named net computes the same."""
     import torchvision
 
+    import convscope.nets.vgg as vgg
+
     made = {}
     real_vgg16 = torchvision.models.vgg16
 
@@ -167,7 +169,10 @@ def test_torchvision_vgg_copies_weights_in_order(monkeypatch):
         return made["model"]
 
     monkeypatch.setattr(torchvision.models, "vgg16", fake_vgg16)
+    fetched = []
+    monkeypatch.setattr(vgg, "fetch_weights", lambda weights, arch, hint: fetched.append(weights))
     net = torchvision_vgg("vgg16").eval()
+    assert fetched == [torchvision.models.VGG16_Weights.IMAGENET1K_V1]
     x = torch.rand(1, 3, 32, 32)
     ref = made["model"].features[:23](TorchNorm()(x))  # up to relu4_3
     torch.testing.assert_close(net.features(x, ["relu4_3"])["relu4_3"], ref)
@@ -180,15 +185,14 @@ class TorchNorm(nn.Module):
         return (x - mean) / std
 
 
-def test_torchvision_offline_is_a_clear_error(monkeypatch):
+def test_torchvision_offline_is_a_clear_error(monkeypatch, tmp_path):
     import urllib.error
 
-    import torchvision
-
-    def offline(weights=None):
+    def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(torchvision.models, "vgg19", offline)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # no cached weights
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     clear_net_cache()
     with pytest.raises(WeightsError, match="download"):
         get_net("vgg19-torchvision")

@@ -193,15 +193,15 @@ def test_a_random_net_is_one_fixed_net_whatever_ran_before():
     assert torch.equal(torch.get_rng_state(), before)
 
 
-def test_unknown_and_offline_nets(monkeypatch):
+def test_unknown_and_offline_nets(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'resnet18'"):
         get_net("resnet81")
-    import torchvision
 
     def offline(*a, **k):
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
 
-    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # no cached weights
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     clear_net_cache()
     with pytest.raises(WeightsError, match="resnet18:random"):
         get_net("resnet18")

@@ -26,6 +26,7 @@ from ..devices import as_device
 from ..errors import ConfigError, WeightsError
 from ..options import AUTO, NET_ALIASES, RANDOM, net_names, unknown_net
 from .base import Backbone
+from .download import cached_weights_path, fetch_weights
 from .efficientnet import EfficientNetLite0, TFLitePreprocess, load_lite0_state, stage_ends
 from .hooked import LOGITS, HookedNet, hook_count
 from .vgg import CaffePreprocess, TorchvisionPreprocess, build_vgg, caffe_vgg19, torchvision_vgg
@@ -96,12 +97,16 @@ def torchvision_net(arch: str, pooling: str = "max", weights: bool = True) -> Ho
     chosen = None
     if weights:
         chosen = torchvision.models.get_model_weights(arch).DEFAULT
+        fetch_weights(chosen, arch, f"they download on first use, so this needs the internet once (or use "
+                                    f"{arch}{RANDOM})")
     try:
         model = torchvision.models.get_model(arch, weights=chosen)
-    except Exception as exc:  # offline, a proxy, a corrupt cache: one line for the user
-        raise WeightsError(f"cannot get torchvision {arch} weights ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}); they download on first "
-                           f"use, so this needs the internet once (or use {arch}{RANDOM})") from None
+    except Exception as exc:  # a corrupt cache: one line for the user
+        if chosen is None:
+            raise
+        raise WeightsError(f"cannot load torchvision {arch} weights ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}); delete "
+                           f"{cached_weights_path(chosen.url)} to download them again, or use {arch}{RANDOM}") from None
     classes = chosen.meta.get("categories") if chosen is not None else None
     if classes is None and getattr(model, "num_classes", None) in (None, 1000):
         classes = imagenet_classes()
