@@ -197,6 +197,11 @@ def test_predict_imagenet_without_training(capsys):
     (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--alternate-flip"], "add --flip or drop --alternate-flip"),
     (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--model", "vgg19-bn", "--alternate-flip",
       "--no-flip"], "add --flip or drop --alternate-flip"),
+    # The learning rate was still rising when the run ended, without a word.
+    (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--epochs", "2", "--warmup", "2"],
+     "--warmup 2 is not shorter than the run's 2 epochs"),
+    (["classify", "train", "--data", "{data}", "-o", "{tmp}/r3", "--warmup", "12.5"],
+     "--warmup 12.5 is not shorter than the run's 10 epochs (--epochs, or the model's recipe)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys, argv, message):
     data, run = trained

@@ -289,3 +289,15 @@ def test_optimizer_options_a_run_would_ignore_are_refused():
     with pytest.raises(ConfigError, match="optimizer here is adadelta .*the model.s recipe"):  # simple: adadelta
         TrainConfig(model="simple", momentum=0.5).resolved()
     assert TrainConfig(model="simple", optimizer="sgd", momentum=0.5).resolved().momentum == 0.5
+
+
+def test_a_warmup_as_long_as_the_run_is_refused():
+    # The learning rate never reached --lr: warm-up 5 of 3 epochs trained at 1/15 to 3/5 of it, exit 0.
+    from convscope.classify.config import TrainConfig, check_command_options
+
+    with pytest.raises(ConfigError, match="--warmup 5 is not shorter than the run's 3 epochs"):
+        check_command_options(TrainConfig(model="simple", epochs=3, warmup=5))
+    with pytest.raises(ConfigError, match="--warmup 4 is not shorter than the run's 4 epochs"):
+        check_command_options(TrainConfig(model="transfer:vgg19", finetune=1, warmup=4))  # its recipe: 4 epochs
+    check_command_options(TrainConfig(model="transfer:vgg19", finetune=1, warmup=3.5))
+    check_command_options(TrainConfig(model="simple", epochs=3, warmup=2.9))

@@ -105,7 +105,7 @@ class TrainConfig:
     weight_decay: float | None = _opt("L2 weight decay (decoupled for adamw) (default: the model's recipe)", None)
     schedule: str | None = _opt("learning-rate schedule: none, step (x0.1 at 50% and 75%), cosine, onecycle "
                                 "(default: the model's recipe)", None)
-    warmup: float = _opt("epochs of linear learning-rate warm-up", 0.0)
+    warmup: float = _opt("epochs of linear learning-rate warm-up (fewer than the run's epochs)", 0.0)
     class_weights: str = _opt("weigh the training loss per class: none, or balanced (each class in inverse "
                               "proportion to its share of the training images, so a class with few images "
                               "counts as much as one with many; scikit-learn's 'balanced')", "none",
@@ -255,7 +255,7 @@ class TrainConfig:
 def check_command_options(config: TrainConfig) -> None:
     """What a training command is refused that a saved config.json may hold (runs of earlier
     versions, which took it without a word, stay loadable): --snapshot-layer without --snapshots,
-    --alternate-flip without flips (--no-flip, or a recipe without them)."""
+    --alternate-flip without flips (--no-flip, or a recipe without them), --warmup as long as the run."""
     if config.snapshot_layer != TrainConfig.snapshot_layer and not config.snapshots:
         raise ConfigError("--snapshot-layer names the layer --snapshots records; add --snapshots")
     if config.alternate_flip is True and config.flip is None:
@@ -264,6 +264,13 @@ def check_command_options(config: TrainConfig) -> None:
                                               recipe_of(config.model, config.finetune)["flip"]):
         raise ConfigError(f"--alternate-flip changes how flips are drawn, but model {config.model} trains "
                           "without flips here (--no-flip, or its recipe): add --flip or drop --alternate-flip")
+    if config.warmup:
+        config._check_model()
+        epochs = config.epochs if config.epochs is not None else recipe_of(config.model, config.finetune)["epochs"]
+        if config.warmup >= epochs:  # the rate was still rising when the run ended, without a word
+            raise ConfigError(f"--warmup {config.warmup:g} is not shorter than the run's {epochs} epochs (--epochs, or "
+                              "the model's recipe): the learning rate would never reach --lr; give fewer warm-up "
+                              "epochs")
     check_data_root(config.data, config.data_root)
 
 
