@@ -1247,6 +1247,8 @@ def test_serve_without_gradio_says_how_to_install(monkeypatch, capsys):
     (["--max-upload-mb", "0"], "--max-upload-mb must be positive"),
     (["--max-upload-mb", "inf"], "--max-upload-mb must be positive and at most 1,000,000"),  # was a traceback
     (["--max-upload-mb", "1e300"], "--max-upload-mb must be positive and at most"),  # Gradio failed to start
+    # Under a byte: "max bytes must be a positive whole number, not 0", naming no flag of serve.
+    (["--max-upload-mb", "1e-9"], "--max-upload-mb 1e-09 is under one byte; give at least 1e-06"),
 ])
 def test_serve_bad_options(argv, message, capsys):
     pytest.importorskip("gradio")

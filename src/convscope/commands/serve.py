@@ -77,6 +77,9 @@ def settings_from(args):
     # about share links): at most a terabyte, far beyond any image.
     if not 0 < args.max_upload_mb <= MAX_UPLOAD_MB:
         raise ConfigError(f"--max-upload-mb must be positive and at most {MAX_UPLOAD_MB:,}, not {args.max_upload_mb}")
+    max_bytes = int(args.max_upload_mb * 2**20)
+    if max_bytes < 1:  # (Limits said "max bytes must be a positive whole number", a flag serve has not)
+        raise ConfigError(f"--max-upload-mb {args.max_upload_mb} is under one byte; give at least 1e-06")
     if args.max_pixels < 1:
         raise ConfigError(f"--max-pixels must be positive, not {args.max_pixels}")
     if not 1 <= args.concurrency <= 64:
@@ -92,7 +95,7 @@ def settings_from(args):
     resolve_device(args.device)  # a bad --device fails now, not in the first job
     import gradio.utils
 
-    limits = Limits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
+    limits = Limits(max_bytes=max_bytes, max_pixels=args.max_pixels,
                     upload_root=Path(gradio.utils.get_upload_folder()))
     return Settings(limits=limits, concurrency=args.concurrency, runs=runs, device=args.device)
 
