@@ -68,6 +68,8 @@ def _one_line_in_form_terms(text: str) -> None:
     # front: 10**12 was "the device ran out of memory; use a smaller size", 1e308 a TypeError.
     ("invert", {"iterations": 10**12}, "iterations must be a whole number from 1 to 1000000, not 1000000000000"),
     ("invert", {"iterations": 1e308}, "iterations must be a whole number below 2**63, not '1e+308'"),
+    # 0 (automatic, the default) is allowed: the range said "from 1 to 8".
+    ("gatys", {"scales": 9}, "scales must be a whole number from 0 to 8, not 9"),
 ])
 def test_out_of_range_numbers_are_refused_before_the_work(handlers, uploads, tab, values, message):
     from convscope.style.config import StyleConfig
@@ -91,6 +93,14 @@ def test_out_of_range_numbers_are_refused_before_the_work(handlers, uploads, tab
     assert str(err.value).startswith(message), str(err.value)
     _one_line_in_form_terms(str(err.value))
     assert outputs == []  # refused with the form, before the job starts
+
+
+def test_style_config_ranges_include_zero_where_zero_is_allowed():
+    from convscope.style.config import StyleConfig
+
+    StyleConfig(save_every=0, scales=0).validate()
+    with pytest.raises(ConfigError, match="--save-every must be a whole number from 0 to 1000000, not 2000000"):
+        StyleConfig(save_every=2_000_000).validate()  # (it said "from 1 to 1000000")
 
 
 def test_engines_take_no_step_size_beyond_float32():

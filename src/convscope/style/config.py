@@ -168,8 +168,8 @@ class StyleConfig:
         whole("size", self.size, 10**9)  # the real limit gets a clearer message below
         whole("iterations", self.iterations, 1_000_000)
         whole("lbfgs_history", self.lbfgs_history, 1000)
-        whole("save_every", self.save_every, 1_000_000)
-        whole("scales", self.scales, 8)
+        whole("save_every", self.save_every, 1_000_000, low=0)  # 0: never
+        whole("scales", self.scales, 8, low=0)  # 0: automatic
         whole("seed", self.seed, 2**63 - 1, low=0)
         positive("size", self.size)
         if self.size > 8192:
