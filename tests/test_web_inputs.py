@@ -70,6 +70,8 @@ def _one_line_in_form_terms(text: str) -> None:
     ("invert", {"iterations": 1e308}, "iterations must be a whole number below 2**63, not '1e+308'"),
     # 0 (automatic, the default) is allowed: the range said "from 1 to 8".
     ("gatys", {"scales": 9}, "scales must be a whole number from 0 to 8, not 9"),
+    # It read "style layer weights weights must not all be zero".
+    ("gatys", {"style_layer_weights": "0 0 0 0 0"}, "style layer weights must not all be zero"),
 ])
 def test_out_of_range_numbers_are_refused_before_the_work(handlers, uploads, tab, values, message):
     from convscope.style.config import StyleConfig

@@ -209,7 +209,7 @@ class StyleConfig:
                 for v in values:
                     positive(name, v, allow_zero=True)
                 if sum(values) <= 0:
-                    raise ConfigError(f"--{name.replace('_', '-')} weights must not all be zero")
+                    raise ConfigError(f"--{name.replace('_', '-')} must not all be zero")
         if fast_init_model(self.init) == "" and self.init != FAST_INIT:
             raise ConfigError("--init fast:MODEL needs a model after the colon: a built-in name (convscope "
                               "styles) or a .safetensors file")
