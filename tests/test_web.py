@@ -182,8 +182,11 @@ def test_parse_values():
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_value(StyleConfig, spec, raw)
-    with pytest.raises(ConfigError, match="needs 2 values"):
-        parse_value(TextureConfig, "size", "64")
+    for raw in ("64", "", " , "):  # (empty said "needs at least one value")
+        with pytest.raises(ConfigError, match="^size needs 2 values"):
+            parse_value(TextureConfig, "size", raw)
+    with pytest.raises(ConfigError, match="^layers needs at least one value$"):
+        parse_value(TextureConfig, "layers", " ")
     with pytest.raises(ValueError):  # a page may narrow a field's choices, never add to them
         parse_value(StyleConfig, Spec("pooling", choices=("max", "median")), "max")
 

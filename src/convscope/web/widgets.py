@@ -217,9 +217,10 @@ def parse_value(cls, spec: Spec | str, raw):
     if kind == "str":
         return raw.strip()
     parts = [p for p in _SPLIT.split(raw.strip()) if p]
-    if not parts:
-        raise ConfigError(f"{label} needs at least one value")
     inner = kind[len("tuple["):-1].split(",")
+    if not parts:  # (a fixed-length field said "needs at least one value", then "needs 2 values, not 1")
+        raise ConfigError(f"{label} needs at least one value" if kind.endswith(",...]") else
+                          f"{label} needs {len(inner)} values")
     if kind.endswith(",...]"):
         item = inner[0]
         values = tuple(_number(label, p, item == "int") if item in ("int", "float") else p for p in parts)
