@@ -888,6 +888,7 @@ def test_demo(capsys, tmp_path):
 @pytest.mark.parametrize("extra,fragment", [
     (["--iterations", "5"], "--iterations applies to the gatys method only"),
     (["--style-weight", "3"], "--style-weight applies to the gatys method only"),
+    (["--strip"], "--strip applies to the gatys method only"),  # (no strip was written, exit 0)
 ])
 def test_demo_model_refuses_an_optimization_option_it_would_ignore(capsys, tmp_path, extra, fragment):
     r = run(capsys, "demo", "--model", "starry_night", "-o", tmp_path / "d.png", *extra)

@@ -925,6 +925,9 @@ def test_cli_folder_run_with_no_usable_image_is_an_error(tmp_path, capsys):
     (["--method", "arbitrary", "STYLE", "--strength", "0.5"], "--strength applies to --model only"),
     (["STYLE", "--alpha", "0.5"], "--alpha applies to --method arbitrary only"),
     (["STYLE", "--decoder", "adain"], "--decoder applies to --method arbitrary only"),
+    # --strip draws the optimization's iterations: the one-pass methods wrote no strip, exit 0
+    (["--model", "starry_night", "--strip"], "--strip applies to the gatys method only"),
+    (["--method", "arbitrary", "STYLE", "--strip"], "--strip applies to the gatys method only"),
     (["--method", "arbitrary", "STYLE", "STYLE", "--style-blend", "0", "0"], "must be 0 or more and not all 0"),
 ])
 def test_cli_stylize_bad_input(tmp_path, capsys, argv, message):

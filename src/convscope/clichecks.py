@@ -26,10 +26,12 @@ def check_method_options(args, method: str, command_defaults: dict | None = None
 
     shared = {"size", "preserve_color", "device", "precision"}
     users = {f.name: {"gatys"} for f in fields(StyleConfig) if f.name not in shared}
+    # --strip (a CLI option, not a config field) draws the optimization's iterations: the one-pass
+    # methods have none, and wrote no strip with exit 0.
     users.update(style_blend={"gatys", "arbitrary"}, strength={"fast"}, alpha={"arbitrary"},
-                 style_size={"arbitrary"}, decoder={"arbitrary"})
+                 style_size={"arbitrary"}, decoder={"arbitrary"}, strip={"gatys"})
     defaults = {f.name: f.default for f in (*fields(StyleConfig), *fields(FastConfig))}
-    defaults.update(decoder=DEFAULT_DECODER, **(command_defaults or {}))
+    defaults.update(decoder=DEFAULT_DECODER, strip=False, **(command_defaults or {}))
     label = labels or {"gatys": "the gatys method", "fast": "--model", "arbitrary": "--method arbitrary"}
     for name, methods in users.items():
         if not hasattr(args, name) or (only is not None and name not in only):  # not this command's
