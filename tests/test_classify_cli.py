@@ -730,3 +730,19 @@ def test_evaluate_on_the_runs_own_data_keeps_its_images(tmp_path, capsys, flag):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert f"{flag} {photo} is one of this run's inputs (an image in {data})" in err
     assert photo.read_bytes() == before and not sidecar_path(photo).exists()
+
+
+@pytest.mark.parametrize("command", ["train", "lr-find"])
+def test_a_batch_of_one_image_for_a_batchnorm_head_is_one_line(tmp_path, capsys, command):
+    # vgg19-bn's dense head normalizes over the batch: one image per batch gave BatchNorm's
+    # "Expected more than 1 value per channel when training" as a ValueError traceback.
+    data = make_folder(tmp_path / "data", n_train=3, n_test=2, size=32, corrupt=False)
+    out = tmp_path / "run"
+    argv = ["classify", command, "--data", str(data), "--model", "vgg19-bn", "--batch-size", "1",
+            "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "-q"]
+    argv += ["-o", str(out), "--epochs", "1"] if command == "train" else ["--json", "--steps", "10"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "a batch of 1 image(s)" in err and "--batch-size 2 or more" in err, err
+    assert not out.exists()

@@ -52,7 +52,15 @@ class Setup:
 
     def logits(self, x: torch.Tensor, forward: nn.Module | None = None) -> torch.Tensor:
         """The model's logits for a batch of `batches` (the head alone on cached features)."""
-        return self.model.head(x) if self.cached else (forward or self.model)(x)
+        try:
+            return self.model.head(x) if self.cached else (forward or self.model)(x)
+        except ValueError as exc:
+            # A BatchNorm layer in training that sees one value per channel (vgg19-bn's dense head,
+            # a torchvision model's last stage at a small input) with one image per batch.
+            if "Expected more than 1 value per channel" not in str(exc):
+                raise
+            raise ConfigError(f"a batch of {x.shape[0]} image(s) cannot train this model: its BatchNorm layers "
+                              "need more than one value per channel; use --batch-size 2 or more") from None
 
     def step(self, loss: torch.Tensor) -> None:
         """One optimizer step down `loss`."""
