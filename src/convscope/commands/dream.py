@@ -29,6 +29,10 @@ def run(args) -> int:
     # answered at once rather than after PyTorch loads.
     out = check_output_path(args.output)
     config = config_from_args(args, DreamConfig).validate()
+    if not config.zoom_frames and (config.zoom != DreamConfig.zoom or config.zoom_steps != DreamConfig.zoom_steps):
+        from ..errors import ConfigError  # (they shaped no frames, exit 0)
+
+        raise ConfigError("--zoom and --zoom-steps shape the --zoom-frames sequence: add --zoom-frames N or drop them")
     for path in (args.image, args.guide):
         if path:
             readable_file(path)
