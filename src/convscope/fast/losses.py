@@ -18,10 +18,12 @@ class PerceptualLoss:
     feature error at one layer, style as the relative Gram error per layer (divided by the mean
     squared target Gram, so every layer counts the same), plus total variation."""
 
-    def __init__(self, style: torch.Tensor, config: TrainStyleConfig, device: torch.device, autocast):
+    def __init__(self, style: torch.Tensor, config: TrainStyleConfig, device: torch.device, autocast,
+                 layout: torch.memory_format = torch.contiguous_format):
         from ..nets import get_net
 
         self.vgg = get_net("vgg19", device=device).requires_grad_(False)
+        self.vgg.use_channels_last(layout == torch.channels_last)
         self.config, self.autocast = config, autocast
         self.content_layer = self.vgg.resolve(config.content_layer)
         self.style_layers = [self.vgg.resolve(n) for n in config.style_layers]

@@ -71,6 +71,13 @@ def _autocast_for(device: torch.device, precision: str):
     return precision, (lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled))
 
 
+def _layout(device: torch.device) -> torch.memory_format:
+    """Channels-last on the CPU: oneDNN runs a training step 1.8x faster that way (batch 8 of 256 px in
+    bf16, bench/train_style_cpu.py: train-style 1.75 s against 3.24 s, train-arbitrary 2.14 s against
+    3.81 s, --encoder lite 2.38 s against 4.21 s; 2-core Xeon with AMX). GPUs keep NCHW (unmeasured)."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
 def _lr_at(config: TrainCommon, step: int) -> float:
     return config.lr * (0.5 ** ((step >= config.steps // 2) + (step >= (3 * config.steps) // 4)))
 
@@ -290,12 +297,13 @@ def train_style(style: str | Path | Image.Image, content_dir: str | Path, out: s
     sampler = CropSampler(files, config.size, "content")
     precision, autocast = _autocast_for(device, config.precision)
     style_t = images.pil_to_tensor(images.resize_long_side(style_img, config.style_size), device)
-    loss = PerceptualLoss(style_t, config, device, autocast)
-    net = TransformerNet(tuple(config.widths), config.residual_blocks).to(device)
+    layout = _layout(device)
+    loss = PerceptualLoss(style_t, config, device, autocast, layout)
+    net = TransformerNet(tuple(config.widths), config.residual_blocks).to(device, memory_format=layout)
     previews = sampler.sample(min(3, config.batch_size), torch.Generator().manual_seed(config.seed + 99)).to(device)
 
     def step_losses(gen):
-        content = sampler.sample(config.batch_size, gen).to(device, non_blocking=True)
+        content = sampler.sample(config.batch_size, gen).to(device, non_blocking=True).contiguous(memory_format=layout)
         with autocast():
             output = net(content)
         return loss(output, content)
@@ -337,11 +345,11 @@ def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | P
     contents = CropSampler(content_files, config.size, "content")
     styles = CropSampler(style_files, config.size, "style")
     precision, autocast = _autocast_for(device, config.precision)
-    lite = config.encoder == "lite"
+    lite, layout = config.encoder == "lite", _layout(device)
     # The lite model is built first (loading VGG19 draws no random numbers: nets._pretrained).
-    net = LiteAdaIN(tuple(config.widths), tuple(config.encoder_widths)).to(device) if lite else None
-    encoder = Encoder().to(device)
-    net = net if lite else Decoder(tuple(config.widths)).to(device)
+    net = LiteAdaIN(tuple(config.widths), tuple(config.encoder_widths)) if lite else None
+    encoder = Encoder().to(device, memory_format=layout)
+    net = (net if lite else Decoder(tuple(config.widths))).to(device, memory_format=layout)
     gen = torch.Generator().manual_seed(config.seed + 99)
     k = min(3, config.batch_size)
     # Previews run the whole stylizer (the lite model's own encoder, or VGG19 and the decoder).
@@ -350,8 +358,8 @@ def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | P
     previews = contents.sample(k, gen).to(device)
 
     def step_losses(gen):
-        c = contents.sample(config.batch_size, gen).to(device, non_blocking=True)
-        s = styles.sample(config.batch_size, gen).to(device, non_blocking=True)
+        c = contents.sample(config.batch_size, gen).to(device, non_blocking=True).contiguous(memory_format=layout)
+        s = styles.sample(config.batch_size, gen).to(device, non_blocking=True).contiguous(memory_format=layout)
         if lite:
             return lite_losses(net, encoder, c, s, config, autocast)
         with autocast():
