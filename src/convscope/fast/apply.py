@@ -151,12 +151,16 @@ class FastStylizer:
         # On the CPU the same function computed on half-resolution grids is ~1.3x faster (see
         # HalfResTransformerNet); GPUs keep the plain network, whose speed there is the measured one.
         self.runner = HalfResTransformerNet(self.net).eval() if self.device.type == "cpu" else self.net
+        # Channels-last on the CPU too (oneDNN's faster path), as the arbitrary method's networks: 1.24-1.37x
+        # image in to image out at 512 and 1024 px (2-core Xeon with AMX, bf16).
+        self.layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.runner.to(memory_format=self.layout)
 
     @torch.inference_mode()
     def tensor(self, content: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] -> stylized, same shape, float32."""
         _check_batch(content)
-        y = self.runner(content.to(self.device, self.dtype)).float()
+        y = self.runner(content.to(self.device, self.dtype).contiguous(memory_format=self.layout)).float()
         return _finish(y, content.to(self.device).float(), self.config.preserve_color, self.config.strength)
 
     def __call__(self, content: Image.Image) -> Image.Image:
