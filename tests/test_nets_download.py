@@ -38,7 +38,7 @@ def test_offline_is_one_line_for_torchvision_classifiers_and_vgg(hub, monkeypatc
         get_net("vgg19-torchvision")
     assert len(calls) == 2 and not list(hub.rglob("*.pth"))
     # Through the CLI: torch hub wrote 'Downloading: URL to PATH' to stdout before it tried (where
-    # `classify predict --json` writes its JSON), so offline there were two lines.
+    # `explain --json` writes its JSON), so offline there were two lines.
     from PIL import Image
 
     Image.new("RGB", (40, 32), (90, 120, 30)).save(tmp_path / "in.png")

@@ -2,7 +2,7 @@
 
 Why fetch them here: torch.hub writes 'Downloading: "URL" to PATH' to stdout before it tries, so
 offline a user saw that line and then convscope's error, where the house rule wants one line, and a
-first download put it into the output of `--json` commands (`classify predict --json`). The
+first download put it into the output of `--json` commands (`explain --net resnet18 --json`). The
 file lands where torchvision looks for it (TORCH_HOME's hub/checkpoints, under the URL's file
 name), so torchvision then loads it without a word; the download shows torch's progress bar,
 checks the hash its name carries, and renames a finished file into place (no half-written cache).
