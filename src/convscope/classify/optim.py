@@ -14,8 +14,8 @@ from .config import TrainConfig
 
 # The models whose training steps `auto` runs in bf16 on a CPU with native bf16. On a 2-core Xeon
 # with AMX, bf16 made `simple`'s steps faster than float32 (both NHWC) at the same test accuracy,
-# but `resnet-fast`'s slower (oneDNN's bf16 convolution backward; README, CIFAR-10 on the CPU);
-# the others are not measured, so they stay float32 there.
+# but `resnet-fast`'s and `vgg19-bn`'s slower (oneDNN's bf16 convolution backward; README, CIFAR-10
+# on the CPU); the others are not measured, so they stay float32 there.
 CPU_BF16_MODELS = ("simple",)
 
 
