@@ -1108,6 +1108,21 @@ def test_cli_train_lite_bad_options(folders, tmp_path, capsys, argv, message):
     assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()
 
 
+@pytest.mark.parametrize("argv, flag", [(["--encoder-widths", "4", "4", "4", "4"], "--encoder-widths"),
+                                         (["--mimic-weight", "3"], "--mimic-weight")])
+def test_cli_train_arbitrary_refuses_lite_options_without_lite(folders, tmp_path, capsys, argv, flag):
+    # With the default --encoder vgg19 they shape nothing: the run ignored them with exit 0.
+    content, styles, _ = folders
+    out = tmp_path / "m.safetensors"
+    assert main(["train-arbitrary", "--content-dir", str(content), "--style-dir", str(styles), "--steps", "1",
+                 "--size", "32", "--batch-size", "1", "--device", "cpu", "-q", *argv, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} applies to --encoder lite only" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    TrainArbitraryConfig(encoder="lite", encoder_widths=[4, 4, 4, 4], mimic_weight=3).validate()
+    TrainArbitraryConfig(encoder_widths=[16, 32, 64, 128], mimic_weight=100.0).validate()  # the defaults
+
+
 def test_the_cli_default_decoder_is_the_arbitrary_builtin():
     from convscope.cli import DEFAULT_DECODER
 

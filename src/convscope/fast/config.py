@@ -146,6 +146,13 @@ class TrainArbitraryConfig(TrainCommon):
         self._non_negative("style_weight", "mimic_weight")
         self._check_widths()
         self._check_widths("encoder_widths", 4)
+        # The lite encoder's options shape nothing when VGG19 encodes (they were ignored with exit 0).
+        for name in ("encoder_widths", "mimic_weight"):
+            value = getattr(self, name)
+            if self.encoder != "lite" and (tuple(value) if isinstance(value, list) else value) != \
+                    getattr(TrainArbitraryConfig, name):
+                raise ConfigError(f"--{name.replace('_', '-')} applies to --encoder lite only; drop it or add "
+                                  "--encoder lite")
         return self
 
 
