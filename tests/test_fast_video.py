@@ -278,6 +278,11 @@ def test_wrong_model_kind_and_bad_options(assets, out_dir, capsys):
     assert main(["stylize-video", clip, "-o", out, *CPU]) == 2  # no --model
     assert main(["stylize-video", clip, "--method", "arbitrary", "-o", out, *CPU]) == 2  # no --style
     assert main(["stylize-video", clip, "--model", str(assets["model"]), "--temporal", "2", "-o", out, *CPU]) == 2
+    capsys.readouterr()
+    # --temporal-sigma without --temporal blended nothing: ignored with exit 0 before
+    assert main(["stylize-video", clip, "--model", str(assets["model"]), "--temporal-sigma", "0.1", "-o", out, *CPU]) == 2
+    err = capsys.readouterr().err
+    assert "--temporal-sigma" in err and "--temporal T" in err and err.count("\n") == 1
     assert main(["stylize-video", clip, "--model", str(assets["model"]), "-o", clip, *CPU]) == 2  # own input
     assert leftovers(out_dir) == []
 

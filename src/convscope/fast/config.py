@@ -235,6 +235,9 @@ class VideoConfig:
             raise ConfigError(f"--temporal must be between 0 (off) and 1, not {self.temporal}")
         if not 0.0 < self.temporal_sigma <= 1.0:
             raise ConfigError(f"--temporal-sigma must be above 0 and at most 1, not {self.temporal_sigma}")
+        if self.temporal == 0 and self.temporal_sigma != VideoConfig.temporal_sigma:  # (ignored with exit 0)
+            raise ConfigError("--temporal-sigma shapes the --temporal blend, which is off; add --temporal T "
+                              "(above 0) or drop --temporal-sigma")
         if not 0 <= self.batch <= 64:
             raise ConfigError(f"--batch must be between 0 (auto) and 64, not {self.batch}")
         if not 0 <= self.crf <= 51:
