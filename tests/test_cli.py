@@ -955,6 +955,23 @@ def test_output_that_is_one_of_the_inputs_is_refused_and_the_input_kept(capsys, 
     assert sorted(p.name for p in folder.iterdir()) == ["p.png"]  # no sidecar either
 
 
+@pytest.mark.parametrize("argv", [
+    ["texture", "{meta}", "-o", "{out}.png"],
+    ["stylize", "{photo}", "{meta}", "-o", "{out}.png"],
+    ["stylize-video", "{meta}", "--model", "starry_night", "-o", "{out}.mp4"],  # the video's name
+])
+def test_an_output_whose_sidecar_is_one_of_the_inputs_is_refused(capsys, tmp_path, argv):
+    # An input named x.json (an image or a video: read by its content) was replaced by -o x.png's
+    # metadata sidecar, exit 0.
+    photo, meta = tmp_path / "p.png", tmp_path / "x.json"
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(photo)
+    Image.new("RGB", (40, 30), (200, 10, 30)).save(meta, format="PNG")
+    before = meta.read_bytes()
+    r = run(capsys, *[a.format(photo=photo, meta=meta, out=tmp_path / "x") for a in argv])
+    assert_user_error(r, "would write its metadata (x.json) over one of this run's inputs", "choose another")
+    assert meta.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "x.json"]
+
+
 def test_ctrl_c_while_starting_up_is_one_line_not_a_traceback(capsys, monkeypatch):
     def pressed():
         raise KeyboardInterrupt

@@ -98,13 +98,17 @@ def refuse_files_over_inputs(args: argparse.Namespace, flag: str, paths) -> None
 
 def _refuse_over_inputs(args: argparse.Namespace, flag: str, out: Path) -> None:
     from .errors import ConfigError
+    from .fast.config import VIDEO_FORMATS
     from .imagefiles import WRITABLE_FORMATS, is_image_name, sidecar_path, visible
 
-    sidecar = sidecar_path(out) if out.suffix.lower() in WRITABLE_FORMATS else None
+    sidecar = sidecar_path(out) if out.suffix.lower() in (*WRITABLE_FORMATS, *VIDEO_FORMATS) else None
     for name, v, given in _input_paths(args, skip=MAY_BE_THE_OUTPUT.get(getattr(args, "command", None), ())):
         if _same(given, out):
             raise ConfigError(f"{flag} {out} is one of this run's inputs ({name.replace('_', '-')}); writing "
                               "there would replace it: choose another output name")
+        if sidecar is not None and given.is_file() and _same(given, sidecar):  # (texture x.json -o x.png)
+            raise ConfigError(f"{flag} {out} would write its metadata ({sidecar.name}) over one of this run's "
+                              f"inputs ({name.replace('_', '-')}): choose another output name")
         if not given.is_dir():
             continue
         if sidecar is not None and _same(given / "config.json", sidecar):

@@ -204,6 +204,8 @@ class FastConfig:
 
 
 # ---- videos (fast.video) -----------------------------------------------------------------------
+# Output extension -> ffmpeg muxer. All three hold H.264; the audio copy falls back to AAC.
+VIDEO_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 # H.264 encoder presets of ffmpeg (--preset).
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 

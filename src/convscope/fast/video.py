@@ -41,11 +41,9 @@ from torch.nn import functional as F
 from .. import images
 from ..errors import ConfigError, OutputError
 from .apply import ArbitraryStylizer, FastStylizer
-from .config import VideoConfig
+from .config import VIDEO_FORMATS, VideoConfig
 from .videoio import Encoder, VideoError, VideoInfo, mux_audio, next_frame, open_frames
 
-# Output extension -> ffmpeg muxer. All three hold H.264; the audio copy falls back to AAC.
-VIDEO_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 BLUR_SIGMA = 2.0  # px, of the Gaussian blur of the frame difference in the temporal blend
 SHORT_FRACTION = 0.8  # fewer frames than this part of the expected number: VideoResult.short
 
