@@ -243,6 +243,21 @@ def test_train_refuses_to_overwrite_and_checks_resume(folders, tmp_path):
         train_style(style, content, tmp_path / "dir.safetensors", tiny_style_config(steps=2), resume=True)
 
 
+def test_a_file_where_the_previews_go_is_refused_before_training(folders, tmp_path, capsys):
+    # mkdir's FileExistsError traceback at the first preview, after the steps before it were lost.
+    content, _, style = folders
+    out = tmp_path / "m.safetensors"
+    (tmp_path / "m_previews").write_bytes(b"mine")
+    with pytest.raises(TrainingError, match="m_previews, where the previews go, is a file"):
+        train_style(style, content, out, tiny_style_config(steps=2, preview_every=1))
+    assert (tmp_path / "m_previews").read_bytes() == b"mine" and not out.exists()
+    assert main(["train-style", str(style), "--content-dir", str(content), "--size", "32", "--steps", "1",
+                 "--batch-size", "1", "--device", "cpu", "-q", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and len(err.strip().splitlines()) == 1
+    train_style(style, content, out, tiny_style_config(steps=2, preview_every=0))  # none written: no matter
+
+
 def test_train_refuses_an_output_another_process_is_training(folders, tmp_path):
     from convscope.runlock import BusyError, exclusive, lock_beside
 

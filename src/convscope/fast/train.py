@@ -278,6 +278,9 @@ def _prepare(config: TrainCommon, expected: type, out: str | Path, resume, callb
         raise ConfigError(f"the output must be a .safetensors file, not {path.name}")
     images.check_output_file(path, "style.safetensors")
     check_start(path, resume, kind, config.init)
+    previews = preview_folder(path)
+    if config.preview_every and previews.exists() and not previews.is_dir():  # (mkdir's traceback at the first preview)
+        raise TrainingError(f"{previews}, where the previews go, is a file: move it, or add --preview-every 0")
     device = resolve_device(config.device)
     # The nets' initialization draws from the CPU generator (they are built there); nothing here draws
     # from a GPU's, so its state is left alone.
