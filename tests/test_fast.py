@@ -243,6 +243,20 @@ def test_train_refuses_to_overwrite_and_checks_resume(folders, tmp_path):
         train_style(style, content, tmp_path / "dir.safetensors", tiny_style_config(steps=2), resume=True)
 
 
+def test_resuming_a_finished_run_whose_model_was_deleted_writes_it_back(folders, tmp_path):
+    # It returned (the CLI: "wrote m.safetensors", exit 0) with no model file there.
+    content, _, style = folders
+    out = tmp_path / "m.safetensors"
+    train_style(style, content, out, tiny_style_config(steps=2))
+    before = load_model(str(out), STYLE_KIND)
+    out.unlink()
+    result = train_style(style, content, out, tiny_style_config(steps=2), resume=True)
+    assert result.path == out and out.is_file()
+    after = load_model(str(out), STYLE_KIND)
+    a, b = before.net.state_dict(), after.net.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_file_where_the_previews_go_is_refused_before_training(folders, tmp_path, capsys):
     # mkdir's FileExistsError traceback at the first preview, after the steps before it were lost.
     content, _, style = folders

@@ -230,6 +230,9 @@ def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: Train
             save_tensors(ckpt, {**{f"model.{k}": v for k, v in net.state_dict().items()}, **_flat_optimizer(opt)},
                          {"kind": kind, "config": config.to_dict(), "step": done, "history": history,
                           "seconds": elapsed, "data": data or {}})
+    if start >= config.steps and not out.exists():  # a finished run's model, deleted since: its checkpoint holds it
+        save_model(out, kind, net, {**meta, "steps": start, "seconds": round(spent, 1),
+                                    "final_losses": history[-1] if history else {}})
     net.eval()
     return TrainResult(out, config.steps, spent + time.perf_counter() - began,
                        {k: v for k, v in (history[-1] if history else {}).items() if k != "step"}, skipped())
