@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from convscope.cli import main
+from convscope.errors import ConfigError
 from convscope.fast import video
 from convscope.fast.apply import FastConfig, FastStylizer
 from convscope.fast.models import ARBITRARY_KIND, STYLE_KIND, save_model
@@ -407,6 +408,7 @@ def test_kill_sigterm_is_handled_like_ctrl_c(assets, out_dir):
     script = f"""
 import os, signal, sys
 from convscope.cli import main
+from convscope.errors import ConfigError
 from convscope.fast.apply import FastStylizer
 real, calls = FastStylizer.tensor, []
 def killed(self, x):
@@ -422,4 +424,25 @@ sys.exit(main(["stylize-video", {str(assets["with_aac"])!r}, "--model", {str(ass
     done = subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "PYTHONPATH": src})
     assert done.returncode == 130 and "nothing written" in done.stderr
+    assert leftovers(out_dir) == []
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"config": {"size": 32}}, "config must be a VideoConfig, not dict"),            # AttributeError before
+    ({"config": video.VideoConfig(size="32")}, "--size must be a whole number"),    # TypeError before
+    ({"config": video.VideoConfig(max_frames=None)}, "--max-frames must be a whole number"),
+    ({"config": video.VideoConfig(crf=18.5)}, "--crf must be a whole number"),       # went to x264
+    ({"config": video.VideoConfig(audio="no")}, "audio must be True or False"),     # counted as True
+    ({"config": video.VideoConfig(temporal="0.5")}, "--temporal must be a number"),
+    ({"stylizer": "starry_night"}, "stylizer must be a FastStylizer or an ArbitraryStylizer"),
+    ({"callback": 5}, "callback must be a function"),                              # TypeError mid-run
+    ({"comment": 5}, "comment must be a string"),
+    ({"source": None}, "source must be the path of a video file"),
+    ({"output": None}, "output must be the path of a video file"),
+])
+def test_stylize_video_api_checks_its_arguments(change, message, assets, out_dir):
+    args = {"source": assets["clip"], "output": out_dir / "out.mp4",
+            "stylizer": FastStylizer(str(assets["model"]), FastConfig(device="cpu", precision="fp32")), **change}
+    with pytest.raises(ConfigError, match=message):
+        video.stylize_video(**args)
     assert leftovers(out_dir) == []

@@ -212,7 +212,7 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "sl
 
 @documented
 @dataclass
-class VideoConfig:
+class VideoConfig(_Checked):
     """Options of `stylize-video` (shared with any other front end)."""
     size: int = _opt("long side of the output frames in pixels (0 = the source's size)", 0)
     max_frames: int = _opt("stylize only the first N frames (0 = all)", 0)
@@ -229,6 +229,11 @@ class VideoConfig:
 
     def validate(self) -> VideoConfig:
         check_choices(self)
+        # (the API's size='32' and max_frames=None were TypeErrors, crf=18.5 went to x264, audio='no' was True)
+        self._whole("size", "max_frames", "batch", "crf")
+        self._number("temporal"), self._number("temporal_sigma")
+        if not isinstance(self.audio, bool):
+            raise ConfigError(f"audio must be True or False, not {self.audio!r}")
         if self.size != 0 and not 16 <= self.size <= 8192:
             raise ConfigError(f"--size must be 0 (the source's size) or between 16 and 8192, not {self.size}")
         if self.max_frames < 0:
@@ -245,9 +250,6 @@ class VideoConfig:
         if not 0 <= self.crf <= 51:
             raise ConfigError(f"--crf must be between 0 (lossless) and 51, not {self.crf}")
         return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def blend_weights(weights, n: int, masked: bool = False) -> list[float]:

@@ -39,6 +39,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from .. import images
+from ..argcheck import callback_or_none, config_of
 from ..errors import ConfigError, OutputError
 from .apply import ArbitraryStylizer, FastStylizer
 from .config import VIDEO_FORMATS, VideoConfig
@@ -191,7 +192,15 @@ def stylize_video(source, output, stylizer: FastStylizer | ArbitraryStylizer, co
     the container's comment tag. Odd frame sizes are padded by one repeated row/column to even
     (H.264 in yuv420p cannot hold odd sizes). Returns a VideoResult; VideoError for a bad video.
     """
-    config = (config or VideoConfig()).validate()
+    config = config_of(VideoConfig() if config is None else config, VideoConfig).validate()
+    for name, path in (("source", source), ("output", output)):
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"{name} must be the path of a video file, not {type(path).__name__}")
+    if not isinstance(stylizer, (FastStylizer, ArbitraryStylizer)):
+        raise ConfigError(f"stylizer must be a FastStylizer or an ArbitraryStylizer, not {type(stylizer).__name__}")
+    callback_or_none(callback, "VideoProgress")
+    if comment is not None and not isinstance(comment, str):
+        raise ConfigError(f"comment must be a string (or None), not {type(comment).__name__}")
     src = _readable_video(source)
     out = check_video_output(output)
     if out.exists() and out.resolve() == src:
