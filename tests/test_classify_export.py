@@ -4,6 +4,7 @@ inside; bad input is one line, exit 2 and no file."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,20 @@ def test_metadata_says_how_a_photo_becomes_the_input(tmp_path):
     out = ex.export(fake_run("simple", 32), tmp_path / "m.onnx", verify_with_runtime=False).path
     text = ex.read_metadata(out)["input"]
     assert "short side" in text and "centre crop" in text
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"path": None}, "the output must be the path of an .onnx file, not NoneType"),  # TypeError before
+    ({"opset": "18"}, "--opset must be a whole number, not '18'"),                 # TypeError before
+    ({"opset": 18.0}, "--opset must be a whole number, not 18.0"),                 # the exporter's pybind error
+    ({"dynamic_batch": "no"}, "dynamic_batch must be True or False, not 'no'"),    # exported, batch dynamic
+    ({"loaded": "runs/simple"}, "loaded must be the LoadedRun that load_run returns, not str"),  # AttributeError
+    ({"extra_metadata": [1]}, "extra_metadata must be a dict (or None), not list"),  # TypeError after the export
+])
+def test_export_api_checks_its_arguments(change, message, tmp_path):
+    from convscope.errors import UserError
+
+    args = {"loaded": fake_run("simple", 32), "path": tmp_path / "m.onnx", **change}
+    with pytest.raises(UserError, match=re.escape(message)):
+        ex.export(**args)
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,8 @@ verified is never written. Models are tiny and untrained, made here."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -82,3 +84,17 @@ def test_a_model_onnxruntime_cannot_load_or_gets_wrong_is_not_written(broken, ti
     err = one_line_error(capsys)
     assert "not written" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"out": None}, "the output must be the path of an .onnx file, not NoneType"),  # TypeError from Path before
+    ({"opset": "17"}, "--opset must be a whole number, not '17'"),                 # TypeError before
+    ({"opset": 17.0}, "--opset must be a whole number, not 17.0"),                 # the exporter's pybind error
+])
+def test_export_onnx_api_checks_its_arguments(change, message, tiny, tmp_path):
+    from convscope.errors import UserError
+
+    args = {"model": str(tiny[0]), "out": tmp_path / "x.onnx", **change}
+    with pytest.raises(UserError, match=re.escape(message)):
+        style_export.export_onnx(**args)
+    assert list(tmp_path.iterdir()) == []

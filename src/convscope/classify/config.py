@@ -373,6 +373,12 @@ class ExportConfig:
 
     def validate(self) -> ExportConfig:
         check_choices(self)
+        # (the API's opset='18' was a TypeError, 18.0 the exporter's pybind error; dynamic_batch='no' was True)
+        if isinstance(self.opset, bool) or not isinstance(self.opset, int):
+            raise ConfigError(f"--opset must be a whole number, not {self.opset!r}")
+        for name in ("dynamic_batch", "probabilities", "verify"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, not {getattr(self, name)!r}")
         if not 9 <= self.opset <= 30:
             raise ConfigError(f"--opset must be between 9 and 30 (18 is a safe choice), not {self.opset}")
         return self

@@ -121,6 +121,8 @@ def onnxruntime_or_none():
 
 def check_output(path: str | Path) -> Path:
     """OutputError unless an .onnx file can be written at `path` (its folder exists and is writable)."""
+    if not isinstance(path, (str, os.PathLike)):  # (a TypeError from Path before)
+        raise OutputError(f"the output must be the path of an .onnx file, not {type(path).__name__}")
     p = Path(path).expanduser()
     if p.suffix.lower() != ".onnx":
         raise OutputError(f"cannot write {p}: give a file name ending in .onnx, such as {p.with_suffix('.onnx').name}")
@@ -290,11 +292,15 @@ def export(loaded, path: str | Path, opset: int = 18, dynamic_batch: bool = True
     Checks the output path and the onnx package first; the file appears only complete and (when
     onnxruntime is installed and `verify_with_runtime`) verified. Raises ExportError/OutputError."""
     from ..runinfo import versions
+    from .predict import _check_loaded
 
     start = time.perf_counter()
     config = ExportConfig(opset, dynamic_batch, probabilities, verify_with_runtime, exporter).validate()
     onnx = require_onnx()
     out = check_output(path)
+    _check_loaded(loaded)  # (a raw AttributeError before)
+    if extra_metadata is not None and not isinstance(extra_metadata, dict):
+        raise ExportError(f"extra_metadata must be a dict (or None), not {type(extra_metadata).__name__}")
     model = loaded.model
     param = next(model.parameters(), None)
     if param is not None and (param.device.type != "cpu" or param.dtype != torch.float32):

@@ -30,6 +30,8 @@ TOLERANCE = 2e-3  # sigmoid outputs in [0, 1]; float32 kernels of two runtimes d
 def export_onnx(model: str, out: str | Path, opset: int = 17) -> dict:
     onnx = require_onnx()
     path = check_output(out)
+    if isinstance(opset, bool) or not isinstance(opset, int):  # ('17' was a TypeError, 17.0 the exporter's)
+        raise ExportError(f"--opset must be a whole number, not {opset!r}")
     if not 11 <= opset <= MAX_OPSET:
         raise ExportError(f"--opset must be between 11 and {MAX_OPSET} (17 is a safe choice), not {opset}")
     loaded = load_model(model, STYLE_KIND, "cpu",
