@@ -231,7 +231,8 @@ class VideoConfig(_Checked):
         check_choices(self)
         # (the API's size='32' and max_frames=None were TypeErrors, crf=18.5 went to x264, audio='no' was True)
         self._whole("size", "max_frames", "batch", "crf")
-        self._number("temporal"), self._number("temporal_sigma")
+        self._number("temporal")
+        self._number("temporal_sigma")
         if not isinstance(self.audio, bool):
             raise ConfigError(f"audio must be True or False, not {self.audio!r}")
         if self.size != 0 and not 16 <= self.size <= 8192:
