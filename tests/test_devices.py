@@ -29,3 +29,38 @@ def test_a_cpu_runs_sidecar_names_the_processor(tmp_path):
     assert main(["stylize", str(tmp_path / "p.png"), "--model", "starry_night", "-o", str(out), "--device", "cpu",
                  "-q"]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["device_name"] == cpu_model_name()
+
+
+def test_available_memory_from_meminfo(tmp_path):
+    import torch
+
+    from convscope.devices import available_memory
+
+    info = tmp_path / "meminfo"
+    info.write_text("MemTotal:       24000000 kB\nMemFree:         1000000 kB\nMemAvailable:   20000000 kB\n")
+    assert available_memory(torch.device("cpu"), str(info)) == 20000000 * 1024
+    info.write_text("MemTotal:       24000000 kB\n")  # an old kernel without the line
+    assert available_memory(torch.device("cpu"), str(info)) is None
+    assert available_memory(torch.device("cpu"), str(tmp_path / "none")) is None
+
+
+def test_an_image_too_large_for_the_memory_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    # texture --size 8192 8192 was killed by the system for memory (exit 137, no message) on a 24 GB
+    # machine; stylize likewise at its largest sizes.
+    import convscope.devices as devices
+
+    monkeypatch.setattr(devices, "available_memory", lambda device, meminfo="": 5 * 10**8)  # 0.5 GB free
+    src = tmp_path / "s.png"
+    Image.new("RGB", (64, 48), (120, 60, 30)).save(src)
+    out = tmp_path / "o.png"
+    one = ["--iterations", "1", "-o", str(out), "-q"]
+    assert main(["texture", str(src), "--size", "1000", "750", *one]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a 1000x750 texture needs at least 0.8 GB of memory" in err, err
+    assert "more than the 0.5 GB available on cpu; use a smaller --size" in err
+    assert main(["stylize", str(src), str(src), "--size", "1000", *one]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stylizing at 1000x750 needs at least 0.8 GB" in err, err
+    assert not list(tmp_path.glob("o*"))
+    # What fits runs (the check takes the images' pixels, not their sides alone).
+    assert main(["texture", str(src), "--size", "48", "40", "--iterations", "2", "-o", str(out), "-q"]) == 0

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from .. import images
-from ..devices import default_precision, resolve_device
+from ..devices import check_fits, default_precision, resolve_device
 from ..argcheck import as_image, callback_or_none, config_of
 from ..errors import ConfigError, ImageError
 from ..losses import content_loss, gram, range_penalty, style_loss, tv_loss
@@ -141,6 +141,10 @@ def stylize_images(content: ImageArg, styles: ImageArg | Sequence[ImageArg], con
     if config.init not in INITS and fast_model is None and init_image is None:
         init_image = images.load_image(config.init)
     device = resolve_device(config.device)
+    if min(content.size) > 0:  # (an empty image is refused below, by name)
+        scale = config.size / max(content.size)
+        w, h = round(content.width * scale), round(content.height * scale)
+        check_fits(w * h, device, f"stylizing at {w}x{h}", "--size")
     precision = default_precision(device) if config.precision == "auto" else config.precision
     # NHWC is the layout cuDNN's tensor-core kernels and oneDNN's bf16 kernels want (measured: ~5%
     # per iteration on an H100; on CPU it is what makes bf16 pay off).

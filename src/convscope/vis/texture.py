@@ -20,7 +20,7 @@ from torch import nn
 
 from .. import images
 from ..argcheck import as_image, callback_or_none, config_of
-from ..devices import default_precision, resolve_device
+from ..devices import check_fits, default_precision, resolve_device
 from ..errors import ConfigError, ImageError
 from ..losses import gram, range_penalty, style_loss, tv_loss
 from ..nets import AUTO, Backbone, cast_for, get_net
@@ -115,6 +115,7 @@ def synthesize(source: Image.Image, config: TextureConfig | None = None,
     config = config_of(TextureConfig() if config is None else config, TextureConfig).validate()
     callback_or_none(callback, "Progress")
     device = resolve_device(config.device)
+    check_fits(config.size[0] * config.size[1], device, f"a {config.size[0]}x{config.size[1]} texture", "--size")
     precision = default_precision(device) if config.precision == "auto" else config.precision
     config = replace(config, device=str(device), precision=precision, size=tuple(config.size),
                      layers=tuple(config.layers))
