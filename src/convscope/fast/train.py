@@ -31,7 +31,7 @@ from ..argcheck import as_image, callback_or_none, config_of, flag
 from ..devices import keeps_caller_rng, resolve_device
 from ..errors import ConfigError
 from ..losses import mean_std_loss
-from .apply import resolve_precision
+from .apply import layout_for, resolve_precision
 from .config import TrainArbitraryConfig, TrainCommon, TrainStyleConfig
 from .data import CropSampler, TrainingError, image_files
 from .losses import PerceptualLoss, lite_losses
@@ -69,13 +69,6 @@ def _autocast_for(device: torch.device, precision: str):
     precision = resolve_precision(device, precision)
     enabled = precision == "bf16"
     return precision, (lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled))
-
-
-def _layout(device: torch.device) -> torch.memory_format:
-    """Channels-last on the CPU: oneDNN runs a training step 1.8x faster that way (batch 8 of 256 px in
-    bf16, bench/train_style_cpu.py: train-style 1.75 s against 3.24 s, train-arbitrary 2.14 s against
-    3.81 s, --encoder lite 2.38 s against 4.21 s; 2-core Xeon with AMX). GPUs keep NCHW (unmeasured)."""
-    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
 def _lr_at(config: TrainCommon, step: int) -> float:
@@ -303,7 +296,7 @@ def train_style(style: str | Path | Image.Image, content_dir: str | Path, out: s
     sampler = CropSampler(files, config.size, "content")
     precision, autocast = _autocast_for(device, config.precision)
     style_t = images.pil_to_tensor(images.resize_long_side(style_img, config.style_size), device)
-    layout = _layout(device)
+    layout = layout_for(device)
     loss = PerceptualLoss(style_t, config, device, autocast, layout)
     net = TransformerNet(tuple(config.widths), config.residual_blocks).to(device, memory_format=layout)
     previews = sampler.sample(min(3, config.batch_size), torch.Generator().manual_seed(config.seed + 99)).to(device)
@@ -351,7 +344,7 @@ def train_arbitrary(content_dir: str | Path, style_dir: str | Path, out: str | P
     contents = CropSampler(content_files, config.size, "content")
     styles = CropSampler(style_files, config.size, "style")
     precision, autocast = _autocast_for(device, config.precision)
-    lite, layout = config.encoder == "lite", _layout(device)
+    lite, layout = config.encoder == "lite", layout_for(device)
     # The lite model is built first (loading VGG19 draws no random numbers: nets._pretrained).
     net = LiteAdaIN(tuple(config.widths), tuple(config.encoder_widths)) if lite else None
     encoder = Encoder().to(device, memory_format=layout)

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from ..devices import as_device
-from ..errors import ConfigError, WeightsError
+from ..errors import ConfigError
 from ..options import AUTO, NET_ALIASES, RANDOM, net_names, unknown_net
 from .base import Backbone
-from .download import cached_weights_path, fetch_weights
+from .download import fetch_weights, unreadable_weights
 from .efficientnet import EfficientNetLite0, TFLitePreprocess, load_lite0_state, stage_ends
 from .hooked import LOGITS, HookedNet, hook_count
 from .vgg import CaffePreprocess, TorchvisionPreprocess, build_vgg, caffe_vgg19, torchvision_vgg
@@ -104,9 +104,7 @@ def torchvision_net(arch: str, pooling: str = "max", weights: bool = True) -> Ho
     except Exception as exc:  # a corrupt cache: one line for the user
         if chosen is None:
             raise
-        raise WeightsError(f"cannot load torchvision {arch} weights ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}); delete "
-                           f"{cached_weights_path(chosen.url)} to download them again, or use {arch}{RANDOM}") from None
+        raise unreadable_weights(exc, chosen, arch, f"{arch}{RANDOM}") from None
     classes = chosen.meta.get("categories") if chosen is not None else None
     if classes is None and getattr(model, "num_classes", None) in (None, 1000):
         classes = imagenet_classes()

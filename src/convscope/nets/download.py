@@ -41,6 +41,16 @@ def fetch_weights(weights, arch: str, hint: str) -> Path:
         torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=match.group(1) if match else None,
                                        progress=True)
     except Exception as exc:  # offline, a proxy, a full disk, a hash mismatch: one line for the user
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise WeightsError(f"cannot get torchvision {arch} weights ({type(exc).__name__}: {first}); {hint}") from None
+        raise WeightsError(f"cannot get torchvision {arch} weights ({_one_line(exc)}); {hint}") from None
     return path
+
+
+def unreadable_weights(exc: Exception, weights, arch: str, alternative: str) -> WeightsError:
+    """The error for cached weights torchvision could not load (a damaged file): which file to delete."""
+    return WeightsError(f"cannot load torchvision {arch} weights ({_one_line(exc)}); delete "
+                        f"{cached_weights_path(weights.url)} to download them again, or use {alternative}")
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"

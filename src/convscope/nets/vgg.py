@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import ConfigError, WeightsError
 from .base import Backbone
-from .download import cached_weights_path, fetch_weights
+from .download import fetch_weights, unreadable_weights
 
 # Convolutions per block; channels per block are 64, 128, 256, 512, 512 for both.
 BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
@@ -140,10 +140,7 @@ def torchvision_vgg(arch: str, pooling: str = "max") -> Backbone:
     try:
         model = getattr(torchvision.models, arch)(weights=weights)
     except Exception as exc:  # a corrupt cache
-        raise WeightsError(f"cannot load torchvision {arch} weights ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}); delete "
-                           f"{cached_weights_path(weights.url)} to download them again, or use --net vgg19 "
-                           "(bundled)") from None
+        raise unreadable_weights(exc, weights, arch, "--net vgg19 (bundled)") from None
     net = build_vgg(arch, pooling, TorchvisionPreprocess(), f"{arch}-torchvision")
     tv_convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
     with torch.no_grad():

@@ -142,8 +142,7 @@ def stylize_images(content: ImageArg, styles: ImageArg | Sequence[ImageArg], con
         init_image = images.load_image(config.init)
     device = resolve_device(config.device)
     if min(content.size) > 0:  # (an empty image is refused below, by name)
-        scale = config.size / max(content.size)
-        w, h = round(content.width * scale), round(content.height * scale)
+        w, h = images.long_side_size(content.size, config.size)
         check_fits(w * h, device, f"stylizing at {w}x{h}", "--size")
     precision = default_precision(device) if config.precision == "auto" else config.precision
     # NHWC is the layout cuDNN's tensor-core kernels and oneDNN's bf16 kernels want (measured: ~5%
