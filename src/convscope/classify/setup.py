@@ -98,6 +98,17 @@ def set_trainable(model: nn.Module, config: TrainConfig) -> list[dict]:
     return groups
 
 
+def uses_channels_last(model: nn.Module, config: TrainConfig, device: torch.device) -> bool:
+    """Whether `model` of `config` runs in NHWC on `device`, in training and in evaluation.
+
+    NHWC where asked. On the CPU (bench/classify_cpu.py; README, CIFAR-10 on the CPU) it made the
+    float32 training steps of resnet-fast 1.36x faster, simple's 1.09x and fine-tuning's about 1.7x,
+    but a frozen backbone's forward-only feature pass 0.89x in float32; that pass takes NHWC images
+    there only in bf16."""
+    cached = isinstance(model, TransferModel) and not config.finetune
+    return bool(config.channels_last) and not (cached and device.type == "cpu")
+
+
 def prepare(splits: DataSplits, config: TrainConfig, device: torch.device, *, shard: torch.Tensor | None = None,
             cache_dir: Path | None = None, report: Callable[[int, int], None] | None = None,
             init: bool = True, validation: bool = True) -> Setup:
@@ -114,11 +125,7 @@ def prepare(splits: DataSplits, config: TrainConfig, device: torch.device, *, sh
     if not isinstance(model, TransferModel):
         _check_image_size(splits, config)
     cached = isinstance(model, TransferModel) and not config.finetune
-    # NHWC where asked. On the CPU (bench/classify_cpu.py; README, CIFAR-10 on the CPU) it made the
-    # float32 training steps of resnet-fast 1.36x faster, simple's 1.09x and fine-tuning's about 1.7x,
-    # but a frozen backbone's forward-only feature pass 0.89x in float32; that pass takes NHWC images
-    # there only in bf16.
-    channels_last = config.channels_last and not (cached and device.type == "cpu")
+    channels_last = uses_channels_last(model, config, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, set_trainable(model, config))
