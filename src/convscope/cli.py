@@ -423,7 +423,9 @@ def _main(argv: list[str] | None) -> int:
         # user's size choice, not a crash.
         message = str(exc).lower()
         if "out of memory" in message or "can't allocate memory" in message:
-            print("convscope: error: the device ran out of memory; use a smaller --size or --device cpu",
+            on_cpu = "can't allocate memory" in message  # (it said "or --device cpu" there too)
+            print("convscope: error: " + ("the CPU ran out of memory; use a smaller --size or --batch-size" if on_cpu
+                  else "the GPU ran out of memory; use a smaller --size or --batch-size, or --device cpu"),
                   file=sys.stderr)
             return EXIT_USER_ERROR
         raise

@@ -109,13 +109,17 @@ def available_memory(device: torch.device, meminfo: str = "/proc/meminfo") -> in
     return None
 
 
-def check_fits(pixels: int, device: torch.device, what: str, option: str) -> None:
-    """ConfigError, before any work, where optimizing an image of `pixels` could not fit in the
-    device's memory: past it the system killed the process (exit 137, no message; texture --size
-    8192 8192 on a 24 GB machine) or CUDA raised out-of-memory after minutes of loading."""
-    need, free = pixels * OPTIMIZE_BYTES_PER_PIXEL, available_memory(device)
+def check_fits(pixels: int, device: torch.device, what: str, option: str,
+               bytes_per_pixel: float = OPTIMIZE_BYTES_PER_PIXEL, state_bytes: int = 0) -> None:
+    """ConfigError, before any work, where an image of `pixels` could not fit in the device's
+    memory: past it the system killed the process (exit 137, no message; texture --size 8192 8192
+    on a 24 GB machine) or the allocation failed after a minute of loading (invert --size 4096).
+    `bytes_per_pixel`: the network's activations (by default, optimizing through VGG19; a lower
+    bound for another pass from nets.memory); `state_bytes`: the optimizer's state on top."""
+    need, free = pixels * bytes_per_pixel + state_bytes, available_memory(device)
     if free is not None and need > free:
-        raise ConfigError(f"{what} needs at least {need / 1e9:.1f} GB of memory for the network's activations, "
+        parts = "the network's activations" + (" and the optimizer's state" if state_bytes else "")
+        raise ConfigError(f"{what} needs at least {need / 1e9:.1f} GB of memory for {parts}, "
                           f"more than the {free / 1e9:.1f} GB available on {device.type}; use a smaller {option}")
 
 

@@ -170,6 +170,19 @@ class _Step:
                 self.x.clamp_(0.0, 1.0)
 
 
+def lbfgs_pairs(history: int, iterations: int) -> int:
+    """The L-BFGS memory optimize_image allocates: a run of n iterations stores at most n - 1 pairs."""
+    return max(1, min(int(history), int(iterations)))
+
+
+def optimizer_state_bytes(optimizer: str, elements: int, iterations: int, lbfgs_history: int = 100) -> int:
+    """Bytes optimize_image's optimizer allocates for `elements` float32 values, for a memory check
+    before the run (devices.check_fits): L-BFGS's [2m, n] pairs and two n-vectors (m =
+    lbfgs_pairs), Adam's two moments, SGD's momentum."""
+    per = 2 * lbfgs_pairs(lbfgs_history, iterations) + 2 if optimizer == "lbfgs" else 2 if optimizer == "adam" else 1
+    return 4 * int(elements) * per
+
+
 def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
                    optimizer: str = "lbfgs", lr: float | None = None, lr_decay: float = 1.0,
                    lbfgs_history: int = 100, lbfgs_first_step: float | None = None,
@@ -220,7 +233,7 @@ def optimize_image(x0: torch.Tensor, objective: Objective, *, iterations: int,
         # A run of n iterations stores at most n - 1 pairs: a larger memory changes no iterate, it
         # only allocates (100 pairs of a 384x288 image: 265 MB and 64 ms on the CPU for a 3-iteration
         # warm start; of 1024x768: 1.9 GB).
-        step.opt = CompactLBFGS(x.numel(), min(lbfgs_history, iterations), lr, device=device,
+        step.opt = CompactLBFGS(x.numel(), lbfgs_pairs(lbfgs_history, iterations), lr, device=device,
                                 static_shapes=use_graph, first_step=lbfgs_first_step)
     else:
         step.opt = (torch.optim.Adam([x], lr=lr) if optimizer == "adam"

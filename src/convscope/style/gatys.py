@@ -22,7 +22,8 @@ from ..argcheck import as_image, callback_or_none, config_of
 from ..errors import ConfigError, ImageError
 from ..losses import content_loss, gram, range_penalty, style_loss, tv_loss
 from ..nets import Backbone, cast_for, get_net
-from ..optimize import DEFAULT_LR, WARM_START_FIRST_STEP, Interrupted, Progress, optimize_image, precision_mode
+from ..optimize import (DEFAULT_LR, WARM_START_FIRST_STEP, Interrupted, Progress, optimize_image,
+                        optimizer_state_bytes, precision_mode)
 from .config import INITS, StyleConfig, check_layer_weights, fast_init_model
 
 
@@ -143,7 +144,8 @@ def stylize_images(content: ImageArg, styles: ImageArg | Sequence[ImageArg], con
     device = resolve_device(config.device)
     if min(content.size) > 0:  # (an empty image is refused below, by name)
         w, h = images.long_side_size(content.size, config.size)
-        check_fits(w * h, device, f"stylizing at {w}x{h}", "--size")
+        check_fits(w * h, device, f"stylizing at {w}x{h}", "--size", state_bytes=optimizer_state_bytes(
+            config.optimizer, 3 * w * h, config.stage_iterations()[-1], config.lbfgs_history))
     precision = default_precision(device) if config.precision == "auto" else config.precision
     # NHWC is the layout cuDNN's tensor-core kernels and oneDNN's bf16 kernels want (measured: ~5%
     # per iteration on an H100; on CPU it is what makes bf16 pay off).

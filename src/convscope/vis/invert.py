@@ -44,11 +44,12 @@ from PIL import Image
 
 from .. import images
 from ..argcheck import as_image, callback_or_none, config_of
-from ..devices import default_precision, resolve_device
+from ..devices import check_fits, default_precision, resolve_device
 from ..errors import ConfigError
 from ..losses import tv_loss
 from ..nets import Backbone, cast_for, get_net, natural_side, pick_layer
-from ..optimize import Interrupted, Progress, optimize_image
+from ..nets.memory import forward_bytes_per_pixel
+from ..optimize import Interrupted, Progress, optimize_image, optimizer_state_bytes, precision_mode
 from .configs import InvertConfig
 
 # ImageNet mean, RGB, 0..255 pixel units (the Caffe VGG mean): the paper's mean-subtracted images.
@@ -162,6 +163,12 @@ def invert(image: Image.Image, config: InvertConfig | None = None,
     # phi0 and the reported errors in float32 (outside autocast) on `net`; the iterations in
     # `precision`, under bf16 on a copy whose weights are cast once, not by autocast every pass.
     image_net = cast_for(net, precision, copy_net=True)
+    # Before any work: invert --size 4096 allocated 7 GB, then failed on L-BFGS's 30 GB after a minute.
+    w, h = resized.size
+    with precision_mode(precision, device):
+        per_pixel = forward_bytes_per_pixel(image_net, layers)
+    check_fits(w * h, device, f"inverting at {w}x{h}", "--size", per_pixel,
+               optimizer_state_bytes(config.optimizer, 3 * w * h, config.iterations))
     results = []
     for k, layer in enumerate(layers, start=1):
         tv_weight = config.tv_weight if config.tv_weight is not None else default_tv_weight(net, layer)

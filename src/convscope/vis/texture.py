@@ -24,7 +24,7 @@ from ..devices import check_fits, default_precision, resolve_device
 from ..errors import ConfigError, ImageError
 from ..losses import gram, range_penalty, style_loss, tv_loss
 from ..nets import AUTO, Backbone, cast_for, get_net
-from ..optimize import Interrupted, OptimizeResult, Progress, optimize_image
+from ..optimize import Interrupted, OptimizeResult, Progress, optimize_image, optimizer_state_bytes
 from .configs import DEFAULT_LAYERS, TextureConfig
 
 # The config and its limits live in vis.configs (torch-free, for the CLI).
@@ -115,7 +115,9 @@ def synthesize(source: Image.Image, config: TextureConfig | None = None,
     config = config_of(TextureConfig() if config is None else config, TextureConfig).validate()
     callback_or_none(callback, "Progress")
     device = resolve_device(config.device)
-    check_fits(config.size[0] * config.size[1], device, f"a {config.size[0]}x{config.size[1]} texture", "--size")
+    w, h = config.size
+    check_fits(w * h, device, f"a {w}x{h} texture", "--size", state_bytes=optimizer_state_bytes(
+        config.optimizer, 3 * w * h, config.iterations - _warmup(config), config.lbfgs_history))
     precision = default_precision(device) if config.precision == "auto" else config.precision
     config = replace(config, device=str(device), precision=precision, size=tuple(config.size),
                      layers=tuple(config.layers))
@@ -176,6 +178,11 @@ def synthesize(source: Image.Image, config: TextureConfig | None = None,
                          time.perf_counter() - start, src, snapshots, result.graphed)
 
 
+def _warmup(config: TextureConfig) -> int:
+    """The Adam iterations before L-BFGS (at least one L-BFGS iteration is left); none for the others."""
+    return min(config.warmup, config.iterations - 1) if config.optimizer == "lbfgs" else 0
+
+
 def _optimize(x0: torch.Tensor, objective: TextureObjective, config: TextureConfig,
               on_progress: Callable[[Progress], None], want: Callable[[int], bool], start: float,
               report_all: bool) -> OptimizeResult:
@@ -188,8 +195,7 @@ def _optimize(x0: torch.Tensor, objective: TextureObjective, config: TextureConf
     high-contrast check pattern). A few Adam steps reach the convex region (-99.5% in 40).
     Iterations are numbered across both phases, as one run.
     """
-    n, lbfgs = config.iterations, config.optimizer == "lbfgs"
-    warm = min(config.warmup, n - 1) if lbfgs else 0
+    n, warm = config.iterations, _warmup(config)
     phases = [("adam", warm, None), (config.optimizer, n - warm, config.lr)]
     x, history, offset, result = x0, [], 0, None
     for optimizer, iters, lr in phases:
