@@ -168,6 +168,14 @@ def test_16bit_png_is_rescaled_not_clipped(tmp_path):
     assert np.all(_pixels(img) == _pixels(img)[:, :, :1])
 
 
+def test_16bit_png_transparent_grey_level_is_white_not_black(tmp_path):
+    # A 16-bit grey PNG's tRNS chunk names one transparent level; it came out black, not white.
+    path = tmp_path / "deep_trns.png"
+    Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16)).save(path, transparency=0)
+    assert Image.open(path).info.get("transparency") == 0  # the file holds a tRNS chunk
+    assert _pixels(load_image(path))[0, :, 0].tolist() == [255, 128, 255]
+
+
 def test_i16_big_endian_and_32bit_int_modes():
     big = Image.frombytes("I;16B", (2, 1), struct.pack(">HH", 32768, 65535))
     assert (pil_to_tensor(big)[0, :, 0, :] * 255).round().tolist() == [[128, 255]] * 3

@@ -160,7 +160,12 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if mode.startswith("I;16") or mode == "I":
         # 16-bit data: map 0..65535 onto 0..255 (PIL's convert would clip at 255 instead).
         # Mode "I" (32-bit) is also assumed to hold 16-bit samples, as 16-bit PNG/PGM/TIFF do.
-        return _gray_array_to_rgb(np.asarray(im).astype(np.float64) / 257.0)
+        # A tRNS grey level (a 16-bit PNG's only transparency) is white, as in 8-bit L.
+        raw = np.asarray(im)
+        arr = raw.astype(np.float64) / 257.0
+        if isinstance(im.info.get("transparency"), numbers.Integral):
+            arr[raw == im.info["transparency"]] = 255.0
+        return _gray_array_to_rgb(arr)
     if mode == "F":
         arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
         # Float images come in two conventions: [0, 1] (scientific tools) and PIL's 0..255.
