@@ -105,6 +105,26 @@ def test_truncated_jpeg(tmp_path):
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # we never flip PIL's global switch
 
 
+def test_truncated_jpeg_opened_by_the_caller_is_an_image_error(tmp_path):
+    # The API takes PIL images: one from Image.open decodes only in to_rgb, where PIL's raw
+    # OSError ("image file is truncated") escaped instead of the one-line ImageError.
+    path = tmp_path / "cut.jpg"
+    buf = io.BytesIO()
+    _noise(64, 64).save(buf, "JPEG", quality=90)
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with Image.open(path) as im, pytest.raises(ImageError) as e:
+        images.to_rgb(im)
+    _one_line_error(e, "truncated or corrupt", str(path))
+    _noise().save(tmp_path / "fine.png")
+    with Image.open(tmp_path / "fine.png") as fine:
+        pass
+    closed = Image.open(tmp_path / "fine.png")
+    closed.close()
+    for im in (fine, closed):  # closed by the caller: not "corrupt", the file is fine
+        with pytest.raises(ImageError, match="was closed before it was used"):
+            images.to_rgb(im)
+
+
 def test_truncated_and_corrupt_png(tmp_path):
     buf = io.BytesIO()
     _noise(64, 64).save(buf, "PNG")

@@ -108,10 +108,15 @@ def _decoding(p: Path, max_pixels: int | None):
     except MemoryError:
         raise ImageError(f"not enough memory to decode {p}; shrink the image first") from None
     except _DECODE_ERRORS as exc:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        # PIL's own "image file is truncated (16 bytes not processed)" would repeat our first words
-        detail = re.sub(r"^image file is truncated \((.*)\)$", r"\1", detail)
-        raise ImageError(f"image file is truncated or corrupt: {p} ({detail}); re-export or re-download it") from None
+        raise _corrupt(p, exc) from None
+
+
+def _corrupt(p, exc: Exception) -> ImageError:
+    """The ImageError for a file PIL failed to decode, with PIL's reason."""
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    # PIL's own "image file is truncated (16 bytes not processed)" would repeat our first words
+    detail = re.sub(r"^image file is truncated \((.*)\)$", r"\1", detail)
+    return ImageError(f"image file is truncated or corrupt: {p} ({detail}); re-export or re-download it")
 
 
 def _check_pixel_count(p: Path, size: tuple[int, int], max_pixels: int | None) -> None:
@@ -148,7 +153,18 @@ def _exif_upright(im: Image.Image) -> Image.Image:
 # ---------------------------------------------------------------------------- mode conversion
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """An in-memory PIL image as `load_image` would return it: EXIF-upright 8-bit RGB, alpha over white."""
+    """An in-memory PIL image as `load_image` would return it: EXIF-upright 8-bit RGB, alpha over white.
+    An image from Image.open is decoded here: a damaged file is an ImageError, as in load_image."""
+    where = getattr(im, "filename", "") or "the image"
+    closed = ImageError(f"{where} was closed before it was used; pass it open, or its .copy()")
+    if getattr(im, "tile", None) and getattr(im, "fp", False) is None:
+        raise closed  # opened in a `with` block that ended before its pixels were read
+    try:
+        im.load()
+    except _DECODE_ERRORS as exc:
+        if "closed image" in str(exc):  # PIL's "Operation on closed image" (after .close()): the file is fine
+            raise closed from None
+        raise _corrupt(where, exc) from None
     return _to_rgb(_exif_upright(im))
 
 
