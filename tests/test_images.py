@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, TiffImagePlugin
 
 from convscope import images
 from convscope.errors import ConfigError, ImageError, OutputError, UserError
@@ -194,6 +194,19 @@ def test_16bit_png_transparent_grey_level_is_white_not_black(tmp_path):
     Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16)).save(path, transparency=0)
     assert Image.open(path).info.get("transparency") == 0  # the file holds a tRNS chunk
     assert _pixels(load_image(path))[0, :, 0].tolist() == [255, 128, 255]
+
+
+def test_16bit_min_is_white_tiff_is_not_inverted(tmp_path):
+    # PIL inverts an 8-bit TIFF stored min-is-white (photometric 0) but not a 16-bit one: it loaded
+    # as a negative, its black paper white.
+    ifd = TiffImagePlugin.ImageFileDirectory_v2()
+    ifd[262] = 0  # PhotometricInterpretation: WhiteIsZero
+    path = tmp_path / "scan.tif"
+    Image.fromarray(np.array([[0, 257, 65535]], dtype=np.uint16)).save(path, tiffinfo=ifd)
+    assert Image.open(path).tag_v2[262] == 0
+    assert _pixels(load_image(path))[0, :, 0].tolist() == [255, 254, 0]
+    with Image.open(path) as im:
+        assert _pixels(images.to_rgb(im))[0, :, 0].tolist() == [255, 254, 0]
 
 
 def test_i16_big_endian_and_32bit_int_modes():

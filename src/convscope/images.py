@@ -71,7 +71,7 @@ def load_image(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image
     with _decoding(p, max_pixels) as im:
         _check_pixel_count(p, im.size, max_pixels)
         im.load()  # frame 0 of an animation is the one selected after open
-        return _to_rgb(_exif_upright(im))
+        return _upright_rgb(im)
 
 
 def check_image_header(path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -165,7 +165,15 @@ def to_rgb(im: Image.Image) -> Image.Image:
         if "closed image" in str(exc):  # PIL's "Operation on closed image" (after .close()): the file is fine
             raise closed from None
         raise _corrupt(where, exc) from None
-    return _to_rgb(_exif_upright(im))
+    return _upright_rgb(im)
+
+
+def _upright_rgb(im: Image.Image) -> Image.Image:
+    """A decoded image as EXIF-upright 8-bit RGB. PIL inverts 8-bit TIFFs stored min-is-white
+    (photometric 0: sample 0 is white) but hands 16-bit ones over as stored: inverted here."""
+    min_is_white = im.mode.startswith("I;16") and getattr(im, "tag_v2", {}).get(262) == 0
+    rgb = _to_rgb(_exif_upright(im))
+    return ImageOps.invert(rgb) if min_is_white else rgb
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
