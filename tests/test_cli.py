@@ -344,6 +344,16 @@ def test_bad_input_file(capsys, inputs, role, kind):
     assert_empty(inputs.out_dir)
 
 
+def test_a_newline_in_a_file_name_stays_one_line(capsys, inputs):
+    # POSIX file names may hold a newline: the error naming one was printed on two lines.
+    bad = inputs.raw("half\nway.jpg", _truncated_jpeg())
+    r = stylize(capsys, bad, inputs.style, inputs.out_dir / "out.png")
+    assert_user_error(r, "truncated or corrupt", "half\\nway.jpg")
+    r = run(capsys, "stylize", inputs.content, inputs.style, "-o", inputs.out_dir / "out.png", "--extra\nword")
+    assert_user_error(r, "--extra\\nword")
+    assert_empty(inputs.out_dir)
+
+
 def test_bad_second_style_image(capsys, inputs):
     bad = inputs.raw("empty.jpg", b"")
     r = stylize(capsys, inputs.content, [inputs.style, bad], inputs.out_dir / "out.png")

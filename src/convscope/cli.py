@@ -43,11 +43,17 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def one_line(text: str) -> str:
+    """`text` with its control characters escaped as Python writes them: a file name may hold a
+    newline, and the error naming it must stay one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad option is one line and exit 2 (argparse's code) without the usage dump."""
 
     def error(self, message: str):
-        self.exit(EXIT_USER_ERROR, f"convscope: error: {message} (see: {self.prog} --help)\n")
+        self.exit(EXIT_USER_ERROR, f"convscope: error: {one_line(message)} (see: {self.prog} --help)\n")
 
     def add_argument(self, *args, **kwargs):
         # Help texts here are plain text, many from config metadata ("at 50% and 75%"); argparse
@@ -405,7 +411,7 @@ def _main(argv: list[str] | None) -> int:
         with sigterm_as_interrupt():  # `kill` stops a command as Ctrl-C does: what it saves at Ctrl-C, it saves
             return args.func(args)
     except UserError as exc:
-        print(f"convscope: error: {exc}", file=sys.stderr)
+        print(f"convscope: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("\nconvscope: interrupted", file=sys.stderr)
