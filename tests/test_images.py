@@ -224,6 +224,10 @@ def test_float_images_in_both_conventions(tmp_path):
     byte_scale = tmp_path / "byte.tif"
     Image.fromarray(np.array([[0.0, 100.0, 300.0]], dtype=np.float32)).save(byte_scale)
     assert _pixels(load_image(byte_scale))[0, :, 2].tolist() == [0, 100, 255]
+    # A [0, 1] image a filter left slightly below 0 was read as 0..255: all black.
+    undershoot = tmp_path / "undershoot.tif"
+    Image.fromarray(np.array([[-0.001, 0.5, 1.0]], dtype=np.float32)).save(undershoot)
+    assert _pixels(load_image(undershoot))[0, :, 0].tolist() == [0, 128, 255]
 
 
 def test_cmyk_jpeg(tmp_path):

@@ -193,8 +193,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     if mode == "F":
         arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
         # Float images come in two conventions: [0, 1] (scientific tools) and PIL's 0..255.
-        # Data that fits in [0, 1] is read as the former; it would be near-black under the latter.
-        if arr.size and arr.min() >= 0.0 and arr.max() <= 1.0:
+        # Data at most 1 is read as the former: under the latter it would be black. (A filter's
+        # slight undershoot below 0 does not make it 0..255 data; it is clipped to black.)
+        if arr.size and arr.max() <= 1.0:
             arr = arr * 255.0
         return _gray_array_to_rgb(arr)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:

@@ -53,7 +53,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 # Decoded uint8 pixels of all splits together. 8 GB holds ImageNet-sized sets at 64 px or CIFAR-10
 # at 224 px (7.5 GB); above it a laptop would swap, and the GPU copy would not fit most GPUs either.
 MAX_DATA_BYTES = 8 * 1000**3
-_CACHE_FORMAT = 3  # bump when the cached payload or the decoding (resize rule) changes
+_CACHE_FORMAT = 4  # bump when the cached payload or the decoding (resize rule) changes
 _CHUNK = 64        # images per thread-pool task: amortizes task overhead, keeps progress smooth
 
 
