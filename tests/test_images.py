@@ -691,14 +691,14 @@ def test_errors_are_user_errors():
 def test_list_image_files_skips_hidden_and_sorts_by_relative_path(tmp_path):
     from convscope.images import list_image_files
 
-    for rel in ["b.PNG", "a/z.jpg", "a/b/c.webp", "a.jpeg", "notes.txt", ".hidden.jpg", "._b.jpg",
+    for rel in ["b.PNG", "a/z.jpg", "a/b/c.webp", "a.jpeg", "notes.txt", "p/phone.AVIF", ".hidden.jpg", "._b.jpg",
                 ".git/x.png", "__MACOSX/a.jpg", "a/.DS_Store"]:
         f = tmp_path / rel
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"x")
     (tmp_path / "folder.jpg").mkdir()  # a folder named like an image is not one
     rel = [p.relative_to(tmp_path).as_posix() for p in list_image_files(tmp_path)]
-    assert rel == ["a.jpeg", "a/b/c.webp", "a/z.jpg", "b.PNG"]
+    assert rel == ["a.jpeg", "a/b/c.webp", "a/z.jpg", "b.PNG", "p/phone.AVIF"]  # (.avif was left out)
     assert [p.name for p in list_image_files(tmp_path, recursive=False)] == ["a.jpeg", "b.PNG"]
     assert len(list_image_files(tmp_path, limit=1)) == 2  # stops once over the limit
     assert list_image_files(tmp_path / "a" / "b" / "c.webp") == []  # not a folder: nothing

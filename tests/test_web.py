@@ -106,7 +106,7 @@ def test_upload_with_damaged_exif_is_used_without_a_warning(uploads):
 @pytest.mark.parametrize("content, fmt, message", [
     (b"hello, not an image", None, "is not an image"),
     (b"<svg xmlns='http://www.w3.org/2000/svg'/>", None, "is not an image"),
-    (None, "ICO", "is a ICO file"),
+    (None, "ICO", "is in ICO format; upload a PNG, JPEG, WebP, BMP, GIF, TIFF, AVIF file"),
 ])
 def test_upload_must_be_an_accepted_image_type(uploads, content, fmt, message):
     path = uploads / "upload.png"
@@ -1610,3 +1610,14 @@ def test_browser_see_inside_feature_maps_then_an_inversion(page, pictures):
     assert result_size(pg, "#invert-result") == (32, 24)
     assert pg.locator("#invert-download a").first.get_attribute("href").endswith("inversion.png")
     shot(pg, "inside-invert-done")
+
+
+def test_an_avif_upload_is_taken_as_the_command_line_takes_it(uploads):
+    # The page refused AVIF ("img.avif is a AVIF file; upload a PNG, ...") that load_image reads.
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow cannot write AVIF")
+    path = uploads / "phone.avif"
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(path)
+    assert check_upload(record(path), Limits(upload_root=uploads)).size == (40, 30)

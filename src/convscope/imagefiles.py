@@ -23,7 +23,8 @@ WRITABLE_FORMATS = {
 
 # Extensions (lower case) of the files a folder scan reads as images: data sets, content folders,
 # image folders of the see-inside tools.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# (.avif: phones and the web save it; Pillow reads it from 11.3, an older one skips it as unreadable)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif"})
 
 
 def visible(name: str) -> bool:

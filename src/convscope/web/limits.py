@@ -25,7 +25,7 @@ DEFAULT_MAX_UPLOAD_MB = 25
 DEFAULT_MAX_PIXELS = 50_000_000
 # PIL format names accepted (what images.load_image reads as images): no SVG, PDF, EPS or ICO.
 IMAGE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP", "BMP": "BMP", "GIF": "GIF",
-                 "TIFF": "TIFF"}
+                 "TIFF": "TIFF", "AVIF": "AVIF"}
 MAX_NAME = 80  # characters of a client's file name shown in messages
 
 
@@ -112,7 +112,7 @@ def probe_upload(record, limits: Limits, what: str = "image") -> Path:
     except Exception:
         raise ImageError(f"{name} is not an image; upload a {kinds} file") from None
     if fmt is not None and fmt not in IMAGE_FORMATS:
-        raise ImageError(f"{name} is a {fmt} file; upload a {kinds} file")
+        raise ImageError(f"{name} is in {fmt} format; upload a {kinds} file")  # (it said "a ICO file")
     with _named(path, name):
         images.check_image_header(path, max_pixels=limits.max_pixels)
     return path
