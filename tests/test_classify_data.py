@@ -119,10 +119,12 @@ def test_corrupt_files_are_skipped_and_listed(tmp_path):
     (root / "b" / "empty.png").write_bytes(b"")
     good = (root / "b" / "000.png").read_bytes()
     (root / "b" / "cut.png").write_bytes(good[: len(good) // 2])
+    (root / "a" / "gone.jpg").symlink_to(tmp_path / "moved-away.jpg")  # (left out without a word)
+    os.mkfifo(root / "b" / "pipe.png")  # not a file: left out (reading it would wait forever)
     s = load_data(str(root), val_split=0.25)
     assert len(s.train) + len(s.val) == 8
-    assert len(s.train.skipped) == 3 and s.val.skipped == []
-    for name in ("bad.jpg", "empty.png", "cut.png"):
+    assert len(s.train.skipped) == 4 and s.val.skipped == []
+    for name in ("bad.jpg", "empty.png", "cut.png", "gone.jpg"):
         assert sum(name in m for m in s.train.skipped) == 1
     assert all("\n" not in m for m in s.train.skipped)
 

@@ -697,10 +697,12 @@ def test_list_image_files_skips_hidden_and_sorts_by_relative_path(tmp_path):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"x")
     (tmp_path / "folder.jpg").mkdir()  # a folder named like an image is not one
+    os.mkfifo(tmp_path / "pipe.jpg")  # nor a pipe
+    (tmp_path / "gone.png").symlink_to(tmp_path / "moved-away.png")  # listed: its reader says it is gone
     rel = [p.relative_to(tmp_path).as_posix() for p in list_image_files(tmp_path)]
-    assert rel == ["a.jpeg", "a/b/c.webp", "a/z.jpg", "b.PNG", "p/phone.AVIF"]  # (.avif was left out)
-    assert [p.name for p in list_image_files(tmp_path, recursive=False)] == ["a.jpeg", "b.PNG"]
-    assert len(list_image_files(tmp_path, limit=1)) == 2  # stops once over the limit
+    assert rel == ["a.jpeg", "a/b/c.webp", "a/z.jpg", "b.PNG", "gone.png", "p/phone.AVIF"]  # (.avif was left out)
+    assert [p.name for p in list_image_files(tmp_path, recursive=False)] == ["a.jpeg", "b.PNG", "gone.png"]
+    assert len(list_image_files(tmp_path, limit=1)) == 3  # stops once over the limit (after the top folder)
     assert list_image_files(tmp_path / "a" / "b" / "c.webp") == []  # not a folder: nothing
 
 

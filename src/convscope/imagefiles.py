@@ -38,6 +38,12 @@ def is_image_name(name: str) -> bool:
     return visible(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _file_or_broken_link(path: str) -> bool:
+    """A file, or a link to a missing one: listed so that its reader reports it unreadable (it was
+    left out without a word); not a folder, a pipe or a device named like an image."""
+    return os.path.isfile(path) or (os.path.islink(path) and not os.path.exists(path))
+
+
 def list_image_files(folder, recursive: bool = True, limit: int | None = None) -> list[Path]:
     """The image files in `folder` (and, with `recursive`, its visible sub-folders), sorted by their
     path relative to it, so every run sees the same order; [] when there are none. With `limit`,
@@ -49,7 +55,7 @@ def list_image_files(folder, recursive: bool = True, limit: int | None = None) -
         dirs[:] = [d for d in dirs if visible(d)] if recursive else []
         rel = Path(parent).relative_to(root).as_posix()
         found += [(f if rel == "." else f"{rel}/{f}", Path(parent, f)) for f in files
-                  if is_image_name(f) and os.path.isfile(os.path.join(parent, f))]
+                  if is_image_name(f) and _file_or_broken_link(os.path.join(parent, f))]
         if limit is not None and len(found) > limit:
             break
     return [path for _, path in sorted(found)]

@@ -6,6 +6,7 @@ sub-folders and dangling links hold nothing."""
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,10 +80,10 @@ def list_split(folder: Path, expected: Sequence[str] | None = None, one_class_ok
         found = image_files(folder / name)
         if not found:
             empty.append(name)
-        for rel, stat in found:
+        for rel, file_stat in found:
             files.append(os.path.join(name, rel))
             labels.append(label)
-            stats.append(stat)
+            stats.append(file_stat)
     if not files:
         raise DataError(f"no image files in {folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))} "
                         "in its class sub-folders)")
@@ -112,8 +113,13 @@ def image_files(class_dir: Path) -> list[tuple[str, tuple[int, int]]]:
                 if e.is_dir(follow_symlinks=False):
                     stack.append(sub)
                 elif is_image(e.name):
-                    st = e.stat()  # follows links; a dangling one raises and is left out
-                    found.append((sub, (st.st_size, st.st_mtime_ns)))
+                    try:
+                        st = e.stat()  # follows links
+                    except FileNotFoundError:  # a dangling link: listed, so decoding counts it unreadable
+                        found.append((sub, (-1, 0)))  # (it was left out without a word)
+                        continue
+                    if stat.S_ISREG(st.st_mode):  # (not a pipe named like an image: reading it would wait)
+                        found.append((sub, (st.st_size, st.st_mtime_ns)))
             except OSError:
                 continue
     found.sort(key=lambda item: item[0].split(os.sep))
