@@ -293,6 +293,15 @@ def test_colour_space_modes(mode, value, expected):
     assert (got - torch.tensor(expected, dtype=got.dtype)).abs().max() <= 2
 
 
+def test_premultiplied_alpha_modes_come_out_over_white():
+    # In-memory "La" (no file format stores it) raised PIL's raw "conversion from La to L not supported".
+    from convscope.images import to_rgb
+
+    for mode, value in (("La", (100, 0)), ("La", (100, 255)), ("RGBa", (100, 100, 100, 0))):
+        got = to_rgb(Image.new(mode, (2, 2), value)).getpixel((0, 0))
+        assert got == ((255,) * 3 if value[-1] == 0 else (100,) * 3), (mode, value, got)
+
+
 @pytest.mark.parametrize("orientation,expected_xy", [(6, (1, 0)), (8, (0, 3))])
 def test_exif_orientation_is_applied(tmp_path, orientation, expected_xy):
     path = tmp_path / "phone.jpg"

@@ -198,7 +198,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         if arr.size and arr.max() <= 1.0:
             arr = arr * 255.0
         return _gray_array_to_rgb(arr)
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+    if mode == "La":  # premultiplied: PIL goes to RGBA only through LA (it raised a raw ValueError)
+        im, mode = im.convert("LA"), "LA"
+    if mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in im.info:
         return _over_white(im.convert("RGBA"))
     try:
         return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX ...
