@@ -219,3 +219,13 @@ def test_api_source_may_be_a_path_and_wrong_types_are_one_line_errors(tmp_path):
     for bad, words in (({"size": 48}, "--size takes two numbers"), ({"layers": "relu1_1"}, "list of layer names")):
         with pytest.raises(ConfigError, match=words):
             synthesize(checks(), tiny(**bad))
+
+
+def test_a_layer_without_a_spatial_grid_is_a_config_error(monkeypatch):
+    # A classifier's logits (a vector per image) have no Gram matrix: a ValueError traceback from
+    # losses.gram ("not enough values to unpack"), exit 1.
+    from tinynets import CIFAR, make_get_net
+
+    monkeypatch.setattr(texture, "get_net", make_get_net())
+    with pytest.raises(ConfigError, match="layer logits of cifar-test has no spatial grid"):
+        synthesize(checks(), tiny(net=CIFAR, size=(32, 32), source_size=32, layers=("features.1", "logits")))

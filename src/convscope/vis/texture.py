@@ -127,7 +127,10 @@ def synthesize(source: Image.Image, config: TextureConfig | None = None,
         auto = DEFAULT_LAYERS if isinstance(net, Backbone) else tuple(net.block_outputs()[:5])
         config = replace(config, layers=auto).validate()  # --layer-weights must now match in number
     for name in config.layers:
-        net.resolve(name)  # unknown names fail here, before any work
+        info = getattr(net, "info", {}).get(net.resolve(name))  # unknown names fail here, before any work
+        if info is not None and not info.spatial:  # (a classifier's logits: a ValueError deep in gram)
+            raise ConfigError(f"layer {name} of {net.net_name} has no spatial grid (shape {info.shape[1:]}), "
+                              "so no Gram matrix to match; choose a convolutional layer")
     stride = net.stride_of(config.layers)
     w, h = config.size
     if min(w, h) < stride:
