@@ -241,8 +241,9 @@ def test_cli_bad_images_exit_2_no_output(tmp_path, src, capsys):
     out = tmp_path / "o.png"
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
+    # --guide '' dreamt without a guide, exit 0.
     for argv in (["dream", str(tmp_path / "missing.png")], ["dream", str(bad)],
-                 ["dream", str(src), "--guide", str(bad)]):
+                 ["dream", str(src), "--guide", str(bad)], ["dream", str(src), "--guide", ""]):
         assert main([*argv, "-o", str(out), *CLI_TINY]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("convscope: error:") and "\n" not in err

@@ -34,7 +34,7 @@ def run(args) -> int:
 
         raise ConfigError("--zoom and --zoom-steps shape the --zoom-frames sequence: add --zoom-frames N or drop them")
     for path in (args.image, args.guide):
-        if path:
+        if path is not None:  # (--guide '' dreamt without a guide, exit 0)
             readable_file(path)
     frame_paths = [Path(f"{out.with_suffix('')}_{n:04d}{out.suffix}") for n in range(1, config.zoom_frames + 1)]
     if frame_paths:  # (checked now: the frames come after the dream is saved, over any old one)
@@ -55,8 +55,8 @@ def run(args) -> int:
     from ..vis.dream import Dreamer
 
     image = images.load_image(args.image)
-    guide = images.load_image(args.guide) if args.guide else None
-    inputs = {"image": str(args.image), **({"guide": str(args.guide)} if args.guide else {})}
+    guide = images.load_image(args.guide) if args.guide is not None else None
+    inputs = {"image": str(args.image), **({"guide": str(args.guide)} if args.guide is not None else {})}
     dreamer = Dreamer(config, guide)
     bar = progress_bar("dream") if not args.quiet else None
     try:
