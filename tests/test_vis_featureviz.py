@@ -238,7 +238,9 @@ def test_bad_configs_fail_before_any_work():
                         ({"scale": 0.9}, "--scale"), ({"copies": 0}, "--copies"), ({"size": 4}, "--size"),
                         ({"channels": "a-b"}, "--channels"),
                         ({"target_class": "3", "channels": "1"}, "two different objectives"),
-                        ({"target_class": "3", "layer": "relu3_1"}, "leave out --layer")):
+                        ({"target_class": "3", "layer": "relu3_1"}, "leave out --layer"),
+                        # The pixels parameterization has no spectrum: ignored, exit 0.
+                        ({"param": "pixels", "fft_power": 2.0}, "--fft-power shapes the fft")):
         with pytest.raises(ConfigError, match=needle):
             FeatureVizConfig(**bad).validate()
     with pytest.raises(ConfigError, match="too small"):
@@ -305,6 +307,7 @@ def test_cli_classviz_writes_the_picture(tmp_path, capsys):
     (["classviz", "--class", "5", "--net", "vgg19"], "use --net efficientnet_lite0"),
     (["classviz", "--class", "5", "--steps", "0"], "--steps"),
     (["classviz"], "--class"),
+    (["classviz", "--class", "5", "--param", "pixels", "--fft-power", "1"], "not --param pixels"),
 ])
 def test_cli_bad_input_exit_2_one_line_no_output(tmp_path, capsys, argv, needle):
     out = tmp_path / "o.png"

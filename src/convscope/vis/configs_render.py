@@ -108,6 +108,9 @@ class RenderConfig:
         real("decay", 0.0, 0.5, "a number from 0 to 0.5")
         real("fft_power", 0.0, 4.0, "a number from 0 to 4")
         check_choices(self)
+        if self.param != "fft" and self.fft_power != type(self).fft_power:  # (ignored, exit 0)
+            raise ConfigError(f"--fft-power shapes the fft parameterization, not --param {self.param}: drop it "
+                              "or use --param fft")
         return self
 
 
