@@ -228,6 +228,7 @@ def test_cli_zoom_frames_failing_midway_put_back_the_earlier_frames(tmp_path, ca
     (["--zoom-steps", "1000000000000"], "--zoom-steps"),
     (["--lr", "-0.1"], "--lr"),
     (["--octave-scale", "1"], "--octave-scale"),
+    (["--octaves", "1", "--octave-scale", "2"], "--octaves 1 has one"),  # ignored, exit 0
     # They shape the zoom frames; without --zoom-frames they were ignored, exit 0.
     (["--zoom", "1.2"], "--zoom and --zoom-steps shape the --zoom-frames sequence: add --zoom-frames N"),
     (["--zoom-steps", "3"], "--zoom and --zoom-steps shape the --zoom-frames sequence"),

@@ -227,6 +227,9 @@ class DreamConfig:
         real("lr", 0.0, 1.0, "a number in (0, 1]")
         real("octave_scale", 1.0, 4.0, "a number above 1 and at most 4")
         real("zoom", 1.0, 4.0, "a number above 1 and at most 4")
+        if self.octaves == 1 and self.octave_scale != DreamConfig.octave_scale:  # (ignored, exit 0)
+            raise ConfigError("--octave-scale is the size ratio between octaves, and --octaves 1 has one: drop it "
+                              "or add octaves")
         if self.channel is not None:
             whole("channel", 0)
         check_choices(self)
