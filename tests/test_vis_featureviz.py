@@ -245,6 +245,9 @@ def test_bad_configs_fail_before_any_work():
             FeatureVizConfig(**bad).validate()
     with pytest.raises(ConfigError, match="too small"):
         FeatureVisualizer(tiny(layer="relu5_1", size=8))
+    # Logits have no positions, so no centre neuron: --neuron was ignored (exit 0, "kind": "neuron").
+    with pytest.raises(ConfigError, match="--neuron maximizes a channel's centre position, and logits of cifar-test"):
+        FeatureVisualizer(tiny(net="cifar-test", layer="logits", channels="1", neuron=True, size=None))
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -134,6 +134,10 @@ class FeatureVisualizer:
             kind = "neuron" if config.neuron else "channel"
             layer = auto_layer(net, AUTO_DEPTH) if config.layer == AUTO else config.layer
             canonical = net.resolve(layer)  # "did you mean" for unknown names
+            info = getattr(net, "info", {}).get(canonical)  # (--neuron on logits: ignored, exit 0)
+            if kind == "neuron" and info is not None and not info.spatial:
+                raise ConfigError(f"--neuron maximizes a channel's centre position, and {layer} of {net.net_name} has "
+                                  f"none (shape {info.shape[1:]}): drop --neuron or choose a convolutional layer")
             channels = net.channels_of(layer)
             if config.channels is None:
                 targets = list(range(min(DEFAULT_CHANNELS, channels)))
