@@ -106,6 +106,18 @@ def test_layer_next_to_layers_and_repeated_layers_are_rejected():
     tiny(layers=("relu1_1", "relu2_1")).validate()
 
 
+@pytest.mark.parametrize("field, value, words", [
+    # A TypeError deep in the engine (range over 2.0 iterations, None as a layer name), or
+    # "--layers lists 1 twice" for the letters of one name; True ran as alpha 1.
+    ("iterations", 2.0, "--iterations must be a positive whole number"), ("size", 32.0, "--size"),
+    ("save_every", 1.0, "--save-every"), ("layer", None, "--layer must be a layer name"),
+    ("layers", "relu1_1", "--layers must be a list of layer names"), ("layers", ("relu1_1", None), "--layers must"),
+    ("alpha", True, "--alpha"), ("beta", True, "--beta")])
+def test_wrong_types_are_named(field, value, words):
+    with pytest.raises(ConfigError, match=words):
+        tiny(**{field: value}).validate()
+
+
 # --------------------------------------------------------------------------------------- CLI
 
 TINY = ["--size", "32", "--iterations", "3", "--device", "cpu", "-q"]

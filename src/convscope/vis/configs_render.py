@@ -271,7 +271,7 @@ class InvertConfig:
         """Check every field; ConfigError with a one-line message on the first problem."""
         def number(name, value, allow_zero=False, integer=False):
             ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                  and (value >= 0 if allow_zero else value > 0) and (not integer or value == int(value)))
+                  and (value >= 0 if allow_zero else value > 0) and (not integer or isinstance(value, int)))
             if not ok:
                 kind = "non-negative" if allow_zero else "positive"
                 raise ConfigError(f"--{name.replace('_', '-')} must be a {kind} "
@@ -292,12 +292,19 @@ class InvertConfig:
         if self.lr is not None:
             number("lr", self.lr)
             check_max_lr(self.lr)
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 1):
+        if isinstance(self.alpha, bool) or not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha)
+                                                 and self.alpha >= 1):
             raise ConfigError(f"--alpha must be a number >= 1, not {self.alpha!r}")
-        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 1):
+        if isinstance(self.beta, bool) or not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta)
+                                                and self.beta >= 1):
             raise ConfigError(f"--beta must be a number >= 1 (1 = total variation, 2 = squared), not {self.beta!r}")
+        if not isinstance(self.layer, str):  # (None: a TypeError deep in the engine)
+            raise ConfigError(f"--layer must be a layer name (or auto), not {self.layer!r}")
         if self.layers is not None and not self.layers:
             raise ConfigError("--layers needs at least one layer name")
+        if self.layers is not None and (not isinstance(self.layers, (list, tuple))
+                                        or not all(isinstance(n, str) for n in self.layers)):
+            raise ConfigError(f"--layers must be a list of layer names, not {self.layers!r}")
         if self.layers is not None:
             # --layer would be silently ignored next to --layers: say so rather than drop it.
             if self.layer != "auto":
