@@ -363,6 +363,9 @@ def test_rules_choose_the_panels_and_small_images_are_refused():
     result = explain(photo(32, 32), cpu(net="cifar-test", size=32, rules=("gradient",)), net=model)
     assert list(result.signals) == ["gradient"] and result.guided_cam is None
     assert [label for label, _ in engine.panels(result)] == ["input 32x32", "Grad-CAM (features)", "gradient"]
+    # One rule by its plain name passed validate, then ran as the rules 'g', 'r', ...: "unknown backward rule 'g'".
+    named = explain(photo(32, 32), cpu(net="cifar-test", size=32, rules="gradient"), net=model)
+    assert list(named.signals) == ["gradient"] and named.config.rules == ("gradient",)
     default = explain(photo(32, 32), cpu(net="cifar-test", size=32), net=model)
     labels = [label for label, _ in engine.panels(default)]
     assert labels[2:] == ["guided backprop", "guided Grad-CAM", "deconvnet"]

@@ -115,6 +115,10 @@ class ExplainConfig:
     device: str = _opt("device: auto, cpu, cuda, cuda:N, mps", "auto")
     precision: str = _opt(PRECISION_HELP, "auto", choices=PRECISIONS)
 
+    def rule_list(self) -> tuple[str, ...]:
+        """The rules as a tuple (one rule may be given as a plain name)."""
+        return (self.rules,) if isinstance(self.rules, str) else tuple(self.rules)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -129,7 +133,7 @@ class ExplainConfig:
         if (isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float))
                 or not math.isfinite(self.alpha) or not 0 <= self.alpha <= 1):
             raise ConfigError(f"--alpha must be a number from 0 to 1, not {self.alpha!r}")
-        rules = (self.rules,) if isinstance(self.rules, str) else tuple(self.rules)
+        rules = self.rule_list()
         if not rules:
             raise ConfigError(f"--rules needs at least one of {', '.join(RULES)}")
         for rule in rules:

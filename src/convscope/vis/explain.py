@@ -149,7 +149,8 @@ def explain(image: Image.Image, config: ExplainConfig | None = None, net=None) -
     image = as_image(image, "the image")
     config, net, device, _ = engine_net((config or ExplainConfig()).validate(), net)
     precision = default_precision(device) if config.precision == "auto" else config.precision
-    config = replace(config, size=config.size or natural_side(net, DEFAULT_SIZE))
+    # (rules="guided" passed validate, then ran as the rules 'g', 'u', ...: "unknown backward rule 'g'")
+    config = replace(config, size=config.size or natural_side(net, DEFAULT_SIZE), rules=config.rule_list())
     p = plan(net, config)
     stride = net.stride_of([p.layer, p.cam_layer])
     if min(image.size) >= 1:  # (an empty image: resize_long_side says so)
