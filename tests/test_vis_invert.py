@@ -104,6 +104,9 @@ def test_layer_next_to_layers_and_repeated_layers_are_rejected():
     with pytest.raises(ConfigError, match="relu1_1 twice"):
         tiny(layers=("relu1_1", "relu2_1", "relu1_1")).validate()
     tiny(layers=("relu1_1", "relu2_1")).validate()
+    # Two names of one layer (relu1_1 and its Keras name) inverted it twice too.
+    with pytest.raises(ConfigError, match="block1_conv1 are both relu1_1"):
+        invert(blobs(0), tiny(layers=("relu1_1", "block1_conv1"), iterations=1))
 
 
 @pytest.mark.parametrize("field, value, words", [

@@ -151,8 +151,13 @@ def invert(image: Image.Image, config: InvertConfig | None = None,
     if config.layers is None:  # with --layers, --layer is unused and stays "auto" in the sidecar
         config = replace(config, layer=pick_layer(net, config.layer, VGG_LAYER, AUTO_DEPTH))
     layers = config.layer_list()
+    seen: dict[str, str] = {}
     for name in layers:
-        net.resolve(name)  # unknown names fail here, before any work
+        canonical = net.resolve(name)  # unknown names fail here, before any work
+        if canonical in seen:  # (relu1_1 block1_conv1: the same layer inverted twice)
+            raise ConfigError(f"--layers names one layer twice: {seen[canonical]} and {name} are both "
+                              f"{net.display_name(canonical)}; each layer once")
+        seen[canonical] = name
     resized = images.resize_long_side(image, config.size)
     min_side = net.stride_of(layers)
     if min(resized.size) < min_side:
