@@ -240,7 +240,9 @@ def test_bad_configs_fail_before_any_work():
                         ({"target_class": "3", "channels": "1"}, "two different objectives"),
                         ({"target_class": "3", "layer": "relu3_1"}, "leave out --layer"),
                         # The pixels parameterization has no spectrum: ignored, exit 0.
-                        ({"param": "pixels", "fft_power": 2.0}, "--fft-power shapes the fft")):
+                        ({"param": "pixels", "fft_power": 2.0}, "--fft-power shapes the fft"),
+                        # Without transforms the copies are one image repeated: ignored, exit 0.
+                        ({"copies": 3, "jitter": 0, "scale": 0.0, "rotate": 0.0}, "the copies are the same image")):
         with pytest.raises(ConfigError, match=needle):
             FeatureVizConfig(**bad).validate()
     with pytest.raises(ConfigError, match="too small"):

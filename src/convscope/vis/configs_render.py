@@ -108,6 +108,10 @@ class RenderConfig:
         real("decay", 0.0, 0.5, "a number from 0 to 0.5")
         real("fft_power", 0.0, 4.0, "a number from 0 to 4")
         check_choices(self)
+        if self.copies not in (1, type(self).copies) and self.jitter == 0 and self.scale == 0 and self.rotate == 0:
+            # (identical copies: the mean of one image's objective, repeated; ignored, exit 0)
+            raise ConfigError(f"--copies {self.copies} makes randomly transformed copies, and --jitter, --scale and "
+                              "--rotate are all 0: the copies are the same image; drop --copies or add a transform")
         if self.param != "fft" and self.fft_power != type(self).fft_power:  # (ignored, exit 0)
             raise ConfigError(f"--fft-power shapes the fft parameterization, not --param {self.param}: drop it "
                               "or use --param fft")
