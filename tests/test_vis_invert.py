@@ -121,6 +121,15 @@ def test_wrong_types_are_named(field, value, words):
         tiny(**{field: value}).validate()
 
 
+def test_the_exponent_of_a_prior_turned_off_is_refused():
+    # --alpha with --alpha-weight 0, --beta with --tv-weight 0: ignored, exit 0.
+    with pytest.raises(ConfigError, match="--alpha is the exponent of a prior that --alpha-weight 0 turns off"):
+        tiny(alpha=3.0, alpha_weight=0.0).validate()
+    with pytest.raises(ConfigError, match="--beta is the exponent of a prior that --tv-weight 0 turns off"):
+        tiny(beta=1.0, tv_weight=0).validate()
+    tiny(alpha_weight=0.0, tv_weight=0.0).validate()  # the priors off, their exponents as they were: fine
+
+
 # --------------------------------------------------------------------------------------- CLI
 
 TINY = ["--size", "32", "--iterations", "3", "--device", "cpu", "-q"]

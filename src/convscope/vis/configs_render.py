@@ -302,6 +302,10 @@ class InvertConfig:
         if isinstance(self.beta, bool) or not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta)
                                                 and self.beta >= 1):
             raise ConfigError(f"--beta must be a number >= 1 (1 = total variation, 2 = squared), not {self.beta!r}")
+        for exponent, weight in (("alpha", "alpha_weight"), ("beta", "tv_weight")):  # (ignored, exit 0)
+            if getattr(self, weight) == 0 and getattr(self, exponent) != getattr(InvertConfig, exponent):
+                raise ConfigError(f"--{exponent} is the exponent of a prior that --{weight.replace('_', '-')} 0 "
+                                  "turns off: drop one of them")
         if not isinstance(self.layer, str):  # (None: a TypeError deep in the engine)
             raise ConfigError(f"--layer must be a layer name (or auto), not {self.layer!r}")
         if self.layers is not None and not self.layers:
