@@ -311,6 +311,14 @@ def test_cli_needs_an_output_or_json(capsys, photo):
     assert_one_line_error(*run(capsys, "activations", photo), "-o", "--json")
 
 
+@pytest.mark.parametrize("argv", [["--cmap", "magma"], ["--max-channels", "2"], ["--shared-scale"]])
+def test_cli_figure_options_without_a_figure_are_refused(capsys, cli_net, photo, argv):
+    # --json alone draws no figure: these printed the same statistics, exit 0.
+    code, stdout, err = run(capsys, "activations", photo, "--json", "--layer", "conv1_1", "--size", "32",
+                            "--device", "cpu", *argv)
+    assert_one_line_error(code, stdout, err, f"{argv[0]} shapes the figure, and --json alone draws none")
+
+
 @pytest.mark.parametrize("kind", ["missing", "corrupt", "truncated"])
 def test_cli_bad_image_exit_2_with_nothing_written(capsys, photo, tmp_path, kind):
     bad = tmp_path / "in" / "bad.jpg"

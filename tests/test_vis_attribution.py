@@ -473,6 +473,14 @@ def test_cli_needs_an_output_or_json(capsys, inputs):
     assert code == 2 and "nothing to write" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("argv", [["--cmap", "magma"], ["--alpha", "0.2"], ["--rules", "gradient"]])
+def test_cli_figure_options_without_a_figure_are_refused(capsys, inputs, argv):
+    # --json alone draws no figure: these printed the same JSON, exit 0.
+    code, stdout, err = run(capsys, "explain", inputs[0], "--json", "--size", "32", "--device", "cpu", *argv)
+    assert code == 2 and stdout == "" and err.count("\n") == 1, err
+    assert f"{argv[0]} shapes the figure, and --json alone draws none" in err
+
+
 def test_explain_takes_a_path_or_a_tensor_and_names_a_wrong_argument(tmp_path):
     scene(True).save(tmp_path / "scene.png")
     by_pil = explain(scene(True), cpu(size=64), net=red_square_net())

@@ -42,6 +42,22 @@ def check_method_options(args, method: str, command_defaults: dict | None = None
             raise ConfigError(f"--{name.replace('_', '-')} applies to {which} only; drop it or change the method")
 
 
+def refuse_figure_options_without_a_figure(args, config_cls, names: tuple[str, ...]) -> None:
+    """ConfigError when no -o is given (--json alone: statistics, no figure) and one of the options
+    `names`, which only shape the figure, has a value other than its default in `config_cls`: it
+    would be silently ignored (activations --json --cmap magma printed the same JSON, exit 0)."""
+    from .errors import ConfigError
+
+    if getattr(args, "output", None) is not None:
+        return
+    defaults = {f.name: f.default for f in fields(config_cls)}
+    for name in names:
+        value = getattr(args, name)
+        if (tuple(value) if isinstance(value, list) else value) != defaults[name]:
+            raise ConfigError(f"--{name.replace('_', '-')} shapes the figure, and --json alone draws none: add "
+                              "-o OUT.png or drop it")
+
+
 def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
     """The (sub)parser of the command `args` were parsed for, so an error names its own --help."""
     while True:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..cli import add_config_options, add_output_options, config_from_args
+from ..clichecks import refuse_figure_options_without_a_figure
 from ..errors import ConfigError
 from ..vis.configs import ALL_CONV, ActivationsConfig
 
@@ -33,6 +34,7 @@ def run(args) -> int:
     config = config_from_args(args, ActivationsConfig)
     if args.output is None and not args.json:
         raise ConfigError("nothing to write: give -o OUT.png for the figure, or --json for the statistics")
+    refuse_figure_options_without_a_figure(args, ActivationsConfig, ("max_channels", "cmap", "shared_scale"))
     out = check_output_path(args.output) if args.output is not None else None
     config.validate()
     readable_file(args.image)

@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..cli import add_config_options, add_output_options, config_from_args
+from ..clichecks import refuse_figure_options_without_a_figure
 from ..errors import ConfigError
 from ..vis.configs import ExplainConfig
 
@@ -33,6 +34,7 @@ def run(args) -> int:
     config = config_from_args(args, ExplainConfig)
     if args.output is None and not args.json:
         raise ConfigError("nothing to write: give -o OUT.png for the figure, or --json for the predictions")
+    refuse_figure_options_without_a_figure(args, ExplainConfig, ("rules", "cmap", "alpha"))
     out = check_output_path(args.output) if args.output is not None else None
     config.validate()
     readable_file(args.image)
