@@ -107,6 +107,15 @@ def test_too_small_says_which_size_works_or_to_crop():
         Dreamer(tiny(size=64)).run(Image.new("RGB", (4000, 3)))
 
 
+def test_a_guide_needs_a_layer_with_positions(monkeypatch):
+    # A classifier's logits (a vector per image): an IndexError traceback ("Dimension out of range").
+    from tinynets import CIFAR, make_get_net
+
+    monkeypatch.setattr(dream_mod, "get_net", make_get_net())
+    with pytest.raises(ConfigError, match="--guide matches the features at each position, and logits of cifar-test"):
+        Dreamer(tiny(net=CIFAR, layer="logits", size=32), guide=photo())
+
+
 def test_small_octaves_are_dropped():
     d = Dreamer(tiny(layer="relu3_1", octaves=6, octave_scale=2.0))  # stride 4: octaves under 16 px go
     assert d.octave_sizes(64, 48) == [(32, 24), (64, 48)]

@@ -66,6 +66,10 @@ class Dreamer:
                               f"channels (0 to {channels - 1})")
         if config.channel is not None and guide is not None:
             raise ConfigError("--channel and --guide are two different objectives; give one of them")
+        info = getattr(self.net, "info", {}).get(self.layer)
+        if guide is not None and info is not None and not info.spatial:  # (an IndexError traceback)
+            raise ConfigError(f"--guide matches the features at each position, and {config.layer} of "
+                              f"{self.net.net_name} has none (shape {info.shape[1:]}): choose a convolutional --layer")
         self.gen = torch.Generator(device="cpu").manual_seed(config.seed)  # same jitter on every device
         self.guide = None
         if guide is not None:
