@@ -268,6 +268,8 @@ def test_channel_specs():
             parse_channels(bad)
     with pytest.raises(ConfigError, match="channel 9 is out of range.*0 to 7"):
         parse_channels("0,9", count=8)
+    with pytest.raises(ConfigError, match="--channels must be text such as 0-7 or 1,5,9, not 5"):
+        TopActConfig(channels=5).validate()  # said "--channels is empty"
 
 
 def test_bad_folders(tmp_path):

@@ -201,7 +201,9 @@ class TopActConfig:
 def parse_channels(spec: str, count: int | None = None, layer: str = "the layer") -> list[int]:
     """"0-7" / "1,5,9" / "0-3,8" -> channel indices in the order given, duplicates dropped.
     With `count` (the channels of `layer`), each must be below it. ConfigError otherwise."""
-    if not isinstance(spec, str) or not spec.strip():
+    if not isinstance(spec, str):  # (5 or None: "--channels is empty")
+        raise ConfigError(f"--channels must be text such as 0-7 or 1,5,9, not {spec!r}")
+    if not spec.strip():
         raise ConfigError("--channels is empty; give channels such as 0-7 or 1,5,9")
     found = parse_indices(spec, "--channels", MAX_CHANNELS)
     if count is not None:
