@@ -212,3 +212,64 @@ def test_engines_name_a_plain_torch_module_as_the_net():
         activations(photo, ActivationsConfig(size=32), net=torch.nn.Linear(2, 2))
     with pytest.raises(ConfigError, match="^net must be a loaded net .* plain Sequential module"):
         explain(photo, ExplainConfig(size=32), net=torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1)))
+
+
+
+def _photos(folder):
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray((np.random.default_rng(i).random((40, 40, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _tiny_splits():
+    from convscope.classify.config import TrainConfig
+    from convscope.classify.data import DataSplits, ImageData
+
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(torch.randint(0, 255, (12, 3, 16, 16), generator=g, dtype=torch.uint8), torch.arange(12) % 2,
+                     ["a", "b"], None, [])
+    return DataSplits(data, data, "synthetic", "test"), TrainConfig(model="simple", epochs=1, batch_size=4,
+                                                                    input_size=16, device="cpu")
+
+
+def _stylize(tmp_path):
+    import convscope
+
+    photos = _photos(tmp_path / "photos")
+    image = convscope.stylize(photos / "0.png", photos / "1.png", size=32, iterations=1, device="cpu", precision="fp32")
+    assert image.size == (32, 32)
+
+
+def _train_style(tmp_path):
+    from convscope.fast.config import TrainStyleConfig
+    from convscope.fast.train import train_style
+
+    photos = _photos(tmp_path / "photos")
+    style = TrainStyleConfig(size=32, batch_size=1, steps=1, style_size=32, widths=(4, 8, 8), residual_blocks=1,
+                             preview_every=0, checkpoint_every=1, device="cpu", precision="fp32")
+    assert train_style(photos / "0.png", photos, tmp_path / "s.safetensors", style).steps == 1
+
+
+def _classify_train(tmp_path):
+    from convscope.classify.train import train
+
+    assert train(*_tiny_splits(), tmp_path / "run").epochs_run == 1
+
+
+def _find_lr(tmp_path):
+    from convscope.classify.lrfind import find_lr
+
+    with contextlib.suppress(ConfigError):  # (on noise the loss may not fall)
+        find_lr(*_tiny_splits(), start=1e-4, end=1.0, steps=10)
+
+
+@pytest.mark.parametrize("engine", [_stylize, _train_style, _classify_train, _find_lr])
+def test_engines_that_need_gradients_run_under_a_callers_no_grad(engine, tmp_path):
+    # A notebook that had called torch.set_grad_enabled(False) (or sat in a `with torch.no_grad():`)
+    # got "RuntimeError: element 0 of tensors does not require grad and does not have a grad_fn" from
+    # stylize, train_style, classify's train and find_lr. They turn gradients on for their own steps
+    # and leave the caller's mode as it was.
+    with torch.no_grad():
+        engine(tmp_path)
+        assert not torch.is_grad_enabled()

@@ -148,6 +148,7 @@ class _Step:
         self.best_loss.copy_(torch.where(better, total, self.best_loss))
         self.best_terms.copy_(torch.where(better, row, self.best_terms))
 
+    @torch.enable_grad()  # (under a caller's torch.no_grad() the backward pass had no graph: a RuntimeError)
     def __call__(self) -> None:
         total, row = self.evaluate(self.x)
         with torch.no_grad():

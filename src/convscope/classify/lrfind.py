@@ -54,6 +54,7 @@ class LRFindResult:
 
 
 @keeps_caller_rng
+@torch.enable_grad()  # a caller's torch.no_grad() left the steps without a graph (a RuntimeError)
 def find_lr(splits: DataSplits, config: TrainConfig, *, start: float = 1e-7, end: float = 10.0, steps: int = 100,
             callback: Callable[[LRStep], None] | None = None, cache_dir: str | Path | None = None,
             report: Callable[[int, int], None] | None = None) -> LRFindResult:

@@ -163,6 +163,7 @@ def _start_run(run: RunDir, config: TrainConfig, splits: DataSplits, resume: boo
         run.record_resumed(options, {"arithmetic": arithmetic})
 
 
+@torch.enable_grad()  # a caller's torch.no_grad() left the steps without a graph (a RuntimeError)
 def _train(splits: DataSplits, config: TrainConfig, run: RunDir, resume: bool,
            callback: Callable[[EpochReport], None] | None, cache_dir: str | Path | None) -> TrainResult:
     from . import distributed

@@ -153,6 +153,7 @@ def output_lock(out: str | Path):
     return exclusive(lock_beside(out), f"the training output {out}")
 
 
+@torch.enable_grad()  # a caller's torch.no_grad() left the steps without a graph (a RuntimeError)
 def _train(kind: str, net: torch.nn.Module, step_losses: Callable, config: TrainCommon, out: Path,
            device: torch.device, previews: torch.Tensor, meta: dict, resume: bool,
            callback: Callable[[TrainProgress], None] | None, skipped: Callable[[], int],
