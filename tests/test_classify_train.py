@@ -301,6 +301,23 @@ def test_evaluate_and_as_net_check_their_arguments(tmp_path):
         as_net(r.model)
 
 
+def test_evaluate_checks_ks_and_always_reports_top_1(tmp_path):
+    # ks=() was "ValueError: max() arg is an empty sequence", (0,) an IndexError, (1.5,) a TypeError,
+    # None a TypeError; and ks without 1, or a k above the classes (top-5 of 3), a KeyError: 1.
+    from convscope.classify.predict import evaluate, load_run
+
+    train(splits(24, 12), config(epochs=1), RunDir(tmp_path / "run"))
+    r = load_run(str(tmp_path / "run"), device="cpu")
+    u8, labels = splits(24, 12).val.images, splits(24, 12).val.labels
+    full = evaluate(r, u8, labels, "cpu")
+    for ks in [(3,), (10,), [2, 1]]:
+        ev = evaluate(r, u8, labels, "cpu", ks=ks)
+        assert ev.accuracy == full.accuracy and set(ev.top_k) == {k for k in ks if k <= 3}
+    for ks in [(), (0,), (1.5,), None, "ab", (True,), (-1,)]:
+        with pytest.raises(ConfigError, match="^ks must be a list of whole numbers"):
+            evaluate(r, u8, labels, "cpu", ks=ks)
+
+
 @pytest.mark.parametrize("backbone", ["vgg19", "efficientnet_lite0"])
 def test_snapshots_of_a_finetuned_transfer_model(tmp_path, backbone):
     # Was IndexError (auto found no block: the backbone runs inside the model), then KeyError (the

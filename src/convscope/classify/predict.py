@@ -156,6 +156,9 @@ def evaluate(loaded: LoadedRun, images_u8: torch.Tensor, labels: torch.Tensor, d
     [N, 3, H, W] with `labels`; and the `mistakes` misclassified images of highest loss."""
     if isinstance(mistakes, bool) or not isinstance(mistakes, int) or mistakes < 0:
         raise ConfigError(f"mistakes must be a whole number at least 0, not {mistakes!r}")
+    if not isinstance(ks, (list, tuple)) or not ks or any(
+            isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in ks):
+        raise ConfigError(f"ks must be a list of whole numbers of at least 1 (the top-k accuracies), not {ks!r}")
     _check_loaded(loaded)
     c = len(loaded.classes)
     _check_labelled(images_u8, labels, c)
@@ -169,16 +172,16 @@ def evaluate(loaded: LoadedRun, images_u8: torch.Tensor, labels: torch.Tensor, d
     finally:
         if nhwc:
             loaded.model.to(memory_format=torch.contiguous_format)
-    top = logits.topk(min(max(ks), c), dim=1).indices
+    top = logits.topk(min(max(*ks, 1), c), dim=1).indices
     hits = top == labels[:, None]
-    topk = {k: hits[:, :k].any(1).float().mean().item() for k in ks if k <= c}
+    topk = {k: hits[:, :k].any(1).float().mean().item() for k in ks if k <= c}  # (a k above the classes: left out)
     pred = top[:, 0]
     confusion = torch.bincount(labels * c + pred, minlength=c * c).view(c, c)
     totals = confusion.sum(1).clamp(min=1)
     # Classes without an image (a test folder of some of the run's classes) have no accuracy: left out.
     per_class = {name: (confusion[i, i] / totals[i]).item() for i, name in enumerate(loaded.classes)
                  if confusion[i].sum() > 0}
-    return Evaluation(topk[1], topk, per_class, confusion, int(labels.numel()), tta,
+    return Evaluation(hits[:, 0].float().mean().item(), topk, per_class, confusion, int(labels.numel()), tta,
                       _worst(logits, labels, pred, mistakes))
 
 
