@@ -1210,6 +1210,9 @@ def test_gatys_fast_init_takes_a_style_too_thin_for_the_arbitrary_default():
     ({"widths": 8}, "--widths takes three"),                      # TypeError: no len()
     ({"widths": (4, 4, 4.5)}, "--widths takes three"),            # ValueError from torch
     ({"style_weight": "1"}, "--style-weight must be a number"),
+    ({"style_layers": [3]}, "--style-layers needs at least one layer name"),  # TypeError at the first step
+    ({"content_layer": None}, "--content-layer must be one layer name"),      # TypeError at the first step
+    ({"content_layer": ["relu3_1"]}, "--content-layer must be one layer name"),  # TypeError: unhashable
 ])
 def test_train_config_refuses_values_of_the_wrong_type(changes, message):
     with pytest.raises(ConfigError, match=message):

@@ -115,8 +115,11 @@ class TrainStyleConfig(TrainCommon):
             raise ConfigError("--residual-blocks must be at most 64")
         if isinstance(self.style_layers, str):  # one layer name is that layer, not its letters
             self.style_layers = (self.style_layers,)
-        if not isinstance(self.style_layers, (tuple, list)) or not self.style_layers:
+        if not isinstance(self.style_layers, (tuple, list)) or not self.style_layers or not all(
+                isinstance(n, str) for n in self.style_layers):
             raise ConfigError(f"--style-layers needs at least one layer name, not {self.style_layers!r}")
+        if not isinstance(self.content_layer, str):  # (None or a list: a TypeError at the first step)
+            raise ConfigError(f"--content-layer must be one layer name, not {self.content_layer!r}")
         return self
 
 
