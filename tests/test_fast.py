@@ -1225,7 +1225,9 @@ def test_train_config_refuses_values_of_the_wrong_type(changes, message):
 def test_train_style_takes_a_tensor_style_and_checks_its_arguments(folders, tmp_path):
     content, styles, style = folders
     out = tmp_path / "t.safetensors"
-    train_style(images.pil_to_tensor(_stripes()), content, out, tiny_style_config(steps=1))  # TypeError before
+    config = tiny_style_config(steps=1, style_layers="relu2_1")
+    train_style(images.pil_to_tensor(_stripes()), content, out, config)  # TypeError before
+    assert config.style_layers == "relu2_1"  # the caller's config as it was (was made a tuple)
     assert load_model(out).kind == STYLE_KIND                  # kind is optional: the file's (TypeError before)
     for args, kwargs, word in [
         ((style, content, tmp_path / "a.safetensors", {"steps": 1}), {}, "TrainStyleConfig(**d)"),  # AttributeError

@@ -14,6 +14,7 @@ Files, for `-o OUT.safetensors`:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -290,7 +291,8 @@ def train_style(style: str | Path | Image.Image, content_dir: str | Path, out: s
                 config: TrainStyleConfig | None = None, resume: bool = False,
                 callback: Callable[[TrainProgress], None] | None = None, card: dict | None = None) -> TrainResult:
     """Train a TransformerNet for one style on crops of the images in `content_dir`."""
-    config = TrainStyleConfig() if config is None else config
+    # (a copy: validate() turns a single style layer's name into a tuple, not in the caller's config)
+    config = TrainStyleConfig() if config is None else copy.copy(config)
     path, device = _prepare(config, TrainStyleConfig, out, resume, callback, card, STYLE_KIND)
     style_img = as_image(style, "style")
     root, files = _training_files(content_dir, "content", path)
