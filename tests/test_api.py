@@ -273,3 +273,13 @@ def test_engines_that_need_gradients_run_under_a_callers_no_grad(engine, tmp_pat
     with torch.no_grad():
         engine(tmp_path)
         assert not torch.is_grad_enabled()
+
+
+def test_style_config_refuses_a_flag_that_is_not_a_bool():
+    # cuda_graph="no" (or 0) was taken without a word and counted as True.
+    from convscope.style.config import StyleConfig
+
+    for value in ("no", 0, None):
+        with pytest.raises(ConfigError, match="^cuda_graph must be True or False, not "):
+            StyleConfig(cuda_graph=value).validate()
+    assert StyleConfig(cuda_graph=False).validate().cuda_graph is False

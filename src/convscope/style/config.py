@@ -192,6 +192,8 @@ class StyleConfig:
         if not (isinstance(self.lr_decay, (int, float)) and 0 < self.lr_decay <= 1):
             raise ConfigError(f"--lr-decay must be in (0, 1], not {self.lr_decay!r}")
         check_choices(self)
+        if not isinstance(self.cuda_graph, bool):  # ("no" counted as True)
+            raise ConfigError(f"cuda_graph must be True or False, not {self.cuda_graph!r}")
         # What the chosen optimizer has no use for was ignored without a word.
         if self.lr_decay != StyleConfig.lr_decay and self.optimizer == "lbfgs":
             raise ConfigError("--lr-decay applies to --optimizer adam and sgd only; L-BFGS takes fixed steps: "
