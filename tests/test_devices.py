@@ -107,11 +107,11 @@ def test_a_forward_pass_too_large_for_the_memory_is_refused(tmp_path, capsys, mo
     # is measured on the net asked for, so a lighter net fits where VGG19 does not.
     import convscope.devices as devices
     from convscope.nets import get_net
-    from convscope.nets.memory import forward_bytes_per_pixel
+    from convscope.nets.memory import bytes_per_pixel
 
     vgg = get_net("vgg19")
-    assert forward_bytes_per_pixel(vgg, ["relu3_1"]) == 2 * 64 * 4  # conv1_2's float32 input and output
-    assert forward_bytes_per_pixel(vgg, ["conv1_1"]) == (3 + 64) * 4
+    assert bytes_per_pixel(vgg, ["relu3_1"]) == 2 * 64 * 4  # conv1_2's float32 input and output
+    assert bytes_per_pixel(vgg, ["conv1_1"]) == (3 + 64) * 4
     free = 10**6
     monkeypatch.setattr(devices, "available_memory", lambda device, meminfo="": free)
     src = tmp_path / "s.png"
@@ -121,7 +121,7 @@ def test_a_forward_pass_too_large_for_the_memory_is_refused(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "vgg19 up to relu3_1 at 64x48 needs at least 0.0 GB" in err, err
     assert not out.exists()
-    assert 64 * 48 * forward_bytes_per_pixel(vgg, ["conv1_1"]) < free  # the first layer alone fits
+    assert 64 * 48 * bytes_per_pixel(vgg, ["conv1_1"]) < free  # the first layer alone fits
     assert main(["activations", str(src), "--layer", "conv1_1", "--size", "64", "-o", str(out), "-q"]) == 0
 
 

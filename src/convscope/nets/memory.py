@@ -1,12 +1,14 @@
-"""How much memory a net's forward pass holds at once, per pixel of its input, read off a small
-probe image: so that an engine can refuse, before any work, an image that cannot fit
-(`devices.check_fits`), for any net, not only the VGG19 the optimization engines' constant was
-measured on.
+"""How much memory a net's pass holds, per pixel of its input, read off two small probe images:
+so that an engine can refuse, before any work, an image that cannot fit (`devices.check_fits`),
+for any net, not only the VGG19 the optimization engines' constant was measured on.
 
-The figure is a lower bound: at the moment a layer returns, its input and its output both exist,
-so the pass needs at least the largest such pair (a layer that writes into its input counts once).
-Everything else a pass keeps (a backward pass's saved activations, the layers asked for, the
-convolutions' scratch space) comes on top, so a size refused by it could not have run. Run it
+The figures are lower bounds. A forward pass holds at least its largest layer's input and
+output at once (a layer that writes into its input counts once). A pass that will be
+differentiated holds, at the end of its forward, every tensor autograd saved for the backward
+(read through torch.autograd.graph.saved_tensors_hooks, each storage once). The gradients, the
+convolutions' scratch space and the caller's own tensors come on top, so a size refused by them
+could not have run. Per pixel means the growth from a side of s to 2s, divided by the pixels
+added: the weights (which autograd saves too) and other fixed costs drop out. Run the probe
 under the precision the pass will use: bf16 activations take half the bytes of float32 ones.
 """
 
@@ -25,27 +27,38 @@ def _storages(value) -> dict[int, int]:
     return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
 
 
-@torch.no_grad()
-def forward_bytes_per_pixel(net: nn.Module, layers: Iterable[str], side: int = 64) -> float:
-    """Bytes per input pixel that `net.features(image, layers)` holds at its fullest step, at the
-    least (see the module docstring), measured on a `side` x `side` image (at least the layers'
-    stride) on the net's device, in its weights' dtype or under the autocast in force."""
-    layers = list(layers)
-    side = max(int(side), net.stride_of(layers))
-    param = next(net.parameters(), None)
-    largest = 0
+def _held(net: nn.Module, layers: list[str], side: int, backward: bool) -> int:
+    """Bytes the pass holds at its fullest (see the module docstring) for one side x side image."""
+    largest, saved = 0, {}
 
     def record(module, args, output) -> None:
         nonlocal largest
-        inputs, outputs = _storages(args), _storages(output)
-        largest = max(largest, sum({**inputs, **outputs}.values()))  # (in place: one storage)
+        largest = max(largest, sum({**_storages(args), **_storages(output)}.values()))  # (in place: once)
 
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.update(_storages(t))
+        return t
+
+    param = next(net.parameters(), None)
     leaves = [m for m in net.modules() if next(m.children(), None) is None]
     handles = [m.register_forward_hook(record) for m in leaves]
     try:
-        x = torch.zeros(1, 3, side, side, device=param.device if param is not None else "cpu")
-        net.features(x, layers)
+        x = torch.zeros(1, 3, side, side, device=param.device if param is not None else "cpu",
+                        requires_grad=backward)
+        with torch.set_grad_enabled(backward), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            net.features(x, layers)
     finally:
         for h in handles:
             h.remove()
-    return largest / (side * side)
+    return max(largest, sum(saved.values()))
+
+
+def bytes_per_pixel(net: nn.Module, layers: Iterable[str], backward: bool = False, side: int = 64) -> float:
+    """Bytes per input pixel, at the least, that `net.features(image, layers)` holds: for the
+    forward alone, or (`backward`) with what a backward pass through it needs kept; measured
+    between sides `side` and twice that (at least the layers' stride) on the net's device, in its
+    weights' dtype or under the autocast in force."""
+    layers = list(layers)
+    side = max(int(side), net.stride_of(layers))
+    grown = _held(net, layers, 2 * side, backward) - _held(net, layers, side, backward)
+    return max(0.0, grown / (3 * side * side))

@@ -20,7 +20,7 @@ from ..argcheck import as_image, config_of
 from ..devices import check_fits
 from ..errors import ConfigError
 from ..nets import Backbone, natural_side, pick_layer
-from ..nets.memory import forward_bytes_per_pixel
+from ..nets.memory import bytes_per_pixel
 from ..options import suggest
 from .configs import ALL_CONV, ActivationsConfig
 from .loadnet import engine_net
@@ -111,7 +111,7 @@ def activations(image: Image.Image, config: ActivationsConfig | None = None,
                           "use a larger --size or a shallower layer")
     # (activations --size 8192 on VGG19 would hold 26 GB or more: the system killed such a process)
     check_fits(small.width * small.height, device, f"{net.net_name} up to {layers[-1][0]} at {small.width}x"
-               f"{small.height}", "--size", forward_bytes_per_pixel(net, [c for _, c in layers]))
+               f"{small.height}", "--size", bytes_per_pixel(net, [c for _, c in layers]))
     start = time.perf_counter()
     x = images.pil_to_tensor(small, device=device)
     with torch.no_grad():

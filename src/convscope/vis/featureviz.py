@@ -28,11 +28,12 @@ import torch
 from PIL import Image
 
 from .. import images
-from ..devices import default_precision
+from ..devices import check_fits, default_precision
 from ..argcheck import callback_or_none, config_of
 from ..errors import ConfigError, NumericalError
 from ..nets import AUTO, LOGITS, Net, auto_layer, cast_for
 from ..nets.classes import class_index, is_class_name
+from ..nets.memory import bytes_per_pixel
 from ..optimize import Interrupted, Progress, precision_mode
 from ..options import _RANGE, parse_indices
 from .configs import BLUR_EVERY, DEFAULT_CHANNELS, ClassVizConfig, FeatureVizConfig, RenderConfig
@@ -165,6 +166,12 @@ class FeatureVisualizer:
         if isinstance(config, FeatureVizConfig):
             changes["layer"] = layer if kind != "class" else LOGITS
         self.config = replace(config, **changes)
+        # Before any work (--size 2048 with 16 channels needed about 60 GB: the system kills such a run).
+        n = min(getattr(config, "batch", 1), len(targets)) * config.copies
+        with precision_mode(precision, device):
+            per_pixel = bytes_per_pixel(net, [layer], backward=True)
+        check_fits(n * size * size, device, f"{n} image(s) of {size}x{size} at once", "--size" +
+                   (" or --batch" if isinstance(config, FeatureVizConfig) else ""), per_pixel)
 
     # ---- objective ---------------------------------------------------------------------------
     def objective(self, x: torch.Tensor, targets: torch.Tensor, nudge: bool = False) -> torch.Tensor:

@@ -48,7 +48,7 @@ from ..devices import check_fits, default_precision, resolve_device
 from ..errors import ConfigError
 from ..losses import tv_loss
 from ..nets import Backbone, cast_for, get_net, natural_side, pick_layer
-from ..nets.memory import forward_bytes_per_pixel
+from ..nets.memory import bytes_per_pixel
 from ..optimize import Interrupted, Progress, optimize_image, optimizer_state_bytes, precision_mode
 from .configs import InvertConfig
 
@@ -171,7 +171,7 @@ def invert(image: Image.Image, config: InvertConfig | None = None,
     # Before any work: invert --size 4096 allocated 7 GB, then failed on L-BFGS's 30 GB after a minute.
     w, h = resized.size
     with precision_mode(precision, device):
-        per_pixel = forward_bytes_per_pixel(image_net, layers)
+        per_pixel = bytes_per_pixel(image_net, layers, backward=True)
     check_fits(w * h, device, f"inverting at {w}x{h}", "--size", per_pixel,
                optimizer_state_bytes(config.optimizer, 3 * w * h, config.iterations))
     results = []
