@@ -242,6 +242,13 @@ def _private_init() -> Iterator[None]:
         yield
 
 
+def flat_shape(net, canonical: str) -> tuple[int, ...] | None:
+    """The output shape (without the batch) of layer `canonical` where it has no spatial grid (a
+    torchvision or run net's head: a vector), else None; for the methods that need positions."""
+    info = getattr(net, "info", {}).get(canonical)
+    return None if info is None or info.spatial else info.shape[1:]
+
+
 def natural_side(net, default: int) -> int:
     """The image side a method uses on `net` unless told: `default`, or the net's own input size when
     that is smaller. A classifier run trained on 32 px images sees them at 32 px: at 224 px its
@@ -267,7 +274,7 @@ def clear_net_cache() -> None:
 
 
 __all__ = ["AUTO", "Backbone", "HookedNet", "LOGITS", "auto_layer", "cast_for", "pick_layer", "NETS", "Net",
-           "clear_net_cache",
+           "clear_net_cache", "flat_shape",
            "get_net", "hook_count", "imagenet_classes",
            "layer_table", "net_names"]
 

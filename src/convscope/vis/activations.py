@@ -19,7 +19,7 @@ from .. import images
 from ..argcheck import as_image, config_of
 from ..devices import check_fits
 from ..errors import ConfigError
-from ..nets import Backbone, natural_side, pick_layer
+from ..nets import Backbone, flat_shape, natural_side, pick_layer
 from ..nets.memory import bytes_per_pixel
 from ..options import suggest
 from .configs import ALL_CONV, ActivationsConfig
@@ -98,9 +98,9 @@ def activations(image: Image.Image, config: ActivationsConfig | None = None,
                      size=config.size or natural_side(net, DEFAULT_SIZE))
     layers = resolve_layers(net, config.layer)
     for name, canonical in layers:
-        info = getattr(net, "info", {}).get(canonical)  # torchvision and run nets: their heads are vectors
-        if info is not None and not info.spatial:
-            raise ConfigError(f"layer {name} of {net.net_name} has no spatial grid (shape {info.shape[1:]}), "
+        shape = flat_shape(net, canonical)  # torchvision and run nets: their heads are vectors
+        if shape is not None:
+            raise ConfigError(f"layer {name} of {net.net_name} has no spatial grid (shape {shape}), "
                               "so no feature maps to show; choose a convolutional layer")
     small = images.resize_long_side(images.to_rgb(image), config.size)
     # Each 2x2 pooling halves (and floors) the size: a side under the stride leaves nothing.

@@ -22,7 +22,7 @@ from .. import images
 from ..argcheck import as_image, callback_or_none, config_of, whole_number
 from ..devices import default_precision, resolve_device
 from ..errors import ConfigError, ImageError, NumericalError
-from ..nets import cast_for, get_net, pick_layer
+from ..nets import cast_for, flat_shape, get_net, pick_layer
 from ..optimize import Interrupted, Progress, precision_mode
 from .configs import DREAM_MAX_SIDE as MAX_SIDE
 from .configs import DreamConfig
@@ -66,10 +66,10 @@ class Dreamer:
                               f"channels (0 to {channels - 1})")
         if config.channel is not None and guide is not None:
             raise ConfigError("--channel and --guide are two different objectives; give one of them")
-        info = getattr(self.net, "info", {}).get(self.layer)
-        if guide is not None and info is not None and not info.spatial:  # (an IndexError traceback)
+        shape = flat_shape(self.net, self.layer)
+        if guide is not None and shape is not None:  # (an IndexError traceback)
             raise ConfigError(f"--guide matches the features at each position, and {config.layer} of "
-                              f"{self.net.net_name} has none (shape {info.shape[1:]}): choose a convolutional --layer")
+                              f"{self.net.net_name} has none (shape {shape}): choose a convolutional --layer")
         self.gen = torch.Generator(device="cpu").manual_seed(config.seed)  # same jitter on every device
         self.guide = None
         if guide is not None:

@@ -31,7 +31,7 @@ from .. import images
 from ..devices import check_fits, default_precision
 from ..argcheck import callback_or_none, config_of
 from ..errors import ConfigError, NumericalError
-from ..nets import AUTO, LOGITS, Net, auto_layer, cast_for
+from ..nets import AUTO, LOGITS, Net, auto_layer, cast_for, flat_shape
 from ..nets.classes import class_index, is_class_name
 from ..nets.memory import bytes_per_pixel
 from ..optimize import Interrupted, Progress, precision_mode
@@ -135,10 +135,10 @@ class FeatureVisualizer:
             kind = "neuron" if config.neuron else "channel"
             layer = auto_layer(net, AUTO_DEPTH) if config.layer == AUTO else config.layer
             canonical = net.resolve(layer)  # "did you mean" for unknown names
-            info = getattr(net, "info", {}).get(canonical)  # (--neuron on logits: ignored, exit 0)
-            if kind == "neuron" and info is not None and not info.spatial:
+            shape = flat_shape(net, canonical)  # (--neuron on logits: ignored, exit 0)
+            if kind == "neuron" and shape is not None:
                 raise ConfigError(f"--neuron maximizes a channel's centre position, and {layer} of {net.net_name} has "
-                                  f"none (shape {info.shape[1:]}): drop --neuron or choose a convolutional layer")
+                                  f"none (shape {shape}): drop --neuron or choose a convolutional layer")
             channels = net.channels_of(layer)
             if config.channels is None:
                 targets = list(range(min(DEFAULT_CHANNELS, channels)))
@@ -166,7 +166,8 @@ class FeatureVisualizer:
         if isinstance(config, FeatureVizConfig):
             changes["layer"] = layer if kind != "class" else LOGITS
         self.config = replace(config, **changes)
-        # Before any work (--size 2048 with 16 channels needed about 60 GB: the system kills such a run).
+        # Before any work: --size 2048 with 16 channels needs 51 GB or more by this bound (about 60 GB
+        # reckoned from peak memory at 128 and 256 px); the system kills a run it cannot hold.
         n = min(getattr(config, "batch", 1), len(targets)) * config.copies
         with precision_mode(precision, device):
             per_pixel = bytes_per_pixel(net, [layer], backward=True)

@@ -23,7 +23,7 @@ from ..argcheck import as_image, callback_or_none, config_of
 from ..devices import check_fits, default_precision, resolve_device
 from ..errors import ConfigError, ImageError
 from ..losses import gram, range_penalty, style_loss, tv_loss
-from ..nets import AUTO, Backbone, cast_for, get_net
+from ..nets import AUTO, Backbone, cast_for, flat_shape, get_net
 from ..optimize import Interrupted, OptimizeResult, Progress, optimize_image, optimizer_state_bytes
 from .configs import DEFAULT_LAYERS, TextureConfig
 
@@ -127,12 +127,11 @@ def synthesize(source: Image.Image, config: TextureConfig | None = None,
         auto = DEFAULT_LAYERS if isinstance(net, Backbone) else tuple(net.block_outputs()[:5])
         config = replace(config, layers=auto).validate()  # --layer-weights must now match in number
     for name in config.layers:
-        info = getattr(net, "info", {}).get(net.resolve(name))  # unknown names fail here, before any work
-        if info is not None and not info.spatial:  # (a classifier's logits: a ValueError deep in gram)
-            raise ConfigError(f"layer {name} of {net.net_name} has no spatial grid (shape {info.shape[1:]}), "
+        shape = flat_shape(net, net.resolve(name))  # unknown names fail here, before any work
+        if shape is not None:  # (a classifier's logits: a ValueError deep in gram)
+            raise ConfigError(f"layer {name} of {net.net_name} has no spatial grid (shape {shape}), "
                               "so no Gram matrix to match; choose a convolutional layer")
     stride = net.stride_of(config.layers)
-    w, h = config.size
     if min(w, h) < stride:
         raise ConfigError(f"--size {w} {h} is too small for the deepest layer: each side needs at least "
                           f"{stride} px; use a larger --size or shallower --layers")

@@ -33,7 +33,7 @@ from .. import images
 from ..argcheck import callback_or_none, check_loaded_net, config_of
 from ..devices import default_precision
 from ..errors import ConfigError, ImageError
-from ..nets import AUTO, auto_layer, natural_side
+from ..nets import AUTO, auto_layer, flat_shape, natural_side
 from ..optimize import precision_mode
 from .attribution import backward_rule
 from .configs import TopActConfig, parse_channels
@@ -159,9 +159,9 @@ class TopActivations:
         self.net, self.device = net, device
         self.layer = layer
         self.canonical = net.resolve(layer)  # "did you mean" before any work
-        info = getattr(net, "info", {}).get(self.canonical)
-        if info is not None and not info.spatial:
-            raise ConfigError(f"layer {layer} of {config.net} has no spatial grid (shape {info.shape[1:]}); "
+        shape = flat_shape(net, self.canonical)
+        if shape is not None:
+            raise ConfigError(f"layer {layer} of {config.net} has no spatial grid (shape {shape}); "
                               "choose a convolutional layer")
         self.channels = parse_channels(config.channels, net.channels_of(layer), f"{layer} of {net.net_name}")
         stride = net.stride_of([layer])
